@@ -1,0 +1,128 @@
+/*
+ * kernels.c - micro-benchmark of the dot kernels (not a test).
+ *
+ * For each weight type and ISA level this CPU runs, times a matrix-vector
+ * product over a row set shaped like SmolLM2-135M's layers (1536 rows of 576
+ * and 576 rows of 1536) and its Q8_0 output matrix (49152 rows of 576), once
+ * with one dot call per row and once with the multi-row kernel. Prints GB/s
+ * of weight bytes read and GFLOP/s (2 flops per weight).
+ *
+ *   hot     one matrix, re-read from cache each pass
+ *   stream  enough copies to exceed the caches (64 MiB), read in turn
+ *
+ * Build and run (from the repo root):
+ *   F="-std=c11 -O2 -D_GNU_SOURCE -Iinclude -Isrc"
+ *   gcc $F -mavx2 -mfma -mf16c -c src/kernels_avx2.c -o /tmp/k2.o &&
+ *   gcc $F -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c \
+ *       -c src/kernels_avx512.c -o /tmp/k5.o &&
+ *   gcc $F bench/kernels.c src/quant.c src/kernels.c src/error.c /tmp/k2.o /tmp/k5.o -lm \
+ *       -o /tmp/bench_kernels && /tmp/bench_kernels
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "quant.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 40) * 0x1p-23 - 1.0);
+}
+
+typedef struct {
+    uint32_t type;
+    int64_t n, rows;
+} shape;
+
+static volatile float sink;
+
+/* Seconds per matrix-vector product over copies of the matrix (one for
+ * hot), using dot per row or dot_rows over the whole matrix. */
+static double time_matvec(const fr_type_traits *tt, const shape *s, const uint8_t *w, int copies,
+                          const void *a, float *out, int use_rows) {
+    size_t rb = fr_row_bytes(s->type, s->n), mb = rb * (size_t)s->rows;
+    long passes = 0;
+    double t0 = now(), t;
+    do {
+        for (int c = 0; c < copies; c++) {
+            const uint8_t *m = w + (size_t)c * mb;
+            if (use_rows) {
+                tt->dot_rows(s->n, m, rb, a, out, (int)s->rows);
+            } else {
+                for (int64_t r = 0; r < s->rows; r++) out[r] = tt->dot(s->n, m + r * rb, a);
+            }
+            sink = out[0];
+        }
+        passes += copies;
+        t = now() - t0;
+    } while (t < 0.3);
+    return t / passes;
+}
+
+static void bench_shape(const shape *s) {
+    const fr_type_traits *tt = fr_traits(s->type);
+    size_t rb = fr_row_bytes(s->type, s->n), mb = rb * (size_t)s->rows;
+    int copies = (int)((64u << 20) / mb) + 1;
+    uint8_t *w = malloc(mb * copies);
+    float *x = malloc(sizeof(float) * s->n), *out = malloc(sizeof(float) * s->rows);
+    void *a = malloc(fr_row_bytes(tt->act_type, s->n));
+    for (int64_t r = 0; r < s->rows; r++) {
+        for (int64_t i = 0; i < s->n; i++) x[i] = frand();
+        tt->quant(x, w + r * rb, s->n);
+    }
+    for (int c = 1; c < copies; c++) memcpy(w + c * mb, w, mb);
+    for (int64_t i = 0; i < s->n; i++) x[i] = frand();
+    fr_traits(tt->act_type)->quant(x, a, s->n);
+
+    for (int lvl = 0; lvl <= fr_isa_detect(); lvl++) {
+        fr_kernels_select(lvl);
+        for (int use_rows = 0; use_rows < 2; use_rows++) {
+            double hot = time_matvec(tt, s, w, 1, a, out, use_rows);
+            double cold = time_matvec(tt, s, w, copies, a, out, use_rows);
+            double flop = 2.0 * s->n * s->rows;
+            printf("%-5s %5lld x %-5lld %-7s %-8s  hot %7.1f us %6.1f GB/s %6.1f GFLOP/s   stream %6.1f GB/s\n",
+                   tt->name, (long long)s->rows, (long long)s->n, fr_isa_name(lvl),
+                   use_rows ? "dot_rows" : "dot", hot * 1e6, mb / hot * 1e-9, flop / hot * 1e-9,
+                   mb / cold * 1e-9);
+        }
+    }
+    free(w), free(x), free(out), free(a);
+}
+
+static void bench_quantize(uint32_t act_type, int64_t n) {
+    float *x = malloc(sizeof(float) * n);
+    void *y = malloc(fr_row_bytes(act_type, n));
+    for (int64_t i = 0; i < n; i++) x[i] = frand();
+    for (int lvl = 0; lvl <= fr_isa_detect(); lvl++) {
+        fr_kernels_select(lvl);
+        long reps = 0;
+        double t0 = now(), t;
+        do {
+            for (int k = 0; k < 100; k++) fr_quantize_act(act_type, x, y, n);
+            reps += 100;
+            t = now() - t0;
+        } while (t < 0.2);
+        printf("quantize %-5s n=%-5lld %-7s %7.1f ns/row  %6.2f ns/block\n", fr_traits(act_type)->name,
+               (long long)n, fr_isa_name(lvl), t / reps * 1e9, t / reps * 1e9 / (n / 32));
+    }
+    free(x), free(y);
+}
+
+int main(void) {
+    const shape shapes[] = {
+        {FR_Q4_1, 576, 1536}, {FR_Q4_1, 1536, 576}, {FR_Q8_0, 576, 1536}, {FR_Q8_0, 576, 49152},
+        {FR_Q4_0, 576, 1536}, {FR_F16, 576, 1536},  {FR_F32, 576, 1536},
+    };
+    printf("cpu level: %s\n", fr_isa_name(fr_isa_detect()));
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) bench_shape(&shapes[i]);
+    bench_quantize(FR_Q8_1, 576);
+    bench_quantize(FR_Q8_0, 1536);
+    return 0;
+}

@@ -1,0 +1,198 @@
+/*
+ * frugal.h - the whole public API of libfrugal.
+ *
+ * frugal runs quantized GGUF language models on the CPU. The API has four
+ * kinds of object, all opaque:
+ *
+ *   frugal_model    the weights (memory-mapped, read-only), tokenizer and
+ *                   hyperparameters of one GGUF file. Shareable between
+ *                   contexts.
+ *   frugal_ctx      one inference state over a model: KV cache, scratch
+ *                   buffers, thread pool.
+ *   frugal_sampler  turns logits into a token (greedy, temperature, top-k,
+ *                   top-p, min-p, repetition penalty, seeded RNG).
+ *   frugal_stream   turns a stream of tokens into valid UTF-8 text.
+ *
+ * Every call that can fail returns a frugal_status. The detailed message of
+ * the last failure on the calling thread is frugal_last_error(). The library
+ * never prints and never exits.
+ */
+#ifndef FRUGAL_H
+#define FRUGAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FRUGAL_VERSION "0.1.0"
+
+typedef enum {
+    FRUGAL_OK = 0,
+    FRUGAL_ERR_INVALID_ARG,  /* a parameter out of range, NULL where not allowed */
+    FRUGAL_ERR_IO,           /* file cannot be opened, read or mapped */
+    FRUGAL_ERR_FORMAT,       /* the model file is malformed */
+    FRUGAL_ERR_UNSUPPORTED,  /* well-formed, but uses something we do not implement */
+    FRUGAL_ERR_NOMEM,        /* an allocation failed */
+    FRUGAL_ERR_CONTEXT_FULL, /* more tokens than the context holds */
+    FRUGAL_ERR_TEMPLATE,     /* unknown chat template or bad messages */
+} frugal_status;
+
+/* A short constant string naming the status, e.g. "malformed model file". */
+const char *frugal_status_str(frugal_status st);
+
+/* The detailed message of the last failed call on this thread ("" if none). */
+const char *frugal_last_error(void);
+
+typedef struct frugal_model frugal_model;
+typedef struct frugal_ctx frugal_ctx;
+typedef struct frugal_sampler frugal_sampler;
+typedef struct frugal_stream frugal_stream;
+
+/* ---- Model ------------------------------------------------------------ */
+
+frugal_status frugal_model_load(const char *path, frugal_model **out);
+void frugal_model_free(frugal_model *model);
+
+typedef struct {
+    const char *arch;            /* general.architecture, e.g. "llama" */
+    const char *name;            /* general.name, or "" */
+    int n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim;
+    int n_vocab, n_ctx_train;
+    float rope_theta, norm_eps;
+    const char *tokenizer_model; /* "gpt2" (byte-level BPE) or "llama" (SentencePiece) */
+    const char *tokenizer_pre;   /* pre-tokenizer name, or "" */
+    const char *chat_template;   /* name of the recognised template, or "unknown"/"none" */
+    int32_t bos_id, eos_id;
+    bool add_bos;
+    uint64_t n_params;           /* elements in all tensors */
+    uint64_t weight_bytes;       /* bytes of tensor data */
+    uint64_t file_bytes;
+} frugal_model_info;
+
+void frugal_model_get_info(const frugal_model *model, frugal_model_info *info);
+
+/* Metadata as text, for `frugal info`. Arrays longer than a few elements
+ * are summarised. Returns false when i is out of range. */
+int frugal_model_meta_count(const frugal_model *model);
+bool frugal_model_meta(const frugal_model *model, int i, const char **key,
+                       char *value, size_t value_cap);
+
+typedef struct {
+    const char *name;
+    const char *type;  /* "Q4_1", "F32", ... */
+    int n_dims;
+    int64_t ne[4];     /* ne[0] is the contiguous (row) length */
+    uint64_t bytes;
+    uint64_t offset;   /* from the start of the file */
+} frugal_tensor_info;
+
+int frugal_model_tensor_count(const frugal_model *model);
+bool frugal_model_tensor(const frugal_model *model, int i, frugal_tensor_info *t);
+
+/* ---- Tokens ----------------------------------------------------------- */
+
+enum {
+    FRUGAL_TOKENIZE_ADD_BOS = 1,       /* prepend BOS (only if the model adds one) */
+    FRUGAL_TOKENIZE_PARSE_SPECIAL = 2, /* "<|im_start|>" in the text becomes its token */
+};
+
+/* Tokenizes text[0..len). Writes at most cap ids and returns how many the
+ * full result has (call again with a bigger buffer when that exceeds cap),
+ * or -1 on error (see frugal_last_error). */
+int64_t frugal_tokenize(const frugal_model *model, const char *text, size_t len,
+                        int32_t *tokens, int64_t cap, unsigned flags);
+
+/* The bytes a token stands for (not necessarily valid UTF-8 alone). Returns
+ * the byte count (may exceed cap: then nothing useful was written), -1 for a
+ * bad id. */
+int frugal_token_bytes(const frugal_model *model, int32_t token, char *buf, int cap);
+
+int frugal_n_vocab(const frugal_model *model);
+/* True for tokens that end a generation (EOS, end-of-turn). */
+bool frugal_token_is_eog(const frugal_model *model, int32_t token);
+
+/* Streaming detokenizer: push tokens, get back only complete UTF-8 (an
+ * invalid sequence becomes U+FFFD). */
+frugal_status frugal_stream_new(const frugal_model *model, frugal_stream **out);
+/* Appends the text that became complete to out (NUL-terminated, cap >= 32
+ * is always enough for one token's worth plus pending bytes... use 256).
+ * Returns the number of bytes written (excluding NUL), or -1 if cap too small. */
+int frugal_stream_push(frugal_stream *s, int32_t token, char *out, size_t cap);
+/* Flushes pending bytes (an incomplete sequence becomes U+FFFD). */
+int frugal_stream_flush(frugal_stream *s, char *out, size_t cap);
+void frugal_stream_free(frugal_stream *s);
+
+/* ---- Chat templates --------------------------------------------------- */
+
+typedef struct {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+} frugal_chat_msg;
+
+/* Renders messages with the model's chat template. *out is allocated with
+ * malloc; free it with frugal_free. FRUGAL_ERR_TEMPLATE if the model's
+ * template is not one we know. */
+frugal_status frugal_chat_apply(const frugal_model *model, const frugal_chat_msg *msgs,
+                                size_t n_msgs, bool add_generation_prompt, char **out);
+
+void frugal_free(void *p);
+
+/* ---- Context (inference state) ---------------------------------------- */
+
+typedef struct {
+    int n_ctx;     /* tokens the KV cache holds; 0 = the model's training context */
+    int n_threads; /* 0 = number of physical cores */
+    int n_batch;   /* tokens per forward pass in prefill; 0 = default */
+} frugal_ctx_params;
+
+frugal_ctx_params frugal_ctx_default_params(void);
+frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *params,
+                             frugal_ctx **out);
+void frugal_ctx_free(frugal_ctx *ctx);
+
+/* Runs tokens through the model at the current position and appends them
+ * to the KV cache. With all_logits the logits of every token are kept,
+ * otherwise only those of the last one. FRUGAL_ERR_CONTEXT_FULL (and no
+ * change) if they do not fit. */
+frugal_status frugal_eval(frugal_ctx *ctx, const int32_t *tokens, int n, bool all_logits);
+
+/* Logits of the i-th token of the last frugal_eval (i = -1: the last).
+ * NULL if that row was not kept. n_vocab floats. */
+const float *frugal_logits(const frugal_ctx *ctx, int i);
+
+int frugal_ctx_pos(const frugal_ctx *ctx);   /* tokens in the KV cache */
+int frugal_ctx_size(const frugal_ctx *ctx);  /* capacity */
+int frugal_ctx_threads(const frugal_ctx *ctx);
+/* Forgets cached tokens from pos on (pos <= frugal_ctx_pos). */
+frugal_status frugal_ctx_rewind(frugal_ctx *ctx, int pos);
+
+/* ---- Sampling --------------------------------------------------------- */
+
+typedef struct {
+    float temperature;    /* <= 0: greedy */
+    int top_k;            /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off */
+    int repeat_last_n;    /* tokens of history the penalty looks at */
+    uint64_t seed;
+} frugal_sampler_params;
+
+frugal_sampler_params frugal_sampler_default_params(void);
+frugal_status frugal_sampler_new(const frugal_sampler_params *p, int n_vocab,
+                                 frugal_sampler **out);
+void frugal_sampler_free(frugal_sampler *s);
+/* Picks a token from logits (n_vocab floats, not modified). */
+int32_t frugal_sampler_sample(frugal_sampler *s, const float *logits);
+/* Records a token in the penalty history (prompt and generated tokens). */
+void frugal_sampler_accept(frugal_sampler *s, int32_t token);
+void frugal_sampler_reset(frugal_sampler *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FRUGAL_H */

@@ -1,0 +1,131 @@
+/*
+ * context.c - the inference state: KV cache, activation buffers, thread
+ * pool, and frugal_eval which feeds tokens through the forward pass in
+ * batches of at most n_batch.
+ */
+#include <string.h>
+#include "model.h"
+#include "quant.h"
+
+#define DEFAULT_BATCH 512
+#define MAX_CTX (1 << 20)
+
+frugal_ctx_params frugal_ctx_default_params(void) {
+    frugal_ctx_params p = { 0, 0, 0 };
+    return p;
+}
+
+static frugal_status alloc_buffers(frugal_ctx *c) {
+    const fr_hparams *hp = &c->model->hp;
+    size_t nb = (size_t)c->n_batch;
+    size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim, q_dim = (size_t)hp->n_head * hp->head_dim;
+    size_t cache = (size_t)hp->n_layer * c->n_ctx * kv_dim;
+    size_t widest = FR_MAX(FR_MAX((size_t)hp->n_embd, q_dim), (size_t)hp->n_ff);
+    /* a quantized activation row is at most 4 bytes per element plus block headers */
+    c->qbuf_bytes = nb * (widest * 4 + 64);
+    c->k_cache = fr_malloc(cache * sizeof(uint16_t));
+    c->v_cache = fr_malloc(cache * sizeof(uint16_t));
+    c->x = fr_malloc(nb * hp->n_embd * sizeof(float));
+    c->xb = fr_malloc(nb * FR_MAX((size_t)hp->n_embd, q_dim) * sizeof(float));
+    c->q = fr_malloc(nb * q_dim * sizeof(float));
+    c->k = fr_malloc(nb * kv_dim * sizeof(float));
+    c->v = fr_malloc(nb * kv_dim * sizeof(float));
+    c->att = fr_malloc(nb * q_dim * sizeof(float));
+    c->hb = fr_malloc(nb * hp->n_ff * sizeof(float));
+    c->hb2 = fr_malloc(nb * hp->n_ff * sizeof(float));
+    c->qbuf = fr_malloc(c->qbuf_bytes);
+    c->n_logits_cap = 1;
+    c->logits = fr_malloc((size_t)hp->n_vocab * sizeof(float));
+    if (!c->k_cache || !c->v_cache || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->att ||
+        !c->hb || !c->hb2 || !c->qbuf || !c->logits)
+        return fr_error(FRUGAL_ERR_NOMEM, "out of memory for a context of %d tokens (KV cache %.1f MiB)",
+                        c->n_ctx, 2.0 * cache * sizeof(uint16_t) / (1 << 20));
+    return FRUGAL_OK;
+}
+
+frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *params, frugal_ctx **out) {
+    if (!model || !out) return fr_error(FRUGAL_ERR_INVALID_ARG, "model and output are required");
+    *out = NULL;
+    frugal_ctx_params p = params ? *params : frugal_ctx_default_params();
+    if (p.n_ctx < 0 || p.n_ctx > MAX_CTX)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "context size %d out of range 1..%d", p.n_ctx, MAX_CTX);
+    if (p.n_threads < 0 || p.n_threads > 1024)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "thread count %d out of range 1..1024", p.n_threads);
+    if (p.n_batch < 0 || p.n_batch > 65536)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "batch size %d out of range 1..65536", p.n_batch);
+    frugal_ctx *c = fr_calloc(1, sizeof *c);
+    if (!c) return fr_error(FRUGAL_ERR_NOMEM, "out of memory creating context");
+    c->model = model;
+    c->n_ctx = p.n_ctx ? p.n_ctx : model->hp.n_ctx_train;
+    c->n_batch = FR_MIN(p.n_batch ? p.n_batch : DEFAULT_BATCH, c->n_ctx);
+    frugal_status st = alloc_buffers(c);
+    if (!st) st = fr_pool_new(p.n_threads ? p.n_threads : fr_physical_cores(), &c->pool);
+    if (st) { frugal_ctx_free(c); return st; }
+    *out = c;
+    return FRUGAL_OK;
+}
+
+void frugal_ctx_free(frugal_ctx *c) {
+    if (!c) return;
+    fr_pool_free(c->pool);
+    fr_free(c->k_cache); fr_free(c->v_cache);
+    fr_free(c->x); fr_free(c->xb); fr_free(c->q); fr_free(c->k); fr_free(c->v);
+    fr_free(c->att); fr_free(c->hb); fr_free(c->hb2); fr_free(c->qbuf); fr_free(c->logits);
+    fr_free(c);
+}
+
+/* Grows the logits buffer to hold `rows` rows. */
+static frugal_status reserve_logits(frugal_ctx *c, int rows) {
+    if (rows <= c->n_logits_cap) return FRUGAL_OK;
+    float *l = fr_realloc(c->logits, (size_t)rows * c->model->hp.n_vocab * sizeof(float));
+    if (!l) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for logits of %d tokens", rows);
+    c->logits = l;
+    c->n_logits_cap = rows;
+    return FRUGAL_OK;
+}
+
+frugal_status frugal_eval(frugal_ctx *c, const int32_t *tokens, int n, bool all_logits) {
+    if (!c || (!tokens && n > 0) || n < 0) return fr_error(FRUGAL_ERR_INVALID_ARG, "bad arguments to frugal_eval");
+    if (n == 0) return FRUGAL_OK;
+    if (n > c->n_ctx - c->pos)
+        return fr_error(FRUGAL_ERR_CONTEXT_FULL, "%d tokens do not fit: context holds %d, %d in use",
+                        n, c->n_ctx, c->pos);
+    int n_vocab = c->model->hp.n_vocab;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
+            return fr_error(FRUGAL_ERR_INVALID_ARG, "token id %d out of range 0..%d", tokens[i], n_vocab - 1);
+    frugal_status st = reserve_logits(c, all_logits ? n : 1);
+    if (st) return st;
+    float *all = c->logits;
+    for (int done = 0; done < n; done += c->n_batch) {
+        int nb = FR_MIN(c->n_batch, n - done);
+        bool last_batch = done + nb == n;
+        int n_out = all_logits ? nb : (last_batch ? 1 : 0);
+        c->logits = all_logits ? all + (size_t)done * n_vocab : all;
+        fr_forward(c, tokens + done, nb, n_out);
+        c->pos += nb;
+    }
+    c->logits = all;
+    c->logits_first = all_logits ? 0 : n - 1;
+    c->logits_count = all_logits ? n : 1;
+    return FRUGAL_OK;
+}
+
+const float *frugal_logits(const frugal_ctx *c, int i) {
+    if (!c || c->logits_count == 0) return NULL;
+    if (i < 0) i = c->logits_first + c->logits_count - 1;
+    if (i < c->logits_first || i >= c->logits_first + c->logits_count) return NULL;
+    return c->logits + (size_t)(i - c->logits_first) * c->model->hp.n_vocab;
+}
+
+int frugal_ctx_pos(const frugal_ctx *c) { return c->pos; }
+int frugal_ctx_size(const frugal_ctx *c) { return c->n_ctx; }
+int frugal_ctx_threads(const frugal_ctx *c) { return fr_pool_size(c->pool); }
+
+frugal_status frugal_ctx_rewind(frugal_ctx *c, int pos) {
+    if (pos < 0 || pos > c->pos)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "cannot rewind to %d: %d tokens cached", pos, c->pos);
+    c->pos = pos;
+    c->logits_count = 0;
+    return FRUGAL_OK;
+}

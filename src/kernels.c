@@ -1,0 +1,110 @@
+/*
+ * kernels.c - picks the dot-product kernels at run time.
+ *
+ * The generic library is built for baseline x86-64; kernels_avx2.c and
+ * kernels_avx512.c are built with their ISA flags and must only run on a CPU
+ * (and OS) that supports them. cpuid tells what the CPU has; xgetbv tells
+ * whether the OS saves the wider register state on context switches (a CPU
+ * with AVX-512 under an OS that does not enable it must not use it).
+ *
+ * Selection overlays the levels: start from the scalar references, then
+ * let AVX2 and then AVX-512 replace what they implement. A type missing at
+ * a level keeps the kernel of the level below.
+ */
+#include <cpuid.h>
+#include <stdlib.h>
+#include <string.h>
+#include "quant.h"
+
+static uint64_t read_xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t)hi << 32 | lo;
+}
+
+int fr_isa_detect(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return FR_ISA_SCALAR;
+    const unsigned osxsave = 1u << 27, avx = 1u << 28, fma = 1u << 12, f16c = 1u << 29;
+    if ((c & (osxsave | avx | fma | f16c)) != (osxsave | avx | fma | f16c)) return FR_ISA_SCALAR;
+    uint64_t xcr0 = read_xcr0();
+    if ((xcr0 & 0x6) != 0x6) return FR_ISA_SCALAR; /* XMM and YMM state */
+    if (__get_cpuid_max(0, NULL) < 7) return FR_ISA_SCALAR;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!(b & (1u << 5))) return FR_ISA_SCALAR; /* AVX2 */
+    /* AVX-512 F, DQ, BW, VL and VNNI, plus opmask/ZMM state enabled by the OS. */
+    const unsigned f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31;
+    const unsigned vnni = 1u << 11;
+    if ((b & (f | dq | bw | vl)) == (f | dq | bw | vl) && (c & vnni) && (xcr0 & 0xe0) == 0xe0)
+        return FR_ISA_AVX512;
+    return FR_ISA_AVX2;
+}
+
+const char *fr_isa_name(int isa) {
+    switch (isa) {
+    case FR_ISA_SCALAR: return "scalar";
+    case FR_ISA_AVX2: return "avx2";
+    case FR_ISA_AVX512: return "avx512";
+    }
+    return "unknown";
+}
+
+static int current_isa = FR_ISA_SCALAR;
+
+int fr_kernels_isa(void) { return current_isa; }
+
+/* Copies the non-NULL entries of one level over the table being built. */
+static void overlay(fr_kernel_table *dst, const fr_kernel_table *src) {
+    for (int t = 0; t < FR_TYPE_COUNT; t++) {
+        if (src->dot[t]) dst->dot[t] = src->dot[t];
+        if (src->dot_rows[t]) dst->dot_rows[t] = src->dot_rows[t];
+        if (src->quant[t]) dst->quant[t] = src->quant[t];
+    }
+}
+
+int fr_kernels_select(int isa) {
+    int best = fr_isa_detect();
+    if (isa > best) isa = best;
+    if (isa < FR_ISA_SCALAR) isa = FR_ISA_SCALAR;
+
+    fr_kernel_table tab;
+    memset(&tab, 0, sizeof tab);
+    for (uint32_t t = 0; t < FR_TYPE_COUNT; t++) {
+        const fr_type_traits *tt = fr_traits(t);
+        if (!tt) continue;
+        tab.dot[t] = tt->dot_ref;
+        tab.dot_rows[t] = tt->dot_rows_ref;
+        tab.quant[t] = tt->quant;
+    }
+    fr_kernel_table level;
+    if (isa >= FR_ISA_AVX2) {
+        memset(&level, 0, sizeof level);
+        fr_kernels_fill_avx2(&level);
+        overlay(&tab, &level);
+    }
+    if (isa >= FR_ISA_AVX512) {
+        memset(&level, 0, sizeof level);
+        fr_kernels_fill_avx512(&level);
+        overlay(&tab, &level);
+    }
+    for (uint32_t t = 0; t < FR_TYPE_COUNT; t++)
+        fr_traits_set_kernels(t, tab.dot[t], tab.dot_rows[t], tab.quant[t]);
+    current_isa = isa;
+    return isa;
+}
+
+int fr_kernels_init_from_env(void) {
+    const char *env = getenv("FRUGAL_ISA");
+    int isa = fr_isa_detect();
+    if (env) {
+        if (!strcmp(env, "scalar")) isa = FR_ISA_SCALAR;
+        else if (!strcmp(env, "avx2")) isa = FR_ISA_AVX2;
+        else if (!strcmp(env, "avx512")) isa = FR_ISA_AVX512;
+    }
+    return fr_kernels_select(isa);
+}
+
+void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n) {
+    const fr_type_traits *t = fr_traits(act_type);
+    if (t && t->quant_fast) t->quant_fast(x, y, n);
+}

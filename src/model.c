@@ -1,0 +1,222 @@
+/*
+ * model.c - loading a model (map the GGUF file, build the tokenizer, let
+ * the architecture bind its weights) and describing it (frugal info).
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "chat.h"
+#include "model.h"
+#include "quant.h"
+
+typedef frugal_status (*arch_load_fn)(frugal_model *m);
+
+static const struct { const char *name; arch_load_fn load; } architectures[] = {
+    { "llama", fr_arch_llama_load },
+};
+
+frugal_status fr_bind(const frugal_model *m, fr_weight *w, int64_t cols, int64_t rows,
+                      bool required, const char *fmt, ...) {
+    char name[GGUF_MAX_NAME + 16];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    memset(w, 0, sizeof *w);
+    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    if (!t) return required ? fr_error(FRUGAL_ERR_FORMAT, "missing tensor %s", name) : FRUGAL_OK;
+    int64_t want_rows = rows, got_rows = t->n_dims >= 2 ? t->ne[1] : 1;
+    if (t->ne[0] != cols || got_rows != want_rows || t->ne[2] != 1 || t->ne[3] != 1)
+        return fr_error(FRUGAL_ERR_FORMAT,
+                        "tensor %s has shape [%" PRId64 ", %" PRId64 "], expected [%" PRId64 ", %" PRId64 "]",
+                        name, t->ne[0], got_rows, cols, rows);
+    const fr_type_traits *tt = fr_traits(t->type);
+    if (!tt || !tt->dequant)
+        return fr_error(FRUGAL_ERR_UNSUPPORTED, "tensor %s has type %s, which frugal does not support yet",
+                        name, tt ? tt->name : "unknown");
+    if (rows > 1 && !tt->dot)
+        return fr_error(FRUGAL_ERR_UNSUPPORTED, "tensor %s: no matmul kernel for type %s", name, tt->name);
+    w->data = t->data;
+    w->type = t->type;
+    w->cols = cols;
+    w->rows = rows;
+    w->row_bytes = fr_row_bytes(t->type, cols);
+    return FRUGAL_OK;
+}
+
+static char *dup_str_key(const gguf_file *g, const char *key, const char *fallback) {
+    gguf_str s;
+    if (gguf_find(g, key) && gguf_get_str(g, key, &s) == FRUGAL_OK) return fr_strndup(s.ptr, s.len);
+    return fr_strndup(fallback, strlen(fallback));
+}
+
+static frugal_status load_chat_template(frugal_model *m) {
+    gguf_str s = { "", 0 };
+    if (gguf_find(m->gguf, "tokenizer.chat_template")) {
+        frugal_status st = gguf_get_str(m->gguf, "tokenizer.chat_template", &s);
+        if (st) return st;
+    }
+    m->chat_kind = fr_chat_detect(s.ptr, s.len);
+    m->chat_default_system = fr_chat_default_system(s.ptr, s.len);
+    return FRUGAL_OK;
+}
+
+static frugal_status load_arch(frugal_model *m) {
+    for (size_t i = 0; i < sizeof architectures / sizeof architectures[0]; i++)
+        if (!strcmp(m->arch, architectures[i].name)) return architectures[i].load(m);
+    return fr_error(FRUGAL_ERR_UNSUPPORTED, "architecture '%s' is not supported (supported: llama)",
+                    m->arch);
+}
+
+frugal_status frugal_model_load(const char *path, frugal_model **out) {
+    if (!path || !out) return fr_error(FRUGAL_ERR_INVALID_ARG, "model path and output are required");
+    *out = NULL;
+    fr_clear_error();
+    frugal_model *m = fr_calloc(1, sizeof *m);
+    if (!m) return fr_error(FRUGAL_ERR_NOMEM, "out of memory loading model");
+    frugal_status st = gguf_open(path, &m->gguf);
+    if (st) goto fail;
+    m->arch = dup_str_key(m->gguf, "general.architecture", "");
+    m->name = dup_str_key(m->gguf, "general.name", "");
+    if (!m->arch || !m->name) { st = fr_error(FRUGAL_ERR_NOMEM, "out of memory loading model"); goto fail; }
+    if (!m->arch[0]) { st = fr_error(FRUGAL_ERR_FORMAT, "missing key general.architecture"); goto fail; }
+    if ((st = fr_tokenizer_load(m->gguf, &m->tok))) goto fail;
+    if ((st = load_arch(m))) goto fail;
+    if ((st = load_chat_template(m))) goto fail;
+    m->isa = fr_kernels_init_from_env();
+    *out = m;
+    return FRUGAL_OK;
+fail:
+    frugal_model_free(m);
+    return st;
+}
+
+void frugal_model_free(frugal_model *m) {
+    if (!m) return;
+    fr_tokenizer_free(m->tok);
+    gguf_close(m->gguf);
+    fr_free(m->layers);
+    fr_free(m->arch);
+    fr_free(m->name);
+    fr_free(m->chat_default_system);
+    fr_free(m);
+}
+
+void frugal_model_get_info(const frugal_model *m, frugal_model_info *info) {
+    const fr_hparams *hp = &m->hp;
+    memset(info, 0, sizeof *info);
+    info->arch = m->arch;
+    info->name = m->name;
+    info->n_layer = hp->n_layer;
+    info->n_embd = hp->n_embd;
+    info->n_ff = hp->n_ff;
+    info->n_head = hp->n_head;
+    info->n_head_kv = hp->n_head_kv;
+    info->head_dim = hp->head_dim;
+    info->n_vocab = hp->n_vocab;
+    info->n_ctx_train = hp->n_ctx_train;
+    info->rope_theta = hp->rope_theta;
+    info->norm_eps = hp->norm_eps;
+    info->tokenizer_model = fr_tokenizer_model(m->tok);
+    info->tokenizer_pre = fr_tokenizer_pre(m->tok);
+    info->chat_template = fr_chat_name(m->chat_kind);
+    info->bos_id = fr_tokenizer_bos(m->tok);
+    info->eos_id = fr_tokenizer_eos(m->tok);
+    info->add_bos = fr_tokenizer_add_bos(m->tok);
+    info->file_bytes = m->gguf->size;
+    for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
+        const gguf_tensor *t = &m->gguf->tensors[i];
+        info->weight_bytes += t->nbytes;
+        info->n_params += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+    }
+}
+
+int frugal_model_meta_count(const frugal_model *m) { return (int)m->gguf->n_kv; }
+
+/* Appends printf output to buf at *len, never past cap. */
+static void appendf(char *buf, size_t cap, size_t *len, const char *fmt, ...) FR_PRINTF(4, 5);
+static void appendf(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
+    if (*len >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (n > 0) *len = FR_MIN(cap - 1, *len + (size_t)n);
+}
+
+static void format_scalar(uint32_t type, const void *p, char *buf, size_t cap, size_t *len) {
+    union { uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
+            float f32; uint64_t u64; int64_t i64; double f64; } v;
+    static const size_t sizes[] = { 1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8 };
+    if (type >= GGUF_VTYPE_COUNT || !sizes[type]) return;
+    memcpy(&v, p, sizes[type]);
+    switch (type) {
+    case GGUF_U8: appendf(buf, cap, len, "%u", v.u8); break;
+    case GGUF_I8: appendf(buf, cap, len, "%d", v.i8); break;
+    case GGUF_U16: appendf(buf, cap, len, "%u", v.u16); break;
+    case GGUF_I16: appendf(buf, cap, len, "%d", v.i16); break;
+    case GGUF_U32: appendf(buf, cap, len, "%u", v.u32); break;
+    case GGUF_I32: appendf(buf, cap, len, "%d", v.i32); break;
+    case GGUF_F32: appendf(buf, cap, len, "%g", v.f32); break;
+    case GGUF_BOOL: appendf(buf, cap, len, "%s", v.u8 ? "true" : "false"); break;
+    case GGUF_U64: appendf(buf, cap, len, "%" PRIu64, v.u64); break;
+    case GGUF_I64: appendf(buf, cap, len, "%" PRId64, v.i64); break;
+    case GGUF_F64: appendf(buf, cap, len, "%g", v.f64); break;
+    }
+}
+
+static void format_str(gguf_str s, char *buf, size_t cap, size_t *len, size_t max) {
+    appendf(buf, cap, len, "\"");
+    for (uint64_t i = 0; i < s.len && i < max; i++) {
+        char c = s.ptr[i];
+        if (c == '\n') appendf(buf, cap, len, "\\n");
+        else if ((unsigned char)c < 0x20) appendf(buf, cap, len, "\\x%02x", (unsigned char)c);
+        else appendf(buf, cap, len, "%c", c);
+    }
+    appendf(buf, cap, len, s.len > max ? "\"..." : "\"");
+}
+
+bool frugal_model_meta(const frugal_model *m, int i, const char **key, char *value, size_t cap) {
+    if (i < 0 || (uint64_t)i >= m->gguf->n_kv || cap == 0) return false;
+    const gguf_kv *kv = &m->gguf->kv[i];
+    static _Thread_local char keybuf[256];
+    snprintf(keybuf, sizeof keybuf, "%.*s", (int)FR_MIN(kv->key.len, 255), kv->key.ptr);
+    *key = keybuf;
+    size_t len = 0;
+    value[0] = 0;
+    if (kv->type == GGUF_STRING) {
+        format_str(kv->strs[0], value, cap, &len, 200);
+    } else if (kv->type == GGUF_ARRAY) {
+        appendf(value, cap, &len, "[%s x %" PRIu64 "]", gguf_vtype_name(kv->arr_type), kv->arr_n);
+        static const size_t sizes[] = { 1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8 };
+        for (uint64_t j = 0; j < kv->arr_n && j < 5; j++) {
+            appendf(value, cap, &len, j ? ", " : " ");
+            if (kv->arr_type == GGUF_STRING) format_str(kv->strs[j], value, cap, &len, 40);
+            else if (kv->arr_type < GGUF_VTYPE_COUNT && sizes[kv->arr_type])
+                format_scalar(kv->arr_type, (const uint8_t *)kv->data + j * sizes[kv->arr_type], value, cap, &len);
+        }
+        if (kv->arr_n > 5) appendf(value, cap, &len, ", ...");
+    } else {
+        format_scalar(kv->type, kv->data, value, cap, &len);
+    }
+    return true;
+}
+
+int frugal_model_tensor_count(const frugal_model *m) { return (int)m->gguf->n_tensors; }
+
+bool frugal_model_tensor(const frugal_model *m, int i, frugal_tensor_info *out) {
+    if (i < 0 || (uint64_t)i >= m->gguf->n_tensors) return false;
+    const gguf_tensor *t = &m->gguf->tensors[i];
+    static _Thread_local char namebuf[GGUF_MAX_NAME + 1];
+    snprintf(namebuf, sizeof namebuf, "%.*s", (int)t->name.len, t->name.ptr);
+    const fr_type_traits *tt = fr_traits(t->type);
+    out->name = namebuf;
+    out->type = tt ? tt->name : "?";
+    out->n_dims = (int)t->n_dims;
+    for (int d = 0; d < 4; d++) out->ne[d] = t->ne[d];
+    out->bytes = t->nbytes;
+    out->offset = m->gguf->data_offset + t->offset;
+    return true;
+}

@@ -1,0 +1,111 @@
+/*
+ * quant.h - tensor element types and the one table of per-type traits.
+ *
+ * Type ids are GGUF's (= ggml's) so a tensor's type field indexes the table
+ * directly. Each type knows its block size and bytes per block, how to
+ * dequantize a row, and how to take a dot product of one of its rows with
+ * an activation row that was quantized once to its `act_type` (Q8_0 for
+ * Q4_0/Q8_0, Q8_1 for Q4_1, ...). Adding a type touches only this table
+ * and its kernels.
+ *
+ * `dot` is the dispatched kernel (AVX-512, AVX2 or scalar, picked at start
+ * from the CPU's features, overridable with FRUGAL_ISA=scalar|avx2|avx512);
+ * `dot_ref` is the scalar reference that tests compare every kernel against.
+ */
+#ifndef FR_QUANT_H
+#define FR_QUANT_H
+
+#include "common.h"
+
+enum fr_type {
+    FR_F32 = 0, FR_F16 = 1, FR_Q4_0 = 2, FR_Q4_1 = 3, FR_Q5_0 = 6, FR_Q5_1 = 7,
+    FR_Q8_0 = 8, FR_Q8_1 = 9, FR_Q2_K = 10, FR_Q3_K = 11, FR_Q4_K = 12,
+    FR_Q5_K = 13, FR_Q6_K = 14, FR_Q8_K = 15,
+    /* known to GGUF, sizes only (no kernels) */
+    FR_IQ2_XXS = 16, FR_IQ2_XS = 17, FR_IQ3_XXS = 18, FR_IQ1_S = 19, FR_IQ4_NL = 20,
+    FR_IQ3_S = 21, FR_IQ2_S = 22, FR_IQ4_XS = 23, FR_I8 = 24, FR_I16 = 25, FR_I32 = 26,
+    FR_I64 = 27, FR_F64 = 28, FR_IQ1_M = 29,
+    FR_BF16 = 30, FR_TQ1_0 = 34, FR_TQ2_0 = 35, FR_MXFP4 = 39,
+    FR_TYPE_COUNT = 40
+};
+
+/* Block layouts (bit-exact with GGUF). fp16 stored as uint16_t. */
+#define QK4_0 32
+#define QK4_1 32
+#define QK8_0 32
+#define QK8_1 32
+
+typedef struct { uint16_t d; uint8_t qs[QK4_0 / 2]; } block_q4_0;
+typedef struct { uint16_t d, m; uint8_t qs[QK4_1 / 2]; } block_q4_1;
+typedef struct { uint16_t d; int8_t qs[QK8_0]; } block_q8_0;
+typedef struct { uint16_t d, s; int8_t qs[QK8_1]; } block_q8_1; /* s = d * sum(qs) */
+
+typedef void (*fr_dequant_fn)(const void *src, float *dst, int64_t n);
+typedef void (*fr_quant_fn)(const float *src, void *dst, int64_t n);
+/* Dot product of n elements: w is a row of this type, a a row of act_type. */
+typedef float (*fr_dot_fn)(int64_t n, const void *w, const void *a);
+/* Several weight rows against one activation row (matrix-vector): out[r] =
+ * dot(n, w + r * w_stride bytes, a) for r < nr. Sharing the activation
+ * loads and scales across rows is what makes it faster than nr dots. */
+typedef void (*fr_dot_rows_fn)(int64_t n, const void *w, size_t w_stride, const void *a,
+                               float *out, int nr);
+
+typedef struct {
+    const char *name;      /* "Q4_1" */
+    int64_t blck;          /* elements per block */
+    size_t bytes;          /* bytes per block */
+    fr_dequant_fn dequant; /* NULL: type not supported */
+    fr_quant_fn quant;     /* reference quantizer, NULL if none */
+    int act_type;          /* type activations are converted to for dot */
+    fr_dot_fn dot;         /* dispatched */
+    fr_dot_fn dot_ref;     /* scalar reference */
+    fr_quant_fn quant_fast;       /* dispatched quantizer, same bits as quant */
+    fr_dot_rows_fn dot_rows;      /* dispatched; NULL where dot is NULL */
+    fr_dot_rows_fn dot_rows_ref;  /* scalar reference (rows of dot_ref) */
+} fr_type_traits;
+
+/* NULL for an id that is not a known type. Known but unsupported types
+ * have a name and sizes but dequant == NULL. */
+const fr_type_traits *fr_traits(uint32_t type);
+/* Bytes of a row of n elements (n a multiple of the block size). */
+size_t fr_row_bytes(uint32_t type, int64_t n);
+
+enum fr_isa { FR_ISA_SCALAR = 0, FR_ISA_AVX2 = 1, FR_ISA_AVX512 = 2 };
+/* Highest level this CPU runs. */
+int fr_isa_detect(void);
+/* Points every dot at the kernels of the given level (capped at what the
+ * CPU runs); returns the level in use. Called once at model load with the
+ * level from FRUGAL_ISA or fr_isa_detect(). */
+int fr_kernels_select(int isa);
+int fr_kernels_isa(void);
+const char *fr_isa_name(int isa);
+/* Selects the level named by env FRUGAL_ISA (scalar|avx2|avx512), else the
+ * detected one; returns the level in use. */
+int fr_kernels_init_from_env(void);
+
+/* Quantizes an activation row of n floats to act_type (F32, F16, BF16,
+ * Q8_0, Q8_1) with the dispatched quantizer. Inputs must be finite. */
+void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n);
+
+/* Internal: one ISA's kernels, indexed by type id; NULL = none at this
+ * level (the level below stays in place). quant[] is indexed by the
+ * activation type it produces. Filled by kernels_avx2.c / kernels_avx512.c,
+ * installed into the traits by fr_kernels_select. */
+typedef struct {
+    fr_dot_fn dot[FR_TYPE_COUNT];
+    fr_dot_rows_fn dot_rows[FR_TYPE_COUNT];
+    fr_quant_fn quant[FR_TYPE_COUNT];
+} fr_kernel_table;
+void fr_kernels_fill_avx2(fr_kernel_table *t);
+void fr_kernels_fill_avx512(fr_kernel_table *t);
+/* Internal: installs a type's dispatched kernels (quant.c owns the table). */
+void fr_traits_set_kernels(uint32_t type, fr_dot_fn dot, fr_dot_rows_fn dot_rows,
+                           fr_quant_fn quant_fast);
+
+/* fp16 / bf16 conversion (exact, round-to-nearest-even). */
+float fr_fp16_to_fp32(uint16_t h);
+uint16_t fr_fp32_to_fp16(float f);
+float fr_bf16_to_fp32(uint16_t h);
+uint16_t fr_fp32_to_bf16(float f);
+
+#endif

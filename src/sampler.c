@@ -1,0 +1,178 @@
+/*
+ * sampler.c - from logits to a token.
+ *
+ * The chain, in llama.cpp's default order: repetition penalty -> top-k ->
+ * top-p -> min-p -> temperature -> draw. Temperature <= 0 is greedy
+ * (argmax after the penalty). Top-p and min-p look at the probabilities
+ * before temperature, as llama.cpp does. The RNG is a seeded 64-bit
+ * xorshift*, so the same seed gives the same text.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "common.h"
+
+#define MAX_HISTORY 4096
+
+typedef struct { float logit; int32_t id; } candidate;
+
+struct frugal_sampler {
+    frugal_sampler_params p;
+    int n_vocab;
+    uint64_t rng;
+    candidate *cand;
+    int32_t history[MAX_HISTORY]; /* ring buffer of recent tokens */
+    int n_history, history_head;
+};
+
+frugal_sampler_params frugal_sampler_default_params(void) {
+    frugal_sampler_params p = { 0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0 };
+    return p;
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static float rng_uniform(uint64_t *s) { return (float)(rng_next(s) >> 40) / 16777216.0f; }
+
+static void seed_rng(frugal_sampler *s) {
+    /* splitmix64 of the seed, so seeds 0, 1, 2 give unrelated streams and
+     * the state is never zero */
+    uint64_t z = s->p.seed + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    s->rng = (z ^ (z >> 31)) | 1;
+}
+
+static bool params_valid(const frugal_sampler_params *p) {
+    return isfinite(p->temperature) && p->temperature <= 100.0f && isfinite(p->top_p) &&
+           isfinite(p->min_p) && p->min_p <= 1.0f && isfinite(p->repeat_penalty) &&
+           p->repeat_penalty > 0 && p->repeat_penalty <= 100.0f && p->repeat_last_n >= 0;
+}
+
+frugal_status frugal_sampler_new(const frugal_sampler_params *p, int n_vocab, frugal_sampler **out) {
+    if (!p || !out || n_vocab < 1) return fr_error(FRUGAL_ERR_INVALID_ARG, "bad arguments to frugal_sampler_new");
+    *out = NULL;
+    if (!params_valid(p))
+        return fr_error(FRUGAL_ERR_INVALID_ARG,
+                        "sampling parameters out of range (finite values, temperature <= 100, "
+                        "min-p <= 1, 0 < repeat penalty <= 100, repeat-last-n >= 0)");
+    frugal_sampler *s = fr_calloc(1, sizeof *s);
+    if (!s) return fr_error(FRUGAL_ERR_NOMEM, "out of memory");
+    s->cand = fr_malloc((size_t)n_vocab * sizeof *s->cand);
+    if (!s->cand) { fr_free(s); return fr_error(FRUGAL_ERR_NOMEM, "out of memory"); }
+    s->p = *p;
+    if (s->p.repeat_last_n > MAX_HISTORY) s->p.repeat_last_n = MAX_HISTORY;
+    s->n_vocab = n_vocab;
+    seed_rng(s);
+    *out = s;
+    return FRUGAL_OK;
+}
+
+void frugal_sampler_free(frugal_sampler *s) {
+    if (!s) return;
+    fr_free(s->cand);
+    fr_free(s);
+}
+
+void frugal_sampler_reset(frugal_sampler *s) {
+    s->n_history = s->history_head = 0;
+    seed_rng(s);
+}
+
+void frugal_sampler_accept(frugal_sampler *s, int32_t token) {
+    s->history[s->history_head] = token;
+    s->history_head = (s->history_head + 1) % MAX_HISTORY;
+    if (s->n_history < MAX_HISTORY) s->n_history++;
+}
+
+/* Each distinct token among the last repeat_last_n is penalised once:
+ * positive logits divided by the penalty, negative ones multiplied. */
+static void apply_penalty(frugal_sampler *s) {
+    int n = FR_MIN(s->n_history, s->p.repeat_last_n);
+    if (s->p.repeat_penalty == 1.0f || n == 0) return;
+    for (int i = 0; i < n; i++) {
+        int32_t t = s->history[(s->history_head - 1 - i + MAX_HISTORY) % MAX_HISTORY];
+        if (t < 0 || t >= s->n_vocab) continue;
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = s->history[(s->history_head - 1 - j + MAX_HISTORY) % MAX_HISTORY] == t;
+        if (seen) continue;
+        float *l = &s->cand[t].logit;
+        *l = *l > 0 ? *l / s->p.repeat_penalty : *l * s->p.repeat_penalty;
+    }
+}
+
+static int by_logit_desc(const void *a, const void *b) {
+    float x = ((const candidate *)a)->logit, y = ((const candidate *)b)->logit;
+    if (x != y) return x < y ? 1 : -1;
+    return ((const candidate *)a)->id - ((const candidate *)b)->id;
+}
+
+/* Moves the k largest candidates to the front, sorted (k <= n). A partial
+ * quickselect then a sort of the k: O(n + k log k). */
+static void top_k_sorted(candidate *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (k < n && lo < hi) {
+        candidate pivot = c[(lo + hi) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (by_logit_desc(&c[i], &pivot) < 0) i++;
+            while (by_logit_desc(&c[j], &pivot) > 0) j--;
+            if (i <= j) { candidate t = c[i]; c[i] = c[j]; c[j] = t; i++; j--; }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+    qsort(c, (size_t)k, sizeof *c, by_logit_desc);
+}
+
+static int32_t argmax(const candidate *c, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (c[i].logit > c[best].logit) best = i;
+    return c[best].id;
+}
+
+int32_t frugal_sampler_sample(frugal_sampler *s, const float *logits) {
+    int n = s->n_vocab;
+    for (int i = 0; i < n; i++) { s->cand[i].logit = logits[i]; s->cand[i].id = i; }
+    apply_penalty(s);
+    if (s->p.temperature <= 0) return argmax(s->cand, n);
+    int k = (s->p.top_k > 0 && s->p.top_k < n) ? s->p.top_k : n;
+    top_k_sorted(s->cand, n, k);
+    n = k;
+    /* probabilities before temperature, for top-p and min-p */
+    float max = s->cand[0].logit;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)s->cand[i].logit - max);
+    if (s->p.top_p < 1.0f) {
+        double cum = 0;
+        for (int i = 0; i < n; i++) {
+            cum += exp((double)s->cand[i].logit - max) / sum;
+            if (cum >= s->p.top_p) { n = i + 1; break; }
+        }
+    }
+    if (s->p.min_p > 0) {
+        /* p_i >= min_p * p_max  <=>  logit_i >= max + log(min_p) */
+        float cut = max + logf(s->p.min_p);
+        int keep = 1;
+        while (keep < n && s->cand[keep].logit >= cut) keep++;
+        n = keep;
+    }
+    double total = 0;
+    for (int i = 0; i < n; i++) total += exp(((double)s->cand[i].logit - max) / s->p.temperature);
+    double r = rng_uniform(&s->rng) * total, acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += exp(((double)s->cand[i].logit - max) / s->p.temperature);
+        if (r < acc) return s->cand[i].id;
+    }
+    return s->cand[n - 1].id;
+}

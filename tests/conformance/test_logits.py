@@ -1,0 +1,95 @@
+"""Teacher-forced logit conformance with llama.cpp on the real model.
+
+Both engines evaluate exactly the same token windows (frugal writes them
+with --tokens-out); we compare the logits of every scored position:
+top-1 agreement >= 99 %, mean KL(llama.cpp || frugal) <= 0.01, and the
+perplexity of each text within 1 % of llama.cpp's on the same positions.
+
+Texts: two licence texts every Debian system ships (English prose) and a
+Python standard-library module (code).
+"""
+import argparse
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, THREADS, run_frugal
+
+CTX = 512
+FIRST = CTX // 2
+TEXTS = [
+    ("gpl3", pathlib.Path("/usr/share/common-licenses/GPL-3"), 4),
+    ("apache2", pathlib.Path("/usr/share/common-licenses/Apache-2.0"), 2),
+    ("python", pathlib.Path(argparse.__file__), 3),
+]
+
+
+def log_softmax(x):
+    x = x.astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def comparison(smollm2, tmp_path_factory):
+    from llama_cpp import Llama
+    ref = Llama(model_path=str(smollm2), n_ctx=CTX, n_batch=CTX, n_ubatch=CTX, logits_all=True,
+                n_threads=THREADS, verbose=False)
+    tmp = tmp_path_factory.mktemp("logits")
+    results = {}
+    for name, path, chunks in TEXTS:
+        assert path.exists(), f"{path} is missing"
+        lo, to = tmp / f"{name}.logits.npy", tmp / f"{name}.tokens.npy"
+        out = run_frugal("perplexity", "-m", smollm2, "-f", path, "-c", CTX, "--chunks", chunks,
+                         "-t", THREADS, "--logits-out", lo, "--tokens-out", to).stdout.decode()
+        ppl = float(re.search(r"PPL = ([0-9.]+)", out).group(1))
+        ours = np.load(lo)
+        windows = np.load(to)
+        refs, targets = [], []
+        for w in windows:
+            ref.reset()
+            ref.eval([int(t) for t in w])
+            refs.append(np.array(ref.scores[FIRST:CTX - 1], dtype=np.float32))
+            targets.append(w[FIRST + 1:CTX])
+        results[name] = (ours, np.concatenate(refs), np.concatenate(targets), ppl)
+    return results
+
+
+def metrics(ours, ref, targets):
+    lp_ours, lp_ref = log_softmax(ours), log_softmax(ref)
+    top1 = float(np.mean(ours.argmax(-1) == ref.argmax(-1)))
+    kl = np.sum(np.exp(lp_ref) * (lp_ref - lp_ours), axis=-1)
+    idx = np.arange(len(targets))
+    ppl_ref = float(np.exp(-lp_ref[idx, targets].mean()))
+    ppl_ours = float(np.exp(-lp_ours[idx, targets].mean()))
+    return top1, float(kl.mean()), float(kl.max()), ppl_ref, ppl_ours
+
+
+def test_enough_positions(comparison):
+    total = sum(len(r[0]) for r in comparison.values())
+    assert total >= 2000, total
+
+
+def test_top1_and_kl(comparison):
+    lines, ours_all, ref_all, tg_all = [], [], [], []
+    for name, (ours, ref, targets, _) in comparison.items():
+        assert ours.shape == ref.shape
+        top1, kl, klmax, pr, po = metrics(ours, ref, targets)
+        lines.append(f"{name}: {len(ours)} positions, top-1 {top1:.4f}, KL mean {kl:.5f} max {klmax:.4f}, "
+                     f"PPL llama.cpp {pr:.4f} frugal {po:.4f}")
+        ours_all.append(ours), ref_all.append(ref), tg_all.append(targets)
+    top1, kl, klmax, pr, po = metrics(np.concatenate(ours_all), np.concatenate(ref_all), np.concatenate(tg_all))
+    lines.append(f"all: top-1 {top1:.4f}, KL mean {kl:.5f} max {klmax:.4f}")
+    (ROOT / "build" / "conformance-smollm2.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    assert top1 >= 0.99, lines
+    assert kl <= 0.01, lines
+
+
+def test_perplexity_within_one_percent(comparison):
+    for name, (ours, ref, targets, printed) in comparison.items():
+        _, _, _, ppl_ref, ppl_ours = metrics(ours, ref, targets)
+        assert abs(printed / ppl_ours - 1) < 1e-3, (name, printed, ppl_ours)  # printed = its own logits
+        assert abs(ppl_ours / ppl_ref - 1) <= 0.01, (name, ppl_ours, ppl_ref)

@@ -1,0 +1,133 @@
+"""End-to-end tests of the frugal tool on the real model: generation,
+determinism, agreement with llama.cpp's greedy output, and clear errors
+(never a crash) on bad input."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import FRUGAL, ROOT, THREADS, run_frugal
+
+PROMPT = "What is the capital of France?"
+
+
+def greedy(model, prompt, n=32, *extra):
+    out = run_frugal("run", "-m", model, "-p", prompt, "-n", n, "--temp", 0, "-t", THREADS, *extra)
+    return out.stdout.decode(), out.stderr.decode()
+
+
+def test_greedy_chat_reply_is_sensible_and_has_stats(smollm2):
+    text, err = greedy(smollm2, PROMPT)
+    assert "Paris" in text
+    assert "prefill" in err and "decode" in err and "t/s" in err
+
+
+def test_greedy_is_deterministic_across_threads(smollm2):
+    a, _ = greedy(smollm2, PROMPT, 48, "-t", 1)
+    b, _ = greedy(smollm2, PROMPT, 48, "-t", 2)
+    assert a == b
+
+
+def test_same_seed_same_text(smollm2):
+    args = ["run", "-m", smollm2, "-p", "Tell me a story.", "-n", 40, "--temp", 0.9, "--seed"]
+    a = run_frugal(*args, 7).stdout
+    b = run_frugal(*args, 7).stdout
+    c = run_frugal(*args, 8).stdout
+    assert a == b
+    assert a != c
+
+
+def test_greedy_tokens_match_llama_cpp(smollm2):
+    """Our greedy continuation of a raw prompt equals llama.cpp's."""
+    from llama_cpp import Llama
+    prompt = "The history of the Roman Empire"
+    n = 24
+    ref = Llama(model_path=str(smollm2), n_ctx=256, n_threads=THREADS, verbose=False)
+    toks = ref.tokenize(prompt.encode(), add_bos=False, special=True)
+    ref.eval(toks)
+    want = []
+    for _ in range(n):
+        t = int(ref.scores[ref.n_tokens - 1].argmax())
+        want.append(t)
+        ref.eval([t])
+    want_text = ref.detokenize(want).decode("utf-8", errors="replace")
+    got, _ = greedy(smollm2, prompt, n, "--raw")
+    assert got[:-1] == want_text, (got, want_text)  # we end the reply with a newline
+
+
+def test_raw_mode_from_stdin(smollm2):
+    proc = subprocess.run([str(FRUGAL), "run", "-m", str(smollm2), "--raw", "-n", 8, "--temp", "0"],
+                          input=b"Once upon a time", capture_output=True, timeout=120)
+    assert proc.returncode == 0
+    assert len(proc.stdout.strip()) > 0
+
+
+def test_prompt_longer_than_context_is_a_clear_error(smollm2):
+    proc = run_frugal("run", "-m", smollm2, "-c", 16, "-p", "word " * 100, check=False)
+    assert proc.returncode == 1
+    assert b"context" in proc.stderr
+
+
+def test_generation_stops_cleanly_when_context_fills(smollm2):
+    proc = run_frugal("run", "-m", smollm2, "-c", 48, "--raw", "-n", 200, "--temp", 0, "-p", "Count: 1, 2, 3,")
+    assert b"context full" in proc.stderr
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["-n", "abc"], b"-n expects"),
+    (["--temp", "nan"], b"--temp expects"),
+    (["--top-p", "2"], b"--top-p expects"),
+    (["-c", "0"], b"-c expects"),
+    (["-t", "-3"], b"-t expects"),
+    (["--bogus"], b"unknown option"),
+    (["-p"], b"needs a value"),
+])
+def test_bad_arguments_are_rejected(smollm2, args, msg):
+    proc = run_frugal("run", "-m", smollm2, *args, check=False)
+    assert proc.returncode == 2
+    assert msg in proc.stderr
+
+
+def test_missing_model_names_the_fix(tmp_path):
+    proc = run_frugal("run", "-m", tmp_path / "nope.gguf", "-p", "hi", check=False)
+    assert proc.returncode == 1 and b"cannot open model" in proc.stderr
+    env = dict(os.environ, FRUGAL_MODELS=str(tmp_path))
+    proc = subprocess.run([str(FRUGAL), "run", "-m", "smollm2-135m", "-p", "hi"], env=env, capture_output=True)
+    assert proc.returncode == 1 and b"scripts/fetch-model smollm2-135m" in proc.stderr
+
+
+@pytest.mark.parametrize("cut", [0, 3, 24, 1000, 100_000, 1_785_000, 5_000_000])
+def test_truncated_model_is_a_clear_error(smollm2, tmp_path, cut):
+    bad = tmp_path / "cut.gguf"
+    with open(smollm2, "rb") as f:
+        bad.write_bytes(f.read(cut))
+    proc = run_frugal("run", "-m", bad, "-p", "hi", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert b"cannot load" in proc.stderr
+
+
+def test_info_describes_the_model(smollm2):
+    out = run_frugal("info", smollm2).stdout.decode()
+    assert "architecture: llama" in out
+    assert "layers 30, embedding 576, feed-forward 1536, heads 9 (kv 3)" in out
+    assert "chat template: chatml" in out
+    assert "token_embd.weight" in out and "Q8_0" in out and "Q4_1" in out
+
+
+def test_tokenize_prints_ids(smollm2):
+    out = run_frugal("tokenize", "-m", smollm2, "-p", "<|im_start|>user").stdout.decode().split()
+    assert out[0] == "1"
+
+
+def test_perplexity_rejects_too_short_text(smollm2, tmp_path):
+    f = tmp_path / "short.txt"
+    f.write_text("too short")
+    proc = run_frugal("perplexity", "-m", smollm2, "-f", f, check=False)
+    assert proc.returncode == 1 and b"fewer than one window" in proc.stderr
+
+
+def test_make_run_path():
+    """`make run` (as the README says) builds, finds the model and replies."""
+    proc = subprocess.run(["make", "-s", "run", "PROMPT=Say hello."], cwd=ROOT, capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.strip()) > 0

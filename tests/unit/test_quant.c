@@ -1,0 +1,536 @@
+/*
+ * test_quant.c - element types, conversions, quantizers and dot kernels.
+ *
+ * Expected values are computed here independently of src/quant.c: hand-built
+ * blocks with literal results, exhaustive fp16/bf16 checks against their
+ * definition (nearest value, ties to even), and every SIMD kernel compared
+ * with the scalar reference at every ISA level this machine runs, on random
+ * data and on edge shapes (one block, odd block counts, several scale
+ * chunks, rows at odd byte addresses).
+ */
+#include <stdlib.h>
+#include "unit.h"
+#include "quant.h"
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rng_next(void) {
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545f4914f6cdd1dull;
+}
+
+/* Uniform in [-1, 1). */
+static float rng_float(void) { return (float)((rng_next() >> 40) * 0x1p-23 - 1.0); }
+
+static float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static uint32_t float_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+/* fp16 by its definition: sign, 5-bit exponent (bias 15), 10-bit mantissa. */
+static double half_value(uint16_t h) {
+    int e = (h >> 10) & 31, m = h & 1023;
+    double v = e == 0 ? ldexp(m, -24) : ldexp(1024 + m, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+static void fill_random(float *x, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; i++) x[i] = rng_float() * scale;
+}
+
+static int is_quantized(uint32_t type) { return fr_traits(type)->blck > 1; }
+
+/* Byte offsets a row of this type is tested at: any for block types,
+ * element-aligned for float types. */
+static const int *row_offsets(uint32_t type) {
+    static const int quantized[] = {0, 1, 3, -1}, f32[] = {0, 4, 12, -1}, f16[] = {0, 2, 6, -1};
+    if (is_quantized(type)) return quantized;
+    return type == FR_F32 ? f32 : f16;
+}
+
+/* Runs body once per ISA level this CPU has, then restores the level. */
+#define FOR_EACH_LEVEL(lvl)                                                             \
+    for (int lvl = 0, saved_ = fr_kernels_isa(), once_ = 1; once_; once_ = 0, fr_kernels_select(saved_)) \
+        for (; lvl <= fr_isa_detect() && fr_kernels_select(lvl) == lvl; lvl++)
+
+/* ---- fp16 / bf16 ------------------------------------------------------- */
+
+TEST(quant_fp16_special_values) {
+    static const struct { float f; uint16_t h; } cases[] = {
+        {0.0f, 0x0000}, {-0.0f, 0x8000}, {1.0f, 0x3c00}, {-2.0f, 0xc000},
+        {65504.0f, 0x7bff}, {65519.99f, 0x7bff}, {65520.0f, 0x7c00}, {-1e9f, 0xfc00},
+        {0x1p-14f, 0x0400}, {0x1p-24f, 0x0001}, {0x1p-25f, 0x0000},        /* tie -> even 0 */
+        {0x1.0002p-25f, 0x0001}, {0x3p-25f, 0x0002}, {0x1p-26f, 0x0000},   /* 1.5 -> 2 */
+        {0x3ffp-24f, 0x03ff}, {0x7ffp-25f, 0x0400},                        /* rounds up to normal */
+        {1.0f + 0x1p-11f, 0x3c00}, {1.0f + 0x3p-11f, 0x3c02},              /* ties to even */
+        {1.0f + 0x1.002p-11f, 0x3c01}, {0.1f, 0x2e66}, {-3.140625f, 0xc248},
+        {INFINITY, 0x7c00}, {-INFINITY, 0xfc00}, {1e-45f, 0x0000},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_MSG(fr_fp32_to_fp16(cases[i].f) == cases[i].h, "case %zu: %a -> %#x, want %#x", i,
+                  (double)cases[i].f, fr_fp32_to_fp16(cases[i].f), cases[i].h);
+    CHECK((fr_fp32_to_fp16(NAN) & 0x7c00) == 0x7c00 && (fr_fp32_to_fp16(NAN) & 0x3ff) != 0);
+    CHECK(isnan(fr_fp16_to_fp32(0x7e00)) && isnan(fr_fp16_to_fp32(0xfc01)));
+    CHECK(isinf(fr_fp16_to_fp32(0x7c00)) && fr_fp16_to_fp32(0xfc00) < 0);
+    CHECK(fr_fp16_to_fp32(0x0001) == 0x1p-24f);
+    CHECK(signbit(fr_fp16_to_fp32(0x8000)));
+}
+
+/* Every half decodes to its defined value and encodes back to itself. */
+TEST(quant_fp16_exhaustive_decode) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = fr_fp16_to_fp32((uint16_t)h);
+        int e = (h >> 10) & 31;
+        if (e == 31) {
+            CHECK_MSG((h & 1023) ? isnan(f) : isinf(f), "h=%#x", h);
+            continue;
+        }
+        CHECK_MSG((double)f == half_value((uint16_t)h), "h=%#x", h);
+        CHECK_MSG(fr_fp32_to_fp16(f) == h, "h=%#x", h);
+    }
+}
+
+/* Midpoints between neighbouring halves round to the even one; a hair
+ * either side rounds to the nearer one. */
+TEST(quant_fp16_exhaustive_ties) {
+    for (uint32_t h = 0; h < 0x7c00; h++) {
+        double lo = half_value((uint16_t)h);
+        double hi = h == 0x7bff ? 65536.0 : half_value((uint16_t)(h + 1));
+        float mid = (float)((lo + hi) / 2); /* 12 significant bits: exact */
+        uint16_t even = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+        CHECK_MSG(fr_fp32_to_fp16(mid) == even, "h=%#x", h);
+        CHECK_MSG(fr_fp32_to_fp16(-mid) == (even | 0x8000), "h=%#x", h);
+        CHECK_MSG(fr_fp32_to_fp16(nextafterf(mid, 0)) == h, "h=%#x", h);
+        CHECK_MSG(fr_fp32_to_fp16(nextafterf(mid, INFINITY)) == h + 1, "h=%#x", h);
+    }
+}
+
+/* Random floats across the half range: the result is a nearest half. */
+TEST(quant_fp16_random_nearest) {
+    for (int i = 0; i < 200000; i++) {
+        uint32_t u = (uint32_t)rng_next();
+        if (i & 1) /* concentrate on exponents half can represent */
+            u = (u & 0x807fffff) | (uint32_t)(127 - 26 + (int)(rng_next() % 44)) << 23;
+        float f = bits_to_float(u);
+        if (isnan(f)) continue;
+        uint16_t h = fr_fp32_to_fp16(f);
+        CHECK(((h >> 15) & 1) == (u >> 31));
+        if (fabsf(f) >= 65520.0f) {
+            CHECK((h & 0x7fff) == 0x7c00);
+            continue;
+        }
+        double err = fabs((double)f - half_value(h));
+        uint16_t mag = h & 0x7fff;
+        if (mag > 0) CHECK_MSG(err <= fabs((double)f - half_value((uint16_t)(h - 1))), "%a", (double)f);
+        if (mag < 0x7bff) CHECK_MSG(err <= fabs((double)f - half_value((uint16_t)(h + 1))), "%a", (double)f);
+    }
+}
+
+TEST(quant_bf16_conversions) {
+    CHECK(fr_fp32_to_bf16(1.0f) == 0x3f80);
+    CHECK(fr_fp32_to_bf16(-2.0f) == 0xc000);
+    CHECK(fr_fp32_to_bf16(bits_to_float(0x7f7fffff)) == 0x7f80); /* FLT_MAX rounds to inf */
+    CHECK(fr_fp32_to_bf16(INFINITY) == 0x7f80 && fr_fp32_to_bf16(-INFINITY) == 0xff80);
+    CHECK(fr_fp32_to_bf16(bits_to_float(0x00008000)) == 0x0000); /* subnormal tie -> even */
+    CHECK(fr_fp32_to_bf16(bits_to_float(0x00018000)) == 0x0002);
+    CHECK(fr_fp32_to_bf16(bits_to_float(0x00010001)) == 0x0001); /* subnormals kept */
+    uint16_t qn = fr_fp32_to_bf16(bits_to_float(0x7f800001));     /* signalling nan */
+    CHECK((qn & 0x7f80) == 0x7f80 && (qn & 0x7f) != 0);
+    CHECK(fr_bf16_to_fp32(0x3f80) == 1.0f && isnan(fr_bf16_to_fp32(0x7fc0)));
+    /* Every finite bf16: exact round trip; midpoint to even; either side to nearer. */
+    for (uint32_t h = 0; h < 65536; h++) {
+        if ((h & 0x7f80) == 0x7f80) continue;
+        uint32_t u = h << 16;
+        CHECK(float_to_bits(fr_bf16_to_fp32((uint16_t)h)) == u);
+        CHECK(fr_fp32_to_bf16(bits_to_float(u)) == h);
+        uint16_t even = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+        CHECK_MSG(fr_fp32_to_bf16(bits_to_float(u | 0x8000)) == even, "h=%#x", h);
+        CHECK(fr_fp32_to_bf16(bits_to_float(u | 0x7fff)) == h);
+        CHECK(fr_fp32_to_bf16(bits_to_float(u | 0x8001)) == (uint16_t)(h + 1));
+    }
+}
+
+/* ---- traits table ------------------------------------------------------ */
+
+TEST(quant_traits_table) {
+    static const struct { uint32_t type; const char *name; int64_t blck; size_t bytes; int impl; int act; } t[] = {
+        {FR_F32, "F32", 1, 4, 1, FR_F32},       {FR_F16, "F16", 1, 2, 1, FR_F16},
+        {FR_BF16, "BF16", 1, 2, 1, FR_F32},     {FR_Q4_0, "Q4_0", 32, 18, 1, FR_Q8_0},
+        {FR_Q4_1, "Q4_1", 32, 20, 1, FR_Q8_1},  {FR_Q8_0, "Q8_0", 32, 34, 1, FR_Q8_0},
+        {FR_Q8_1, "Q8_1", 32, 36, 1, FR_Q8_1},  {FR_Q5_0, "Q5_0", 32, 22, 0, FR_Q8_0},
+        {FR_Q5_1, "Q5_1", 32, 24, 0, FR_Q8_1},  {FR_Q2_K, "Q2_K", 256, 84, 0, FR_Q8_K},
+        {FR_Q3_K, "Q3_K", 256, 110, 0, FR_Q8_K}, {FR_Q4_K, "Q4_K", 256, 144, 0, FR_Q8_K},
+        {FR_Q5_K, "Q5_K", 256, 176, 0, FR_Q8_K}, {FR_Q6_K, "Q6_K", 256, 210, 0, FR_Q8_K},
+        {FR_Q8_K, "Q8_K", 256, 292, 0, FR_Q8_K}, {FR_IQ4_NL, "IQ4_NL", 32, 18, 0, FR_Q8_0},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        const fr_type_traits *tt = fr_traits(t[i].type);
+        CHECK(tt && !strcmp(tt->name, t[i].name));
+        CHECK(tt->blck == t[i].blck && tt->bytes == t[i].bytes && tt->act_type == t[i].act);
+        CHECK((tt->dequant != NULL) == t[i].impl);
+        if (!t[i].impl) CHECK(!tt->dot && !tt->dot_rows);
+    }
+    CHECK(sizeof(block_q4_0) == 18 && sizeof(block_q4_1) == 20);
+    CHECK(sizeof(block_q8_0) == 34 && sizeof(block_q8_1) == 36);
+    CHECK(!fr_traits(4) && !fr_traits(5) && !fr_traits(31) && !fr_traits(40) && !fr_traits(99999));
+    CHECK(fr_traits(FR_Q8_1)->dot == NULL); /* activation-only */
+    CHECK(fr_row_bytes(FR_Q4_1, 576) == 360 && fr_row_bytes(FR_Q8_0, 576) == 612);
+    CHECK(fr_row_bytes(FR_F16, 7) == 14 && fr_row_bytes(FR_Q4_K, 512) == 288);
+    CHECK(fr_row_bytes(77, 32) == 0);
+}
+
+/* ---- dequantization of hand-built blocks ----------------------------------- */
+
+static int floats_equal(const float *a, const float *b, int n) {
+    for (int i = 0; i < n; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
+TEST(quant_dequant_q4_0) {
+    /* block 0: d = 0.5, qs[j] = j | (15 - j) << 4; block 1: d = -2, all codes 8 -> 0, then 0 */
+    uint8_t row[36] = {0x00, 0x38};
+    for (int j = 0; j < 16; j++) row[2 + j] = (uint8_t)(j | (15 - j) << 4);
+    row[18] = 0x00, row[19] = 0xc0;
+    memset(row + 20, 0x08, 16); /* low nibble 8 (-> 0), high nibble 0 (-> -8) */
+    static const float want[64] = {
+        -4, -3.5, -3, -2.5, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5,
+        3.5, 3, 2.5, 2, 1.5, 1, 0.5, 0, -0.5, -1, -1.5, -2, -2.5, -3, -3.5, -4,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    };
+    float got[64];
+    fr_traits(FR_Q4_0)->dequant(row, got, 64);
+    CHECK(floats_equal(got, want, 64));
+}
+
+TEST(quant_dequant_q4_1) {
+    /* d = 0.25, m = -1: x = q/4 - 1; qs[j] = (2j mod 16) | 15 << 4 */
+    uint8_t row[20] = {0x00, 0x34, 0x00, 0xbc};
+    for (int j = 0; j < 16; j++) row[4 + j] = (uint8_t)((2 * j) % 16 | 15 << 4);
+    static const float want[32] = {
+        -1, -0.5, 0, 0.5, 1, 1.5, 2, 2.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 2.5,
+        2.75, 2.75, 2.75, 2.75, 2.75, 2.75, 2.75, 2.75, 2.75, 2.75, 2.75, 2.75, 2.75, 2.75, 2.75, 2.75,
+    };
+    float got[32];
+    fr_traits(FR_Q4_1)->dequant(row, got, 32);
+    CHECK(floats_equal(got, want, 32));
+}
+
+TEST(quant_dequant_q8) {
+    /* Q8_0: d = 2, qs = -128, 127, -1, 0, 1, ...; Q8_1: d = 0.125, s ignored */
+    uint8_t q80[34] = {0x00, 0x40}, q81[36] = {0x00, 0x30, 0x12, 0x34};
+    int8_t qs[32];
+    for (int j = 0; j < 32; j++) qs[j] = (int8_t)(j == 0 ? -128 : j == 1 ? 127 : j - 3);
+    memcpy(q80 + 2, qs, 32);
+    memcpy(q81 + 4, qs, 32);
+    float want0[32], want1[32], got[32];
+    want0[0] = -256, want0[1] = 254, want1[0] = -16, want1[1] = 15.875;
+    for (int j = 2; j < 32; j++) want0[j] = 2.0f * (j - 3), want1[j] = 0.125f * (j - 3);
+    fr_traits(FR_Q8_0)->dequant(q80, got, 32);
+    CHECK(floats_equal(got, want0, 32));
+    fr_traits(FR_Q8_1)->dequant(q81, got, 32);
+    CHECK(floats_equal(got, want1, 32));
+}
+
+TEST(quant_dequant_float_types) {
+    const uint16_t h[5] = {0x3c00, 0xc000, 0x0001, 0x7bff, 0x3555};
+    const float hw[5] = {1, -2, 0x1p-24f, 65504, 0x1.554p-2f};
+    const uint16_t b[4] = {0x3f80, 0xc040, 0x0001, 0x4049};
+    const float bw[4] = {1, -3, 0x1p-133f, 3.140625f};
+    const float f[3] = {1.5f, -0.0f, 1e30f};
+    float got[5];
+    fr_traits(FR_F16)->dequant(h, got, 5);
+    CHECK(floats_equal(got, hw, 5));
+    fr_traits(FR_BF16)->dequant(b, got, 4);
+    CHECK(floats_equal(got, bw, 4));
+    fr_traits(FR_F32)->dequant(f, got, 3);
+    CHECK(floats_equal(got, f, 3) && signbit(got[1]));
+}
+
+/* ---- quantizers ------------------------------------------------------------ */
+
+/* Quantize -> dequantize stays within half a step (plus fp16 rounding of the
+ * scales), per block. */
+TEST(quant_roundtrip_error) {
+    const int n = 32 * 64;
+    static float x[32 * 64], y[32 * 64];
+    static uint8_t q[32 * 64 * 4];
+    const uint32_t types[] = {FR_Q4_0, FR_Q4_1, FR_Q8_0, FR_Q8_1, FR_F16, FR_BF16, FR_F32};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        const fr_type_traits *tt = fr_traits(types[t]);
+        for (int trial = 0; trial < 4; trial++) {
+            fill_random(x, n, trial == 3 ? 1000.0f : 1.0f);
+            if (trial == 1) x[5] = 0; /* a block with an exact zero, one all zero */
+            if (trial == 2) memset(x + 64, 0, 32 * sizeof(float));
+            tt->quant(x, q, n);
+            tt->dequant(q, y, n);
+            for (int b = 0; b < n / 32; b++) {
+                const float *xb = x + 32 * b, *yb = y + 32 * b;
+                float lo = xb[0], hi = xb[0], amax = 0;
+                for (int j = 0; j < 32; j++) {
+                    lo = fminf(lo, xb[j]), hi = fmaxf(hi, xb[j]), amax = fmaxf(amax, fabsf(xb[j]));
+                }
+                for (int j = 0; j < 32; j++) {
+                    double err = fabs((double)xb[j] - yb[j]), bound;
+                    switch (types[t]) {
+                    case FR_Q4_0: bound = amax / 8 * 1.01; break;   /* far side of zero: up to a full step */
+                    case FR_Q4_1: bound = (hi - lo) / 15 * 0.52 + fabsf(lo) * 0x1p-10 + (hi - lo) * 0x1p-9; break;
+                    case FR_Q8_0: case FR_Q8_1: bound = amax / 127 * 0.5 + amax * 0x1p-10; break;
+                    case FR_F16: bound = fabsf(xb[j]) * 0x1p-11 + 0x1p-25; break;
+                    case FR_BF16: bound = fabsf(xb[j]) * 0x1p-8; break;
+                    default: bound = 0;
+                    }
+                    CHECK_MSG(err <= bound, "%s trial %d elem %d: %g vs %g", tt->name, trial, 32 * b + j,
+                              (double)xb[j], (double)yb[j]);
+                }
+            }
+        }
+    }
+}
+
+/* Q8_1's s is fp16(d * sum(q)) with the fp32 d = amax / 127. */
+TEST(quant_q8_1_s_field) {
+    float x[32 * 8];
+    block_q8_1 q[8];
+    fill_random(x, 32 * 8, 3.0f);
+    for (int j = 0; j < 32; j++) x[32 * 7 + j] = 0.5f; /* all equal: sum(q) = 32 * 127 */
+    fr_traits(FR_Q8_1)->quant(x, q, 32 * 8);
+    for (int b = 0; b < 8; b++) {
+        float amax = 0;
+        int sum = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[32 * b + j])), sum += q[b].qs[j];
+        float d = amax / 127.0f;
+        CHECK(q[b].d == fr_fp32_to_fp16(d));
+        CHECK(q[b].s == fr_fp32_to_fp16((float)sum * d));
+        CHECK_NEAR(fr_fp16_to_fp32(q[b].s), fr_fp16_to_fp32(q[b].d) * sum, fabs(sum * d) * 0x1p-9);
+    }
+    CHECK(q[7].qs[0] == 127 && fr_fp16_to_fp32(q[7].s) == fr_fp16_to_fp32(fr_fp32_to_fp16(16.0f)));
+}
+
+/* amax = 127 makes d = id = 1, so x.5 values are exact ties: roundf takes
+ * them away from zero (nearest-even would give 2, -2, 0, 0). Every level's
+ * quantizer must agree. */
+TEST(quant_q8_ties_away_from_zero) {
+    float x[32] = {127, 2.5f, -2.5f, 0.5f, -0.5f, 1.5f, -1.5f, 0.49999997f, -126.5f, 3.4999998f};
+    static const int8_t want[10] = {127, 3, -3, 1, -1, 2, -2, 0, -127, 3};
+    FOR_EACH_LEVEL(lvl) {
+        block_q8_0 q0;
+        block_q8_1 q1;
+        fr_quantize_act(FR_Q8_0, x, &q0, 32);
+        fr_quantize_act(FR_Q8_1, x, &q1, 32);
+        for (int j = 0; j < 10; j++) {
+            CHECK_MSG(q0.qs[j] == want[j], "%s: q[%d] = %d", fr_isa_name(lvl), j, q0.qs[j]);
+            CHECK_MSG(q1.qs[j] == want[j], "%s: q[%d] = %d", fr_isa_name(lvl), j, q1.qs[j]);
+        }
+        CHECK(q0.d == 0x3c00 && q1.d == 0x3c00);
+        CHECK(q1.s == fr_fp32_to_fp16(127 + 3 - 3 + 1 - 1 + 2 - 2 + 0 - 127 + 3));
+    }
+}
+
+/* The SIMD activation quantizers produce the reference's bytes exactly. */
+TEST(quant_act_simd_bit_identical) {
+    enum { N = 32 * 70 };
+    static float x[N];
+    static uint8_t want[N * 4], got[N * 4 + 8];
+    const uint32_t types[] = {FR_Q8_0, FR_Q8_1, FR_F16, FR_BF16, FR_F32};
+    const int sizes[] = {32, 96, 32 * 33, N};
+    const float scales[] = {1.0f, 1e-3f, 7.5f, 1e4f};
+    FOR_EACH_LEVEL(lvl) {
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+            const fr_type_traits *tt = fr_traits(types[t]);
+            for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+                for (size_t sc = 0; sc < sizeof scales / sizeof scales[0]; sc++) {
+                    int n = sizes[s];
+                    fill_random(x, n, scales[sc]);
+                    memset(x + 32, 0, 32 * sizeof(float)); /* an all-zero block */
+                    x[0] = -x[0] * 3;                      /* a negative amax */
+                    size_t bytes = fr_row_bytes(types[t], n);
+                    tt->quant(x, want, n);
+                    int off = tt->blck > 1 ? 3 : 0;
+                    fr_quantize_act(types[t], x, got + off, n);
+                    CHECK_MSG(!memcmp(want, got + off, bytes), "%s %s n=%d scale %g",
+                              fr_isa_name(lvl), tt->name, n, (double)scales[sc]);
+                }
+            }
+        }
+    }
+}
+
+/* ---- dot kernels ------------------------------------------------------------ */
+
+/* Sum of |terms| the kernels add up, the scale of their float rounding:
+ * from dequantized values, with Q4_1's d*q and m parts counted apart
+ * (they are added separately and may cancel). */
+static double abs_terms(uint32_t type, int64_t n, const void *w, const void *a) {
+    const fr_type_traits *tw = fr_traits(type), *ta = fr_traits(tw->act_type);
+    float *x = malloc((size_t)n * sizeof(float)), *y = malloc((size_t)n * sizeof(float));
+    tw->dequant(w, x, n);
+    ta->dequant(a, y, n);
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double wi = fabs(x[i]);
+        if (type == FR_Q4_1) {
+            uint16_t mh; /* block i/32's m, at byte 2 */
+            memcpy(&mh, (const uint8_t *)w + (i / 32) * sizeof(block_q4_1) + 2, 2);
+            float m = fr_fp16_to_fp32(mh);
+            wi = fabs(x[i] - m) + fabs(m);
+        }
+        s += wi * fabs(y[i]);
+    }
+    free(x);
+    free(y);
+    return s;
+}
+
+/* Makes a weight row (reference quantizer) and an activation row. */
+static void make_rows(uint32_t type, int64_t n, int rows, uint8_t *w, uint8_t *a) {
+    const fr_type_traits *tw = fr_traits(type);
+    float *x = malloc((size_t)n * sizeof(float));
+    for (int r = 0; r < rows; r++) {
+        fill_random(x, n, 0.1f + (float)r);
+        tw->quant(x, w + (size_t)r * fr_row_bytes(type, n), n);
+    }
+    fill_random(x, n, 2.0f);
+    fr_traits(tw->act_type)->quant(x, a, n);
+    free(x);
+}
+
+static const uint32_t dot_types[] = {FR_F32, FR_F16, FR_BF16, FR_Q4_0, FR_Q4_1, FR_Q8_0};
+
+static int test_sizes(uint32_t type, const int64_t **sizes) {
+    static const int64_t blocks[] = {32, 64, 96, 224, 256, 288, 544, 576, 1024, 1056, 1536, 2048, 2080, 4096};
+    static const int64_t floats[] = {1, 3, 7, 15, 16, 17, 31, 33, 63, 64, 65, 100, 576, 1000, 1536};
+    *sizes = is_quantized(type) ? blocks : floats;
+    return is_quantized(type) ? (int)(sizeof blocks / sizeof blocks[0]) : (int)(sizeof floats / sizeof floats[0]);
+}
+
+/* Every level's dot against the scalar reference, rows at several byte
+ * offsets. */
+TEST(quant_dot_kernels_match_reference) {
+    enum { MAXN = 4096 };
+    static uint8_t w[MAXN * 4], a[MAXN * 4], wb[MAXN * 4 + 16], ab[MAXN * 4 + 16];
+    FOR_EACH_LEVEL(lvl) {
+        for (size_t t = 0; t < sizeof dot_types / sizeof dot_types[0]; t++) {
+            uint32_t type = dot_types[t];
+            const fr_type_traits *tt = fr_traits(type);
+            const int64_t *sizes;
+            int ns = test_sizes(type, &sizes);
+            for (int s = 0; s < ns; s++) {
+                int64_t n = sizes[s];
+                make_rows(type, n, 1, w, a);
+                float want = tt->dot_ref(n, w, a);
+                double tol = 1e-5 * abs_terms(type, n, w, a) + 1e-30;
+                const int *ow = row_offsets(type), *oa = row_offsets(tt->act_type);
+                for (int i = 0; ow[i] >= 0; i++) {
+                    memcpy(wb + ow[i], w, fr_row_bytes(type, n));
+                    memcpy(ab + oa[i], a, fr_row_bytes(tt->act_type, n));
+                    float got = tt->dot(n, wb + ow[i], ab + oa[i]);
+                    CHECK_MSG(fabs((double)got - want) <= tol, "%s %s n=%lld off %d: %.9g vs %.9g (tol %g)",
+                              fr_isa_name(lvl), tt->name, (long long)n, ow[i], (double)got, (double)want, tol);
+                }
+            }
+        }
+    }
+}
+
+/* Extreme codes: full-scale weights against full-scale activations, where
+ * an overflowing 16-bit intermediate would show. */
+TEST(quant_dot_extreme_codes) {
+    enum { NB = 9 };
+    static block_q8_0 w8[NB], a8[NB];
+    static block_q4_0 w40[NB];
+    static block_q4_1 w41[NB];
+    static block_q8_1 a81[NB];
+    for (int b = 0; b < NB; b++) {
+        w8[b].d = a8[b].d = w40[b].d = w41[b].d = a81[b].d = 0x3c00;
+        w41[b].m = 0xbc00;
+        a81[b].s = fr_fp32_to_fp16((b & 1 ? -127.0f : 127.0f) * 32);
+        for (int j = 0; j < 32; j++) {
+            w8[b].qs[j] = (int8_t)(b % 3 == 0 ? -128 : b % 3 == 1 ? 127 : -127);
+            a8[b].qs[j] = a81[b].qs[j] = (int8_t)(b & 1 ? -127 : 127);
+        }
+        memset(w40[b].qs, b & 2 ? 0x00 : 0xff, 16); /* codes 0 (-8) or 15 (7) */
+        memset(w41[b].qs, 0xff, 16);
+    }
+    FOR_EACH_LEVEL(lvl) {
+        for (int nb = 1; nb <= NB; nb++) {
+            int64_t n = 32 * nb;
+            CHECK(fr_traits(FR_Q8_0)->dot(n, w8, a8) == fr_traits(FR_Q8_0)->dot_ref(n, w8, a8));
+            CHECK(fr_traits(FR_Q4_0)->dot(n, w40, a8) == fr_traits(FR_Q4_0)->dot_ref(n, w40, a8));
+            CHECK(fr_traits(FR_Q4_1)->dot(n, w41, a81) == fr_traits(FR_Q4_1)->dot_ref(n, w41, a81));
+        }
+        /* one block of each: exact integers the reference can spell out */
+        CHECK(fr_traits(FR_Q8_0)->dot(32, w8, a8) == -128.0f * 127 * 32);
+        CHECK(fr_traits(FR_Q4_0)->dot(32, w40, a8) == 7.0f * 127 * 32);
+    }
+}
+
+/* Multi-row kernels: each out[r] matches the reference dot of row r, for
+ * row counts around the kernels' group of 4, strides with odd padding. */
+TEST(quant_dot_rows_match_reference) {
+    enum { MAXN = 1536, MAXR = 9 };
+    static uint8_t w[MAXR * MAXN * 4], a[MAXN * 4], wb[MAXR * (MAXN * 4 + 8) + 16], ab[MAXN * 4 + 16];
+    const int64_t qsizes[] = {32, 96, 288, 576, 1056, 1536}, fsizes[] = {7, 64, 100, 576};
+    FOR_EACH_LEVEL(lvl) {
+        for (size_t t = 0; t < sizeof dot_types / sizeof dot_types[0]; t++) {
+            uint32_t type = dot_types[t];
+            const fr_type_traits *tt = fr_traits(type);
+            const int64_t *sizes = is_quantized(type) ? qsizes : fsizes;
+            int ns = is_quantized(type) ? 6 : 4;
+            for (int s = 0; s < ns; s++) {
+                int64_t n = sizes[s];
+                size_t rb = fr_row_bytes(type, n);
+                make_rows(type, n, MAXR, w, a);
+                int pad = is_quantized(type) ? 3 : (int)(tt->bytes * 2);
+                for (int nr = 1; nr <= MAXR; nr++) {
+                    for (int stride_pad = 0; stride_pad <= pad; stride_pad += pad) {
+                        size_t stride = rb + (size_t)stride_pad;
+                        int off = is_quantized(type) ? 1 : 0;
+                        for (int r = 0; r < nr; r++) memcpy(wb + off + r * stride, w + r * rb, rb);
+                        memcpy(ab + off, a, fr_row_bytes(tt->act_type, n));
+                        float out[MAXR], ref[MAXR];
+                        tt->dot_rows(n, wb + off, stride, ab + off, out, nr);
+                        tt->dot_rows_ref(n, wb + off, stride, ab + off, ref, nr);
+                        for (int r = 0; r < nr; r++) {
+                            float want = tt->dot_ref(n, w + r * rb, a);
+                            double tol = 1e-5 * abs_terms(type, n, w + r * rb, a) + 1e-30;
+                            CHECK(ref[r] == want);
+                            CHECK_MSG(fabs((double)out[r] - want) <= tol, "%s %s n=%lld nr=%d r=%d: %g vs %g",
+                                      fr_isa_name(lvl), tt->name, (long long)n, nr, r, (double)out[r],
+                                      (double)want);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- ISA selection ------------------------------------------------------------ */
+
+TEST(quant_isa_selection) {
+    int best = fr_isa_detect(), saved = fr_kernels_isa();
+    CHECK(best >= FR_ISA_SCALAR && best <= FR_ISA_AVX512);
+    CHECK(fr_kernels_select(FR_ISA_SCALAR) == FR_ISA_SCALAR && fr_kernels_isa() == FR_ISA_SCALAR);
+    CHECK(fr_traits(FR_Q4_1)->dot == fr_traits(FR_Q4_1)->dot_ref);
+    CHECK(fr_kernels_select(99) == best);
+    if (best > FR_ISA_SCALAR) CHECK(fr_traits(FR_Q4_1)->dot != fr_traits(FR_Q4_1)->dot_ref);
+    CHECK(!strcmp(fr_isa_name(FR_ISA_SCALAR), "scalar") && !strcmp(fr_isa_name(FR_ISA_AVX2), "avx2"));
+    CHECK(!strcmp(fr_isa_name(FR_ISA_AVX512), "avx512"));
+    const char *old = getenv("FRUGAL_ISA");
+    char *saved_env = old ? strdup(old) : NULL;
+    setenv("FRUGAL_ISA", "scalar", 1);
+    CHECK(fr_kernels_init_from_env() == FR_ISA_SCALAR);
+    setenv("FRUGAL_ISA", "avx2", 1);
+    CHECK(fr_kernels_init_from_env() == FR_MIN(FR_ISA_AVX2, best));
+    setenv("FRUGAL_ISA", "avx512", 1);
+    CHECK(fr_kernels_init_from_env() == best);
+    unsetenv("FRUGAL_ISA");
+    CHECK(fr_kernels_init_from_env() == best);
+    if (saved_env) setenv("FRUGAL_ISA", saved_env, 1);
+    free(saved_env);
+    fr_kernels_select(saved);
+}

@@ -1,0 +1,167 @@
+/* Sampler behaviour: greedy, penalties, top-k/top-p/min-p truncation,
+ * temperature, seeding, parameter validation. */
+#include <stdlib.h>
+#include "common.h"
+#include "unit.h"
+
+static frugal_sampler *make(float temp, int top_k, float top_p, float min_p, float pen, uint64_t seed, int n_vocab) {
+    frugal_sampler_params p = frugal_sampler_default_params();
+    p.temperature = temp;
+    p.top_k = top_k;
+    p.top_p = top_p;
+    p.min_p = min_p;
+    p.repeat_penalty = pen;
+    p.seed = seed;
+    frugal_sampler *s = NULL;
+    return frugal_sampler_new(&p, n_vocab, &s) == FRUGAL_OK ? s : NULL;
+}
+
+TEST(sampler_greedy_is_argmax) {
+    float logits[5] = { 0.1f, 2.0f, -1.0f, 1.9f, 0.0f };
+    frugal_sampler *s = make(0, 40, 0.95f, 0.05f, 1.0f, 1, 5);
+    CHECK(s);
+    for (int i = 0; i < 10; i++) CHECK(frugal_sampler_sample(s, logits) == 1);
+    frugal_sampler_free(s);
+}
+
+TEST(sampler_repeat_penalty_demotes_seen_tokens) {
+    float logits[4] = { 0.0f, 2.0f, 1.5f, -3.0f };
+    frugal_sampler *s = make(0, 0, 1.0f, 0, 1.5f, 1, 4);
+    CHECK(s);
+    frugal_sampler_accept(s, 1); /* 2.0 / 1.5 = 1.33 < 1.5 */
+    CHECK(frugal_sampler_sample(s, logits) == 2);
+    frugal_sampler_accept(s, 1); /* a repeated token is penalised once, not twice */
+    frugal_sampler_accept(s, 2); /* 1.5 / 1.5 = 1.0 < 1.33 */
+    CHECK(frugal_sampler_sample(s, logits) == 1);
+    frugal_sampler_free(s);
+}
+
+TEST(sampler_negative_logits_penalised_by_multiplying) {
+    float logits[2] = { -1.0f, -1.2f };
+    frugal_sampler *s = make(0, 0, 1.0f, 0, 2.0f, 1, 2);
+    CHECK(s);
+    frugal_sampler_accept(s, 0); /* -1 * 2 = -2 < -1.2 */
+    CHECK(frugal_sampler_sample(s, logits) == 1);
+    frugal_sampler_free(s);
+}
+
+TEST(sampler_top_k_one_is_greedy) {
+    float logits[6] = { 1, 5, 3, 4.9f, 0, 2 };
+    frugal_sampler *s = make(1.5f, 1, 1.0f, 0, 1.0f, 7, 6);
+    CHECK(s);
+    for (int i = 0; i < 200; i++) CHECK(frugal_sampler_sample(s, logits) == 1);
+    frugal_sampler_free(s);
+}
+
+/* logits giving probabilities 0.5, 0.3, 0.2 */
+static void three_way(float *l) { l[0] = logf(0.5f); l[1] = logf(0.3f); l[2] = logf(0.2f); }
+
+TEST(sampler_temperature_one_matches_softmax) {
+    float logits[3];
+    three_way(logits);
+    frugal_sampler *s = make(1.0f, 0, 1.0f, 0, 1.0f, 42, 3);
+    CHECK(s);
+    int counts[3] = { 0 }, n = 40000;
+    for (int i = 0; i < n; i++) counts[frugal_sampler_sample(s, logits)]++;
+    CHECK_NEAR(counts[0] / (double)n, 0.5, 0.015);
+    CHECK_NEAR(counts[1] / (double)n, 0.3, 0.015);
+    CHECK_NEAR(counts[2] / (double)n, 0.2, 0.015);
+    frugal_sampler_free(s);
+}
+
+TEST(sampler_top_p_cuts_the_tail) {
+    float logits[3];
+    three_way(logits);
+    frugal_sampler *s = make(1.0f, 0, 0.7f, 0, 1.0f, 3, 3);
+    CHECK(s);
+    int counts[3] = { 0 };
+    for (int i = 0; i < 20000; i++) counts[frugal_sampler_sample(s, logits)]++;
+    CHECK(counts[2] == 0);
+    CHECK(counts[0] > 0 && counts[1] > 0);
+    CHECK_NEAR(counts[0] / 20000.0, 0.625, 0.02); /* renormalised 0.5 / 0.8 */
+    frugal_sampler_free(s);
+}
+
+TEST(sampler_min_p_keeps_tokens_near_the_top) {
+    float logits[3];
+    three_way(logits);
+    frugal_sampler *s = make(1.0f, 0, 1.0f, 0.5f, 1.0f, 5, 3); /* keep p >= 0.25 */
+    CHECK(s);
+    int counts[3] = { 0 };
+    for (int i = 0; i < 20000; i++) counts[frugal_sampler_sample(s, logits)]++;
+    CHECK(counts[2] == 0);
+    CHECK(counts[1] > 0);
+    frugal_sampler_free(s);
+}
+
+TEST(sampler_low_temperature_sharpens) {
+    float logits[3];
+    three_way(logits);
+    frugal_sampler *s = make(0.1f, 0, 1.0f, 0, 1.0f, 9, 3);
+    CHECK(s);
+    int top = 0;
+    for (int i = 0; i < 5000; i++) top += frugal_sampler_sample(s, logits) == 0;
+    CHECK(top > 4900); /* (0.5/0.3)^10 = 165: p(top) ~ 0.994 */
+    frugal_sampler_free(s);
+}
+
+static void draw(uint64_t seed, int32_t *out, int n) {
+    enum { V = 1000 };
+    static float logits[V];
+    for (int i = 0; i < V; i++) logits[i] = (float)((i * 7919) % 101) / 25.0f;
+    frugal_sampler *s = make(1.0f, 0, 1.0f, 0, 1.0f, seed, V);
+    for (int i = 0; i < n; i++) out[i] = s ? frugal_sampler_sample(s, logits) : -1;
+    frugal_sampler_free(s);
+}
+
+TEST(sampler_same_seed_same_tokens) {
+    int32_t a[64], b[64], c[64];
+    draw(1234, a, 64);
+    draw(1234, b, 64);
+    draw(1235, c, 64);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(memcmp(a, c, sizeof a) != 0);
+}
+
+TEST(sampler_reset_restarts_the_stream) {
+    float logits[3];
+    three_way(logits);
+    frugal_sampler *s = make(1.0f, 0, 1.0f, 0, 1.0f, 77, 3);
+    CHECK(s);
+    int32_t a[32], b[32];
+    for (int i = 0; i < 32; i++) a[i] = frugal_sampler_sample(s, logits);
+    frugal_sampler_reset(s);
+    for (int i = 0; i < 32; i++) b[i] = frugal_sampler_sample(s, logits);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    frugal_sampler_free(s);
+}
+
+TEST(sampler_rejects_absurd_parameters) {
+    frugal_sampler *s = NULL;
+    frugal_sampler_params p = frugal_sampler_default_params();
+    p.temperature = NAN;
+    CHECK(frugal_sampler_new(&p, 10, &s) == FRUGAL_ERR_INVALID_ARG && !s);
+    p = frugal_sampler_default_params();
+    p.min_p = 2;
+    CHECK(frugal_sampler_new(&p, 10, &s) == FRUGAL_ERR_INVALID_ARG);
+    p = frugal_sampler_default_params();
+    p.repeat_penalty = 0;
+    CHECK(frugal_sampler_new(&p, 10, &s) == FRUGAL_ERR_INVALID_ARG);
+    p = frugal_sampler_default_params();
+    p.repeat_last_n = -1;
+    CHECK(frugal_sampler_new(&p, 10, &s) == FRUGAL_ERR_INVALID_ARG);
+    p = frugal_sampler_default_params();
+    CHECK(frugal_sampler_new(&p, 0, &s) == FRUGAL_ERR_INVALID_ARG);
+    CHECK(strlen(frugal_last_error()) > 0);
+}
+
+TEST(sampler_nomem_is_clean) {
+    frugal_sampler_params p = frugal_sampler_default_params();
+    for (long n = 1; n <= 2; n++) {
+        frugal_sampler *s = NULL;
+        fr_alloc_fail_after(n);
+        frugal_status st = frugal_sampler_new(&p, 100, &s);
+        fr_alloc_fail_after(0);
+        CHECK(st == FRUGAL_ERR_NOMEM && s == NULL);
+    }
+}

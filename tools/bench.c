@@ -1,0 +1,165 @@
+/*
+ * bench.c - `frugal bench`, like llama-bench: prefill (pp) and decode (tg)
+ * speed as mean +/- stddev over repetitions, with the roofline context a
+ * reader needs to judge them:
+ *   tg: weight bytes read per token x tokens/s = achieved bandwidth, and its
+ *       fraction of the machine's read bandwidth measured by --probe;
+ *   pp: 2 x matrix parameters x tokens/s = achieved GFLOP/s.
+ * Tokens are random ids; tokenization and sampling are not timed.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+
+typedef struct { double mean, sd; } stat2;
+
+static stat2 stats(const double *v, int n) {
+    stat2 s = { 0, 0 };
+    for (int i = 0; i < n; i++) s.mean += v[i];
+    s.mean /= n;
+    for (int i = 0; i < n; i++) s.sd += (v[i] - s.mean) * (v[i] - s.mean);
+    s.sd = n > 1 ? sqrt(s.sd / (n - 1)) : 0;
+    return s;
+}
+
+/* ---- STREAM-style read bandwidth probe ---- */
+
+typedef struct { const double *p; size_t n; double sum; } probe_arg;
+
+static void *probe_read(void *v) {
+    probe_arg *a = v;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i + 4 <= a->n; i += 4) { s0 += a->p[i]; s1 += a->p[i + 1]; s2 += a->p[i + 2]; s3 += a->p[i + 3]; }
+    a->sum = s0 + s1 + s2 + s3;
+    return NULL;
+}
+
+/* Best-of-5 read bandwidth in GB/s over a buffer far larger than the
+ * caches, all threads reading disjoint parts. */
+static double probe_bandwidth(int n_threads) {
+    size_t bytes = (size_t)1 << 30, n = bytes / sizeof(double);
+    double *buf = malloc(bytes);
+    if (!buf) return 0;
+    for (size_t i = 0; i < n; i++) buf[i] = (double)(i & 7);
+    double best = 0;
+    pthread_t th[64];
+    probe_arg args[64];
+    if (n_threads > 64) n_threads = 64;
+    for (int r = 0; r < 5; r++) {
+        double t0 = cli_now();
+        for (int t = 0; t < n_threads; t++) {
+            args[t] = (probe_arg){ buf + n / n_threads * t, n / n_threads, 0 };
+            pthread_create(&th[t], NULL, probe_read, &args[t]);
+        }
+        for (int t = 0; t < n_threads; t++) pthread_join(th[t], NULL);
+        double gbs = bytes / (cli_now() - t0) / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    free(buf);
+    return best;
+}
+
+/* Bytes of weights one decoded token reads: every matrix once; the
+ * embedding table only one row, unless it doubles as the output matrix. */
+static void weight_traffic(const frugal_model *m, double *bytes_per_tok, double *matrix_params) {
+    frugal_tensor_info t;
+    bool tied = true;
+    for (int i = 0; frugal_model_tensor(m, i, &t); i++)
+        if (!strcmp(t.name, "output.weight")) tied = false;
+    *bytes_per_tok = *matrix_params = 0;
+    for (int i = 0; frugal_model_tensor(m, i, &t); i++) {
+        bool embd = !strcmp(t.name, "token_embd.weight");
+        if (embd && !tied) continue;
+        *bytes_per_tok += (double)t.bytes;
+        if (t.n_dims >= 2) *matrix_params += (double)t.ne[0] * t.ne[1];
+    }
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *model = NULL;
+    int n_p = 512, n_g = 128, reps = 5, n_threads = 0;
+    bool json = false, probe_only = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bool ok = true;
+        if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!strcmp(a, "--probe")) { probe_only = true; continue; }
+        if (!v) ok = false;
+        else if (!strcmp(a, "-m")) model = v;
+        else if (!strcmp(a, "-p")) ok = cli_int(a, v, 0, 1 << 16, &n_p);
+        else if (!strcmp(a, "-n")) ok = cli_int(a, v, 0, 1 << 16, &n_g);
+        else if (!strcmp(a, "-r")) ok = cli_int(a, v, 1, 1000, &reps);
+        else if (!strcmp(a, "-t")) ok = cli_int(a, v, 1, 1024, &n_threads);
+        else ok = false;
+        if (!ok) {
+            fprintf(stderr, "usage: frugal bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [--json]\n"
+                            "       frugal bench --probe [-t N]\n");
+            return 2;
+        }
+        i++;
+    }
+    int threads_probe = n_threads ? n_threads : 2;
+    double bw = probe_bandwidth(threads_probe);
+    if (probe_only) {
+        if (json) printf("{\"read_bandwidth_gbs\": %.2f, \"threads\": %d}\n", bw, threads_probe);
+        else printf("read bandwidth: %.2f GB/s (%d threads, 1 GiB buffer, best of 5)\n", bw, threads_probe);
+        return 0;
+    }
+    frugal_model *m = cli_load_model(model);
+    if (!m) return 1;
+    frugal_model_info info;
+    frugal_model_get_info(m, &info);
+    frugal_ctx_params cp = frugal_ctx_default_params();
+    cp.n_ctx = (n_p > n_g ? n_p : n_g) + 1;
+    cp.n_threads = n_threads;
+    frugal_ctx *ctx = NULL;
+    frugal_status st = frugal_ctx_new(m, &cp, &ctx);
+    if (st) { cli_die_status(st, "context"); frugal_model_free(m); return 1; }
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(n_p > 1 ? n_p : 1));
+    srand(1234);
+    for (int i = 0; i < n_p; i++) toks[i] = rand() % info.n_vocab;
+    double bytes_tok, mparams;
+    weight_traffic(m, &bytes_tok, &mparams);
+    double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
+    /* one warm-up round brings the weights into the page cache */
+    frugal_eval(ctx, toks, n_p > 16 ? 16 : (n_p ? n_p : 1), false);
+    for (int r = 0; r < reps; r++) {
+        if (n_p) {
+            frugal_ctx_rewind(ctx, 0);
+            double t0 = cli_now();
+            frugal_eval(ctx, toks, n_p, false);
+            pp[r] = n_p / (cli_now() - t0);
+        }
+        if (n_g) {
+            frugal_ctx_rewind(ctx, 0);
+            int32_t tok = toks[0];
+            double t0 = cli_now();
+            for (int i = 0; i < n_g; i++) frugal_eval(ctx, &tok, 1, false);
+            tg[r] = n_g / (cli_now() - t0);
+        }
+    }
+    stat2 sp = stats(pp, reps), sg = stats(tg, reps);
+    int threads = frugal_ctx_threads(ctx);
+    if (json) {
+        printf("{\"model\": \"%s\", \"threads\": %d, \"read_bandwidth_gbs\": %.2f, \"weight_bytes_per_token\": %.0f,\n",
+               info.name, threads, bw, bytes_tok);
+        printf(" \"pp\": {\"n\": %d, \"tps\": %.2f, \"sd\": %.2f, \"gflops\": %.1f},\n", n_p, sp.mean, sp.sd, 2 * mparams * sp.mean / 1e9);
+        printf(" \"tg\": {\"n\": %d, \"tps\": %.2f, \"sd\": %.2f, \"gbs\": %.2f, \"bw_fraction\": %.3f}}\n", n_g, sg.mean, sg.sd,
+               bytes_tok * sg.mean / 1e9, bw > 0 ? bytes_tok * sg.mean / 1e9 / bw : 0);
+    } else {
+        printf("| model | size | params | threads | test | t/s | roofline |\n|---|---|---|---|---|---|---|\n");
+        if (n_p)
+            printf("| %s | %.1f MiB | %.1f M | %d | pp%d | %.2f ± %.2f | %.1f GFLOP/s |\n", info.name, info.weight_bytes / 1048576.0,
+                   info.n_params / 1e6, threads, n_p, sp.mean, sp.sd, 2 * mparams * sp.mean / 1e9);
+        if (n_g)
+            printf("| %s | %.1f MiB | %.1f M | %d | tg%d | %.2f ± %.2f | %.2f GB/s = %.0f%% of %.2f GB/s read |\n", info.name,
+                   info.weight_bytes / 1048576.0, info.n_params / 1e6, threads, n_g, sg.mean, sg.sd,
+                   bytes_tok * sg.mean / 1e9, bw > 0 ? 100 * bytes_tok * sg.mean / 1e9 / bw : 0, bw);
+    }
+    free(pp); free(tg); free(toks);
+    frugal_ctx_free(ctx);
+    frugal_model_free(m);
+    return 0;
+}
