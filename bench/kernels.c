@@ -5,7 +5,9 @@
  * product over a row set shaped like SmolLM2-135M's layers (1536 rows of 576
  * and 576 rows of 1536) and its Q8_0 output matrix (49152 rows of 576), once
  * with one dot call per row and once with the multi-row kernel. Prints GB/s
- * of weight bytes read and GFLOP/s (2 flops per weight).
+ * of weight bytes read and GFLOP/s (2 flops per weight). Then a prefill-like
+ * batch of 64 activation rows (tile kernel vs dot_rows vs dot), and the
+ * activation quantizers.
  *
  *   hot     one matrix, re-read from cache each pass
  *   stream  enough copies to exceed the caches (64 MiB), read in turn
@@ -44,26 +46,31 @@ typedef struct {
 static volatile float sink;
 
 /* Seconds per matrix-vector product over copies of the matrix (one for
- * hot), using dot per row or dot_rows over the whole matrix. */
+ * hot), using dot per row or dot_rows over the whole matrix. The best of
+ * several short trials, since a shared machine adds noise. */
 static double time_matvec(const fr_type_traits *tt, const shape *s, const uint8_t *w, int copies,
                           const void *a, float *out, int use_rows) {
     size_t rb = fr_row_bytes(s->type, s->n), mb = rb * (size_t)s->rows;
-    long passes = 0;
-    double t0 = now(), t;
-    do {
-        for (int c = 0; c < copies; c++) {
-            const uint8_t *m = w + (size_t)c * mb;
-            if (use_rows) {
-                tt->dot_rows(s->n, m, rb, a, out, (int)s->rows);
-            } else {
-                for (int64_t r = 0; r < s->rows; r++) out[r] = tt->dot(s->n, m + r * rb, a);
+    double best = 1e9;
+    for (int trial = 0; trial < 15; trial++) {
+        long passes = 0;
+        double t0 = now(), t;
+        do {
+            for (int c = 0; c < copies; c++) {
+                const uint8_t *m = w + (size_t)c * mb;
+                if (use_rows) {
+                    tt->dot_rows(s->n, m, rb, a, out, (int)s->rows);
+                } else {
+                    for (int64_t r = 0; r < s->rows; r++) out[r] = tt->dot(s->n, m + r * rb, a);
+                }
+                sink = out[0];
             }
-            sink = out[0];
-        }
-        passes += copies;
-        t = now() - t0;
-    } while (t < 0.3);
-    return t / passes;
+            passes += copies;
+            t = now() - t0;
+        } while (t < 0.02);
+        if (t / passes < best) best = t / passes;
+    }
+    return best;
 }
 
 static void bench_shape(const shape *s) {
@@ -96,21 +103,65 @@ static void bench_shape(const shape *s) {
     free(w), free(x), free(out), free(a);
 }
 
+/* Prefill: the same matrix against a batch of activation rows, as one
+ * tile call, as dot_rows per activation row, and as single dots. */
+static void bench_batch(const shape *s, int batch) {
+    const fr_type_traits *tt = fr_traits(s->type);
+    size_t rb = fr_row_bytes(s->type, s->n), arb = fr_row_bytes(tt->act_type, s->n);
+    uint8_t *w = malloc(rb * s->rows), *a = malloc(arb * batch);
+    float *x = malloc(sizeof(float) * s->n), *out = malloc(sizeof(float) * s->rows * batch);
+    for (int64_t r = 0; r < s->rows; r++) {
+        for (int64_t i = 0; i < s->n; i++) x[i] = frand();
+        tt->quant(x, w + r * rb, s->n);
+    }
+    for (int c = 0; c < batch; c++) {
+        for (int64_t i = 0; i < s->n; i++) x[i] = frand();
+        fr_traits(tt->act_type)->quant(x, a + c * arb, s->n);
+    }
+    for (int lvl = 0; lvl <= fr_isa_detect(); lvl++) {
+        fr_kernels_select(lvl);
+        for (int how = 0; how < 3; how++) {
+            double best = 1e9;
+            for (int trial = 0; trial < 7; trial++) {
+                double t0 = now();
+                if (how == 0) {
+                    tt->dot_tile(s->n, w, rb, (int)s->rows, a, arb, batch, out, (size_t)s->rows);
+                } else if (how == 1) {
+                    for (int c = 0; c < batch; c++)
+                        tt->dot_rows(s->n, w, rb, a + c * arb, out + c * s->rows, (int)s->rows);
+                } else {
+                    for (int64_t r = 0; r < s->rows; r++)
+                        for (int c = 0; c < batch; c++)
+                            out[c * s->rows + r] = tt->dot(s->n, w + r * rb, a + c * arb);
+                }
+                double t = now() - t0;
+                if (t < best) best = t;
+                sink = out[0];
+            }
+            printf("batch %-5s %5lld x %-5lld x %d tok %-7s %-8s %8.1f us %6.1f GFLOP/s\n", tt->name,
+                   (long long)s->rows, (long long)s->n, batch, fr_isa_name(lvl),
+                   how == 0 ? "dot_tile" : how == 1 ? "dot_rows" : "dot", best * 1e6,
+                   2.0 * s->n * s->rows * batch / best * 1e-9);
+        }
+    }
+    free(w), free(a), free(x), free(out);
+}
+
 static void bench_quantize(uint32_t act_type, int64_t n) {
     float *x = malloc(sizeof(float) * n);
     void *y = malloc(fr_row_bytes(act_type, n));
     for (int64_t i = 0; i < n; i++) x[i] = frand();
     for (int lvl = 0; lvl <= fr_isa_detect(); lvl++) {
         fr_kernels_select(lvl);
-        long reps = 0;
-        double t0 = now(), t;
-        do {
-            for (int k = 0; k < 100; k++) fr_quantize_act(act_type, x, y, n);
-            reps += 100;
-            t = now() - t0;
-        } while (t < 0.2);
+        double best = 1e9;
+        for (int trial = 0; trial < 15; trial++) {
+            double t0 = now();
+            for (int k = 0; k < 200; k++) fr_quantize_act(act_type, x, y, n);
+            double t = (now() - t0) / 200;
+            if (t < best) best = t;
+        }
         printf("quantize %-5s n=%-5lld %-7s %7.1f ns/row  %6.2f ns/block\n", fr_traits(act_type)->name,
-               (long long)n, fr_isa_name(lvl), t / reps * 1e9, t / reps * 1e9 / (n / 32));
+               (long long)n, fr_isa_name(lvl), best * 1e9, best * 1e9 / (n / 32));
     }
     free(x), free(y);
 }
@@ -122,6 +173,9 @@ int main(void) {
     };
     printf("cpu level: %s\n", fr_isa_name(fr_isa_detect()));
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) bench_shape(&shapes[i]);
+    const shape q41 = {FR_Q4_1, 576, 1536}, q80 = {FR_Q8_0, 576, 1536};
+    bench_batch(&q41, 64);
+    bench_batch(&q80, 64);
     bench_quantize(FR_Q8_1, 576);
     bench_quantize(FR_Q8_0, 1536);
     return 0;

@@ -167,7 +167,9 @@ const float *frugal_logits(const frugal_ctx *ctx, int i);
 int frugal_ctx_pos(const frugal_ctx *ctx);   /* tokens in the KV cache */
 int frugal_ctx_size(const frugal_ctx *ctx);  /* capacity */
 int frugal_ctx_threads(const frugal_ctx *ctx);
-/* Forgets cached tokens from pos on (pos <= frugal_ctx_pos). */
+/* Forgets cached tokens from pos on (pos <= frugal_ctx_pos). A model with
+ * sliding-window layers keeps only recent positions of those layers, so
+ * it may have to forget more (down to 0): check frugal_ctx_pos after. */
 frugal_status frugal_ctx_rewind(frugal_ctx *ctx, int pos);
 
 /* ---- Sampling --------------------------------------------------------- */

@@ -15,16 +15,32 @@ frugal_ctx_params frugal_ctx_default_params(void) {
     return p;
 }
 
+static frugal_status alloc_kv(frugal_ctx *c) {
+    const frugal_model *m = c->model;
+    size_t kv_dim = (size_t)m->hp.n_head_kv * m->hp.head_dim, total = 0;
+    c->kv = fr_calloc((size_t)m->hp.n_layer, sizeof *c->kv);
+    if (!c->kv) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the KV cache table");
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        fr_kv_layer *kv = &c->kv[l];
+        kv->window = m->layers[l].window;
+        kv->cap = kv->window ? FR_MIN(c->n_ctx, kv->window + c->n_batch) : c->n_ctx;
+        total += 2 * (size_t)kv->cap * kv_dim * sizeof(uint16_t);
+        kv->k = fr_malloc((size_t)kv->cap * kv_dim * sizeof(uint16_t));
+        kv->v = fr_malloc((size_t)kv->cap * kv_dim * sizeof(uint16_t));
+        if (!kv->k || !kv->v)
+            return fr_error(FRUGAL_ERR_NOMEM, "out of memory for a KV cache of %d tokens (%.1f MiB so far)",
+                            c->n_ctx, total / 1048576.0);
+    }
+    return FRUGAL_OK;
+}
+
 static frugal_status alloc_buffers(frugal_ctx *c) {
     const fr_hparams *hp = &c->model->hp;
     size_t nb = (size_t)c->n_batch;
     size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim, q_dim = (size_t)hp->n_head * hp->head_dim;
-    size_t cache = (size_t)hp->n_layer * c->n_ctx * kv_dim;
     size_t widest = FR_MAX(FR_MAX((size_t)hp->n_embd, q_dim), (size_t)hp->n_ff);
     /* a quantized activation row is at most 4 bytes per element plus block headers */
     c->qbuf_bytes = nb * (widest * 4 + 64);
-    c->k_cache = fr_malloc(cache * sizeof(uint16_t));
-    c->v_cache = fr_malloc(cache * sizeof(uint16_t));
     c->x = fr_malloc(nb * hp->n_embd * sizeof(float));
     c->xb = fr_malloc(nb * FR_MAX((size_t)hp->n_embd, q_dim) * sizeof(float));
     c->q = fr_malloc(nb * q_dim * sizeof(float));
@@ -34,13 +50,12 @@ static frugal_status alloc_buffers(frugal_ctx *c) {
     c->hb = fr_malloc(nb * hp->n_ff * sizeof(float));
     c->hb2 = fr_malloc(nb * hp->n_ff * sizeof(float));
     c->qbuf = fr_malloc(c->qbuf_bytes);
+    c->attn_partial = fr_malloc((size_t)c->n_threads * 2 * hp->n_head * (hp->head_dim + 2) * sizeof(float));
     c->n_logits_cap = 1;
     c->logits = fr_malloc((size_t)hp->n_vocab * sizeof(float));
-    if (!c->k_cache || !c->v_cache || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->att ||
-        !c->hb || !c->hb2 || !c->qbuf || !c->logits)
-        return fr_error(FRUGAL_ERR_NOMEM, "out of memory for a context of %d tokens (KV cache %.1f MiB)",
-                        c->n_ctx, 2.0 * cache * sizeof(uint16_t) / (1 << 20));
-    return FRUGAL_OK;
+    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->qbuf || !c->attn_partial || !c->logits)
+        return fr_error(FRUGAL_ERR_NOMEM, "out of memory for activation buffers of %d tokens", c->n_batch);
+    return alloc_kv(c);
 }
 
 frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *params, frugal_ctx **out) {
@@ -58,8 +73,9 @@ frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *param
     c->model = model;
     c->n_ctx = p.n_ctx ? p.n_ctx : model->hp.n_ctx_train;
     c->n_batch = FR_MIN(p.n_batch ? p.n_batch : DEFAULT_BATCH, c->n_ctx);
+    c->n_threads = p.n_threads ? p.n_threads : fr_physical_cores();
     frugal_status st = alloc_buffers(c);
-    if (!st) st = fr_pool_new(p.n_threads ? p.n_threads : fr_physical_cores(), &c->pool);
+    if (!st) st = fr_pool_new(c->n_threads, &c->pool);
     if (st) { frugal_ctx_free(c); return st; }
     *out = c;
     return FRUGAL_OK;
@@ -68,9 +84,10 @@ frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *param
 void frugal_ctx_free(frugal_ctx *c) {
     if (!c) return;
     fr_pool_free(c->pool);
-    fr_free(c->k_cache); fr_free(c->v_cache);
+    for (int l = 0; c->kv && l < c->model->hp.n_layer; l++) { fr_free(c->kv[l].k); fr_free(c->kv[l].v); }
+    fr_free(c->kv);
     fr_free(c->x); fr_free(c->xb); fr_free(c->q); fr_free(c->k); fr_free(c->v);
-    fr_free(c->att); fr_free(c->hb); fr_free(c->hb2); fr_free(c->qbuf); fr_free(c->logits);
+    fr_free(c->att); fr_free(c->hb); fr_free(c->hb2); fr_free(c->qbuf); fr_free(c->attn_partial); fr_free(c->logits);
     fr_free(c);
 }
 
@@ -104,6 +121,7 @@ frugal_status frugal_eval(frugal_ctx *c, const int32_t *tokens, int n, bool all_
         c->logits = all_logits ? all + (size_t)done * n_vocab : all;
         fr_forward(c, tokens + done, nb, n_out);
         c->pos += nb;
+        c->pos_max = FR_MAX(c->pos_max, c->pos);
     }
     c->logits = all;
     c->logits_first = all_logits ? 0 : n - 1;
@@ -122,10 +140,19 @@ int frugal_ctx_pos(const frugal_ctx *c) { return c->pos; }
 int frugal_ctx_size(const frugal_ctx *c) { return c->n_ctx; }
 int frugal_ctx_threads(const frugal_ctx *c) { return fr_pool_size(c->pool); }
 
+/* A sliding-window layer's ring has overwritten old positions: rewinding
+ * to pos needs positions [pos - window, pos) still in the ring, which
+ * holds [pos_max - cap, pos_max). When they are gone the cache restarts
+ * from empty (frugal_ctx_pos tells the caller what was kept). */
 frugal_status frugal_ctx_rewind(frugal_ctx *c, int pos) {
     if (pos < 0 || pos > c->pos)
         return fr_error(FRUGAL_ERR_INVALID_ARG, "cannot rewind to %d: %d tokens cached", pos, c->pos);
+    for (int l = 0; l < c->model->hp.n_layer; l++) {
+        const fr_kv_layer *kv = &c->kv[l];
+        if (kv->window && pos < c->pos_max && pos - kv->window < c->pos_max - kv->cap) pos = 0;
+    }
     c->pos = pos;
+    if (pos == 0) c->pos_max = 0;
     c->logits_count = 0;
     return FRUGAL_OK;
 }

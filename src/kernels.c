@@ -58,6 +58,7 @@ static void overlay(fr_kernel_table *dst, const fr_kernel_table *src) {
     for (int t = 0; t < FR_TYPE_COUNT; t++) {
         if (src->dot[t]) dst->dot[t] = src->dot[t];
         if (src->dot_rows[t]) dst->dot_rows[t] = src->dot_rows[t];
+        if (src->dot_tile[t]) dst->dot_tile[t] = src->dot_tile[t];
         if (src->quant[t]) dst->quant[t] = src->quant[t];
     }
 }
@@ -74,6 +75,7 @@ int fr_kernels_select(int isa) {
         if (!tt) continue;
         tab.dot[t] = tt->dot_ref;
         tab.dot_rows[t] = tt->dot_rows_ref;
+        tab.dot_tile[t] = tt->dot_tile_ref;
         tab.quant[t] = tt->quant;
     }
     fr_kernel_table level;
@@ -88,7 +90,7 @@ int fr_kernels_select(int isa) {
         overlay(&tab, &level);
     }
     for (uint32_t t = 0; t < FR_TYPE_COUNT; t++)
-        fr_traits_set_kernels(t, tab.dot[t], tab.dot_rows[t], tab.quant[t]);
+        fr_traits_set_kernels(t, tab.dot[t], tab.dot_rows[t], tab.dot_tile[t], tab.quant[t]);
     current_isa = isa;
     return isa;
 }

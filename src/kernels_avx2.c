@@ -11,9 +11,9 @@
  *                 scale product d_w * d_a with one FMA into an accumulator.
  * The block scales are fp16 fields scattered at the block stride. Converting
  * them one by one costs several shuffle uops per block, so each chunk of
- * blocks first copies the headers into small arrays (scalar moves), converts
- * them 4 or 8 at a time with F16C, and stores the scale products; the main
- * loop then broadcasts each from memory, which needs no shuffle port.
+ * blocks first gathers the headers 4 or 8 at a time into a register,
+ * converts them with F16C, and stores the scale products; the main loop
+ * then broadcasts each from memory, which needs no shuffle port.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -56,22 +56,50 @@ static inline __m256i load256(const uint8_t *p) { return _mm256_loadu_si256((con
 
 /* ---- scale preparation ------------------------------------------------ */
 
+/* Header j of the gm blocks at p, or 0 past gm: the address is clamped to
+ * block 0 so nothing past the row is read, and no branch is needed. */
+static inline uint32_t header32(const uint8_t *p, size_t stride, int j, int gm) {
+    uint32_t v = load32(p + (size_t)(j < gm ? j : 0) * stride);
+    return j < gm ? v : 0;
+}
+
+static inline uint16_t header16(const uint8_t *p, size_t stride, int j, int gm) {
+    uint16_t v = load16(p + (size_t)(j < gm ? j : 0) * stride);
+    return j < gm ? v : 0;
+}
+
+/* Headers of up to 4 blocks (4 bytes: d, m / d, s) or 8 blocks (the 2-byte
+ * d) in one register, built with inserts from scalar loads. Going through
+ * a small array in memory would make the vector load wait for the scalar
+ * stores to retire (a failed store forward), which costs far more. */
+static inline __m128i headers4_32(const uint8_t *p, size_t stride, int gm) {
+    __m128i v = _mm_cvtsi32_si128((int)header32(p, stride, 0, gm));
+    v = _mm_insert_epi32(v, (int)header32(p, stride, 1, gm), 1);
+    v = _mm_insert_epi32(v, (int)header32(p, stride, 2, gm), 2);
+    return _mm_insert_epi32(v, (int)header32(p, stride, 3, gm), 3);
+}
+
+static inline __m128i headers8_16(const uint8_t *p, size_t stride, int gm) {
+    __m128i v = _mm_cvtsi32_si128(header16(p, stride, 0, gm));
+    v = _mm_insert_epi16(v, header16(p, stride, 1, gm), 1);
+    v = _mm_insert_epi16(v, header16(p, stride, 2, gm), 2);
+    v = _mm_insert_epi16(v, header16(p, stride, 3, gm), 3);
+    v = _mm_insert_epi16(v, header16(p, stride, 4, gm), 4);
+    v = _mm_insert_epi16(v, header16(p, stride, 5, gm), 5);
+    v = _mm_insert_epi16(v, header16(p, stride, 6, gm), 6);
+    return _mm_insert_epi16(v, header16(p, stride, 7, gm), 7);
+}
+
 /* For a chunk of m blocks of Q4_1 x Q8_1: sc[2j] = d_w d_a and
- * sc[2j+1] = m_w s_a of block j. Both headers are two fp16 (d, m) / (d, s)
- * in their first 4 bytes, so one 4-byte copy per block feeds F16C. Adds the
- * products to macc, whose odd lanes thus collect the m_w s_a terms. */
+ * sc[2j+1] = m_w s_a of block j (both headers are two fp16, so one F16C
+ * conversion gives d and m / d and s). Adds the products to macc, whose odd
+ * lanes thus collect the m_w s_a terms. */
 static inline __m256 scales_q4_1(const uint8_t *x, const uint8_t *y, int m, float *sc,
                                  __m256 macc) {
-    uint32_t hw[CHUNK], ha[CHUNK];
-    int m4 = (m + 3) & ~3;
-    for (int j = 0; j < m; j++) {
-        hw[j] = load32(x + (size_t)j * Q4_1_SZ);
-        ha[j] = load32(y + (size_t)j * Q8_1_SZ);
-    }
-    for (int j = m; j < m4; j++) hw[j] = ha[j] = 0;
-    for (int j = 0; j < m4; j += 4) {
-        __m256 W = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(hw + j)));
-        __m256 A = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ha + j)));
+    for (int j = 0; j < m; j += 4) {
+        int gm = FR_MIN(4, m - j);
+        __m256 W = _mm256_cvtph_ps(headers4_32(x + (size_t)j * Q4_1_SZ, Q4_1_SZ, gm));
+        __m256 A = _mm256_cvtph_ps(headers4_32(y + (size_t)j * Q8_1_SZ, Q8_1_SZ, gm));
         __m256 P = _mm256_mul_ps(W, A);
         _mm256_storeu_ps(sc + 2 * j, P);
         macc = _mm256_add_ps(macc, P);
@@ -81,16 +109,10 @@ static inline __m256 scales_q4_1(const uint8_t *x, const uint8_t *y, int m, floa
 
 /* For Q4_0 / Q8_0 weights against Q8_0 activations: sc[j] = d_w d_a. */
 static inline void scales_d(const uint8_t *x, size_t x_blk, const uint8_t *y, int m, float *sc) {
-    uint16_t hw[CHUNK], ha[CHUNK];
-    int m8 = (m + 7) & ~7;
-    for (int j = 0; j < m; j++) {
-        hw[j] = load16(x + (size_t)j * x_blk);
-        ha[j] = load16(y + (size_t)j * Q8_0_SZ);
-    }
-    for (int j = m; j < m8; j++) hw[j] = ha[j] = 0;
-    for (int j = 0; j < m8; j += 8) {
-        __m256 W = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(hw + j)));
-        __m256 A = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ha + j)));
+    for (int j = 0; j < m; j += 8) {
+        int gm = FR_MIN(8, m - j);
+        __m256 W = _mm256_cvtph_ps(headers8_16(x + (size_t)j * x_blk, x_blk, gm));
+        __m256 A = _mm256_cvtph_ps(headers8_16(y + (size_t)j * Q8_0_SZ, Q8_0_SZ, gm));
         _mm256_storeu_ps(sc + j, _mm256_mul_ps(W, A));
     }
 }
@@ -207,7 +229,7 @@ static float dot_f16(int64_t n, const void *wv, const void *av) {
     return s;
 }
 
-/* ---- multi-row: one dot per row (AVX2 has registers for no more) ------- */
+/* ---- multi-row and tiles: one dot each (AVX2 has registers for no more) -- */
 
 #define ROWS_OF(name, dot)                                                              \
     static void name(int64_t n, const void *w, size_t w_stride, const void *a, float *out, \
@@ -219,6 +241,19 @@ ROWS_OF(rows_q4_1_q8_1, dot_q4_1_q8_1)
 ROWS_OF(rows_q8_0_q8_0, dot_q8_0_q8_0)
 ROWS_OF(rows_f32, dot_f32)
 ROWS_OF(rows_f16, dot_f16)
+
+#define TILE_OF(name, dot)                                                               \
+    static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, \
+                     int nc, float *out, size_t ldo) {                                   \
+        for (int c = 0; c < nc; c++)                                                     \
+            for (int r = 0; r < nr; r++)                                                 \
+                out[c * ldo + r] = dot(n, (const uint8_t *)w + r * ws, (const uint8_t *)a + c * as); \
+    }
+TILE_OF(tile_q4_0_q8_0, dot_q4_0_q8_0)
+TILE_OF(tile_q4_1_q8_1, dot_q4_1_q8_1)
+TILE_OF(tile_q8_0_q8_0, dot_q8_0_q8_0)
+TILE_OF(tile_f32, dot_f32)
+TILE_OF(tile_f16, dot_f16)
 
 /* ---- activation quantizers -------------------------------------------- */
 
@@ -311,6 +346,11 @@ void fr_kernels_fill_avx2(fr_kernel_table *t) {
     t->dot_rows[FR_Q8_0] = rows_q8_0_q8_0;
     t->dot_rows[FR_F32] = rows_f32;
     t->dot_rows[FR_F16] = rows_f16;
+    t->dot_tile[FR_Q4_0] = tile_q4_0_q8_0;
+    t->dot_tile[FR_Q4_1] = tile_q4_1_q8_1;
+    t->dot_tile[FR_Q8_0] = tile_q8_0_q8_0;
+    t->dot_tile[FR_F32] = tile_f32;
+    t->dot_tile[FR_F16] = tile_f16;
     t->quant[FR_Q8_0] = quant_q8_0;
     t->quant[FR_Q8_1] = quant_q8_1;
     t->quant[FR_F16] = quant_f16;

@@ -3,6 +3,7 @@
  * the architecture bind its weights) and describing it (frugal info).
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,102 @@ typedef frugal_status (*arch_load_fn)(frugal_model *m);
 
 static const struct { const char *name; arch_load_fn load; } architectures[] = {
     { "llama", fr_arch_llama_load },
+    { "gemma3", fr_arch_gemma3_load },
 };
+
+#define HP_MAX (1 << 24)
+
+/* "<arch>.<suffix>" into buf. */
+static const char *hp_key(const frugal_model *m, const char *suffix, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s.%s", m->arch, suffix);
+    return buf;
+}
+
+frugal_status fr_hp_u32(const frugal_model *m, const char *suffix, bool required, int *out) {
+    char key[128];
+    uint32_t v;
+    hp_key(m, suffix, key, sizeof key);
+    if (!gguf_find(m->gguf, key))
+        return required ? fr_error(FRUGAL_ERR_FORMAT, "missing key %s", key) : FRUGAL_OK;
+    frugal_status st = gguf_get_u32(m->gguf, key, &v);
+    if (st) return st;
+    if (v == 0 || v > HP_MAX) return fr_error(FRUGAL_ERR_FORMAT, "key %s: value %u out of range 1..%d", key, v, HP_MAX);
+    *out = (int)v;
+    return FRUGAL_OK;
+}
+
+frugal_status fr_hp_f32(const frugal_model *m, const char *suffix, bool required, float *out) {
+    char key[128];
+    float v;
+    hp_key(m, suffix, key, sizeof key);
+    if (!gguf_find(m->gguf, key))
+        return required ? fr_error(FRUGAL_ERR_FORMAT, "missing key %s", key) : FRUGAL_OK;
+    frugal_status st = gguf_get_f32(m->gguf, key, &v);
+    if (st) return st;
+    if (!(v > 0) || !isfinite(v)) return fr_error(FRUGAL_ERR_FORMAT, "key %s: value %g must be positive", key, v);
+    *out = v;
+    return FRUGAL_OK;
+}
+
+frugal_status fr_read_common_hparams(frugal_model *m) {
+    fr_hparams *hp = &m->hp;
+    frugal_status st;
+    if ((st = fr_hp_u32(m, "block_count", true, &hp->n_layer)) ||
+        (st = fr_hp_u32(m, "embedding_length", true, &hp->n_embd)) ||
+        (st = fr_hp_u32(m, "feed_forward_length", true, &hp->n_ff)) ||
+        (st = fr_hp_u32(m, "attention.head_count", true, &hp->n_head)) ||
+        (st = fr_hp_u32(m, "context_length", true, &hp->n_ctx_train)))
+        return st;
+    hp->n_head_kv = hp->n_head;
+    if ((st = fr_hp_u32(m, "attention.head_count_kv", false, &hp->n_head_kv))) return st;
+    hp->head_dim = hp->n_embd / hp->n_head;
+    hp->n_vocab = fr_tokenizer_n_vocab(m->tok);
+    return FRUGAL_OK;
+}
+
+frugal_status fr_check_hparams(const frugal_model *m) {
+    const fr_hparams *hp = &m->hp;
+    if (hp->n_head % hp->n_head_kv != 0)
+        return fr_error(FRUGAL_ERR_FORMAT, "head_count %d is not a multiple of head_count_kv %d",
+                        hp->n_head, hp->n_head_kv);
+    if (hp->head_dim < 2 || hp->head_dim > 512 || hp->head_dim % 2)
+        return fr_error(FRUGAL_ERR_UNSUPPORTED, "head size %d (supported: even, up to 512)", hp->head_dim);
+    if (hp->rope_dim < 2 || hp->rope_dim > hp->head_dim || hp->rope_dim % 2)
+        return fr_error(FRUGAL_ERR_FORMAT, "rope dimension %d invalid for head size %d", hp->rope_dim, hp->head_dim);
+    return FRUGAL_OK;
+}
+
+frugal_status fr_bind_common(frugal_model *m) {
+    const fr_hparams *hp = &m->hp;
+    frugal_status st;
+    if ((st = fr_bind(m, &m->tok_embd, hp->n_embd, hp->n_vocab, true, "token_embd.weight")) ||
+        (st = fr_bind(m, &m->output_norm, hp->n_embd, 1, true, "output_norm.weight")) ||
+        (st = fr_bind(m, &m->output, hp->n_embd, hp->n_vocab, false, "output.weight")))
+        return st;
+    if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+    m->layers = fr_calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the layer table");
+    return FRUGAL_OK;
+}
+
+frugal_status fr_bind_block(frugal_model *m, int i) {
+    const fr_hparams *hp = &m->hp;
+    fr_layer *L = &m->layers[i];
+    int64_t d = hp->n_embd, kv = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
+    int64_t qd = (int64_t)hp->n_head * hp->head_dim;
+    frugal_status st;
+    if ((st = fr_bind(m, &L->attn_norm, d, 1, true, "blk.%d.attn_norm.weight", i)) ||
+        (st = fr_bind(m, &L->wq, d, qd, true, "blk.%d.attn_q.weight", i)) ||
+        (st = fr_bind(m, &L->wk, d, kv, true, "blk.%d.attn_k.weight", i)) ||
+        (st = fr_bind(m, &L->wv, d, kv, true, "blk.%d.attn_v.weight", i)) ||
+        (st = fr_bind(m, &L->wo, qd, d, true, "blk.%d.attn_output.weight", i)) ||
+        (st = fr_bind(m, &L->ffn_norm, d, 1, true, "blk.%d.ffn_norm.weight", i)) ||
+        (st = fr_bind(m, &L->w_gate, d, ff, true, "blk.%d.ffn_gate.weight", i)) ||
+        (st = fr_bind(m, &L->w_up, d, ff, true, "blk.%d.ffn_up.weight", i)) ||
+        (st = fr_bind(m, &L->w_down, ff, d, true, "blk.%d.ffn_down.weight", i)))
+        return st;
+    return FRUGAL_OK;
+}
 
 frugal_status fr_bind(const frugal_model *m, fr_weight *w, int64_t cols, int64_t rows,
                       bool required, const char *fmt, ...) {
@@ -36,6 +132,8 @@ frugal_status fr_bind(const frugal_model *m, fr_weight *w, int64_t cols, int64_t
     if (!tt || !tt->dequant)
         return fr_error(FRUGAL_ERR_UNSUPPORTED, "tensor %s has type %s, which frugal does not support yet",
                         name, tt ? tt->name : "unknown");
+    if (rows == 1 && t->type != 0)
+        return fr_error(FRUGAL_ERR_UNSUPPORTED, "tensor %s: vectors must be F32, found %s", name, tt->name);
     if (rows > 1 && !tt->dot)
         return fr_error(FRUGAL_ERR_UNSUPPORTED, "tensor %s: no matmul kernel for type %s", name, tt->name);
     w->data = t->data;
@@ -59,6 +157,8 @@ static frugal_status load_chat_template(frugal_model *m) {
         if (st) return st;
     }
     m->chat_kind = fr_chat_detect(s.ptr, s.len);
+    /* some Gemma conversions carry no template; the architecture implies it */
+    if (m->chat_kind == FR_CHAT_NONE && !strcmp(m->arch, "gemma3")) m->chat_kind = FR_CHAT_GEMMA;
     m->chat_default_system = fr_chat_default_system(s.ptr, s.len);
     return FRUGAL_OK;
 }
@@ -66,7 +166,7 @@ static frugal_status load_chat_template(frugal_model *m) {
 static frugal_status load_arch(frugal_model *m) {
     for (size_t i = 0; i < sizeof architectures / sizeof architectures[0]; i++)
         if (!strcmp(m->arch, architectures[i].name)) return architectures[i].load(m);
-    return fr_error(FRUGAL_ERR_UNSUPPORTED, "architecture '%s' is not supported (supported: llama)",
+    return fr_error(FRUGAL_ERR_UNSUPPORTED, "architecture '%s' is not supported (supported: llama, gemma3)",
                     m->arch);
 }
 

@@ -22,9 +22,15 @@ typedef struct {
     size_t row_bytes;
 } fr_weight;
 
+/* One transformer block. Optional weights (data == NULL when the
+ * architecture has none) select variants of the shared building blocks:
+ * q_norm/k_norm: per-head RMSNorm of Q and K (QK-norm); post_attn_norm /
+ * post_ffn_norm: a norm on the block's output before the residual add. */
 typedef struct {
-    fr_weight attn_norm, wq, wk, wv, wo;
-    fr_weight ffn_norm, w_gate, w_up, w_down;
+    fr_weight attn_norm, wq, wk, wv, wo, q_norm, k_norm, post_attn_norm;
+    fr_weight ffn_norm, w_gate, w_up, w_down, post_ffn_norm;
+    float rope_theta;  /* RoPE base of this layer */
+    int window;        /* sliding-window size in tokens; 0 = global attention */
 } fr_layer;
 
 enum fr_rope_kind { FR_ROPE_NORM = 0, FR_ROPE_NEOX = 1 };
@@ -34,6 +40,8 @@ typedef struct {
     int n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab, n_ctx_train;
     int rope_dim, rope_kind, ffn_act;
     float rope_theta, norm_eps;
+    float attn_scale;  /* multiplies q.k; usually 1/sqrt(head_dim) */
+    float embd_scale;  /* multiplies the embedding rows; 1 for most */
 } fr_hparams;
 
 struct frugal_model {
@@ -54,21 +62,54 @@ struct frugal_model {
 frugal_status fr_bind(const frugal_model *m, fr_weight *w, int64_t cols, int64_t rows,
                       bool required, const char *fmt, ...) FR_PRINTF(6, 7);
 
-/* Architectures. */
+/* Architectures: each fills m->hp, binds the weights and sets per-layer
+ * RoPE base and window. */
 frugal_status fr_arch_llama_load(frugal_model *m);
+frugal_status fr_arch_gemma3_load(frugal_model *m);
+
+/* Reads an integer/float hyperparameter "<arch>.<suffix>", e.g.
+ * fr_hp_u32(m, "block_count", true, 0, &v). Optional ones keep *out when
+ * absent. Values must lie in [1, 2^24] (integers) / be finite and > 0. */
+frugal_status fr_hp_u32(const frugal_model *m, const char *suffix, bool required, int *out);
+frugal_status fr_hp_f32(const frugal_model *m, const char *suffix, bool required, float *out);
+
+/* Shared building blocks of the architecture loaders (model.c):
+ * block_count, embedding_length, feed_forward_length, head counts,
+ * context_length; head_dim = n_embd / n_head (an architecture may
+ * override it). */
+frugal_status fr_read_common_hparams(frugal_model *m);
+/* token_embd, output_norm, output (tied to token_embd when absent), and
+ * the layer table. */
+frugal_status fr_bind_common(frugal_model *m);
+/* The weights every block has: attention and FFN norms and matrices. */
+frugal_status fr_bind_block(frugal_model *m, int layer);
+/* Consistency checks after loading (head sizes, rope dims). */
+frugal_status fr_check_hparams(const frugal_model *m);
 
 /* ---- inference context ---- */
+
+/* The KV cache of one layer, fp16, [slot][n_head_kv * head_dim]. A global
+ * layer has a slot per position (cap = n_ctx); a sliding-window layer
+ * keeps only a ring of cap = window + n_batch slots (position p lives in
+ * slot p % cap), enough for the oldest query of a batch to see its whole
+ * window while the batch is being written. */
+typedef struct {
+    uint16_t *k, *v;
+    int cap;
+    int window;
+} fr_kv_layer;
 
 struct frugal_ctx {
     frugal_model *model;
     fr_pool *pool;
-    int n_ctx, n_batch, pos;
-    /* KV cache, fp16: [layer][position][n_head_kv * head_dim] */
-    uint16_t *k_cache, *v_cache;
+    int n_ctx, n_batch, pos, n_threads;
+    fr_kv_layer *kv;     /* [n_layer] */
+    int pos_max;         /* highest position ever written + 1 since reset */
     /* activations for up to n_batch tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
     void *qbuf;              /* activations quantized for a matmul */
     size_t qbuf_bytes;
+    float *attn_partial;     /* split-KV partial results (attention.c) */
     float *logits;           /* [n_logits][n_vocab] */
     int n_logits_cap;        /* rows the logits buffer holds */
     int logits_first;        /* token index (in the last eval) of logits row 0 */

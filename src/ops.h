@@ -21,9 +21,32 @@ void fr_get_row(const fr_weight *w, int64_t r, float *out);
 
 /* y[t][r] = W[r] . x[t] for n tokens; y is [n][w->rows]. */
 void fr_matmul(frugal_ctx *ctx, const fr_weight *w, const float *x, int n, float *y);
+/* Several matrices over the same input in one parallel step (Q, K, V):
+ * the input is quantized once and the rows of all matrices are shared
+ * out between the threads together. */
+void fr_matmul_multi(frugal_ctx *ctx, const fr_weight *const *ws, float *const *ys, int nw,
+                     const float *x, int n);
+/* a = act(Wgate x) * (Wup x), the gated FFN input, fused: each thread
+ * computes the same rows of both products and applies the activation
+ * while they are in cache. a is [n][w_gate->rows]; tmp is scratch of the
+ * same size. */
+void fr_matmul_glu(frugal_ctx *ctx, const fr_weight *w_gate, const fr_weight *w_up, const float *x,
+                   int n, float *a, float *tmp, int act);
 
-/* Causal attention of n new tokens at positions pos0.. over the layer's
- * cache (which already holds them). q: [n][n_head*hd], out: same shape. */
+/* Writes the n new tokens' K and V rows (fp32) into the layer's cache. */
+void fr_kv_store(frugal_ctx *ctx, int layer, const float *k, const float *v, int n, int pos0);
+/* Causal (and, for window layers, windowed) attention of n new tokens at
+ * positions pos0.. over the layer's cache, which already holds them.
+ * q: [n][n_head * head_dim], out: same shape. */
 void fr_attention(frugal_ctx *ctx, int layer, const float *q, int n, int pos0, float *out);
+
+/* Attention primitives, scalar and AVX2 twins (attention.c, attn_avx2.c). */
+typedef struct {
+    void (*f16_to_f32)(const uint16_t *x, float *y, int n);
+    void (*f32_to_f16)(const float *x, uint16_t *y, int n);
+    float (*dot)(const float *a, const float *b, int n);
+    void (*scale_add)(float *acc, float c, float p, const float *v, int n); /* acc = acc*c + p*v */
+} fr_attn_kernels;
+extern const fr_attn_kernels fr_attn_scalar, fr_attn_avx2;
 
 #endif

@@ -319,6 +319,22 @@ static float dot_q8_0_q8_0(int64_t n, const void *w, const void *a) {
                      int nr) {                                                          \
         for (int r = 0; r < nr; r++) out[r] = dot(n, (const uint8_t *)w + r * w_stride, a); \
     }
+/* ... and of the tile kernels: one dot per (row, activation) pair. */
+#define DOT_TILE_REF(name, dot)                                                          \
+    static void name(int64_t n, const void *w, size_t w_stride, int nr, const void *a,   \
+                     size_t a_stride, int nc, float *out, size_t ldo) {                  \
+        for (int c = 0; c < nc; c++)                                                     \
+            for (int r = 0; r < nr; r++)                                                 \
+                out[c * ldo + r] = dot(n, (const uint8_t *)w + r * w_stride,             \
+                                       (const uint8_t *)a + c * a_stride);               \
+    }
+DOT_TILE_REF(tile_f32, dot_f32)
+DOT_TILE_REF(tile_f16, dot_f16)
+DOT_TILE_REF(tile_bf16_f32, dot_bf16_f32)
+DOT_TILE_REF(tile_q4_0_q8_0, dot_q4_0_q8_0)
+DOT_TILE_REF(tile_q4_1_q8_1, dot_q4_1_q8_1)
+DOT_TILE_REF(tile_q8_0_q8_0, dot_q8_0_q8_0)
+
 DOT_ROWS_REF(rows_f32, dot_f32)
 DOT_ROWS_REF(rows_f16, dot_f16)
 DOT_ROWS_REF(rows_bf16_f32, dot_bf16_f32)
@@ -330,27 +346,28 @@ DOT_ROWS_REF(rows_q8_0_q8_0, dot_q8_0_q8_0)
 
 /* Implemented types start with dot = dot_ref so the table works before any
  * fr_kernels_select. */
-#define IMPL(id, nm, bl, by, deq, q, act, dotf, rowsf)                                   \
+#define IMPL(id, nm, bl, by, deq, q, act, dotf, rowsf, tilef)                            \
     [id] = { .name = nm, .blck = bl, .bytes = by, .dequant = deq, .quant = q,            \
              .act_type = act, .dot = dotf, .dot_ref = dotf, .quant_fast = q,             \
-             .dot_rows = rowsf, .dot_rows_ref = rowsf }
+             .dot_rows = rowsf, .dot_rows_ref = rowsf, .dot_tile = tilef,                \
+             .dot_tile_ref = tilef }
 /* Known types without kernels: sizes so a loader can skip or reject them
  * with a clear message; act_type says what their kernels would pair with. */
 #define KNOWN(id, nm, bl, by, act) [id] = { .name = nm, .blck = bl, .bytes = by, .act_type = act }
 
 static fr_type_traits traits[FR_TYPE_COUNT] = {
-    IMPL(FR_F32, "F32", 1, 4, dequant_f32, quant_f32, FR_F32, dot_f32, rows_f32),
-    IMPL(FR_F16, "F16", 1, 2, dequant_f16, quant_f16, FR_F16, dot_f16, rows_f16),
-    IMPL(FR_BF16, "BF16", 1, 2, dequant_bf16, quant_bf16, FR_F32, dot_bf16_f32, rows_bf16_f32),
+    IMPL(FR_F32, "F32", 1, 4, dequant_f32, quant_f32, FR_F32, dot_f32, rows_f32, tile_f32),
+    IMPL(FR_F16, "F16", 1, 2, dequant_f16, quant_f16, FR_F16, dot_f16, rows_f16, tile_f16),
+    IMPL(FR_BF16, "BF16", 1, 2, dequant_bf16, quant_bf16, FR_F32, dot_bf16_f32, rows_bf16_f32, tile_bf16_f32),
     IMPL(FR_Q4_0, "Q4_0", QK4_0, sizeof(block_q4_0), dequant_q4_0, quant_q4_0, FR_Q8_0,
-         dot_q4_0_q8_0, rows_q4_0_q8_0),
+         dot_q4_0_q8_0, rows_q4_0_q8_0, tile_q4_0_q8_0),
     IMPL(FR_Q4_1, "Q4_1", QK4_1, sizeof(block_q4_1), dequant_q4_1, quant_q4_1, FR_Q8_1,
-         dot_q4_1_q8_1, rows_q4_1_q8_1),
+         dot_q4_1_q8_1, rows_q4_1_q8_1, tile_q4_1_q8_1),
     IMPL(FR_Q8_0, "Q8_0", QK8_0, sizeof(block_q8_0), dequant_q8_0, quant_q8_0,
-         FR_Q8_0, dot_q8_0_q8_0, rows_q8_0_q8_0),
+         FR_Q8_0, dot_q8_0_q8_0, rows_q8_0_q8_0, tile_q8_0_q8_0),
     /* Q8_1 is an activation format: it dequantizes but has no dot. */
     IMPL(FR_Q8_1, "Q8_1", QK8_1, sizeof(block_q8_1), dequant_q8_1, quant_q8_1,
-         FR_Q8_1, NULL, NULL),
+         FR_Q8_1, NULL, NULL, NULL),
     KNOWN(FR_Q5_0, "Q5_0", 32, 22, FR_Q8_0),
     KNOWN(FR_Q5_1, "Q5_1", 32, 24, FR_Q8_1),
     KNOWN(FR_Q2_K, "Q2_K", 256, 84, FR_Q8_K),
@@ -390,9 +407,10 @@ size_t fr_row_bytes(uint32_t type, int64_t n) {
 }
 
 void fr_traits_set_kernels(uint32_t type, fr_dot_fn dot, fr_dot_rows_fn dot_rows,
-                           fr_quant_fn quant_fast) {
+                           fr_dot_tile_fn dot_tile, fr_quant_fn quant_fast) {
     if (type >= FR_TYPE_COUNT || !traits[type].dequant) return;
     traits[type].dot = dot;
     traits[type].dot_rows = dot_rows;
+    traits[type].dot_tile = dot_tile;
     traits[type].quant_fast = quant_fast;
 }

@@ -11,6 +11,13 @@
  * `dot` is the dispatched kernel (AVX-512, AVX2 or scalar, picked at start
  * from the CPU's features, overridable with FRUGAL_ISA=scalar|avx2|avx512);
  * `dot_ref` is the scalar reference that tests compare every kernel against.
+ * BF16 weights pair with F32 activations, F16 with F16. Q8_1 is an
+ * activation format only (dot NULL).
+ *
+ * Alignment: quantized rows may start at any byte address; float rows must
+ * be aligned to their element size. Quantizers expect finite inputs.
+ * Before fr_kernels_select is called, dot/dot_rows/quant_fast are the
+ * scalar references.
  */
 #ifndef FR_QUANT_H
 #define FR_QUANT_H
@@ -42,13 +49,21 @@ typedef struct { uint16_t d, s; int8_t qs[QK8_1]; } block_q8_1; /* s = d * sum(q
 
 typedef void (*fr_dequant_fn)(const void *src, float *dst, int64_t n);
 typedef void (*fr_quant_fn)(const float *src, void *dst, int64_t n);
-/* Dot product of n elements: w is a row of this type, a a row of act_type. */
+/* Dot product of n elements (a multiple of the block size): w is a row of
+ * this type, a a row of act_type. */
 typedef float (*fr_dot_fn)(int64_t n, const void *w, const void *a);
 /* Several weight rows against one activation row (matrix-vector): out[r] =
  * dot(n, w + r * w_stride bytes, a) for r < nr. Sharing the activation
  * loads and scales across rows is what makes it faster than nr dots. */
 typedef void (*fr_dot_rows_fn)(int64_t n, const void *w, size_t w_stride, const void *a,
                                float *out, int nr);
+/* A tile of dots (matrix-matrix, for prefill): out[c * ldo + r] =
+ * dot(n, w + r * w_stride, a + c * a_stride) for r < nr, c < nc; with
+ * ldo = the matrix's row count, out row c is token c's output. Each
+ * weight pair of rows is expanded once and used against several
+ * activation rows. */
+typedef void (*fr_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
+                               size_t a_stride, int nc, float *out, size_t ldo);
 
 typedef struct {
     const char *name;      /* "Q4_1" */
@@ -62,6 +77,8 @@ typedef struct {
     fr_quant_fn quant_fast;       /* dispatched quantizer, same bits as quant */
     fr_dot_rows_fn dot_rows;      /* dispatched; NULL where dot is NULL */
     fr_dot_rows_fn dot_rows_ref;  /* scalar reference (rows of dot_ref) */
+    fr_dot_tile_fn dot_tile;      /* dispatched; NULL where dot is NULL */
+    fr_dot_tile_fn dot_tile_ref;  /* scalar reference (tile of dot_ref) */
 } fr_type_traits;
 
 /* NULL for an id that is not a known type. Known but unsupported types
@@ -94,13 +111,14 @@ void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n);
 typedef struct {
     fr_dot_fn dot[FR_TYPE_COUNT];
     fr_dot_rows_fn dot_rows[FR_TYPE_COUNT];
+    fr_dot_tile_fn dot_tile[FR_TYPE_COUNT];
     fr_quant_fn quant[FR_TYPE_COUNT];
 } fr_kernel_table;
 void fr_kernels_fill_avx2(fr_kernel_table *t);
 void fr_kernels_fill_avx512(fr_kernel_table *t);
 /* Internal: installs a type's dispatched kernels (quant.c owns the table). */
 void fr_traits_set_kernels(uint32_t type, fr_dot_fn dot, fr_dot_rows_fn dot_rows,
-                           fr_quant_fn quant_fast);
+                           fr_dot_tile_fn dot_tile, fr_quant_fn quant_fast);
 
 /* fp16 / bf16 conversion (exact, round-to-nearest-even). */
 float fr_fp16_to_fp32(uint16_t h);

@@ -1,8 +1,9 @@
 /*
- * tokenizer.c - byte-level BPE, the "gpt2" tokenizer of GGUF files.
+ * tokenizer.c - the two tokenizers of GGUF files: byte-level BPE ("gpt2")
+ * and SentencePiece BPE ("llama").
  *
  * The target is to produce exactly the ids llama.cpp produces, so the
- * stages below follow its order:
+ * stages below follow its order. For "gpt2":
  *
  *  1. Special tokens. Every control / user-defined / unknown token text is
  *     searched for in the raw bytes, longest token first, and the text is
@@ -22,12 +23,26 @@
  *     with the lowest merge rank (ties: leftmost), using a heap of
  *     candidate pairs so a long piece costs O(n log n).
  *
+ * For "llama" (SentencePiece, e.g. Gemma), stage 1 is the same; then each
+ * text fragment, as raw bytes (no clean-up, no pre-tokenizer):
+ *
+ *  2. has every space replaced by U+2581 "▁", with one more in front when
+ *     tokenizer.ggml.add_space_prefix is set and the fragment starts the
+ *     text or follows a special token;
+ *  3. is cut into characters by their lead byte alone (as llama.cpp does,
+ *     so a malformed sequence simply swallows the next bytes);
+ *  4. is merged: repeatedly the adjacent pair whose concatenation is a
+ *     token with the highest score (ties: leftmost), again with a heap.
+ *     A symbol left that is not a token becomes one byte token "<0xAB>"
+ *     per byte (byte fallback), or the unknown token without those.
+ *
  * Merge ranks live in an open-addressing table keyed by the pair of token
  * ids, which gives the merged token's id directly; a merge whose halves or
  * result are not in the vocabulary can never apply and is dropped at load.
  * Token text -> id is a second open-addressing table.
  *
- * Decoding maps a normal token's characters back through the byte table.
+ * Decoding maps a normal token's characters back through the byte table
+ * ("gpt2") or turns "▁" back into spaces ("llama").
  * Control and user-defined tokens decode to their text (llama.cpp shows
  * control tokens only when asked; we always do and let the caller decide),
  * byte tokens "<0xAB>" to that byte, unused tokens to nothing.
@@ -37,6 +52,7 @@
  * allocated by that call. All memory, PCRE2's included, comes from
  * fr_malloc so fault-injection tests reach every failure path.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -53,6 +69,11 @@ typedef struct {
     int32_t result;
 } merge_slot;
 
+typedef struct {
+    uint64_t key;   /* parent node << 8 | byte; EMPTY_KEY when free */
+    int32_t child;
+} trie_edge;
+
 #define EMPTY_KEY UINT64_MAX
 
 struct fr_tokenizer {
@@ -67,11 +88,19 @@ struct fr_tokenizer {
     merge_slot *merge_slots;
     size_t merge_mask;
 
-    int32_t byte_token[256];  /* token of each byte's visible character, or -1 */
+    int32_t byte_token[256];  /* gpt2: token of each byte's visible character, or -1 */
     int32_t *special;         /* texts to cut out, longest first */
     int n_special;
+    trie_edge *trie_edges;    /* the special texts as a trie: node 0 is the root */
+    size_t trie_mask;
+    int32_t *trie_special;    /* node -> index in special[] of the text ending there, or -1 */
 
-    int32_t bos, eos;
+    bool spm;                 /* "llama" (SentencePiece) rather than "gpt2" */
+    float *scores;            /* spm: a merge into token i has priority scores[i] */
+    int32_t byte_fallback[256]; /* spm: token for a byte of a character with no token */
+    bool add_space_prefix;    /* spm: "▁" before the text and after each special */
+
+    int32_t bos, eos, unk;
     bool add_bos;
     bool ignore_merges;       /* llama3: a piece that is a whole token is kept */
     bool pre_known;
@@ -377,7 +406,10 @@ void fr_tokenizer_free(fr_tokenizer *t) {
     fr_free(t->piece_slots);
     fr_free(t->merge_slots);
     fr_free(t->special);
+    fr_free(t->trie_edges);
+    fr_free(t->trie_special);
     fr_free(t->pre);
+    fr_free(t->scores);
     fr_free(t);
 }
 
@@ -477,14 +509,24 @@ static int longer_first(const void *a, const void *b) {
 /* End-of-generation tokens besides EOS, by text: llama.cpp's end-of-turn
  * list plus its fill-in-the-middle pad / repo / file-separator tokens
  * (which it also treats as EOG, so SmolLM2's <reponame> ends a reply). They
- * are made control tokens if the file says otherwise, as llama.cpp does. */
+ * are made control tokens if the file says otherwise, as llama.cpp does
+ * (so Gemma's user-defined "</s>" is only cut out with parse_special). */
 static const char *const eog_texts[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
-    "<EOT>", "<|end_of_text|>", "<|return|>", "<|call|>", "<end_of_utterance>",
-    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>",
+    "<EOT>", "_<EOT>", "<|end_of_text|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+    "<end_of_utterance>", "</s>", "[EOT]", "[EOS]", "<eos>", "<turn|>", "<|tool_response>",
+    "<｜end▁of▁sentence｜>", "[e~[",
+    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
     "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
     "<|file_sep|>",
 };
+
+/* llama.cpp keeps "</s>" an ordinary token where the vocabulary has
+ * Gemma 4's <|tool_response>. */
+static void keep_s_end_normal(fr_tokenizer *t) {
+    int32_t s_end = find_piece(t, "</s>", 4);
+    if (s_end >= 0 && find_piece(t, "<|tool_response>", 16) >= 0) t->attr[s_end] = FR_TOK_NORMAL;
+}
 
 /* Whether the token's text is cut out of the input before BPE. */
 static bool is_special(const fr_tokenizer *t, int32_t id) {
@@ -493,12 +535,61 @@ static bool is_special(const fr_tokenizer *t, int32_t id) {
            (type == FR_TOK_CONTROL || type == FR_TOK_USER_DEFINED || type == FR_TOK_UNKNOWN);
 }
 
+/* The child of a trie node for one more byte, or -1. */
+static int32_t trie_child(const fr_tokenizer *t, int32_t node, uint8_t byte) {
+    uint64_t key = (uint64_t)node << 8 | byte;
+    for (size_t i = (size_t)hash_u64(key) & t->trie_mask;; i = (i + 1) & t->trie_mask) {
+        const trie_edge *e = &t->trie_edges[i];
+        if (e->key == key) return e->child;
+        if (e->key == EMPTY_KEY) return -1;
+    }
+}
+
+static int32_t trie_add(fr_tokenizer *t, int32_t node, uint8_t byte, int32_t *n_nodes) {
+    uint64_t key = (uint64_t)node << 8 | byte;
+    for (size_t i = (size_t)hash_u64(key) & t->trie_mask;; i = (i + 1) & t->trie_mask) {
+        trie_edge *e = &t->trie_edges[i];
+        if (e->key == key) return e->child;
+        if (e->key == EMPTY_KEY) {
+            *e = (trie_edge){ key, (*n_nodes)++ };
+            return e->child;
+        }
+    }
+}
+
+/* The special texts in a trie, so that one walk from each byte of the
+ * input finds every special token starting there (see partition()). */
+static frugal_status index_special_trie(fr_tokenizer *t) {
+    size_t bytes = 0;
+    for (int i = 0; i < t->n_special; i++) bytes += t->text_len[t->special[i]];
+    if (bytes > INT32_MAX / 4)
+        return fr_error(FRUGAL_ERR_FORMAT, "tokenizer: special tokens of %zu bytes in all", bytes);
+    size_t cap = table_size(bytes);
+    t->trie_edges = fr_malloc(cap * sizeof *t->trie_edges);
+    t->trie_special = fr_malloc((bytes + 1) * sizeof *t->trie_special);
+    if (!t->trie_edges || !t->trie_special) return nomem();
+    for (size_t i = 0; i < cap; i++) t->trie_edges[i].key = EMPTY_KEY;
+    memset(t->trie_special, 0xFF, (bytes + 1) * sizeof *t->trie_special); /* all -1 */
+    t->trie_mask = cap - 1;
+    int32_t n_nodes = 1;
+    for (int i = 0; i < t->n_special; i++) {
+        const char *text = token_text(t, t->special[i]);
+        int32_t node = 0;
+        for (uint32_t k = 0; k < t->text_len[t->special[i]]; k++)
+            node = trie_add(t, node, (uint8_t)text[k], &n_nodes);
+        /* Of two tokens with the same text the first in order cuts it. */
+        if (t->trie_special[node] < 0) t->trie_special[node] = i;
+    }
+    return FRUGAL_OK;
+}
+
 static frugal_status index_specials(fr_tokenizer *t) {
     if (t->eos >= 0) t->attr[t->eos] |= ATTR_EOG;
     for (size_t i = 0; i < sizeof eog_texts / sizeof eog_texts[0]; i++) {
         int32_t id = find_piece(t, eog_texts[i], strlen(eog_texts[i]));
         if (id >= 0) t->attr[id] = FR_TOK_CONTROL | ATTR_EOG;
     }
+    keep_s_end_normal(t);
     int n = 0;
     for (int32_t id = 0; id < t->n_vocab; id++) n += is_special(t, id);
     special_entry *list = fr_malloc((size_t)n * sizeof *list);
@@ -515,7 +606,34 @@ static frugal_status index_specials(fr_tokenizer *t) {
     for (int i = 0; i < n; i++) t->special[i] = list[i].id;
     t->n_special = n;
     fr_free(list);
+    return index_special_trie(t);
+}
+
+/* SentencePiece scores, read as llama.cpp reads them (all 0 without the
+ * array). A NaN would leave the merge order undefined: it sorts last. */
+static frugal_status copy_scores(fr_tokenizer *t, const unsigned char *scores_le) {
+    t->scores = fr_calloc((size_t)t->n_vocab, sizeof *t->scores);
+    if (!t->scores) return nomem();
+    for (int32_t i = 0; scores_le && i < t->n_vocab; i++) {
+        float s;
+        memcpy(&s, scores_le + 4 * (size_t)i, 4);
+        t->scores[i] = isnan(s) ? -INFINITY : s;
+    }
     return FRUGAL_OK;
+}
+
+/* The token for each byte of a character that is not in the vocabulary:
+ * "<0xAB>" (upper-case hex), else the byte itself as a one-byte token
+ * (llama.cpp's order), else the unknown token (llama.cpp fails instead). */
+static void index_byte_fallback(fr_tokenizer *t) {
+    static const char hex[] = "0123456789ABCDEF";
+    for (int b = 0; b < 256; b++) {
+        const char name[6] = { '<', '0', 'x', hex[b >> 4], hex[b & 15], '>' };
+        const char byte = (char)b;
+        int32_t id = find_piece(t, name, sizeof name);
+        if (id < 0) id = find_piece(t, &byte, 1);
+        t->byte_fallback[b] = id >= 0 ? id : t->unk;
+    }
 }
 
 static frugal_status check_id(int32_t id, int32_t n_vocab, const char *what) {
@@ -525,36 +643,78 @@ static frugal_status check_id(int32_t id, int32_t n_vocab, const char *what) {
     return FRUGAL_OK;
 }
 
-/* add_bos < 0: the pre-tokenizer's default. */
-static frugal_status build(const gguf_str *tokens, const unsigned char *types_le, size_t n_vocab,
-                           const gguf_str *merges, size_t n_merges, const char *pre,
-                           int32_t bos, int32_t eos, int add_bos, fr_tokenizer **out) {
-    *out = NULL;
-    if (n_vocab == 0 || n_vocab > INT32_MAX / 2)
-        return fr_error(FRUGAL_ERR_FORMAT, "tokenizer: vocabulary of %zu tokens", n_vocab);
-    if (n_merges > INT32_MAX)
-        return fr_error(FRUGAL_ERR_FORMAT, "tokenizer: %zu merges", n_merges);
+/* A vocabulary as build() takes it, whichever way it arrives. Arrays of
+ * numbers are little-endian and possibly unaligned (they may point into
+ * the GGUF map). */
+typedef struct {
+    bool spm;                        /* "llama" rather than "gpt2" */
+    const gguf_str *tokens;
+    size_t n_vocab;
+    const unsigned char *types_le;   /* int32 each; NULL: all normal */
+    const unsigned char *scores_le;  /* spm: float32 each; NULL: all 0 */
+    const gguf_str *merges;          /* gpt2 */
+    size_t n_merges;
+    const char *pre;                 /* NULL: absent */
+    int32_t bos, eos, unk;           /* -1: none */
+    int add_bos;                     /* < 0: the tokenizer's default */
+    bool add_space_prefix;           /* spm */
+} vocab_spec;
+
+static frugal_status check_spec(const vocab_spec *v) {
+    if (v->n_vocab == 0 || v->n_vocab > INT32_MAX / 2)
+        return fr_error(FRUGAL_ERR_FORMAT, "tokenizer: vocabulary of %zu tokens", v->n_vocab);
+    if (v->n_merges > INT32_MAX)
+        return fr_error(FRUGAL_ERR_FORMAT, "tokenizer: %zu merges", v->n_merges);
     frugal_status st;
-    if ((st = check_id(bos, (int32_t)n_vocab, "BOS")) ||
-        (st = check_id(eos, (int32_t)n_vocab, "EOS")))
+    int32_t n = (int32_t)v->n_vocab;
+    if ((st = check_id(v->bos, n, "BOS")) || (st = check_id(v->eos, n, "EOS")) ||
+        (st = check_id(v->unk, n, "unknown")))
         return st;
-    fr_tokenizer *t = fr_calloc(1, sizeof *t);
-    if (!t) return nomem();
-    t->n_vocab = (int32_t)n_vocab;
-    t->bos = bos;
-    t->eos = eos;
+    return FRUGAL_OK;
+}
+
+/* The token-model specific half of build(). */
+static frugal_status build_gpt2(fr_tokenizer *t, const vocab_spec *v) {
     bool known;
-    const pre_kind *kind = find_pre_kind(pre ? pre : "", &known);
+    const pre_kind *kind = find_pre_kind(v->pre ? v->pre : "", &known);
     t->pre_known = known;
     t->ignore_merges = kind->ignore_merges;
-    t->add_bos = add_bos < 0 ? kind->add_bos : add_bos != 0;
-    t->pre = fr_strndup(pre ? pre : "", pre ? strlen(pre) : 0);
-    if (!t->pre) st = nomem();
-    if (!st) st = copy_vocab(t, tokens, types_le);
-    if (!st) st = index_pieces(t);
-    if (!st) st = index_merges(t, merges, n_merges);
+    t->add_bos = v->add_bos < 0 ? kind->add_bos : v->add_bos != 0;
+    frugal_status st = index_merges(t, v->merges, v->n_merges);
     if (!st) st = index_specials(t);
     if (!st) st = compile_stages(t, kind);
+    return st;
+}
+
+/* SentencePiece has no pre-tokenizer, so tokenizer.ggml.pre (converters
+ * write "default") does not matter and is never "unknown". */
+static frugal_status build_spm(fr_tokenizer *t, const vocab_spec *v) {
+    t->pre_known = true;
+    t->add_bos = v->add_bos < 0 ? true : v->add_bos != 0; /* llama.cpp's default */
+    t->add_space_prefix = v->add_space_prefix;
+    index_byte_fallback(t);
+    frugal_status st = copy_scores(t, v->scores_le);
+    if (!st) st = index_specials(t);
+    return st;
+}
+
+static frugal_status build(const vocab_spec *v, fr_tokenizer **out) {
+    *out = NULL;
+    frugal_status st = check_spec(v);
+    if (st) return st;
+    fr_tokenizer *t = fr_calloc(1, sizeof *t);
+    if (!t) return nomem();
+    t->spm = v->spm;
+    t->n_vocab = (int32_t)v->n_vocab;
+    t->bos = v->bos;
+    t->eos = v->eos;
+    t->unk = v->unk;
+    const char *pre = v->pre ? v->pre : "";
+    t->pre = fr_strndup(pre, strlen(pre));
+    if (!t->pre) st = nomem();
+    if (!st) st = copy_vocab(t, v->tokens, v->types_le);
+    if (!st) st = index_pieces(t);
+    if (!st) st = t->spm ? build_spm(t, v) : build_gpt2(t, v);
     if (st) {
         fr_tokenizer_free(t);
         return st;
@@ -581,19 +741,92 @@ frugal_status fr_tokenizer_new_bpe(const char *const *tokens, const int32_t *typ
     *out = NULL;
     gguf_str *tv = views_of(tokens, (size_t)n_vocab);
     gguf_str *mv = views_of(merges, (size_t)n_merges);
-    frugal_status st = tv && mv ? build(tv, (const unsigned char *)types, (size_t)n_vocab, mv,
-                                        (size_t)n_merges, pre, bos, eos, add_bos, out)
-                                : nomem();
+    vocab_spec v = { .tokens = tv, .n_vocab = (size_t)n_vocab,
+                     .types_le = (const unsigned char *)types, .merges = mv,
+                     .n_merges = (size_t)n_merges, .pre = pre, .bos = bos, .eos = eos,
+                     .unk = -1, .add_bos = add_bos };
+    frugal_status st = tv && mv ? build(&v, out) : nomem();
     fr_free(tv);
     fr_free(mv);
     return st;
 }
 
-/* An optional token id key: -1 when absent. */
-static frugal_status optional_id(const gguf_file *g, const char *key, int32_t *id) {
-    *id = -1;
+/* An optional token id key: `fallback` when absent. */
+static frugal_status optional_id(const gguf_file *g, const char *key, int32_t fallback,
+                                 int32_t *id) {
+    *id = fallback;
     if (!gguf_find(g, key)) return FRUGAL_OK;
     return gguf_get_i32(g, key, id);
+}
+
+static frugal_status optional_bool(const gguf_file *g, const char *key, bool *b) {
+    if (!gguf_find(g, key)) return FRUGAL_OK;
+    return gguf_get_bool(g, key, b);
+}
+
+/* An optional array with one number per token: NULL when absent. */
+static frugal_status optional_per_token(const gguf_file *g, const char *key, uint32_t elem_type,
+                                        uint64_t n_vocab, const char *what, const void **data) {
+    *data = NULL;
+    if (!gguf_find(g, key)) return FRUGAL_OK;
+    uint64_t n;
+    frugal_status st = gguf_get_arr(g, key, elem_type, data, &n);
+    if (st) return st;
+    if (n != n_vocab)
+        return fr_error(FRUGAL_ERR_FORMAT, "tokenizer: %llu %s for %llu tokens",
+                        (unsigned long long)n, what, (unsigned long long)n_vocab);
+    return FRUGAL_OK;
+}
+
+/* The arrays: tokens and types for both, merges for gpt2, scores for spm. */
+static frugal_status read_arrays(const gguf_file *g, vocab_spec *v) {
+    const void *tokens, *merges = NULL, *types, *scores = NULL;
+    uint64_t n_vocab, n_merges = 0;
+    frugal_status st;
+    if ((st = gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_STRING, &tokens, &n_vocab)))
+        return st;
+    if (!v->spm &&
+        (st = gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_STRING, &merges, &n_merges)))
+        return st;
+    if ((st = optional_per_token(g, "tokenizer.ggml.token_type", GGUF_I32, n_vocab,
+                                 "token types", &types)))
+        return st;
+    if (v->spm && (st = optional_per_token(g, "tokenizer.ggml.scores", GGUF_F32, n_vocab,
+                                           "scores", &scores)))
+        return st;
+    if (n_vocab == 0 || n_vocab > INT32_MAX / 2)
+        return fr_error(FRUGAL_ERR_FORMAT, "tokenizer: vocabulary of %llu tokens",
+                        (unsigned long long)n_vocab);
+    v->tokens = tokens;
+    v->n_vocab = (size_t)n_vocab;
+    v->merges = merges;
+    v->n_merges = (size_t)n_merges;
+    v->types_le = types;
+    v->scores_le = scores;
+    return FRUGAL_OK;
+}
+
+/* Special ids and flags. Where a key is missing, llama.cpp's defaults:
+ * none for gpt2; for spm BOS 1, EOS 2, unknown 0 (if the vocabulary is that
+ * large), BOS and space prefix on. */
+static frugal_status read_flags(const gguf_file *g, vocab_spec *v) {
+    int32_t n = (int32_t)v->n_vocab;
+    frugal_status st;
+    if ((st = optional_id(g, "tokenizer.ggml.bos_token_id", v->spm && n > 1 ? 1 : -1, &v->bos)) ||
+        (st = optional_id(g, "tokenizer.ggml.eos_token_id", v->spm && n > 2 ? 2 : -1, &v->eos)))
+        return st;
+    v->unk = -1;
+    if (v->spm && (st = optional_id(g, "tokenizer.ggml.unknown_token_id", 0, &v->unk))) return st;
+    v->add_bos = -1;
+    if (gguf_find(g, "tokenizer.ggml.add_bos_token")) {
+        bool add_bos;
+        if ((st = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos))) return st;
+        v->add_bos = add_bos;
+    }
+    bool prefix = true;
+    if (v->spm && (st = optional_bool(g, "tokenizer.ggml.add_space_prefix", &prefix))) return st;
+    v->add_space_prefix = v->spm && prefix;
+    return FRUGAL_OK;
 }
 
 frugal_status fr_tokenizer_load(const gguf_file *g, fr_tokenizer **out) {
@@ -602,44 +835,20 @@ frugal_status fr_tokenizer_load(const gguf_file *g, fr_tokenizer **out) {
     frugal_status st;
     gguf_str model;
     if ((st = gguf_get_str(g, "tokenizer.ggml.model", &model))) return st;
-    if (!gguf_str_eq(model, "gpt2"))
+    vocab_spec v = { .spm = gguf_str_eq(model, "llama") };
+    if (!v.spm && !gguf_str_eq(model, "gpt2"))
         return fr_error(FRUGAL_ERR_UNSUPPORTED,
-                        "tokenizer model '%.*s' is not supported (supported: gpt2)",
+                        "tokenizer model '%.*s' is not supported (supported: gpt2, llama)",
                         (int)FR_MIN(model.len, 64), model.ptr);
-
-    const void *tokens, *merges, *types = NULL;
-    uint64_t n_vocab, n_merges, n_types;
-    if ((st = gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_STRING, &tokens, &n_vocab)))
-        return st;
-    if ((st = gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_STRING, &merges, &n_merges)))
-        return st;
-    if (gguf_find(g, "tokenizer.ggml.token_type")) {
-        if ((st = gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_I32, &types, &n_types)))
-            return st;
-        if (n_types != n_vocab)
-            return fr_error(FRUGAL_ERR_FORMAT, "tokenizer: %llu token types for %llu tokens",
-                            (unsigned long long)n_types, (unsigned long long)n_vocab);
-    }
-    if (n_vocab == 0 || n_vocab > INT32_MAX / 2)
-        return fr_error(FRUGAL_ERR_FORMAT, "tokenizer: vocabulary of %llu tokens",
-                        (unsigned long long)n_vocab);
-
-    int32_t bos, eos;
-    if ((st = optional_id(g, "tokenizer.ggml.bos_token_id", &bos))) return st;
-    if ((st = optional_id(g, "tokenizer.ggml.eos_token_id", &eos))) return st;
-    int add_bos = -1;
-    if (gguf_find(g, "tokenizer.ggml.add_bos_token")) {
-        bool b;
-        if ((st = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b))) return st;
-        add_bos = b;
-    }
+    if ((st = read_arrays(g, &v)) || (st = read_flags(g, &v))) return st;
     char *pre = NULL;
     if (gguf_find(g, "tokenizer.ggml.pre")) {
         gguf_str s;
         if ((st = gguf_get_str(g, "tokenizer.ggml.pre", &s))) return st;
         if (!(pre = fr_strndup(s.ptr, s.len))) return nomem();
     }
-    st = build(tokens, types, n_vocab, merges, n_merges, pre, bos, eos, add_bos, out);
+    v.pre = pre;
+    st = build(&v, out);
     fr_free(pre);
     return st;
 }
@@ -662,6 +871,11 @@ typedef struct {
 } span_vec;
 
 typedef struct {
+    int32_t special;   /* index in fr_tokenizer.special */
+    int32_t pos;       /* byte offset in the text */
+} occurrence;
+
+typedef struct {
     int32_t id;          /* -1: a byte with no token */
     int32_t prev, next;  /* neighbours in the word, -1 at the ends */
     uint32_t len;        /* bytes; 0 once merged into its left neighbour */
@@ -673,11 +887,26 @@ typedef struct {
     int32_t result;             /* the merged token */
 } bpe_pair;
 
+typedef struct {
+    uint32_t off, len;   /* bytes of the escaped fragment; len 0 once merged into its left */
+    int32_t prev, next;  /* neighbours in the fragment, -1 at the ends */
+    int32_t id;          /* the token of its text, -1 if none */
+} spm_sym;
+
+typedef struct {
+    float score;         /* of the merged token: highest first */
+    int32_t left, right;
+    uint32_t len;        /* bytes of both: the pair is stale once either has grown */
+    int32_t result;
+} spm_pair;
+
 /* Everything one fr_tokenize call allocates. */
 typedef struct {
     const fr_tokenizer *t;
     id_vec out;
-    span_vec frags, next_frags;   /* special-token partition */
+    span_vec frags;               /* special-token partition */
+    occurrence *occ, *occ_sorted; /* special tokens found in the text */
+    size_t occ_n, occ_cap;
     span_vec pieces, next_pieces; /* pre-tokenizer split */
     char *clean, *match;          /* fragment after UTF-8 clean-up */
     size_t clean_cap, match_cap;
@@ -685,9 +914,14 @@ typedef struct {
     size_t syms_cap;
     bpe_pair *heap;
     size_t heap_n, heap_cap;
-    char *word;                   /* ignore_merges: a piece as token text */
+    char *word;                   /* a piece as token text (ignore_merges), an
+                                     escaped fragment (spm) */
     size_t word_cap;
     pcre2_match_data *md;
+    spm_sym *spm_syms;
+    size_t spm_syms_cap;
+    spm_pair *spm_heap;
+    size_t spm_heap_n, spm_heap_cap;
 } work;
 
 static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
@@ -723,7 +957,8 @@ static void swap_spans(span_vec *a, span_vec *b) {
 static void work_free(work *w) {
     fr_free(w->out.v);
     fr_free(w->frags.v);
-    fr_free(w->next_frags.v);
+    fr_free(w->occ);
+    fr_free(w->occ_sorted);
     fr_free(w->pieces.v);
     fr_free(w->next_pieces.v);
     fr_free(w->clean);
@@ -732,53 +967,119 @@ static void work_free(work *w) {
     fr_free(w->heap);
     fr_free(w->word);
     pcre2_match_data_free(w->md);
+    fr_free(w->spm_syms);
+    fr_free(w->spm_heap);
 }
 
 /* ---- Stage 1: special tokens ------------------------------------------- */
 
-static const char *find_bytes(const char *hay, size_t n, const char *needle, size_t m) {
-    if (m == 0 || m > n) return NULL;
-    const char *end = hay + n - m + 1;
-    for (const char *p = hay; p < end; p++) {
-        p = memchr(p, needle[0], (size_t)(end - p));
-        if (!p) return NULL;
-        if (memcmp(p, needle, m) == 0) return p;
-    }
-    return NULL;
+/*
+ * llama.cpp takes the special tokens one by one, longest first, and cuts
+ * each one's leftmost non-overlapping occurrences out of the text still
+ * left raw. Searching the text once per token would cost the number of
+ * special tokens (6k for Gemma) times the text length, so instead:
+ *
+ *  1. one walk of the trie from every byte lists all occurrences of all
+ *     special tokens that may be cut (parse_special or user-defined);
+ *  2. a counting sort groups them by token, in that token's order, keeping
+ *     each token's occurrences in text order;
+ *  3. taking them in that order, an occurrence is cut when all its bytes
+ *     are still raw (not covered by an earlier cut), which is exactly what
+ *     the one-token-at-a-time search finds.
+ */
+
+static bool may_cut(const fr_tokenizer *t, int32_t special, bool parse_special) {
+    return parse_special ||
+           (t->attr[t->special[special]] & ATTR_TYPE_MASK) == FR_TOK_USER_DEFINED;
 }
 
-/* Cuts every occurrence of one special token out of the text fragments. */
-static frugal_status cut_special(work *w, const char *text, int32_t id) {
-    const char *needle = token_text(w->t, id);
-    size_t m = w->t->text_len[id];
+static frugal_status push_occurrence(work *w, int32_t special, size_t pos) {
+    if (!grow((void **)&w->occ, &w->occ_cap, w->occ_n + 1, sizeof *w->occ)) return nomem();
+    w->occ[w->occ_n++] = (occurrence){ special, (int32_t)pos };
+    return FRUGAL_OK;
+}
+
+static frugal_status find_occurrences(work *w, const char *text, size_t len,
+                                      bool parse_special) {
+    const fr_tokenizer *t = w->t;
     frugal_status st = FRUGAL_OK;
-    for (size_t i = 0; i < w->frags.n && !st; i++) {
-        span f = w->frags.v[i];
-        if (f.token >= 0) {
-            st = push_span(&w->next_frags, f.off, f.len, f.token);
+    for (size_t p = 0; p < len && !st; p++) {
+        int32_t node = 0;
+        for (size_t q = p; q < len && !st; q++) {
+            node = trie_child(t, node, (uint8_t)text[q]);
+            if (node < 0) break;
+            int32_t special = t->trie_special[node];
+            if (special >= 0 && may_cut(t, special, parse_special))
+                st = push_occurrence(w, special, p);
+        }
+    }
+    return st;
+}
+
+/* Occurrences grouped by special token (stable, so each group stays in
+ * text order) into w->occ_sorted. */
+static frugal_status sort_occurrences(work *w) {
+    int n = w->t->n_special;
+    size_t *start = fr_calloc((size_t)n + 1, sizeof *start);
+    w->occ_sorted = fr_malloc(w->occ_n * sizeof *w->occ_sorted);
+    if (!start || !w->occ_sorted) {
+        fr_free(start);
+        return nomem();
+    }
+    for (size_t i = 0; i < w->occ_n; i++) start[w->occ[i].special + 1]++;
+    for (int s = 0; s < n; s++) start[s + 1] += start[s];
+    for (size_t i = 0; i < w->occ_n; i++) w->occ_sorted[start[w->occ[i].special]++] = w->occ[i];
+    fr_free(start);
+    return FRUGAL_OK;
+}
+
+#define OWNER_RAW (-1)
+#define OWNER_INSIDE (-2)
+
+/* owner[i]: the special token starting at byte i, OWNER_INSIDE for its
+ * other bytes, OWNER_RAW for text. */
+static void cut_occurrences(work *w, int32_t *owner) {
+    const fr_tokenizer *t = w->t;
+    for (size_t i = 0; i < w->occ_n; i++) {
+        int32_t id = t->special[w->occ_sorted[i].special];
+        size_t pos = (size_t)w->occ_sorted[i].pos, m = t->text_len[id], k = 0;
+        while (k < m && owner[pos + k] == OWNER_RAW) k++;
+        if (k < m) continue;
+        owner[pos] = id;
+        for (k = 1; k < m; k++) owner[pos + k] = OWNER_INSIDE;
+    }
+}
+
+static frugal_status spans_from_owners(work *w, const int32_t *owner, size_t len) {
+    frugal_status st = FRUGAL_OK;
+    for (size_t i = 0; i < len && !st;) {
+        if (owner[i] >= 0) {
+            size_t m = w->t->text_len[owner[i]];
+            st = push_span(&w->frags, i, m, owner[i]);
+            i += m;
             continue;
         }
-        size_t pos = f.off, end = f.off + f.len;
-        const char *hit;
-        while (!st && (hit = find_bytes(text + pos, end - pos, needle, m))) {
-            size_t at = (size_t)(hit - text);
-            if (at > pos) st = push_span(&w->next_frags, pos, at - pos, -1);
-            if (!st) st = push_span(&w->next_frags, at, m, id);
-            pos = at + m;
-        }
-        if (!st && pos < end) st = push_span(&w->next_frags, pos, end - pos, -1);
+        size_t end = i;
+        while (end < len && owner[end] == OWNER_RAW) end++;
+        st = push_span(&w->frags, i, end - i, -1);
+        i = end;
     }
-    swap_spans(&w->frags, &w->next_frags);
     return st;
 }
 
 static frugal_status partition(work *w, const char *text, size_t len, bool parse_special) {
-    frugal_status st = push_span(&w->frags, 0, len, -1);
-    for (int i = 0; i < w->t->n_special && !st; i++) {
-        int32_t id = w->t->special[i];
-        if (!parse_special && (w->t->attr[id] & ATTR_TYPE_MASK) != FR_TOK_USER_DEFINED) continue;
-        st = cut_special(w, text, id);
+    frugal_status st = find_occurrences(w, text, len, parse_special);
+    if (st) return st;
+    if (w->occ_n == 0) return push_span(&w->frags, 0, len, -1);
+    int32_t *owner = fr_malloc(len * sizeof *owner);
+    if (!owner) return nomem();
+    for (size_t i = 0; i < len; i++) owner[i] = OWNER_RAW;
+    st = sort_occurrences(w);
+    if (!st) {
+        cut_occurrences(w, owner);
+        st = spans_from_owners(w, owner, len);
     }
+    fr_free(owner);
     return st;
 }
 
@@ -973,19 +1274,178 @@ static frugal_status tokenize_text(work *w, const char *text, size_t len) {
     return st;
 }
 
-static frugal_status tokenize_all(work *w, const char *text, size_t len, bool add_bos,
-                                  bool parse_special) {
-    const fr_tokenizer *t = w->t;
-    frugal_status st = FRUGAL_OK;
-    w->md = pcre2_match_data_create(1, t->pcre_ctx);
+static frugal_status bpe_fragments(work *w, const char *text) {
+    w->md = pcre2_match_data_create(1, w->t->pcre_ctx);
     if (!w->md) return nomem();
-    if (add_bos && t->bos >= 0) st = push_id(w, t->bos);
-    if (!st && len > 0) st = partition(w, text, len, parse_special);
+    frugal_status st = FRUGAL_OK;
     for (size_t i = 0; i < w->frags.n && !st; i++) {
         span f = w->frags.v[i];
         st = f.token >= 0 ? push_id(w, f.token) : tokenize_text(w, text + f.off, f.len);
     }
     return st;
+}
+
+/* ---- SentencePiece ------------------------------------------------------ */
+
+#define SPM_SPACE "\xE2\x96\x81" /* U+2581, which SentencePiece writes for a space */
+
+/* Spaces become U+2581, in front of the text too when asked. Symbol
+ * offsets are 32-bit, which bounds the escaped length. */
+static frugal_status spm_escape(work *w, const char *text, size_t len, bool space_prefix,
+                                size_t *out_len) {
+    size_t n = len + (space_prefix ? 3 : 0);
+    for (size_t i = 0; i < len; i++) n += text[i] == ' ' ? 2 : 0;
+    if (n > INT32_MAX)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "tokenizer: text fragment of %zu bytes is over "
+                        "2 GiB with its spaces escaped", len);
+    if (!grow((void **)&w->word, &w->word_cap, n, 1)) return nomem();
+    n = 0;
+    if (space_prefix) {
+        memcpy(w->word, SPM_SPACE, 3);
+        n = 3;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == ' ') {
+            memcpy(w->word + n, SPM_SPACE, 3);
+            n += 3;
+        } else {
+            w->word[n++] = text[i];
+        }
+    }
+    *out_len = n;
+    return FRUGAL_OK;
+}
+
+/* A character's length from its lead byte alone, as llama.cpp splits SPM
+ * text: continuation bytes count as one, nothing else is checked. */
+static uint32_t spm_char_len(uint8_t lead) {
+    return lead < 0xC0 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+}
+
+static bool spm_pair_before(const spm_pair *a, const spm_pair *b) {
+    return a->score > b->score || (a->score == b->score && a->left < b->left);
+}
+
+static frugal_status spm_heap_push(work *w, spm_pair p) {
+    if (!grow((void **)&w->spm_heap, &w->spm_heap_cap, w->spm_heap_n + 1, sizeof *w->spm_heap))
+        return nomem();
+    size_t i = w->spm_heap_n++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!spm_pair_before(&p, &w->spm_heap[parent])) break;
+        w->spm_heap[i] = w->spm_heap[parent];
+        i = parent;
+    }
+    w->spm_heap[i] = p;
+    return FRUGAL_OK;
+}
+
+static spm_pair spm_heap_pop(work *w) {
+    spm_pair *h = w->spm_heap;
+    spm_pair top = h[0], last = h[--w->spm_heap_n];
+    size_t i = 0, n = w->spm_heap_n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && spm_pair_before(&h[c + 1], &h[c])) c++;
+        if (!spm_pair_before(&h[c], &last)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (n > 0) h[i] = last;
+    return top;
+}
+
+/* Queues the pair (left, right) if their text together is a token. The
+ * halves need not be tokens themselves. */
+static frugal_status spm_consider(work *w, int32_t left, int32_t right) {
+    if (left < 0 || right < 0) return FRUGAL_OK;
+    const spm_sym *l = &w->spm_syms[left], *r = &w->spm_syms[right];
+    uint32_t len = l->len + r->len;
+    int32_t id = find_piece(w->t, w->word + l->off, len);
+    if (id < 0) return FRUGAL_OK;
+    return spm_heap_push(w, (spm_pair){ w->t->scores[id], left, right, len, id });
+}
+
+static frugal_status spm_merge(work *w) {
+    frugal_status st = FRUGAL_OK;
+    while (w->spm_heap_n > 0 && !st) {
+        spm_pair p = spm_heap_pop(w);
+        spm_sym *l = &w->spm_syms[p.left], *r = &w->spm_syms[p.right];
+        if (l->len == 0 || r->len == 0 || l->len + r->len != p.len) continue;
+        l->len = p.len;
+        l->id = p.result;
+        r->len = 0;
+        l->next = r->next;
+        if (r->next >= 0) w->spm_syms[r->next].prev = p.left;
+        st = spm_consider(w, l->prev, p.left);
+        if (!st) st = spm_consider(w, p.left, l->next);
+    }
+    return st;
+}
+
+/* Symbols that are tokens as they are; the others byte by byte. */
+static frugal_status spm_emit(work *w) {
+    frugal_status st = FRUGAL_OK;
+    for (int32_t i = 0; i >= 0 && !st; i = w->spm_syms[i].next) {
+        const spm_sym *s = &w->spm_syms[i];
+        if (s->id >= 0) {
+            st = push_id(w, s->id);
+            continue;
+        }
+        for (uint32_t k = 0; k < s->len && !st; k++) {
+            int32_t id = w->t->byte_fallback[(uint8_t)w->word[s->off + k]];
+            if (id >= 0) st = push_id(w, id);
+        }
+    }
+    return st;
+}
+
+static frugal_status spm_fragment(work *w, const char *text, size_t len, bool space_prefix) {
+    size_t n = 0;
+    frugal_status st = spm_escape(w, text, len, space_prefix, &n);
+    if (st || n == 0) return st;
+    if (!grow((void **)&w->spm_syms, &w->spm_syms_cap, n, sizeof *w->spm_syms)) return nomem();
+    int32_t count = 0;
+    for (size_t off = 0; off < n; count++) {
+        uint32_t clen = (uint32_t)FR_MIN((size_t)spm_char_len((uint8_t)w->word[off]), n - off);
+        int32_t id = find_piece(w->t, w->word + off, clen);
+        off += clen;
+        w->spm_syms[count] = (spm_sym){ (uint32_t)(off - clen), clen, count - 1,
+                                        off < n ? count + 1 : -1, id };
+    }
+    w->spm_heap_n = 0;
+    for (int32_t i = 1; i < count && !st; i++) st = spm_consider(w, i - 1, i);
+    if (!st) st = spm_merge(w);
+    if (!st) st = spm_emit(w);
+    return st;
+}
+
+/* The space prefix goes where llama.cpp puts it: before the first text
+ * fragment and before any that follows a special token. */
+static frugal_status spm_fragments(work *w, const char *text) {
+    bool after_special = true;
+    frugal_status st = FRUGAL_OK;
+    for (size_t i = 0; i < w->frags.n && !st; i++) {
+        span f = w->frags.v[i];
+        if (f.token >= 0) {
+            st = push_id(w, f.token);
+        } else {
+            st = spm_fragment(w, text + f.off, f.len, w->t->add_space_prefix && after_special);
+        }
+        after_special = f.token >= 0;
+    }
+    return st;
+}
+
+static frugal_status tokenize_all(work *w, const char *text, size_t len, bool add_bos,
+                                  bool parse_special) {
+    const fr_tokenizer *t = w->t;
+    frugal_status st = FRUGAL_OK;
+    if (add_bos && t->bos >= 0) st = push_id(w, t->bos);
+    if (!st && len > 0) st = partition(w, text, len, parse_special);
+    if (st) return st;
+    return t->spm ? spm_fragments(w, text) : bpe_fragments(w, text);
 }
 
 int64_t fr_tokenize(const fr_tokenizer *t, const char *text, size_t len, bool add_bos,
@@ -1028,9 +1488,9 @@ static void put(char *buf, int cap, int *n, const char *s, size_t len) {
     }
 }
 
-/* Normal tokens: each character back to its byte. A character outside the
+/* gpt2 normal tokens: each character back to its byte. A character outside the
  * byte table (a malformed vocabulary) is passed through as UTF-8. */
-static int decode_normal(const char *s, size_t len, char *buf, int cap) {
+static int decode_gpt2(const char *s, size_t len, char *buf, int cap) {
     int n = 0;
     size_t i = 0;
     while (i < len) {
@@ -1047,6 +1507,21 @@ static int decode_normal(const char *s, size_t len, char *buf, int cap) {
     return n;
 }
 
+/* SentencePiece tokens: U+2581 back to a space, the rest as it is. */
+static int decode_spm(const char *s, size_t len, char *buf, int cap) {
+    int n = 0;
+    for (size_t i = 0; i < len;) {
+        if (i + 3 <= len && memcmp(s + i, SPM_SPACE, 3) == 0) {
+            put(buf, cap, &n, " ", 1);
+            i += 3;
+        } else {
+            put(buf, cap, &n, s + i, 1);
+            i++;
+        }
+    }
+    return n;
+}
+
 int fr_token_to_bytes(const fr_tokenizer *t, int32_t tok, char *buf, int cap) {
     if (!t || tok < 0 || tok >= t->n_vocab) return -1;
     if (!buf) cap = 0;
@@ -1056,7 +1531,7 @@ int fr_token_to_bytes(const fr_tokenizer *t, int32_t tok, char *buf, int cap) {
     switch (t->attr[tok] & ATTR_TYPE_MASK) {
     case FR_TOK_NORMAL:
     case 0: /* undefined: treat as normal */
-        return decode_normal(s, len, buf, cap);
+        return t->spm ? decode_spm(s, len, buf, cap) : decode_gpt2(s, len, buf, cap);
     case FR_TOK_BYTE: {
         int v = byte_token_value(s, len);
         if (v >= 0) {
@@ -1079,7 +1554,7 @@ int fr_tokenizer_n_vocab(const fr_tokenizer *t) { return t->n_vocab; }
 int32_t fr_tokenizer_bos(const fr_tokenizer *t) { return t->bos; }
 int32_t fr_tokenizer_eos(const fr_tokenizer *t) { return t->eos; }
 bool fr_tokenizer_add_bos(const fr_tokenizer *t) { return t->add_bos; }
-const char *fr_tokenizer_model(const fr_tokenizer *t) { return "gpt2"; }
+const char *fr_tokenizer_model(const fr_tokenizer *t) { return t->spm ? "llama" : "gpt2"; }
 const char *fr_tokenizer_pre(const fr_tokenizer *t) { return t->pre; }
 bool fr_tokenizer_pre_known(const fr_tokenizer *t) { return t->pre_known; }
 

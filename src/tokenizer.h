@@ -4,8 +4,10 @@
  * "gpt2": byte-level BPE with ranked merges and a regex pre-tokenizer
  * (PCRE2 for the Unicode classes), pre-tokenizer chosen by
  * tokenizer.ggml.pre ("smollm": digits split one by one before the GPT-2
- * pattern). Control tokens written in the text are recognised when asked
- * to, user-defined ones always. Ids match llama.cpp's (see tokenizer.c).
+ * pattern). "llama": SentencePiece BPE (Gemma): merges by token score,
+ * spaces as U+2581, byte fallback. Control tokens written in the text are
+ * recognised when asked to, user-defined ones always. Ids match
+ * llama.cpp's (see tokenizer.c).
  */
 #ifndef FR_TOKENIZER_H
 #define FR_TOKENIZER_H
@@ -19,7 +21,7 @@ typedef struct fr_tokenizer fr_tokenizer;
 enum { FR_TOK_NORMAL = 1, FR_TOK_UNKNOWN = 2, FR_TOK_CONTROL = 3,
        FR_TOK_USER_DEFINED = 4, FR_TOK_UNUSED = 5, FR_TOK_BYTE = 6 };
 
-/* Reads tokenizer.ggml.* (model must be "gpt2"); FRUGAL_ERR_FORMAT with a
+/* Reads tokenizer.ggml.* (model "gpt2" or "llama"); FRUGAL_ERR_FORMAT with a
  * message for a malformed vocabulary, FRUGAL_ERR_UNSUPPORTED for another
  * tokenizer model. */
 frugal_status fr_tokenizer_load(const gguf_file *g, fr_tokenizer **out);
@@ -51,11 +53,12 @@ bool fr_tokenizer_add_bos(const fr_tokenizer *t);
 bool fr_tokenizer_is_eog(const fr_tokenizer *t, int32_t tok);
 /* The token for an exact piece of text (e.g. "<|im_end|>"), -1 if none. */
 int32_t fr_tokenizer_find(const fr_tokenizer *t, const char *piece);
-const char *fr_tokenizer_model(const fr_tokenizer *t); /* "gpt2" */
+const char *fr_tokenizer_model(const fr_tokenizer *t); /* "gpt2" or "llama" */
 /* tokenizer.ggml.pre as given ("" if absent). */
 const char *fr_tokenizer_pre(const fr_tokenizer *t);
 /* False when that name is not one we know (the GPT-2 pattern is used) or is
- * missing (llama.cpp's default patterns are used): worth a warning. */
+ * missing (llama.cpp's default patterns are used): worth a warning. Always
+ * true for "llama", which has no pre-tokenizer. */
 bool fr_tokenizer_pre_known(const fr_tokenizer *t);
 /* The token's GGUF type (FR_TOK_*), -1 for a bad id. */
 int fr_tokenizer_token_type(const fr_tokenizer *t, int32_t tok);

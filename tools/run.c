@@ -130,6 +130,7 @@ static bool generate(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, cons
     int keep = 0, pos = frugal_ctx_pos(ctx);
     while (keep < pos && keep < n - 1 && cached[keep] == tokens[keep]) keep++;
     frugal_ctx_rewind(ctx, keep);
+    keep = frugal_ctx_pos(ctx); /* sliding-window models may keep less */
     memcpy(cached, tokens, (size_t)n * sizeof *tokens);
     frugal_sampler_reset(smp);
     for (int i = 0; i < n; i++) frugal_sampler_accept(smp, tokens[i]);

@@ -2,8 +2,16 @@
 
 Both engines evaluate exactly the same token windows (frugal writes them
 with --tokens-out); we compare the logits of every scored position:
-top-1 agreement >= 99 %, mean KL(llama.cpp || frugal) <= 0.01, and the
-perplexity of each text within 1 % of llama.cpp's on the same positions.
+mean KL(llama.cpp || frugal) <= 0.01, the perplexity of each text within
+1 % of llama.cpp's on the same positions, and top-1 agreement.
+
+On top-1: activations are quantized to 8 bits before every matmul (as
+llama.cpp does), and that rounding amplifies any float difference, even a
+different summation order, into logit noise of about 0.15 on this model.
+Our own AVX2 and AVX-512 kernels, which differ only in summation order
+(1e-6 relative), agree on top-1 at only ~96 % and KL ~0.004. So the test
+checks that llama.cpp and frugal agree at least as well as frugal agrees
+with itself across kernel levels (the noise floor), and top-1 >= 95 %.
 
 Texts: two licence texts every Debian system ships (English prose) and a
 Python standard-library module (code).
@@ -84,8 +92,33 @@ def test_top1_and_kl(comparison):
     lines.append(f"all: top-1 {top1:.4f}, KL mean {kl:.5f} max {klmax:.4f}")
     (ROOT / "build" / "conformance-smollm2.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    assert top1 >= 0.99, lines
+    assert top1 >= 0.95, lines
     assert kl <= 0.01, lines
+
+
+def test_agreement_is_at_the_noise_floor(smollm2, comparison, tmp_path):
+    """llama.cpp vs frugal is no further apart than frugal's AVX2 kernels
+    vs its AVX-512 kernels on the same windows."""
+    import os
+    import subprocess
+    from conftest import FRUGAL
+    if " avx512vnni " not in " " + pathlib.Path("/proc/cpuinfo").read_text().replace("avx512_vnni", "avx512vnni") + " ":
+        pytest.skip("needs a CPU with AVX-512 VNNI for two kernel levels to compare")
+    name, path, chunks = TEXTS[0]
+    outs = {}
+    for isa in ("avx2", "avx512"):
+        lo = tmp_path / f"{isa}.npy"
+        env = dict(os.environ, FRUGAL_ISA=isa)
+        subprocess.run([str(FRUGAL), "perplexity", "-m", str(smollm2), "-f", str(path), "-c", str(CTX),
+                        "--chunks", str(chunks), "-t", str(THREADS), "--logits-out", str(lo)],
+                       env=env, check=True, capture_output=True)
+        outs[isa] = np.load(lo)
+    ours, ref, targets, _ = comparison[name]
+    floor_top1, floor_kl, _, _, _ = metrics(outs["avx2"], outs["avx512"], targets)
+    top1, kl, _, _, _ = metrics(ours, ref, targets)
+    print(f"noise floor: top-1 {floor_top1:.4f} KL {floor_kl:.5f}; llama.cpp: top-1 {top1:.4f} KL {kl:.5f}")
+    assert kl <= 1.5 * floor_kl + 0.001, (kl, floor_kl)
+    assert top1 >= floor_top1 - 0.02, (top1, floor_top1)
 
 
 def test_perplexity_within_one_percent(comparison):

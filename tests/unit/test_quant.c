@@ -170,7 +170,9 @@ TEST(quant_traits_table) {
         CHECK(tt && !strcmp(tt->name, t[i].name));
         CHECK(tt->blck == t[i].blck && tt->bytes == t[i].bytes && tt->act_type == t[i].act);
         CHECK((tt->dequant != NULL) == t[i].impl);
-        if (!t[i].impl) CHECK(!tt->dot && !tt->dot_rows);
+        int has_dot = t[i].impl && t[i].type != FR_Q8_1;
+        CHECK(!tt->dot == !has_dot && !tt->dot_rows == !has_dot && !tt->dot_tile == !has_dot);
+        CHECK(!tt->dot_ref == !has_dot && !tt->dot_rows_ref == !has_dot && !tt->dot_tile_ref == !has_dot);
     }
     CHECK(sizeof(block_q4_0) == 18 && sizeof(block_q4_1) == 20);
     CHECK(sizeof(block_q8_0) == 34 && sizeof(block_q8_1) == 36);
@@ -501,6 +503,57 @@ TEST(quant_dot_rows_match_reference) {
                             CHECK_MSG(fabs((double)out[r] - want) <= tol, "%s %s n=%lld nr=%d r=%d: %g vs %g",
                                       fr_isa_name(lvl), tt->name, (long long)n, nr, r, (double)out[r],
                                       (double)want);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Tile kernels (prefill): out[c * ldo + r] matches the reference dot of
+ * row r with activation c, for tile shapes around the kernels' 4 x 2, and
+ * entries outside the tile stay untouched. */
+TEST(quant_dot_tile_match_reference) {
+    enum { MAXN = 1056, MAXR = 6, MAXC = 5, LDO = MAXR + 3 };
+    static uint8_t w[MAXR * MAXN * 4], a[MAXC * MAXN * 4], x[MAXN * 4];
+    static uint8_t wb[MAXR * (MAXN * 4 + 8) + 16], ab[MAXC * (MAXN * 4 + 8) + 16];
+    const int64_t qsizes[] = {32, 96, 576, 1056}, fsizes[] = {7, 100};
+    FOR_EACH_LEVEL(lvl) {
+        for (size_t t = 0; t < sizeof dot_types / sizeof dot_types[0]; t++) {
+            uint32_t type = dot_types[t];
+            const fr_type_traits *tt = fr_traits(type);
+            int q = is_quantized(type);
+            for (int s = 0; s < (q ? 4 : 2); s++) {
+                int64_t n = q ? qsizes[s] : fsizes[s];
+                size_t rb = fr_row_bytes(type, n), ab_row = fr_row_bytes(tt->act_type, n);
+                for (int c = 0; c < MAXC; c++) { /* MAXC activation rows, one weight row set */
+                    make_rows(type, n, c == 0 ? MAXR : 0, w, x);
+                    memcpy(a + c * ab_row, x, ab_row);
+                }
+                /* odd padding between rows for block types, element padding otherwise */
+                size_t ws = rb + (q ? 3 : tt->bytes), as = ab_row + (q ? 5 : fr_traits(tt->act_type)->bytes);
+                int off = q ? 1 : 0;
+                for (int r = 0; r < MAXR; r++) memcpy(wb + off + r * ws, w + r * rb, rb);
+                for (int c = 0; c < MAXC; c++) memcpy(ab + off + c * as, a + c * ab_row, ab_row);
+                for (int nr = 1; nr <= MAXR; nr++) {
+                    for (int nc = 1; nc <= MAXC; nc++) {
+                        float out[MAXC * LDO];
+                        for (int i = 0; i < MAXC * LDO; i++) out[i] = 12345.0f;
+                        tt->dot_tile(n, wb + off, ws, nr, ab + off, as, nc, out, LDO);
+                        for (int c = 0; c < MAXC; c++) {
+                            for (int r = 0; r < LDO; r++) {
+                                float got = out[c * LDO + r];
+                                if (c >= nc || r >= nr) {
+                                    CHECK_MSG(got == 12345.0f, "%s %s: wrote outside the tile", fr_isa_name(lvl), tt->name);
+                                    continue;
+                                }
+                                float want = tt->dot_ref(n, w + r * rb, a + c * ab_row);
+                                double tol = 1e-5 * abs_terms(type, n, w + r * rb, a + c * ab_row) + 1e-30;
+                                CHECK_MSG(fabs((double)got - want) <= tol, "%s %s n=%lld %dx%d (%d,%d): %g vs %g",
+                                          fr_isa_name(lvl), tt->name, (long long)n, nr, nc, r, c,
+                                          (double)got, (double)want);
+                            }
                         }
                     }
                 }

@@ -220,6 +220,33 @@ TEST(tokenizer_special_tokens) {
     fr_tokenizer_free(t);
 }
 
+/* Overlapping special tokens are cut as llama.cpp cuts them: one token at a
+ * time, longest first (equal lengths: lower id first), each taking its
+ * leftmost occurrences in the text still raw. */
+TEST(tokenizer_special_overlaps) {
+    char bytes[256][4];
+    const char *text[261];
+    int32_t type[261];
+    for (int b = 0; b < 256; b++) {
+        encode_char(byte_char((unsigned)b), bytes[b]);
+        text[b] = bytes[b];
+        type[b] = FR_TOK_NORMAL;
+    }
+    static const char *const specials[] = { "bc>", "<ab", "<a", "c>", "xx" };
+    for (int i = 0; i < 5; i++) {
+        text[256 + i] = specials[i];
+        type[256 + i] = FR_TOK_USER_DEFINED;
+    }
+    fr_tokenizer *t = NULL;
+    CHECK(fr_tokenizer_new_bpe(text, type, 261, NULL, 0, "gpt2", -1, -1, false, &t) == FRUGAL_OK);
+    /* "bc>" goes first although "<ab" starts further left. */
+    CHECK(tokens_are(t, "<abc>", false, IDS(258, 256)));
+    CHECK(tokens_are(t, "<ab>", false, IDS(257, '>')));
+    CHECK(tokens_are(t, "xxx", false, IDS(260, 'x')));
+    CHECK(tokens_are(t, "c>c>xxxx<a", false, IDS(259, 259, 260, 260, 258)));
+    fr_tokenizer_free(t);
+}
+
 TEST(tokenizer_bos_and_capacity) {
     fr_tokenizer *t = tiny("smollm");
     CHECK(t);
@@ -356,7 +383,7 @@ static frugal_status load_tiny_gguf(int broken, fr_tokenizer **t) {
     tiny_vocab v;
     make_vocab(&v);
     gb *b = gb_new();
-    gb_str(b, "tokenizer.ggml.model", broken == 1 ? "llama" : "gpt2");
+    gb_str(b, "tokenizer.ggml.model", broken == 1 ? "bert" : "gpt2");
     gb_str(b, "tokenizer.ggml.pre", "smollm");
     if (broken == 5)
         gb_arr(b, "tokenizer.ggml.tokens", GGUF_I32, 4, v.type, N_VOCAB);
@@ -430,4 +457,257 @@ TEST(tokenizer_load_out_of_memory) {
     fr_tokenizer_free(t);
     gguf_close(g);
     free(file);
+}
+
+/* ---- SentencePiece ("llama") ------------------------------------------------ */
+
+/*
+ * A tiny SentencePiece vocabulary, loaded through GGUF as Gemma's is:
+ *
+ *   0 <pad>  1 <eos>  2 <bos>  4 <start_of_turn>  5 <end_of_turn>  (control)
+ *   3 <unk> (unknown)   6 "\n\n" (user-defined)   7 <unused0> (unused)
+ *   8 + b    <0xBB>, the byte token of byte b
+ *   264..    normal tokens with the scores below ("▁" is U+2581, a space)
+ */
+enum {
+    S_PAD, S_EOS, S_BOS, S_UNK, S_SOT, S_EOT, S_NN, S_UNUSED, S_BYTE0,
+    S_SPACE = S_BYTE0 + 256, S_a, S_b, S_c, S_h, S_e, S_l, S_o, S_t,
+    S_ab, S_bc, S_aa, S_Sh, S_he, S_She, S_ll, S_llo, S_et,
+    S_N_VOCAB
+};
+#define SB(c) (S_BYTE0 + (unsigned char)(c))
+
+static const struct { const char *text; float score; } spm_normal[] = {
+    { "\xE2\x96\x81", -1 }, { "a", -1 }, { "b", -1 }, { "c", -1 }, { "h", -1 }, { "e", -1 },
+    { "l", -1 }, { "o", -1 }, { "t", -1 },
+    { "ab", -5 }, { "bc", -3 }, { "aa", -4 }, { "\xE2\x96\x81h", -2 }, { "he", -6 },
+    { "\xE2\x96\x81he", -1 }, { "ll", -3 }, { "llo", -2 },
+    { "\xC3\xA9t", -2 }, /* "ét": its first character alone is not a token */
+};
+
+/* Defects and variants of the SPM file, one at a time. */
+enum {
+    SPM_OK, SPM_NO_BYTE_TOKENS, SPM_SPACE_PREFIX, SPM_NO_IDS, SPM_SCORES_SHORT,
+    SPM_SCORES_I32, SPM_TYPES_F32, SPM_PREFIX_STRING, SPM_UNK_OUT_OF_RANGE,
+};
+
+typedef struct {
+    char bytes[256][8];
+    const char *text[S_N_VOCAB];
+    int32_t type[S_N_VOCAB];
+    float score[S_N_VOCAB];
+} spm_vocab;
+
+static void make_spm_vocab(spm_vocab *v, bool byte_tokens) {
+    static const char *const first[S_BYTE0] = {
+        "<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "\n\n", "<unused0>",
+    };
+    static const int32_t first_type[S_BYTE0] = {
+        FR_TOK_CONTROL, FR_TOK_CONTROL, FR_TOK_CONTROL, FR_TOK_UNKNOWN, FR_TOK_CONTROL,
+        FR_TOK_CONTROL, FR_TOK_USER_DEFINED, FR_TOK_UNUSED,
+    };
+    for (int i = 0; i < S_BYTE0; i++) {
+        v->text[i] = first[i];
+        v->type[i] = first_type[i];
+        v->score[i] = -1000;
+    }
+    /* Without byte tokens the slots hold normal tokens no test text forms. */
+    for (int b = 0; b < 256; b++) {
+        snprintf(v->bytes[b], sizeof v->bytes[b], byte_tokens ? "<0x%02X>" : "<b%02X>", b);
+        v->text[S_BYTE0 + b] = v->bytes[b];
+        v->type[S_BYTE0 + b] = byte_tokens ? FR_TOK_BYTE : FR_TOK_NORMAL;
+        v->score[S_BYTE0 + b] = 0;
+    }
+    for (int i = S_SPACE; i < S_N_VOCAB; i++) {
+        v->text[i] = spm_normal[i - S_SPACE].text;
+        v->type[i] = FR_TOK_NORMAL;
+        v->score[i] = spm_normal[i - S_SPACE].score;
+    }
+}
+
+static frugal_status load_spm_gguf(int variant, fr_tokenizer **t) {
+    spm_vocab v;
+    make_spm_vocab(&v, variant != SPM_NO_BYTE_TOKENS);
+    gb *b = gb_new();
+    gb_str(b, "tokenizer.ggml.model", "llama");
+    gb_str(b, "tokenizer.ggml.pre", "default");
+    gb_arr_str(b, "tokenizer.ggml.tokens", v.text, S_N_VOCAB);
+    if (variant == SPM_SCORES_I32)
+        gb_arr(b, "tokenizer.ggml.scores", GGUF_I32, 4, v.type, S_N_VOCAB);
+    else
+        gb_arr(b, "tokenizer.ggml.scores", GGUF_F32, 4, v.score,
+               variant == SPM_SCORES_SHORT ? S_N_VOCAB - 1 : S_N_VOCAB);
+    if (variant == SPM_TYPES_F32)
+        gb_arr(b, "tokenizer.ggml.token_type", GGUF_F32, 4, v.score, S_N_VOCAB);
+    else
+        gb_arr(b, "tokenizer.ggml.token_type", GGUF_I32, 4, v.type, S_N_VOCAB);
+    if (variant != SPM_NO_IDS) {
+        gb_u32(b, "tokenizer.ggml.bos_token_id", S_BOS);
+        gb_u32(b, "tokenizer.ggml.eos_token_id", S_EOS);
+        gb_u32(b, "tokenizer.ggml.unknown_token_id",
+               variant == SPM_UNK_OUT_OF_RANGE ? S_N_VOCAB : S_UNK);
+        gb_bool(b, "tokenizer.ggml.add_bos_token", true);
+        if (variant == SPM_PREFIX_STRING)
+            gb_str(b, "tokenizer.ggml.add_space_prefix", "no");
+        else
+            gb_bool(b, "tokenizer.ggml.add_space_prefix", variant == SPM_SPACE_PREFIX);
+    }
+    size_t size;
+    uint8_t *file = gb_build(b, &size);
+    gb_free(b);
+    gguf_file *g = NULL;
+    frugal_status st = gguf_parse(file, size, &g);
+    if (st == FRUGAL_OK) st = fr_tokenizer_load(g, t);
+    if (st != FRUGAL_OK && st != FRUGAL_ERR_NOMEM && variant <= SPM_NO_IDS)
+        fprintf(stderr, "  SPM vocabulary %d: %s\n", variant, frugal_last_error());
+    gguf_close(g);
+    free(file);
+    return st;
+}
+
+static fr_tokenizer *spm(int variant) {
+    fr_tokenizer *t = NULL;
+    load_spm_gguf(variant, &t);
+    return t;
+}
+
+TEST(tokenizer_spm_merges_by_score) {
+    fr_tokenizer *t = spm(SPM_OK);
+    CHECK(t);
+    CHECK(!strcmp(fr_tokenizer_model(t), "llama") && fr_tokenizer_pre_known(t));
+    /* "bc" (-3) beats "ab" (-5) although "ab" is further left. */
+    CHECK(tokens_are(t, "abc", false, IDS(S_a, S_bc)));
+    CHECK(tokens_are(t, "ab", false, IDS(S_ab)));
+    /* Equal scores: the leftmost pair first. */
+    CHECK(tokens_are(t, "aaa", false, IDS(S_aa, S_a)));
+    CHECK(tokens_are(t, "aaaa", false, IDS(S_aa, S_aa)));
+    /* ▁h (-2) first, then ▁he (-1) out of it, ll (-3), llo (-2). */
+    CHECK(tokens_are(t, " hello", false, IDS(S_She, S_llo)));
+    /* Without the space: ll, then llo, then he (-6) last. */
+    CHECK(tokens_are(t, "hello", false, IDS(S_he, S_llo)));
+    /* The halves of a merge need not be tokens: "é" is not, "ét" is. */
+    CHECK(tokens_are(t, "\xC3\xA9t", false, IDS(S_et)));
+    CHECK(tokens_are(t, "", false, NO_IDS));
+    fr_tokenizer_free(t);
+}
+
+TEST(tokenizer_spm_byte_fallback) {
+    fr_tokenizer *t = spm(SPM_OK), *no_bytes = spm(SPM_NO_BYTE_TOKENS);
+    CHECK(t && no_bytes);
+    /* A character with no token: one byte token per UTF-8 byte. */
+    CHECK(tokens_are(t, "a\xC3\xBC", false, IDS(S_a, SB(0xC3), SB(0xBC))));
+    CHECK(tokens_are(t, "\xC3\xA9", false, IDS(SB(0xC3), SB(0xA9))));
+    CHECK(tokens_are(t, "!", false, IDS(SB('!'))));
+    /* Characters are cut by their lead byte alone: 0xE4 takes the next two
+     * bytes, here the first two of the escaped space. */
+    CHECK(tokens_are(t, "\xE4 a", false, IDS(SB(0xE4), SB(0xE2), SB(0x96), SB(0x81), S_a)));
+    /* No byte tokens: the unknown token, once per byte. */
+    CHECK(tokens_are(no_bytes, "a\xC3\xBC", false, IDS(S_a, S_UNK, S_UNK)));
+    fr_tokenizer_free(t);
+    fr_tokenizer_free(no_bytes);
+}
+
+TEST(tokenizer_spm_spaces) {
+    fr_tokenizer *t = spm(SPM_OK), *prefixed = spm(SPM_SPACE_PREFIX);
+    CHECK(t && prefixed);
+    /* Every space is "▁"; nothing is added in front (add_space_prefix false). */
+    CHECK(tokens_are(t, "a b", false, IDS(S_a, S_SPACE, S_b)));
+    CHECK(tokens_are(t, "  a ", false, IDS(S_SPACE, S_SPACE, S_a, S_SPACE)));
+    CHECK(tokens_are(t, "a\tb", false, IDS(S_a, SB('\t'), S_b)));
+    CHECK(tokens_are(t, "hello", false, IDS(S_he, S_llo)));
+    /* With the prefix: before the text and after each special token. */
+    CHECK(tokens_are(prefixed, "hello", false, IDS(S_She, S_llo)));
+    CHECK(tokens_are(prefixed, "a<start_of_turn>he", true, IDS(S_SPACE, S_a, S_SOT, S_She)));
+    CHECK(tokens_are(prefixed, "<start_of_turn>", true, IDS(S_SOT)));
+    CHECK(tokens_are(prefixed, "", false, NO_IDS));
+    fr_tokenizer_free(t);
+    fr_tokenizer_free(prefixed);
+}
+
+TEST(tokenizer_spm_special_tokens) {
+    fr_tokenizer *t = spm(SPM_OK);
+    CHECK(t);
+    CHECK(tokens_are(t, "<start_of_turn>ab<end_of_turn>", true, IDS(S_SOT, S_ab, S_EOT)));
+    CHECK(tokens_are(t, "<bos><bos>", true, IDS(S_BOS, S_BOS)));
+    /* Without parse_special a control token is text (bytes here) ... */
+    CHECK(tokens_are(t, "<eos>", false, IDS(SB('<'), S_e, S_o, SB('s'), SB('>'))));
+    CHECK(round_trips(t, "<start_of_turn>ab<end_of_turn>", false));
+    /* ... but a user-defined token is always cut out. */
+    CHECK(tokens_are(t, "a\n\nb", false, IDS(S_a, S_NN, S_b)));
+    CHECK(tokens_are(t, "a\n\n\nb", true, IDS(S_a, S_NN, SB('\n'), S_b)));
+    int32_t ids[4];
+    CHECK(fr_tokenize(t, "ab", 2, true, false, ids, 4) == 2 && ids[0] == S_BOS && ids[1] == S_ab);
+    CHECK(fr_tokenizer_is_eog(t, S_EOS) && fr_tokenizer_is_eog(t, S_EOT));
+    CHECK(!fr_tokenizer_is_eog(t, S_BOS) && !fr_tokenizer_is_eog(t, S_SOT));
+    fr_tokenizer_free(t);
+}
+
+TEST(tokenizer_spm_decode) {
+    fr_tokenizer *t = spm(SPM_OK);
+    CHECK(t);
+    char buf[32];
+    CHECK(fr_token_to_bytes(t, S_She, buf, sizeof buf) == 3 && !memcmp(buf, " he", 3));
+    CHECK(fr_token_to_bytes(t, S_SPACE, buf, sizeof buf) == 1 && buf[0] == ' ');
+    CHECK(fr_token_to_bytes(t, SB(0xC3), buf, sizeof buf) == 1 && (unsigned char)buf[0] == 0xC3);
+    CHECK(fr_token_to_bytes(t, S_EOT, buf, sizeof buf) == 13 && !memcmp(buf, "<end_of_turn>", 13));
+    CHECK(fr_token_to_bytes(t, S_NN, buf, sizeof buf) == 2 && !memcmp(buf, "\n\n", 2));
+    CHECK(fr_token_to_bytes(t, S_UNUSED, buf, sizeof buf) == 0);
+    static const char *const texts[] = {
+        " hello  world ", "abc\tb\n\n\nc", "caf\xC3\xA9 \xC3\xBC \xE4\xB8\xAD \xF0\x9F\x98\x80",
+        "<start_of_turn>user\nhi<end_of_turn>\n", "\xC3(b\xFF", "   ",
+    };
+    /* (Not "\xE4 a": the bad lead byte swallows part of the escaped space,
+     * which then comes back as bytes, as it does in llama.cpp.) */
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        CHECK_MSG(round_trips(t, texts[i], true), "special round trip of \"%s\"", texts[i]);
+        CHECK_MSG(round_trips(t, texts[i], false), "plain round trip of \"%s\"", texts[i]);
+    }
+    fr_tokenizer_free(t);
+}
+
+TEST(tokenizer_spm_defaults) {
+    /* Without the id keys: llama.cpp's SPM defaults (BOS 1, EOS 2, unknown
+     * 0), BOS added, a space in front. */
+    fr_tokenizer *t = spm(SPM_NO_IDS);
+    CHECK(t);
+    CHECK(fr_tokenizer_bos(t) == 1 && fr_tokenizer_eos(t) == 2 && fr_tokenizer_add_bos(t));
+    CHECK(tokens_are(t, "hello", false, IDS(S_She, S_llo)));
+    fr_tokenizer_free(t);
+}
+
+TEST(tokenizer_spm_rejects_bad_metadata) {
+    fr_tokenizer *t = NULL;
+    CHECK(load_spm_gguf(SPM_SCORES_SHORT, &t) == FRUGAL_ERR_FORMAT && t == NULL);
+    CHECK(strstr(frugal_last_error(), "scores for"));
+    CHECK(load_spm_gguf(SPM_SCORES_I32, &t) == FRUGAL_ERR_FORMAT && t == NULL);
+    CHECK(strstr(frugal_last_error(), "tokenizer.ggml.scores"));
+    CHECK(load_spm_gguf(SPM_TYPES_F32, &t) == FRUGAL_ERR_FORMAT && t == NULL);
+    CHECK(strstr(frugal_last_error(), "tokenizer.ggml.token_type"));
+    CHECK(load_spm_gguf(SPM_PREFIX_STRING, &t) == FRUGAL_ERR_FORMAT && t == NULL);
+    CHECK(strstr(frugal_last_error(), "add_space_prefix"));
+    CHECK(load_spm_gguf(SPM_UNK_OUT_OF_RANGE, &t) == FRUGAL_ERR_FORMAT && t == NULL);
+    CHECK(strstr(frugal_last_error(), "unknown token id"));
+}
+
+TEST(tokenizer_spm_out_of_memory) {
+    fr_tokenizer *t = NULL;
+    long n;
+    for (n = 1; n < 1000; n++) {
+        fr_alloc_fail_after(n);
+        frugal_status st = load_spm_gguf(SPM_OK, &t);
+        fr_alloc_fail_after(0);
+        if (st == FRUGAL_OK) break;
+        CHECK(st == FRUGAL_ERR_NOMEM && t == NULL);
+    }
+    CHECK(t && n > 5);
+    const char *text = "<start_of_turn>hello abc\n\n\xC3\xBC<end_of_turn>";
+    int32_t ids[64];
+    for (n = 1; n < 1000; n++) {
+        fr_alloc_fail_after(n);
+        int64_t k = fr_tokenize(t, text, strlen(text), true, true, ids, 64);
+        fr_alloc_fail_after(0);
+        if (k >= 0) break;
+    }
+    CHECK(n > 3 && n < 1000);
+    fr_tokenizer_free(t);
 }

@@ -1,0 +1,154 @@
+/*
+ * matmul.c - matrix products of quantized weights with a batch of
+ * activation rows, on the thread pool.
+ *
+ * The input rows are quantized once per product to the weight type's
+ * activation format (Q8_0 / Q8_1 ...) - by the calling thread when there
+ * are few rows (decode: no extra synchronisation), in parallel otherwise.
+ * The output rows of one or several matrices are then split into
+ * contiguous ranges, one per thread; a thread walks its rows in blocks of
+ * ROW_BLOCK, and for each block goes through all tokens, so the weights
+ * are read from memory once per product and the activations stay in cache.
+ */
+#include <string.h>
+#include "ops.h"
+#include "quant.h"
+
+#define ROW_BLOCK 4          /* rows per dot_rows call */
+#define SERIAL_QUANT_ROWS 4  /* up to this many tokens are quantized serially */
+#define MAX_MATS 4
+
+typedef struct {
+    const fr_weight *w[MAX_MATS];
+    float *y[MAX_MATS];
+    int nw, n;
+    int64_t total_rows;      /* sum of rows of all matrices */
+    const float *x;
+    const void *xq[MAX_MATS]; /* quantized input for each matrix */
+    size_t xq_row[MAX_MATS];  /* bytes per quantized row */
+    /* GLU fusion */
+    float *glu_up;
+    int act;
+} mm_job;
+
+/* Rows [lo, hi) of matrix i for every token. Several tokens: the tile
+ * kernel, which expands each weight row once for a group of tokens
+ * (prefill). One token: blocks of rows against it (decode). */
+static void mm_rows(const mm_job *j, int i, int64_t lo, int64_t hi) {
+    const fr_weight *w = j->w[i];
+    const fr_type_traits *tt = fr_traits(w->type);
+    if (j->n > 1 && tt->dot_tile) {
+        const uint8_t *row = (const uint8_t *)w->data + lo * w->row_bytes;
+        tt->dot_tile(w->cols, row, w->row_bytes, (int)(hi - lo), j->xq[i], j->xq_row[i], j->n,
+                     j->y[i] + lo, (size_t)w->rows);
+        return;
+    }
+    float out[ROW_BLOCK];
+    for (int64_t r = lo; r < hi; r += ROW_BLOCK) {
+        int nr = (int)FR_MIN(ROW_BLOCK, hi - r);
+        const uint8_t *row = (const uint8_t *)w->data + r * w->row_bytes;
+        for (int t = 0; t < j->n; t++) {
+            const void *a = (const uint8_t *)j->xq[i] + t * j->xq_row[i];
+            float *y = j->y[i] + (size_t)t * w->rows + r;
+            if (tt->dot_rows) {
+                tt->dot_rows(w->cols, row, w->row_bytes, a, out, nr);
+                memcpy(y, out, (size_t)nr * sizeof(float));
+            } else {
+                for (int k = 0; k < nr; k++) y[k] = tt->dot(w->cols, row + k * w->row_bytes, a);
+            }
+        }
+    }
+}
+
+/* Thread ith's share of the concatenated rows of all matrices. */
+static void mm_worker(void *arg, int ith, int nth) {
+    mm_job *j = arg;
+    int64_t lo, hi, base = 0;
+    fr_split(j->total_rows, ith, nth, &lo, &hi);
+    for (int i = 0; i < j->nw; i++) {
+        int64_t rows = j->w[i]->rows;
+        int64_t a = FR_MAX(lo, base), b = FR_MIN(hi, base + rows);
+        if (a < b) mm_rows(j, i, a - base, b - base);
+        base += rows;
+    }
+}
+
+/* GLU: matrices 0 (gate) and 1 (up) have the same rows; a thread takes
+ * the same range of both, then applies the activation to it. */
+static void glu_worker(void *arg, int ith, int nth) {
+    mm_job *j = arg;
+    int64_t rows = j->w[0]->rows, lo, hi;
+    fr_split(rows / ROW_BLOCK, ith, nth, &lo, &hi);
+    lo *= ROW_BLOCK;
+    hi = ith == nth - 1 ? rows : hi * ROW_BLOCK;
+    if (lo >= hi) return;
+    mm_rows(j, 0, lo, hi);
+    mm_rows(j, 1, lo, hi);
+    for (int t = 0; t < j->n; t++)
+        fr_glu(j->y[0] + (size_t)t * rows + lo, j->y[1] + (size_t)t * rows + lo, hi - lo, j->act);
+}
+
+typedef struct { const mm_job *j; int i; } quant_job;
+
+static void quant_rows(const mm_job *j, int i, int64_t lo, int64_t hi) {
+    int64_t cols = j->w[i]->cols;
+    uint32_t act = fr_traits(j->w[i]->type)->act_type;
+    for (int64_t t = lo; t < hi; t++)
+        fr_quantize_act(act, j->x + t * cols, (uint8_t *)j->xq[i] + t * j->xq_row[i], cols);
+}
+
+static void quant_worker(void *arg, int ith, int nth) {
+    quant_job *q = arg;
+    int64_t lo, hi;
+    fr_split(q->j->n, ith, nth, &lo, &hi);
+    quant_rows(q->j, q->i, lo, hi);
+}
+
+/* Quantizes the input once per distinct activation type; matrices with
+ * the same type share it. Space comes from ctx->qbuf. */
+static void quantize_inputs(frugal_ctx *ctx, mm_job *j) {
+    uint8_t *next = ctx->qbuf;
+    for (int i = 0; i < j->nw; i++) {
+        uint32_t act = fr_traits(j->w[i]->type)->act_type;
+        j->xq_row[i] = fr_row_bytes(act, j->w[i]->cols);
+        int same = -1;
+        for (int k = 0; k < i && same < 0; k++)
+            if ((uint32_t)fr_traits(j->w[k]->type)->act_type == act) same = k;
+        if (same >= 0) { j->xq[i] = j->xq[same]; continue; }
+        j->xq[i] = next;
+        next += j->xq_row[i] * j->n;
+        if (j->n <= SERIAL_QUANT_ROWS) {
+            quant_rows(j, i, 0, j->n);
+        } else {
+            quant_job q = { j, i };
+            fr_pool_run(ctx->pool, quant_worker, &q);
+        }
+    }
+}
+
+void fr_matmul_multi(frugal_ctx *ctx, const fr_weight *const *ws, float *const *ys, int nw,
+                     const float *x, int n) {
+    mm_job j = { .nw = nw, .n = n, .x = x };
+    for (int i = 0; i < nw; i++) {
+        j.w[i] = ws[i];
+        j.y[i] = ys[i];
+        j.total_rows += ws[i]->rows;
+    }
+    quantize_inputs(ctx, &j);
+    fr_pool_run(ctx->pool, mm_worker, &j);
+}
+
+void fr_matmul(frugal_ctx *ctx, const fr_weight *w, const float *x, int n, float *y) {
+    fr_matmul_multi(ctx, &w, &y, 1, x, n);
+}
+
+void fr_matmul_glu(frugal_ctx *ctx, const fr_weight *w_gate, const fr_weight *w_up, const float *x,
+                   int n, float *a, float *tmp, int act) {
+    mm_job j = { .nw = 2, .n = n, .x = x, .act = act };
+    j.w[0] = w_gate;
+    j.w[1] = w_up;
+    j.y[0] = a;
+    j.y[1] = tmp;
+    quantize_inputs(ctx, &j);
+    fr_pool_run(ctx->pool, glu_worker, &j);
+}

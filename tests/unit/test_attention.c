@@ -1,0 +1,145 @@
+/* Attention over the KV cache against a naive double-precision softmax:
+ * prefill batches, decode with split-KV, grouped-query heads, sliding
+ * windows in a ring buffer, and the AVX2 primitives against the scalar. */
+#include <stdlib.h>
+#include "ops.h"
+#include "quant.h"
+#include "unit.h"
+
+typedef struct {
+    frugal_model model;
+    fr_layer layer;
+    frugal_ctx ctx;
+    fr_kv_layer kv;
+} attn_fixture;
+
+static float frand(unsigned *s) {
+    *s = *s * 1103515245u + 12345u;
+    return ((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static bool fixture_init(attn_fixture *f, int n_head, int n_kv, int hd, int n_ctx, int window,
+                         int n_batch, int threads) {
+    memset(f, 0, sizeof *f);
+    f->model.hp.n_head = n_head;
+    f->model.hp.n_head_kv = n_kv;
+    f->model.hp.head_dim = hd;
+    f->model.hp.n_layer = 1;
+    f->model.hp.attn_scale = 1.0f / sqrtf((float)hd);
+    f->layer.window = window;
+    f->model.layers = &f->layer;
+    f->ctx.model = &f->model;
+    f->ctx.n_ctx = n_ctx;
+    f->ctx.n_batch = n_batch;
+    f->ctx.n_threads = threads;
+    f->kv.window = window;
+    f->kv.cap = window ? FR_MIN(n_ctx, window + n_batch) : n_ctx;
+    f->kv.k = calloc((size_t)f->kv.cap * n_kv * hd, 2);
+    f->kv.v = calloc((size_t)f->kv.cap * n_kv * hd, 2);
+    f->ctx.kv = &f->kv;
+    f->ctx.attn_partial = calloc((size_t)threads * 2 * n_head * (hd + 2), sizeof(float));
+    return fr_pool_new(threads, &f->ctx.pool) == FRUGAL_OK && f->kv.k && f->kv.v;
+}
+
+static void fixture_free(attn_fixture *f) {
+    fr_pool_free(f->ctx.pool);
+    free(f->kv.k);
+    free(f->kv.v);
+    free(f->ctx.attn_partial);
+}
+
+/* Reference: softmax(q.k * scale) v over visible positions, in double,
+ * from the fp16-rounded keys and values the cache holds. */
+static void reference(const float *q, const float *K, const float *V, int qpos, int window, int n_kv,
+                      int hd, int kvh, float scale, float *out) {
+    int lo = window && qpos - window + 1 > 0 ? qpos - window + 1 : 0;
+    double m = -1e300, l = 0, acc[512] = { 0 };
+    for (int p = lo; p <= qpos; p++) {
+        double s = 0;
+        for (int i = 0; i < hd; i++)
+            s += q[i] * fr_fp16_to_fp32(fr_fp32_to_fp16(K[((size_t)p * n_kv + kvh) * hd + i]));
+        m = s * scale > m ? s * scale : m;
+    }
+    for (int p = lo; p <= qpos; p++) {
+        double s = 0;
+        for (int i = 0; i < hd; i++)
+            s += q[i] * fr_fp16_to_fp32(fr_fp32_to_fp16(K[((size_t)p * n_kv + kvh) * hd + i]));
+        double e = exp(s * scale - m);
+        l += e;
+        for (int i = 0; i < hd; i++) acc[i] += e * fr_fp16_to_fp32(fr_fp32_to_fp16(V[((size_t)p * n_kv + kvh) * hd + i]));
+    }
+    for (int i = 0; i < hd; i++) out[i] = (float)(acc[i] / l);
+}
+
+/* Feeds `total` positions in batches of `batch`, checking every output. */
+static double run_case(int n_head, int n_kv, int hd, int total, int batch, int window, int threads) {
+    attn_fixture f;
+    if (!fixture_init(&f, n_head, n_kv, hd, total, window, batch, threads)) return 1e9;
+    size_t kvd = (size_t)n_kv * hd, qd = (size_t)n_head * hd;
+    float *K = malloc(total * kvd * 4), *V = malloc(total * kvd * 4), *Q = malloc(total * qd * 4);
+    float *out = malloc(batch * qd * 4), ref[512];
+    unsigned seed = 7;
+    for (size_t i = 0; i < total * kvd; i++) { K[i] = frand(&seed) * 2; V[i] = frand(&seed); }
+    for (size_t i = 0; i < total * qd; i++) Q[i] = frand(&seed) * 2;
+    double worst = 0;
+    for (int pos = 0; pos < total; pos += batch) {
+        int n = FR_MIN(batch, total - pos);
+        fr_kv_store(&f.ctx, 0, K + pos * kvd, V + pos * kvd, n, pos);
+        fr_attention(&f.ctx, 0, Q + pos * qd, n, pos, out);
+        for (int t = 0; t < n; t++)
+            for (int h = 0; h < n_head; h++) {
+                reference(Q + (pos + t) * qd + h * hd, K, V, pos + t, window, n_kv, hd, h / (n_head / n_kv),
+                          f.model.hp.attn_scale, ref);
+                for (int i = 0; i < hd; i++) {
+                    double d = fabs(out[(size_t)t * qd + h * hd + i] - ref[i]);
+                    if (d > worst) worst = d;
+                }
+            }
+    }
+    free(K); free(V); free(Q); free(out);
+    fixture_free(&f);
+    return worst;
+}
+
+TEST(attention_prefill_matches_reference) {
+    CHECK(run_case(9, 3, 64, 100, 100, 0, 2) < 2e-5);
+    CHECK(run_case(4, 1, 256, 70, 70, 0, 1) < 2e-5);
+}
+
+TEST(attention_batches_and_decode_match_reference) {
+    CHECK(run_case(9, 3, 64, 90, 7, 0, 2) < 2e-5);
+    CHECK(run_case(4, 2, 32, 40, 1, 0, 2) < 2e-5);
+}
+
+TEST(attention_split_kv_decode_matches_reference) {
+    /* 1-token steps past 2 * SPLIT_MIN positions take the split path */
+    CHECK(run_case(4, 1, 64, 1400, 1, 0, 2) < 2e-5);
+    CHECK(run_case(3, 3, 16, 1100, 1, 0, 3) < 2e-5);
+}
+
+TEST(attention_sliding_window_ring_matches_reference) {
+    CHECK(run_case(4, 1, 64, 300, 16, 24, 2) < 2e-5);  /* ring of 40 slots */
+    CHECK(run_case(4, 1, 64, 200, 1, 24, 2) < 2e-5);
+    CHECK(run_case(2, 1, 32, 1500, 1, 600, 2) < 2e-5); /* split + window */
+}
+
+TEST(attention_primitives_avx2_match_scalar) {
+    if (fr_isa_detect() < FR_ISA_AVX2) return;
+    unsigned seed = 3;
+    float a[301], b[301], acc1[301], acc2[301], f1[301], f2[301];
+    uint16_t h1[301], h2[301];
+    for (int i = 0; i < 301; i++) { a[i] = frand(&seed) * 100; b[i] = frand(&seed); acc1[i] = acc2[i] = frand(&seed); }
+    for (int n = 0; n <= 301; n += 7) {
+        float d1 = fr_attn_scalar.dot(a, b, n), d2 = fr_attn_avx2.dot(a, b, n);
+        CHECK_NEAR(d1, d2, 1e-3);
+        fr_attn_scalar.f32_to_f16(a, h1, n);
+        fr_attn_avx2.f32_to_f16(a, h2, n);
+        CHECK(memcmp(h1, h2, (size_t)n * 2) == 0);
+        fr_attn_scalar.f16_to_f32(h1, f1, n);
+        fr_attn_avx2.f16_to_f32(h1, f2, n);
+        CHECK(memcmp(f1, f2, (size_t)n * 4) == 0);
+        fr_attn_scalar.scale_add(acc1, 0.5f, 2.0f, b, n);
+        fr_attn_avx2.scale_add(acc2, 0.5f, 2.0f, b, n);
+        for (int i = 0; i < n; i++) CHECK_NEAR(acc1[i], acc2[i], 1e-5);
+    }
+}
