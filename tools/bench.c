@@ -80,12 +80,13 @@ static void weight_traffic(const frugal_model *m, double *bytes_per_tok, double 
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
     int n_p = 512, n_g = 128, reps = 5, n_threads = 0;
-    bool json = false, probe_only = false;
+    bool json = false, probe_only = false, probe = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = true;
         if (!strcmp(a, "--json")) { json = true; continue; }
         if (!strcmp(a, "--probe")) { probe_only = true; continue; }
+        if (!strcmp(a, "--no-probe")) { probe = false; continue; }
         if (!v) ok = false;
         else if (!strcmp(a, "-m")) model = v;
         else if (!strcmp(a, "-p")) ok = cli_int(a, v, 0, 1 << 16, &n_p);
@@ -94,14 +95,14 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t")) ok = cli_int(a, v, 1, 1024, &n_threads);
         else ok = false;
         if (!ok) {
-            fprintf(stderr, "usage: frugal bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [--json]\n"
-                            "       frugal bench --probe [-t N]\n");
+            fprintf(stderr, "usage: frugal bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [--json] [--no-probe]\n"
+                            "       frugal bench --probe [-t N]   (read bandwidth only)\n");
             return 2;
         }
         i++;
     }
     int threads_probe = n_threads ? n_threads : 2;
-    double bw = probe_bandwidth(threads_probe);
+    double bw = probe || probe_only ? probe_bandwidth(threads_probe) : 0;
     if (probe_only) {
         if (json) printf("{\"read_bandwidth_gbs\": %.2f, \"threads\": %d}\n", bw, threads_probe);
         else printf("read bandwidth: %.2f GB/s (%d threads, 1 GiB buffer, best of 5)\n", bw, threads_probe);
@@ -143,8 +144,8 @@ int cmd_bench(int argc, char **argv) {
     stat2 sp = stats(pp, reps), sg = stats(tg, reps);
     int threads = frugal_ctx_threads(ctx);
     if (json) {
-        printf("{\"model\": \"%s\", \"threads\": %d, \"read_bandwidth_gbs\": %.2f, \"weight_bytes_per_token\": %.0f,\n",
-               info.name, threads, bw, bytes_tok);
+        printf("{\"model\": \"%s\", \"threads\": %d, \"read_bandwidth_gbs\": %.2f, \"weight_bytes_per_token\": %.0f, \"matrix_params\": %.0f,\n",
+               info.name, threads, bw, bytes_tok, mparams);
         printf(" \"pp\": {\"n\": %d, \"tps\": %.2f, \"sd\": %.2f, \"gflops\": %.1f},\n", n_p, sp.mean, sp.sd, 2 * mparams * sp.mean / 1e9);
         printf(" \"tg\": {\"n\": %d, \"tps\": %.2f, \"sd\": %.2f, \"gbs\": %.2f, \"bw_fraction\": %.3f}}\n", n_g, sg.mean, sg.sd,
                bytes_tok * sg.mean / 1e9, bw > 0 ? bytes_tok * sg.mean / 1e9 / bw : 0);
