@@ -15,6 +15,7 @@ CFLAGS   ?= $(OPT) -g
 WARN      = -Wall -Wextra -Wno-unused-parameter
 ALLFLAGS  = -std=c11 $(WARN) -D_GNU_SOURCE -Iinclude -Isrc -pthread $(CFLAGS)
 LDLIBS    = -lpcre2-8 -lm -lpthread
+SERVER_LIBS = -lmicrohttpd -lcjson
 BUILD    ?= build
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c
@@ -31,7 +32,7 @@ PROMPT ?= Explain in two sentences why the sky is blue.
 .PHONY: all run test unit conformance clean deps model venv
 all: $(BUILD)/frugal
 
-$(DEPS_STAMP):
+$(DEPS_STAMP): scripts/install-deps
 	@scripts/install-deps
 	@mkdir -p $(BUILD) && touch $@
 
@@ -46,8 +47,9 @@ $(BUILD)/obj/test_%.o: tests/unit/%.c tests/unit/unit.h $(wildcard src/*.h inclu
 $(BUILD)/libfrugal.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/frugal: $(wildcard tools/*.c tools/*.h) $(BUILD)/libfrugal.a
-	$(CC) $(ALLFLAGS) -Itools $(wildcard tools/*.c) $(BUILD)/libfrugal.a $(LDLIBS) -o $@
+# The tool: subcommands in tools/, the HTTP server (frugal serve) in server/.
+$(BUILD)/frugal: $(wildcard tools/*.c tools/*.h server/*.c server/*.h) $(BUILD)/libfrugal.a
+	$(CC) $(ALLFLAGS) -Itools -Iserver $(wildcard tools/*.c server/*.c) $(BUILD)/libfrugal.a $(LDLIBS) $(SERVER_LIBS) -o $@
 
 $(BUILD)/unit_tests: $(TEST_OBJ) $(BUILD)/libfrugal.a
 	$(CC) $(ALLFLAGS) $(TEST_OBJ) $(BUILD)/libfrugal.a $(LDLIBS) -o $@

@@ -160,6 +160,13 @@ void frugal_ctx_free(frugal_ctx *ctx);
  * change) if they do not fit. */
 frugal_status frugal_eval(frugal_ctx *ctx, const int32_t *tokens, int n, bool all_logits);
 
+/* Batched decoding for servers: one token for each of n contexts (all
+ * over the same model, each with room for one more token) evaluated in
+ * one forward pass, so every weight is read from memory once for all of
+ * them. Afterwards frugal_logits(ctxs[i], -1) holds context i's logits.
+ * The contexts' own thread pools are not used; ctxs[0]'s is. */
+frugal_status frugal_eval_batch(frugal_ctx *const *ctxs, const int32_t *tokens, int n);
+
 /* Logits of the i-th token of the last frugal_eval (i = -1: the last).
  * NULL if that row was not kept. n_vocab floats. */
 const float *frugal_logits(const frugal_ctx *ctx, int i);

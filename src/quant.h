@@ -11,8 +11,9 @@
  * `dot` is the dispatched kernel (AVX-512, AVX2 or scalar, picked at start
  * from the CPU's features, overridable with FRUGAL_ISA=scalar|avx2|avx512);
  * `dot_ref` is the scalar reference that tests compare every kernel against.
- * BF16 weights pair with F32 activations, F16 with F16. Q8_1 is an
- * activation format only (dot NULL).
+ * BF16 weights pair with F32 activations, F16 with F16. Q8_1 and Q8_K
+ * are activation formats only (dot NULL). Q5_0 pairs with Q8_0, the
+ * K-quants (Q4_K, Q6_K) with Q8_K.
  *
  * Alignment: quantized rows may start at any byte address; float rows must
  * be aligned to their element size. Quantizers expect finite inputs.
@@ -46,6 +47,31 @@ typedef struct { uint16_t d; uint8_t qs[QK4_0 / 2]; } block_q4_0;
 typedef struct { uint16_t d, m; uint8_t qs[QK4_1 / 2]; } block_q4_1;
 typedef struct { uint16_t d; int8_t qs[QK8_0]; } block_q8_0;
 typedef struct { uint16_t d, s; int8_t qs[QK8_1]; } block_q8_1; /* s = d * sum(qs) */
+
+/* Q5_0: x = d * (q - 16), q 5 bits: the low nibble as in Q4_0 (element j
+ * in the low nibble of qs[j], element j + 16 in its high nibble), the 5th
+ * bit of element j is bit j of qh read as a little-endian uint32. */
+#define QK5_0 32
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[QK5_0 / 2]; } block_q5_0;
+
+/* K-quants: super-blocks of QK_K elements. */
+#define QK_K 256
+/* Q4_K: 8 sub-blocks of 32, x = d * sc_j * q - dmin * m_j, q 0..15, with
+ * 6-bit sc_j and m_j packed in scales[12]: for j < 4, sc_j and m_j are
+ * the low 6 bits of scales[j] and scales[j + 4]; for j >= 4, the low 4
+ * bits of sc_j (m_j) are the low (high) nibble of scales[j + 4], the top 2
+ * bits of sc_j (m_j) the top 2 bits of scales[j - 4] (scales[j]). Each
+ * 64-element chunk c uses qs[32c .. 32c + 31]: low nibbles are elements
+ * 64c + l, high nibbles 64c + 32 + l. */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[QK_K / 2]; } block_q4_K;
+/* Q6_K: x = d * scales[e / 16] * (q - 32), q 0..63. In each half h of 128
+ * elements (ql + 64h, qh + 32h), for l < 32: element 128h + 32i + l takes
+ * its low 4 bits from ql[64h + l + 32 (i & 1)] (low nibble for i < 2, high
+ * nibble for i >= 2) and its top 2 bits from bits 2i, 2i+1 of qh[32h + l]. */
+typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; } block_q6_K;
+/* Q8_K (activations only): fp32 d, x = d * q, bsums[k] = sum of qs[16k ..
+ * 16k + 15] (kernels use them for the Q4_K min and Q6_K offset terms). */
+typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K;
 
 typedef void (*fr_dequant_fn)(const void *src, float *dst, int64_t n);
 typedef void (*fr_quant_fn)(const float *src, void *dst, int64_t n);
@@ -101,7 +127,7 @@ const char *fr_isa_name(int isa);
 int fr_kernels_init_from_env(void);
 
 /* Quantizes an activation row of n floats to act_type (F32, F16, BF16,
- * Q8_0, Q8_1) with the dispatched quantizer. Inputs must be finite. */
+ * Q8_0, Q8_1, Q8_K) with the dispatched quantizer. Inputs must be finite. */
 void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n);
 
 /* Internal: one ISA's kernels, indexed by type id; NULL = none at this
