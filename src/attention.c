@@ -173,7 +173,7 @@ static void merge_splits(const attn_job *j) {
     }
 }
 
-void fr_attention(frugal_ctx *ctx, int layer, const float *q, int n, int pos0, float *out) {
+void fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out) {
     const fr_hparams *hp = &ctx->model->hp;
     attn_job j = { .ctx = ctx, .layer = layer, .n = n, .pos0 = pos0, .q = q, .out = out };
     j.group = hp->n_head / hp->n_head_kv;
@@ -181,11 +181,11 @@ void fr_attention(frugal_ctx *ctx, int layer, const float *q, int n, int pos0, f
     j.n_qblocks = (j.rows + QBLOCK - 1) / QBLOCK;
     j.n_splits = 1;
     int span = pos0 + 1 - first_visible(pos0, ctx->kv[layer].window);
-    int nth = fr_pool_size(ctx->pool);
+    int nth = FR_MIN(fr_pool_size(pool), ctx->n_threads);
     if (n == 1 && nth > 1 && span >= SPLIT_MIN * 2) {
         j.n_splits = FR_MIN(nth * 2, span / SPLIT_MIN);
         j.partial = ctx->attn_partial;
     }
-    fr_pool_run(ctx->pool, attention_worker, &j);
+    fr_pool_run(pool, attention_worker, &j);
     if (j.n_splits > 1) merge_splits(&j);
 }

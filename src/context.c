@@ -119,13 +119,51 @@ frugal_status frugal_eval(frugal_ctx *c, const int32_t *tokens, int n, bool all_
         bool last_batch = done + nb == n;
         int n_out = all_logits ? nb : (last_batch ? 1 : 0);
         c->logits = all_logits ? all + (size_t)done * n_vocab : all;
-        fr_forward(c, tokens + done, nb, n_out);
+        fr_batch b = { &c, &nb, 1 };
+        fr_forward(c, &b, tokens + done, nb, n_out);
         c->pos += nb;
         c->pos_max = FR_MAX(c->pos_max, c->pos);
     }
     c->logits = all;
     c->logits_first = all_logits ? 0 : n - 1;
     c->logits_count = all_logits ? n : 1;
+    return FRUGAL_OK;
+}
+
+#define MAX_BATCH_SEQS 256
+
+frugal_status frugal_eval_batch(frugal_ctx *const *ctxs, const int32_t *tokens, int n) {
+    if (!ctxs || !tokens || n < 1 || n > MAX_BATCH_SEQS)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "frugal_eval_batch needs 1..%d contexts", MAX_BATCH_SEQS);
+    frugal_ctx *ws = ctxs[0];
+    if (n > ws->n_batch)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "%d sequences exceed the batch size %d", n, ws->n_batch);
+    int n_vocab = ws->model->hp.n_vocab, ones[MAX_BATCH_SEQS];
+    for (int i = 0; i < n; i++) {
+        const frugal_ctx *c = ctxs[i];
+        if (!c || c->model != ws->model)
+            return fr_error(FRUGAL_ERR_INVALID_ARG, "context %d is missing or over another model", i);
+        for (int k = 0; k < i; k++)
+            if (ctxs[k] == c) return fr_error(FRUGAL_ERR_INVALID_ARG, "context %d appears twice", i);
+        if (c->pos >= c->n_ctx)
+            return fr_error(FRUGAL_ERR_CONTEXT_FULL, "context %d is full (%d tokens)", i, c->n_ctx);
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
+            return fr_error(FRUGAL_ERR_INVALID_ARG, "token id %d out of range 0..%d", tokens[i], n_vocab - 1);
+        ones[i] = 1;
+    }
+    frugal_status st = reserve_logits(ws, n);
+    if (st) return st;
+    fr_batch b = { ctxs, ones, n };
+    fr_forward(ws, &b, tokens, n, n);
+    /* each sequence gets its own row; ws's row 0 is already in place */
+    for (int i = n - 1; i >= 0; i--) {
+        frugal_ctx *c = ctxs[i];
+        if (i > 0) memcpy(c->logits, ws->logits + (size_t)i * n_vocab, (size_t)n_vocab * sizeof(float));
+        c->logits_first = 0;
+        c->logits_count = 1;
+        c->pos++;
+        c->pos_max = FR_MAX(c->pos_max, c->pos);
+    }
     return FRUGAL_OK;
 }
 

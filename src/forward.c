@@ -12,7 +12,13 @@
  *     f = norm(x);  x += [post_norm](Wdown (act(Wgate f) * Wup f))
  *   logits = Wout norm(x)   (only for the rows asked for)
  * The bracketed steps run when the architecture has those weights.
- * Activations live in ctx buffers sized for n_batch tokens.
+ * Activations live in the workspace context's buffers (n_batch tokens).
+ *
+ * The batch is a list of runs: consecutive tokens of one sequence (a
+ * context with its own KV cache and position). A prompt is one run; a
+ * server decode step is one run per sequence. Everything but RoPE, the KV
+ * cache and attention is per token, so the matmuls see the whole batch
+ * and read each weight once for all sequences.
  */
 #include <string.h>
 #include "ops.h"
@@ -22,7 +28,25 @@ static void add_residual(float *x, const float *y, size_t count) {
     for (size_t i = 0; i < count; i++) x[i] += y[i];
 }
 
-static void attention_block(frugal_ctx *ctx, int l, int n) {
+/* Per run: RoPE at the sequence's positions, cache the keys and values,
+ * attend over the sequence's cache. */
+static void attend_runs(frugal_ctx *ctx, const fr_batch *b, int l) {
+    const fr_hparams *hp = &ctx->model->hp;
+    const fr_layer *L = &ctx->model->layers[l];
+    int hd = hp->head_dim;
+    size_t qd = (size_t)hp->n_head * hd, kvd = (size_t)hp->n_head_kv * hd;
+    for (int r = 0, t0 = 0; r < b->n_runs; t0 += b->run_len[r], r++) {
+        frugal_ctx *seq = b->seq[r];
+        int len = b->run_len[r];
+        float *q = ctx->q + t0 * qd, *k = ctx->k + t0 * kvd, *v = ctx->v + t0 * kvd;
+        fr_rope(q, len, hp->n_head, hd, hp->rope_dim, seq->pos, L->rope_theta, hp->rope_kind);
+        fr_rope(k, len, hp->n_head_kv, hd, hp->rope_dim, seq->pos, L->rope_theta, hp->rope_kind);
+        fr_kv_store(seq, l, k, v, len, seq->pos);
+        fr_attention(seq, ctx->pool, l, q, len, seq->pos, ctx->att + t0 * qd);
+    }
+}
+
+static void attention_block(frugal_ctx *ctx, const fr_batch *b, int l, int n) {
     const fr_hparams *hp = &ctx->model->hp;
     const fr_layer *L = &ctx->model->layers[l];
     int d = hp->n_embd, hd = hp->head_dim;
@@ -32,10 +56,7 @@ static void attention_block(frugal_ctx *ctx, int l, int n) {
     fr_matmul_multi(ctx, w, y, 3, ctx->xb, n);
     if (L->q_norm.data) fr_rmsnorm(ctx->q, ctx->q, L->q_norm.data, n * hp->n_head, hd, hp->norm_eps);
     if (L->k_norm.data) fr_rmsnorm(ctx->k, ctx->k, L->k_norm.data, n * hp->n_head_kv, hd, hp->norm_eps);
-    fr_rope(ctx->q, n, hp->n_head, hd, hp->rope_dim, ctx->pos, L->rope_theta, hp->rope_kind);
-    fr_rope(ctx->k, n, hp->n_head_kv, hd, hp->rope_dim, ctx->pos, L->rope_theta, hp->rope_kind);
-    fr_kv_store(ctx, l, ctx->k, ctx->v, n, ctx->pos);
-    fr_attention(ctx, l, ctx->q, n, ctx->pos, ctx->att);
+    attend_runs(ctx, b, l);
     fr_matmul(ctx, &L->wo, ctx->att, n, ctx->xb);
     if (L->post_attn_norm.data) fr_rmsnorm(ctx->xb, ctx->xb, L->post_attn_norm.data, n, d, hp->norm_eps);
     add_residual(ctx->x, ctx->xb, (size_t)n * d);
@@ -52,7 +73,7 @@ static void ffn_block(frugal_ctx *ctx, int l, int n) {
     add_residual(ctx->x, ctx->xb, (size_t)n * d);
 }
 
-void fr_forward(frugal_ctx *ctx, const int32_t *tokens, int n, int n_out) {
+void fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *tokens, int n, int n_out) {
     const frugal_model *m = ctx->model;
     const fr_hparams *hp = &m->hp;
     int d = hp->n_embd;
@@ -63,7 +84,7 @@ void fr_forward(frugal_ctx *ctx, const int32_t *tokens, int n, int n_out) {
             for (int i = 0; i < d; i++) row[i] *= hp->embd_scale;
     }
     for (int l = 0; l < hp->n_layer; l++) {
-        attention_block(ctx, l, n);
+        attention_block(ctx, b, l, n);
         ffn_block(ctx, l, n);
     }
     if (n_out <= 0) return;

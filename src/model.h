@@ -116,8 +116,17 @@ struct frugal_ctx {
     int logits_count;        /* rows valid */
 };
 
-/* Runs n <= n_batch tokens at ctx->pos; writes logits for tokens
- * [n - n_out, n) into ctx->logits. */
-void fr_forward(frugal_ctx *ctx, const int32_t *tokens, int n, int n_out);
+/* A batch: runs of consecutive tokens, run r belonging to sequence
+ * seq[r] (a context whose KV cache and position it uses). */
+typedef struct {
+    frugal_ctx *const *seq;
+    const int *run_len;
+    int n_runs;
+} fr_batch;
+
+/* Runs n <= n_batch tokens through the model using ctx's buffers and
+ * thread pool; writes logits for tokens [n - n_out, n) into ctx->logits.
+ * Does not advance any position. */
+void fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *tokens, int n, int n_out);
 
 #endif

@@ -38,7 +38,7 @@ void fr_kv_store(frugal_ctx *ctx, int layer, const float *k, const float *v, int
 /* Causal (and, for window layers, windowed) attention of n new tokens at
  * positions pos0.. over the layer's cache, which already holds them.
  * q: [n][n_head * head_dim], out: same shape. */
-void fr_attention(frugal_ctx *ctx, int layer, const float *q, int n, int pos0, float *out);
+void fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out);
 
 /* Attention primitives, scalar and AVX2 twins (attention.c, attn_avx2.c). */
 typedef struct {

@@ -88,7 +88,48 @@ enum {
     Q4_1_M = offsetof(block_q4_1, m), Q4_1_QS = offsetof(block_q4_1, qs),
     Q8_0_QS = offsetof(block_q8_0, qs),
     Q8_1_S = offsetof(block_q8_1, s), Q8_1_QS = offsetof(block_q8_1, qs),
+    Q5_0_QH = offsetof(block_q5_0, qh), Q5_0_QS = offsetof(block_q5_0, qs),
+    Q4_K_DMIN = offsetof(block_q4_K, dmin), Q4_K_SC = offsetof(block_q4_K, scales),
+    Q4_K_QS = offsetof(block_q4_K, qs),
+    Q6_K_QL = offsetof(block_q6_K, ql), Q6_K_QH = offsetof(block_q6_K, qh),
+    Q6_K_SC = offsetof(block_q6_K, scales), Q6_K_D = offsetof(block_q6_K, d),
+    Q8_K_QS = offsetof(block_q8_K, qs), Q8_K_BS = offsetof(block_q8_K, bsums),
 };
+
+static inline uint32_t u32_at(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline float f32_at(const uint8_t *p) { float v; memcpy(&v, p, 4); return v; }
+
+/* Q4_K's 6-bit sub-block scales and mins (layout in quant.h). */
+static void q4_k_scales(const uint8_t *s, int sc[8], int m[8]) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = s[j] & 63;
+        m[j] = s[j + 4] & 63;
+        sc[j + 4] = (s[j + 8] & 15) | (s[j] >> 6) << 4;
+        m[j + 4] = (s[j + 8] >> 4) | (s[j + 4] >> 6) << 4;
+    }
+}
+
+/* The 6-bit codes (0..63) of a Q6_K block in element order. */
+static void q6_k_codes(const uint8_t *b, uint8_t q[QK_K]) {
+    const uint8_t *ql = b + Q6_K_QL, *qh = b + Q6_K_QH;
+    for (int h = 0; h < 2; h++, ql += 64, qh += 32, q += 128)
+        for (int l = 0; l < 32; l++) {
+            q[l] = (uint8_t)((ql[l] & 15) | (qh[l] & 3) << 4);
+            q[l + 32] = (uint8_t)((ql[l + 32] & 15) | (qh[l] >> 2 & 3) << 4);
+            q[l + 64] = (uint8_t)((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4);
+            q[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (qh[l] >> 6) << 4);
+        }
+}
+
+/* The 5-bit codes (0..31) of a Q5_0 block in element order. */
+static void q5_0_codes(const uint8_t *b, uint8_t q[QK5_0]) {
+    uint32_t qh = u32_at(b + Q5_0_QH);
+    const uint8_t *qs = b + Q5_0_QS;
+    for (int j = 0; j < 16; j++) {
+        q[j] = (uint8_t)((qs[j] & 15) | (qh >> j & 1) << 4);
+        q[j + 16] = (uint8_t)((qs[j] >> 4) | (qh >> (j + 16) & 1) << 4);
+    }
+}
 
 /* ---- dequantization ------------------------------------------------- */
 
@@ -147,6 +188,57 @@ static void dequant_q8_0(const void *src, float *dst, int64_t n) {
 
 static void dequant_q8_1(const void *src, float *dst, int64_t n) {
     dequant_8bit(src, sizeof(block_q8_1), Q8_1_QS, dst, n);
+}
+
+/* The K-quant and Q5_0 dequantizers compute d * sc first, then times the
+ * code, minus dmin * m for Q4_K: the same float operations as ggml's and
+ * the gguf package's dequantizers, so the results are bit-identical. */
+static void dequant_q5_0(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK5_0; i++, b += sizeof(block_q5_0), dst += QK5_0) {
+        float d = half_at(b);
+        uint8_t q[QK5_0];
+        q5_0_codes(b, q);
+        for (int j = 0; j < QK5_0; j++) dst[j] = d * (q[j] - 16);
+    }
+}
+
+static void dequant_q4_k(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q4_K), dst += QK_K) {
+        float d = half_at(b), dmin = half_at(b + Q4_K_DMIN);
+        int sc[8], m[8];
+        q4_k_scales(b + Q4_K_SC, sc, m);
+        const uint8_t *qs = b + Q4_K_QS;
+        for (int c = 0; c < 4; c++) {
+            float d0 = d * sc[2 * c], m0 = dmin * m[2 * c];
+            float d1 = d * sc[2 * c + 1], m1 = dmin * m[2 * c + 1];
+            for (int l = 0; l < 32; l++) {
+                dst[64 * c + l] = d0 * (qs[32 * c + l] & 15) - m0;
+                dst[64 * c + 32 + l] = d1 * (qs[32 * c + l] >> 4) - m1;
+            }
+        }
+    }
+}
+
+static void dequant_q6_k(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q6_K), dst += QK_K) {
+        float d = half_at(b + Q6_K_D);
+        const int8_t *sc = (const int8_t *)(b + Q6_K_SC);
+        uint8_t q[QK_K];
+        q6_k_codes(b, q);
+        for (int e = 0; e < QK_K; e++) dst[e] = d * sc[e / 16] * (q[e] - 32);
+    }
+}
+
+static void dequant_q8_k(const void *src, float *dst, int64_t n) {
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q8_K), dst += QK_K) {
+        float d = f32_at(b);
+        const int8_t *qs = (const int8_t *)(b + Q8_K_QS);
+        for (int j = 0; j < QK_K; j++) dst[j] = d * qs[j];
+    }
 }
 
 /* ---- reference quantizers ------------------------------------------- */
@@ -247,6 +339,150 @@ static void quant_q4_1(const float *src, void *dst, int64_t n) {
     }
 }
 
+/* Q5_0: like Q4_0, the value of largest magnitude maps to code 0 (d = it
+ * / -16). */
+static void quant_q5_0(const float *src, void *dst, int64_t n) {
+    uint8_t *b = dst;
+    for (int64_t i = 0; i < n / QK5_0; i++, b += sizeof(block_q5_0)) {
+        const float *x = src + i * QK5_0;
+        float big = 0;
+        for (int j = 0; j < 32; j++)
+            if (fabsf(x[j]) > fabsf(big)) big = x[j];
+        float d = big / -16.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint8_t q[32];
+        uint32_t qh = 0;
+        for (int j = 0; j < 32; j++) {
+            int v = (int)(x[j] * id + 16.5f);
+            q[j] = (uint8_t)(v < 0 ? 0 : v > 31 ? 31 : v);
+            qh |= (uint32_t)(q[j] >> 4) << j;
+            q[j] &= 15;
+        }
+        put_half(b, d);
+        memcpy(b + Q5_0_QH, &qh, 4);
+        pack_nibbles(q, b + Q5_0_QS);
+    }
+}
+
+static int clamp_round(float v, int lo, int hi) {
+    int q = (int)roundf(v);
+    return q < lo ? lo : q > hi ? hi : q;
+}
+
+/* Q4_K, plainly (no search for the best scales as llama-quantize does):
+ * each sub-block spans [min(0, lo), hi] in 15 steps, its scale and min
+ * rounded to 6 bits of the block's fp16 d and dmin, then each value to the
+ * nearest code of its sub-block. */
+static void quant_q4_k(const float *src, void *dst, int64_t n) {
+    uint8_t *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q4_K)) {
+        const float *x = src + i * QK_K;
+        float scale[8], mn[8], smax = 0, mmax = 0;
+        for (int j = 0; j < 8; j++) {
+            float lo = 0, hi = 0;
+            for (int l = 0; l < 32; l++) lo = fminf(lo, x[32 * j + l]), hi = fmaxf(hi, x[32 * j + l]);
+            scale[j] = (hi - lo) / 15.0f, mn[j] = -lo;
+            smax = fmaxf(smax, scale[j]), mmax = fmaxf(mmax, mn[j]);
+        }
+        put_half(b, smax / 63.0f);
+        put_half(b + Q4_K_DMIN, mmax / 63.0f);
+        float d = half_at(b), dmin = half_at(b + Q4_K_DMIN);
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) {
+            sc[j] = d > 0 ? clamp_round(scale[j] / d, 0, 63) : 0;
+            m[j] = dmin > 0 ? clamp_round(mn[j] / dmin, 0, 63) : 0;
+        }
+        uint8_t *s = b + Q4_K_SC;
+        for (int j = 0; j < 4; j++) {
+            s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+            s[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
+            s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
+        }
+        uint8_t q[QK_K];
+        for (int e = 0; e < QK_K; e++) {
+            float ds = d * sc[e / 32], ms = dmin * m[e / 32];
+            q[e] = (uint8_t)(ds > 0 ? clamp_round((x[e] + ms) / ds, 0, 15) : 0);
+        }
+        uint8_t *qs = b + Q4_K_QS;
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) qs[32 * c + l] = (uint8_t)(q[64 * c + l] | q[64 * c + 32 + l] << 4);
+    }
+}
+
+/* Q6_K: each group of 16 maps its value of largest magnitude to code 0
+ * (scale = it / -32); the scales are rounded to int8 steps of the block's
+ * fp16 d = max |scale| / 127. */
+static void quant_q6_k(const float *src, void *dst, int64_t n) {
+    uint8_t *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q6_K)) {
+        const float *x = src + i * QK_K;
+        float scale[16], amax = 0;
+        for (int k = 0; k < 16; k++) {
+            float big = 0;
+            for (int l = 0; l < 16; l++)
+                if (fabsf(x[16 * k + l]) > fabsf(big)) big = x[16 * k + l];
+            scale[k] = big / -32.0f;
+            amax = fmaxf(amax, fabsf(scale[k]));
+        }
+        put_half(b + Q6_K_D, amax / 127.0f);
+        float d = half_at(b + Q6_K_D);
+        int8_t *sc = (int8_t *)(b + Q6_K_SC);
+        for (int k = 0; k < 16; k++) sc[k] = (int8_t)(d > 0 ? clamp_round(scale[k] / d, -128, 127) : 0);
+        uint8_t q[QK_K];
+        for (int e = 0; e < QK_K; e++) {
+            float ds = d * sc[e / 16];
+            q[e] = (uint8_t)(ds != 0 ? clamp_round(x[e] / ds + 32, 0, 63) : 32);
+        }
+        uint8_t *ql = b + Q6_K_QL, *qh = b + Q6_K_QH;
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32) {
+            const uint8_t *qq = q + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                ql[l] = (uint8_t)((qq[l] & 15) | (qq[l + 64] & 15) << 4);
+                ql[l + 32] = (uint8_t)((qq[l + 32] & 15) | (qq[l + 96] & 15) << 4);
+                qh[l] = (uint8_t)(qq[l] >> 4 | (qq[l + 32] >> 4) << 2 | (qq[l + 64] >> 4) << 4 |
+                                  (qq[l + 96] >> 4) << 6);
+            }
+        }
+    }
+}
+
+/* Q8_K exactly as ggml's quantize_row_q8_K_ref, which llama.cpp uses on
+ * x86, so the integers our K-quant matmuls see are llama.cpp's: max = the
+ * first value of largest magnitude, iscale = -127 / max (the value max
+ * becomes code -127), q = iscale * x rounded to nearest, ties to even (as
+ * rintf in the default rounding mode; ggml's nearest_int is the same),
+ * capped at 127, d = 1 / iscale (fp32; note it has the opposite sign of
+ * max). An all-zero block gets d = 0, zero codes and sums. */
+static void quant_q8_k(const float *src, void *dst, int64_t n) {
+    uint8_t *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q8_K)) {
+        const float *x = src + i * QK_K;
+        float amax = 0, max = 0;
+        for (int j = 0; j < QK_K; j++)
+            if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+        int8_t *qs = (int8_t *)(b + Q8_K_QS);
+        int16_t bsums[QK_K / 16];
+        float d = 0;
+        if (amax == 0) {
+            memset(qs, 0, QK_K);
+            memset(bsums, 0, sizeof bsums);
+        } else {
+            float iscale = -127.0f / max;
+            for (int j = 0; j < QK_K; j++) {
+                int v = (int)rintf(iscale * x[j]);
+                qs[j] = (int8_t)(v > 127 ? 127 : v);
+            }
+            for (int k = 0; k < QK_K / 16; k++) {
+                int sum = 0;
+                for (int l = 0; l < 16; l++) sum += qs[16 * k + l];
+                bsums[k] = (int16_t)sum;
+            }
+            d = 1.0f / iscale;
+        }
+        memcpy(b, &d, 4);
+        memcpy(b + Q8_K_BS, bsums, sizeof bsums);
+    }
+}
+
 /* ---- reference dot products ----------------------------------------- */
 
 static float dot_f32(int64_t n, const void *w, const void *a) {
@@ -313,6 +549,68 @@ static float dot_q8_0_q8_0(int64_t n, const void *w, const void *a) {
     return s;
 }
 
+/* Q5_0 . Q8_0: sum_j d_w (q_j - 16) * d_a a_j per block. */
+static float dot_q5_0_q8_0(int64_t n, const void *w, const void *a) {
+    const uint8_t *x = w, *y = a;
+    float s = 0;
+    for (int64_t i = 0; i < n / QK5_0; i++, x += sizeof(block_q5_0), y += sizeof(block_q8_0)) {
+        uint8_t q[QK5_0];
+        q5_0_codes(x, q);
+        const int8_t *qa = (const int8_t *)(y + Q8_0_QS);
+        int isum = 0;
+        for (int j = 0; j < 32; j++) isum += (q[j] - 16) * qa[j];
+        s += half_at(x) * half_at(y) * (float)isum;
+    }
+    return s;
+}
+
+/* Q4_K . Q8_K per block: d_w d_a sum_j sc_j sum q a - dmin d_a sum_j m_j
+ * sum a, both integer sums exact (the kernels take sum a from bsums). */
+static float dot_q4_k_q8_k(int64_t n, const void *w, const void *a) {
+    const uint8_t *x = w, *y = a;
+    float s = 0;
+    for (int64_t i = 0; i < n / QK_K; i++, x += sizeof(block_q4_K), y += sizeof(block_q8_K)) {
+        int sc[8], m[8];
+        q4_k_scales(x + Q4_K_SC, sc, m);
+        const uint8_t *qs = x + Q4_K_QS;
+        const int8_t *qa = (const int8_t *)(y + Q8_K_QS);
+        int isum = 0, msum = 0;
+        for (int c = 0; c < 4; c++) {
+            int s0 = 0, s1 = 0, a0 = 0, a1 = 0;
+            for (int l = 0; l < 32; l++) {
+                s0 += (qs[32 * c + l] & 15) * qa[64 * c + l];
+                s1 += (qs[32 * c + l] >> 4) * qa[64 * c + 32 + l];
+                a0 += qa[64 * c + l];
+                a1 += qa[64 * c + 32 + l];
+            }
+            isum += sc[2 * c] * s0 + sc[2 * c + 1] * s1;
+            msum += m[2 * c] * a0 + m[2 * c + 1] * a1;
+        }
+        float da = f32_at(y);
+        s += half_at(x) * da * (float)isum - half_at(x + Q4_K_DMIN) * da * (float)msum;
+    }
+    return s;
+}
+
+/* Q6_K . Q8_K per block: d_w d_a sum_k sc_k sum (q - 32) a (exact integer). */
+static float dot_q6_k_q8_k(int64_t n, const void *w, const void *a) {
+    const uint8_t *x = w, *y = a;
+    float s = 0;
+    for (int64_t i = 0; i < n / QK_K; i++, x += sizeof(block_q6_K), y += sizeof(block_q8_K)) {
+        uint8_t q[QK_K];
+        q6_k_codes(x, q);
+        const int8_t *sc = (const int8_t *)(x + Q6_K_SC), *qa = (const int8_t *)(y + Q8_K_QS);
+        int isum = 0;
+        for (int k = 0; k < 16; k++) {
+            int sk = 0;
+            for (int l = 0; l < 16; l++) sk += (q[16 * k + l] - 32) * qa[16 * k + l];
+            isum += sc[k] * sk;
+        }
+        s += half_at(x + Q6_K_D) * f32_at(y) * (float)isum;
+    }
+    return s;
+}
+
 /* The scalar twins of the multi-row kernels: one dot per row. */
 #define DOT_ROWS_REF(name, dot)                                                         \
     static void name(int64_t n, const void *w, size_t w_stride, const void *a, float *out, \
@@ -334,6 +632,9 @@ DOT_TILE_REF(tile_bf16_f32, dot_bf16_f32)
 DOT_TILE_REF(tile_q4_0_q8_0, dot_q4_0_q8_0)
 DOT_TILE_REF(tile_q4_1_q8_1, dot_q4_1_q8_1)
 DOT_TILE_REF(tile_q8_0_q8_0, dot_q8_0_q8_0)
+DOT_TILE_REF(tile_q5_0_q8_0, dot_q5_0_q8_0)
+DOT_TILE_REF(tile_q4_k_q8_k, dot_q4_k_q8_k)
+DOT_TILE_REF(tile_q6_k_q8_k, dot_q6_k_q8_k)
 
 DOT_ROWS_REF(rows_f32, dot_f32)
 DOT_ROWS_REF(rows_f16, dot_f16)
@@ -341,6 +642,9 @@ DOT_ROWS_REF(rows_bf16_f32, dot_bf16_f32)
 DOT_ROWS_REF(rows_q4_0_q8_0, dot_q4_0_q8_0)
 DOT_ROWS_REF(rows_q4_1_q8_1, dot_q4_1_q8_1)
 DOT_ROWS_REF(rows_q8_0_q8_0, dot_q8_0_q8_0)
+DOT_ROWS_REF(rows_q5_0_q8_0, dot_q5_0_q8_0)
+DOT_ROWS_REF(rows_q4_k_q8_k, dot_q4_k_q8_k)
+DOT_ROWS_REF(rows_q6_k_q8_k, dot_q6_k_q8_k)
 
 /* ---- the table -------------------------------------------------------- */
 
@@ -368,14 +672,19 @@ static fr_type_traits traits[FR_TYPE_COUNT] = {
     /* Q8_1 is an activation format: it dequantizes but has no dot. */
     IMPL(FR_Q8_1, "Q8_1", QK8_1, sizeof(block_q8_1), dequant_q8_1, quant_q8_1,
          FR_Q8_1, NULL, NULL, NULL),
-    KNOWN(FR_Q5_0, "Q5_0", 32, 22, FR_Q8_0),
+    IMPL(FR_Q5_0, "Q5_0", QK5_0, sizeof(block_q5_0), dequant_q5_0, quant_q5_0, FR_Q8_0,
+         dot_q5_0_q8_0, rows_q5_0_q8_0, tile_q5_0_q8_0),
+    IMPL(FR_Q4_K, "Q4_K", QK_K, sizeof(block_q4_K), dequant_q4_k, quant_q4_k, FR_Q8_K,
+         dot_q4_k_q8_k, rows_q4_k_q8_k, tile_q4_k_q8_k),
+    IMPL(FR_Q6_K, "Q6_K", QK_K, sizeof(block_q6_K), dequant_q6_k, quant_q6_k, FR_Q8_K,
+         dot_q6_k_q8_k, rows_q6_k_q8_k, tile_q6_k_q8_k),
+    /* Q8_K is an activation format like Q8_1. */
+    IMPL(FR_Q8_K, "Q8_K", QK_K, sizeof(block_q8_K), dequant_q8_k, quant_q8_k, FR_Q8_K,
+         NULL, NULL, NULL),
     KNOWN(FR_Q5_1, "Q5_1", 32, 24, FR_Q8_1),
     KNOWN(FR_Q2_K, "Q2_K", 256, 84, FR_Q8_K),
     KNOWN(FR_Q3_K, "Q3_K", 256, 110, FR_Q8_K),
-    KNOWN(FR_Q4_K, "Q4_K", 256, 144, FR_Q8_K),
     KNOWN(FR_Q5_K, "Q5_K", 256, 176, FR_Q8_K),
-    KNOWN(FR_Q6_K, "Q6_K", 256, 210, FR_Q8_K),
-    KNOWN(FR_Q8_K, "Q8_K", 256, 292, FR_Q8_K),
     KNOWN(FR_IQ2_XXS, "IQ2_XXS", 256, 66, FR_Q8_K),
     KNOWN(FR_IQ2_XS, "IQ2_XS", 256, 74, FR_Q8_K),
     KNOWN(FR_IQ3_XXS, "IQ3_XXS", 256, 98, FR_Q8_K),

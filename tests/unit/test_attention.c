@@ -85,7 +85,7 @@ static double run_case(int n_head, int n_kv, int hd, int total, int batch, int w
     for (int pos = 0; pos < total; pos += batch) {
         int n = FR_MIN(batch, total - pos);
         fr_kv_store(&f.ctx, 0, K + pos * kvd, V + pos * kvd, n, pos);
-        fr_attention(&f.ctx, 0, Q + pos * qd, n, pos, out);
+        fr_attention(&f.ctx, f.ctx.pool, 0, Q + pos * qd, n, pos, out);
         for (int t = 0; t < n; t++)
             for (int h = 0; h < n_head; h++) {
                 reference(Q + (pos + t) * qd + h * hd, K, V, pos + t, window, n_kv, hd, h / (n_head / n_kv),

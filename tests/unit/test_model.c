@@ -1,0 +1,120 @@
+/* Whole-model checks on the real default model (skipped, with a note,
+ * when it has not been downloaded): batched decoding across contexts is
+ * bit-identical to decoding each alone, chunked prefill equals one-shot
+ * prefill, 1 and 2 threads agree bitwise, rewind re-evaluates exactly. */
+#include <stdlib.h>
+#include <unistd.h>
+#include "common.h"
+#include "unit.h"
+
+static frugal_model *load_default(void) {
+    static char path[1024];
+    const char *dir = getenv("FRUGAL_MODELS"), *home = getenv("HOME");
+    if (dir && *dir) snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir);
+    else snprintf(path, sizeof path, "%s/.cache/frugal/models/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : ".");
+    if (access(path, R_OK) != 0) {
+        fprintf(stderr, "  (model %s not downloaded: skipped)\n", path);
+        return NULL;
+    }
+    frugal_model *m = NULL;
+    return frugal_model_load(path, &m) == FRUGAL_OK ? m : NULL;
+}
+
+static frugal_ctx *new_ctx(frugal_model *m, int threads, int n_batch) {
+    frugal_ctx_params p = frugal_ctx_default_params();
+    p.n_ctx = 256;
+    p.n_threads = threads;
+    p.n_batch = n_batch;
+    frugal_ctx *c = NULL;
+    return frugal_ctx_new(m, &p, &c) == FRUGAL_OK ? c : NULL;
+}
+
+static int tokenize(frugal_model *m, const char *s, int32_t *out, int cap) {
+    return (int)frugal_tokenize(m, s, strlen(s), out, cap, FRUGAL_TOKENIZE_PARSE_SPECIAL);
+}
+
+static int32_t argmax(const float *l, int n) {
+    int32_t b = 0;
+    for (int i = 1; i < n; i++) if (l[i] > l[b]) b = i;
+    return b;
+}
+
+TEST(model_batched_decode_is_bit_identical_to_single) {
+    frugal_model *m = load_default();
+    if (!m) return;
+    const char *prompts[3] = { "The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far away," };
+    frugal_ctx *batch[3], *alone[3];
+    int V = frugal_n_vocab(m);
+    for (int i = 0; i < 3; i++) {
+        int32_t t[64];
+        int n = tokenize(m, prompts[i], t, 64);
+        batch[i] = new_ctx(m, 2, 64);
+        alone[i] = new_ctx(m, 2, 64);
+        CHECK(batch[i] && alone[i]);
+        CHECK(frugal_eval(batch[i], t, n, false) == FRUGAL_OK);
+        CHECK(frugal_eval(alone[i], t, n, false) == FRUGAL_OK);
+    }
+    for (int step = 0; step < 6; step++) {
+        int32_t next[3];
+        for (int i = 0; i < 3; i++) {
+            const float *a = frugal_logits(batch[i], -1), *b = frugal_logits(alone[i], -1);
+            CHECK(memcmp(a, b, (size_t)V * sizeof(float)) == 0);
+            next[i] = argmax(a, V);
+            CHECK(frugal_eval(alone[i], &next[i], 1, false) == FRUGAL_OK);
+        }
+        CHECK(frugal_eval_batch(batch, next, 3) == FRUGAL_OK);
+    }
+    int32_t t = 1;
+    frugal_ctx *dup[2] = { batch[0], batch[0] };
+    CHECK(frugal_eval_batch(dup, &t, 2) == FRUGAL_ERR_INVALID_ARG);
+    for (int i = 0; i < 3; i++) { frugal_ctx_free(batch[i]); frugal_ctx_free(alone[i]); }
+    frugal_model_free(m);
+}
+
+TEST(model_chunked_prefill_and_threads_are_bit_identical) {
+    frugal_model *m = load_default();
+    if (!m) return;
+    int32_t t[128];
+    int n = tokenize(m, "In the beginning the Universe was created. This has made a lot of people very angry "
+                        "and been widely regarded as a bad move. Many were increasingly of the opinion that "
+                        "they'd all made a big mistake in coming down from the trees in the first place.", t, 128);
+    CHECK(n > 40);
+    frugal_ctx *one = new_ctx(m, 1, 512), *chunked = new_ctx(m, 2, 7);
+    CHECK(one && chunked);
+    CHECK(frugal_eval(one, t, n, true) == FRUGAL_OK);
+    CHECK(frugal_eval(chunked, t, n, true) == FRUGAL_OK);
+    int V = frugal_n_vocab(m);
+    for (int i = 0; i < n; i++) CHECK(memcmp(frugal_logits(one, i), frugal_logits(chunked, i), (size_t)V * 4) == 0);
+    /* rewind and re-evaluate the tail: same logits */
+    float *last = malloc((size_t)V * 4);
+    memcpy(last, frugal_logits(one, n - 1), (size_t)V * 4);
+    CHECK(frugal_ctx_rewind(one, n - 5) == FRUGAL_OK && frugal_ctx_pos(one) == n - 5);
+    CHECK(frugal_eval(one, t + n - 5, 5, false) == FRUGAL_OK);
+    CHECK(memcmp(frugal_logits(one, -1), last, (size_t)V * 4) == 0);
+    CHECK(frugal_ctx_rewind(one, n + 1) == FRUGAL_ERR_INVALID_ARG);
+    free(last);
+    frugal_ctx_free(one);
+    frugal_ctx_free(chunked);
+    frugal_model_free(m);
+}
+
+TEST(model_context_full_is_an_error_not_a_crash) {
+    frugal_model *m = load_default();
+    if (!m) return;
+    frugal_ctx_params p = frugal_ctx_default_params();
+    p.n_ctx = 8;
+    frugal_ctx *c = NULL;
+    CHECK(frugal_ctx_new(m, &p, &c) == FRUGAL_OK);
+    int32_t t[9] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+    CHECK(frugal_eval(c, t, 9, false) == FRUGAL_ERR_CONTEXT_FULL && frugal_ctx_pos(c) == 0);
+    CHECK(frugal_eval(c, t, 8, false) == FRUGAL_OK && frugal_ctx_pos(c) == 8);
+    CHECK(frugal_eval(c, t, 1, false) == FRUGAL_ERR_CONTEXT_FULL);
+    int32_t bad = 1 << 30;
+    CHECK(frugal_ctx_rewind(c, 0) == FRUGAL_OK);
+    CHECK(frugal_eval(c, &bad, 1, false) == FRUGAL_ERR_INVALID_ARG);
+    p.n_ctx = -5;
+    frugal_ctx *c2 = NULL;
+    CHECK(frugal_ctx_new(m, &p, &c2) == FRUGAL_ERR_INVALID_ARG && !c2);
+    frugal_ctx_free(c);
+    frugal_model_free(m);
+}
