@@ -41,7 +41,14 @@ static void scale_add_scalar(float *acc, float c, float p, const float *v, int n
     for (int i = 0; i < n; i++) acc[i] = acc[i] * c + p * v[i];
 }
 
-const fr_attn_kernels fr_attn_scalar = { f16_to_f32_scalar, f32_to_f16_scalar, dot_scalar, scale_add_scalar };
+static float exp_sub_scalar(float *s, float m, int n) {
+    float sum = 0;
+    for (int i = 0; i < n; i++) sum += s[i] = expf(s[i] - m);
+    return sum;
+}
+
+const fr_attn_kernels fr_attn_scalar = { f16_to_f32_scalar, f32_to_f16_scalar, dot_scalar, scale_add_scalar,
+                                         exp_sub_scalar };
 
 static const fr_attn_kernels *kernels(void) {
     return fr_kernels_isa() >= FR_ISA_AVX2 ? &fr_attn_avx2 : &fr_attn_scalar;
@@ -103,12 +110,9 @@ static void attend_range(const attn_job *j, int kvh, row_state *rs, int nr, int 
                 mt = FR_MAX(mt, s[p - t0]);
             }
             float m_new = FR_MAX(st->m, mt), c = expf(st->m - m_new);
-            st->l *= c;
-            for (int p = lo; p < hi; p++) {
-                float e = expf(s[p - t0] - m_new);
-                st->l += e;
-                K->scale_add(st->acc, p == lo ? c : 1.0f, e, vt[p - t0], hd);
-            }
+            st->l = st->l * c + K->exp_sub(s + lo - t0, m_new, hi - lo);
+            for (int p = lo; p < hi; p++)
+                K->scale_add(st->acc, p == lo ? c : 1.0f, s[p - t0], vt[p - t0], hd);
             st->m = m_new;
         }
     }

@@ -4,6 +4,7 @@
  * has them). Tests compare them with the scalar ones.
  */
 #include <immintrin.h>
+#include <math.h>
 #include "ops.h"
 #include "quant.h"
 
@@ -49,4 +50,42 @@ static void scale_add(float *acc, float c, float p, const float *v, int n) {
     for (; i < n; i++) acc[i] = acc[i] * c + p * v[i];
 }
 
-const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add };
+/* exp(x) for x <= 0, 8 lanes: x = k ln2 + g with k = round(x log2 e) and
+ * |g| <= ln2/2 (g computed with ln2 split in two parts, Cody-Waite, so it
+ * stays exact for large |x|); e^g from a degree-6 Taylor polynomial
+ * (relative error < 3e-7), 2^k put straight into the exponent bits.
+ * Below -87 the result is flushed to 0, as the float would underflow. */
+static __m256 exp_neg(__m256 x) {
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 ln2_hi = _mm256_set1_ps(0.693145751953125f), ln2_lo = _mm256_set1_ps(1.42860682030941723e-6f);
+    __m256 valid = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    __m256 t = _mm256_mul_ps(x, log2e);
+    __m256 k = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 g = _mm256_fnmadd_ps(k, ln2_hi, x);
+    g = _mm256_fnmadd_ps(k, ln2_lo, g);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, g, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, g, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, g, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, g, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, g, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, g, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), valid);
+}
+
+static float exp_sub(float *s, float m, int n) {
+    __m256 vm = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+        _mm256_storeu_ps(s + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float total = hsum(sum);
+    for (; i < n; i++) total += s[i] = expf(s[i] - m);
+    return total;
+}
+
+const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub };

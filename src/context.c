@@ -50,6 +50,9 @@ static frugal_status alloc_buffers(frugal_ctx *c) {
     c->hb = fr_malloc(nb * hp->n_ff * sizeof(float));
     c->hb2 = fr_malloc(nb * hp->n_ff * sizeof(float));
     c->qbuf = fr_malloc(c->qbuf_bytes);
+    for (int k = 0; k < c->model->n_rope_bases; k++)
+        if (!(c->rope_cs[k] = fr_malloc(nb * hp->rope_dim * sizeof(float))))
+            return fr_error(FRUGAL_ERR_NOMEM, "out of memory for RoPE tables");
     c->attn_partial = fr_malloc((size_t)c->n_threads * 2 * hp->n_head * (hp->head_dim + 2) * sizeof(float));
     c->n_logits_cap = 1;
     c->logits = fr_malloc((size_t)hp->n_vocab * sizeof(float));
@@ -86,6 +89,7 @@ void frugal_ctx_free(frugal_ctx *c) {
     fr_pool_free(c->pool);
     for (int l = 0; c->kv && l < c->model->hp.n_layer; l++) { fr_free(c->kv[l].k); fr_free(c->kv[l].v); }
     fr_free(c->kv);
+    for (int k = 0; k < FR_MAX_ROPE_BASES; k++) fr_free(c->rope_cs[k]);
     fr_free(c->x); fr_free(c->xb); fr_free(c->q); fr_free(c->k); fr_free(c->v);
     fr_free(c->att); fr_free(c->hb); fr_free(c->hb2); fr_free(c->qbuf); fr_free(c->attn_partial); fr_free(c->logits);
     fr_free(c);

@@ -39,8 +39,9 @@ static void attend_runs(frugal_ctx *ctx, const fr_batch *b, int l) {
         frugal_ctx *seq = b->seq[r];
         int len = b->run_len[r];
         float *q = ctx->q + t0 * qd, *k = ctx->k + t0 * kvd, *v = ctx->v + t0 * kvd;
-        fr_rope(q, len, hp->n_head, hd, hp->rope_dim, seq->pos, L->rope_theta, hp->rope_kind);
-        fr_rope(k, len, hp->n_head_kv, hd, hp->rope_dim, seq->pos, L->rope_theta, hp->rope_kind);
+        const float *cs = ctx->rope_cs[L->rope_table] + (size_t)t0 * hp->rope_dim;
+        fr_rope(q, len, hp->n_head, hd, hp->rope_dim, cs, hp->rope_kind);
+        fr_rope(k, len, hp->n_head_kv, hd, hp->rope_dim, cs, hp->rope_kind);
         fr_kv_store(seq, l, k, v, len, seq->pos);
         fr_attention(seq, ctx->pool, l, q, len, seq->pos, ctx->att + t0 * qd);
     }
@@ -50,10 +51,9 @@ static void attention_block(frugal_ctx *ctx, const fr_batch *b, int l, int n) {
     const fr_hparams *hp = &ctx->model->hp;
     const fr_layer *L = &ctx->model->layers[l];
     int d = hp->n_embd, hd = hp->head_dim;
-    fr_rmsnorm(ctx->xb, ctx->x, L->attn_norm.data, n, d, hp->norm_eps);
     const fr_weight *w[3] = { &L->wq, &L->wk, &L->wv };
     float *y[3] = { ctx->q, ctx->k, ctx->v };
-    fr_matmul_multi(ctx, w, y, 3, ctx->xb, n);
+    fr_matmul_multi(ctx, w, y, 3, ctx->x, L->attn_norm.data, n);
     if (L->q_norm.data) fr_rmsnorm(ctx->q, ctx->q, L->q_norm.data, n * hp->n_head, hd, hp->norm_eps);
     if (L->k_norm.data) fr_rmsnorm(ctx->k, ctx->k, L->k_norm.data, n * hp->n_head_kv, hd, hp->norm_eps);
     attend_runs(ctx, b, l);
@@ -66,8 +66,7 @@ static void ffn_block(frugal_ctx *ctx, int l, int n) {
     const fr_hparams *hp = &ctx->model->hp;
     const fr_layer *L = &ctx->model->layers[l];
     int d = hp->n_embd;
-    fr_rmsnorm(ctx->xb, ctx->x, L->ffn_norm.data, n, d, hp->norm_eps);
-    fr_matmul_glu(ctx, &L->w_gate, &L->w_up, ctx->xb, n, ctx->hb, ctx->hb2, hp->ffn_act);
+    fr_matmul_glu(ctx, &L->w_gate, &L->w_up, ctx->x, L->ffn_norm.data, n, ctx->hb, ctx->hb2, hp->ffn_act);
     fr_matmul(ctx, &L->w_down, ctx->hb, n, ctx->xb);
     if (L->post_ffn_norm.data) fr_rmsnorm(ctx->xb, ctx->xb, L->post_ffn_norm.data, n, d, hp->norm_eps);
     add_residual(ctx->x, ctx->xb, (size_t)n * d);
@@ -83,6 +82,12 @@ void fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *tokens, int n
         if (hp->embd_scale != 1.0f)
             for (int i = 0; i < d; i++) row[i] *= hp->embd_scale;
     }
+    /* the RoPE tables of this batch's positions, once per distinct base */
+    for (int r = 0, t0 = 0; r < b->n_runs; t0 += b->run_len[r], r++)
+        for (int k = 0; k < m->n_rope_bases; k++)
+            for (int t = 0; t < b->run_len[r]; t++)
+                fr_rope_table(ctx->rope_cs[k] + (size_t)(t0 + t) * hp->rope_dim, b->seq[r]->pos + t,
+                              hp->rope_dim, m->rope_bases[k]);
     for (int l = 0; l < hp->n_layer; l++) {
         attention_block(ctx, b, l, n);
         ffn_block(ctx, l, n);

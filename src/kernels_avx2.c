@@ -48,8 +48,11 @@ static inline __m256i dot_u8s8(__m256i u, __m256i s) {
  * blocks are addressed as bytes (d is always at offset 0). */
 enum {
     Q4_0_SZ = sizeof(block_q4_0), Q4_1_SZ = sizeof(block_q4_1),
-    Q8_0_SZ = sizeof(block_q8_0), Q8_1_SZ = sizeof(block_q8_1),
-    Q4_0_QS = 2, Q4_1_QS = 4, Q8_0_QS = 2, Q8_1_QS = 4,
+    Q8_0_SZ = sizeof(block_q8_0), Q8_1_SZ = sizeof(block_q8_1), Q5_0_SZ = sizeof(block_q5_0),
+    Q4_0_QS = 2, Q4_1_QS = 4, Q8_0_QS = 2, Q8_1_QS = 4, Q5_0_QH = 2, Q5_0_QS = 6,
+    Q4_K_SZ = sizeof(block_q4_K), Q6_K_SZ = sizeof(block_q6_K), Q8_K_SZ = sizeof(block_q8_K),
+    Q4_K_SC = 4, Q4_K_QS = 16, Q6_K_QL = 0, Q6_K_QH = 128, Q6_K_SC = 192, Q6_K_D = 208,
+    Q8_K_QS = 4, Q8_K_BS = 260,
 };
 
 static inline __m256i load256(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
@@ -142,14 +145,34 @@ static inline __m256i idot_q8_0(const uint8_t *x, const uint8_t *y) {
     return dot_u8s8(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w));
 }
 
-enum { FMT_Q4_0, FMT_Q4_1, FMT_Q8_0 };
+/* Q5_0's 5th bits as 16 or 0 per byte, in element order: each byte takes
+ * the qh byte holding its bit (shuffle), then tests that bit. */
+static inline __m256i q5_high(const uint8_t *qh) {
+    const __m256i which = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                           2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)load32(qh)), which);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(16));
+}
+
+/* Q5_0 . Q8_0: like Q4_0 with q in 0..31 and offset 16 (|pair| <= 2*31*128). */
+static inline __m256i idot_q5_0(const uint8_t *x, const uint8_t *y) {
+    __m256i a = load256(y + Q8_0_QS);
+    __m256i q = _mm256_or_si256(q4_block(x + Q5_0_QS), q5_high(x + Q5_0_QH));
+    __m256i d16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), _mm256_maddubs_epi16(_mm256_set1_epi8(16), a));
+    return _mm256_madd_epi16(d16, _mm256_set1_epi16(1));
+}
+
+enum { FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, FMT_Q5_0 };
 
 /* acc += one block's integer dot times its scale product *sc. */
 static inline __attribute__((always_inline)) __m256 block_fma(const uint8_t *xb, const uint8_t *yb,
                                                               const float *sc, __m256 acc,
                                                               const int fmt) {
     __m256i p = fmt == FMT_Q4_0 ? idot_q4_0(xb, yb)
-              : fmt == FMT_Q4_1 ? idot_q4_1(xb, yb) : idot_q8_0(xb, yb);
+              : fmt == FMT_Q4_1 ? idot_q4_1(xb, yb)
+              : fmt == FMT_Q5_0 ? idot_q5_0(xb, yb) : idot_q8_0(xb, yb);
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(sc), acc);
 }
 
@@ -159,7 +182,8 @@ static inline __attribute__((always_inline)) __m256 block_fma(const uint8_t *xb,
  * with the min terms, so block j's scale is sc[2j]. */
 static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t *x,
                                                         const uint8_t *y, const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ : Q8_0_SZ;
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ
+                     : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
     const size_t ysz = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
     const int step = fmt == FMT_Q4_1 ? 2 : 1;
     const int64_t nb = n / 32;
@@ -188,6 +212,115 @@ static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t
 static float dot_q4_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q4_0); }
 static float dot_q4_1_q8_1(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q4_1); }
 static float dot_q8_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q8_0); }
+static float dot_q5_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q5_0); }
+
+/* ---- K-quant dots (super-blocks of 256 against Q8_K) -------------------------
+ *
+ * Per 32 weights: maddubs (code u8 x activation s8 -> s16 pair sums, at
+ * most 2*63*128 for Q6_K's 6-bit codes), then madd with the sub-block's
+ * scale broadcast to 16 lanes (-> s32, exact), added into the block's
+ * integer sum; the block's float scale product goes on with one FMA. The
+ * terms that do not depend on the weight codes (Q4_K's mins, Q6_K's
+ * offset 32) come from the activation block's bsums. */
+
+static inline float load_f32(const uint8_t *p) { float v; memcpy(&v, p, 4); return v; }
+static inline uint64_t load64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* Q4_K's 12 scale bytes as 16 bytes [sc0..3, m0..3, sc4..7, m4..7]: the
+ * low 6 bits of bytes 0..7, then for sub-blocks 4..7 the nibbles of bytes
+ * 8..11 with the top 2 bits of bytes 0..7 above them. */
+static inline __m128i q4_k_scales(const uint8_t *s) {
+    uint64_t lo = load64(s), hi = load32(s + 8);
+    hi = (hi | (hi >> 4) << 32) & 0x0f0f0f0f0f0f0f0full;
+    hi |= (lo >> 2) & 0x3030303030303030ull;
+    return _mm_set_epi64x((long long)hi, (long long)(lo & 0x3f3f3f3f3f3f3f3full));
+}
+
+/* The 16 activation bsums summed in pairs (one per 32-element sub-block),
+ * as s16 at the lanes of the mins in q4_k_scales' order, zeros at the
+ * scales': madd with the widened scales then gives the min sums. */
+static inline __m256i q8_k_pair_sums(const uint8_t *bsums) {
+    __m256i p = _mm256_madd_epi16(load256(bsums), _mm256_set1_epi16(1));
+    return _mm256_packs_epi32(_mm256_setzero_si256(), p);
+}
+
+static float dot_q4_k_q8_k(int64_t n, const void *wv, const void *av) {
+    const uint8_t *x = wv, *y = av;
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++, x += Q4_K_SZ, y += Q8_K_SZ) {
+        __m256i s16 = _mm256_cvtepu8_epi16(q4_k_scales(x + Q4_K_SC));
+        /* sub-block j's scale is word j (j < 4) or j + 4 of s16: broadcast
+         * each 128-bit half, then pick words with a shuffle */
+        __m256i slo = _mm256_permute2x128_si256(s16, s16, 0x00), shi = _mm256_permute2x128_si256(s16, s16, 0x11);
+        __m256i msum = _mm256_madd_epi16(s16, q8_k_pair_sums(y + Q8_K_BS));
+        const uint8_t *qs = x + Q4_K_QS, *qa = y + Q8_K_QS;
+        __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m256i q = load256(qs + 32 * c);
+            __m256i lo = _mm256_and_si256(q, _mm256_set1_epi8(15));
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(15));
+            __m256i src = c < 2 ? slo : shi;
+            const int w0 = 2 * (2 * c % 4), w1 = w0 + 2; /* byte of the scale word in its half */
+            __m256i sc0 = _mm256_shuffle_epi8(src, _mm256_set1_epi16((short)(w0 | (w0 + 1) << 8)));
+            __m256i sc1 = _mm256_shuffle_epi8(src, _mm256_set1_epi16((short)(w1 | (w1 + 1) << 8)));
+            __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(qa + 64 * c)), sc0);
+            __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(qa + 64 * c + 32)), sc1);
+            isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
+        }
+        __m128 dd = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)load32(x))), _mm_set1_ps(load_f32(y)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(dd), acc);
+        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_broadcastss_ps(_mm_movehdup_ps(dd)), accm);
+    }
+    return hsum256(_mm256_sub_ps(acc, accm));
+}
+
+/* Q6_K codes of one half (128 elements) as four 32-byte vectors in
+ * element order: low nibbles of ql[0..31], ql[32..63], then their high
+ * nibbles, each with two bits of qh above (bits 0-1, 2-3, 4-5, 6-7). */
+static inline void q6_k_half(const uint8_t *ql, const uint8_t *qh, __m256i q[4]) {
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(0x30);
+    __m256i l0 = load256(ql), l1 = load256(ql + 32), h = load256(qh);
+    q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2));
+    q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2));
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m2));
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                           _mm256_and_si256(_mm256_srli_epi16(h, 2), m2));
+}
+
+/* sum (q - 32) a = sum q a - 32 sum a: codes 0..63 go to maddubs unsigned,
+ * and 32 * sum_k sc_k bsums_k is taken off the block's sum at the end. */
+static float dot_q6_k_q8_k(int64_t n, const void *wv, const void *av) {
+    const uint8_t *x = wv, *y = av;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++, x += Q6_K_SZ, y += Q8_K_SZ) {
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + Q6_K_SC)));
+        __m256i corr = _mm256_madd_epi16(sc16, load256(y + Q8_K_BS));
+        /* the 32 codes at 32g cover scales 2g and 2g + 1: one per 128-bit half */
+        __m256i slo = _mm256_permute2x128_si256(sc16, sc16, 0x00), shi = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+        __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            q6_k_half(x + Q6_K_QL + 64 * h, x + Q6_K_QH + 32 * h, q);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const int g = 4 * h + k, b0 = 4 * g % 16; /* byte of scale word 2g in its half */
+                __m256i idx = _mm256_setr_epi8(b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0,
+                                               b0 + 1, b0, b0 + 1, b0, b0 + 1, b0 + 2, b0 + 3, b0 + 2, b0 + 3,
+                                               b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3,
+                                               b0 + 2, b0 + 3, b0 + 2, b0 + 3);
+                __m256i sc = _mm256_shuffle_epi8(g < 4 ? slo : shi, idx);
+                __m256i p = _mm256_maddubs_epi16(q[k], load256(y + Q8_K_QS + 32 * g));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, sc));
+            }
+        }
+        isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(corr, 5));
+        float dd = _cvtsh_ss(load16(x + Q6_K_D)) * load_f32(y);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dd), acc);
+    }
+    return hsum256(acc);
+}
 
 /* ---- float dots ------------------------------------------------------- */
 
@@ -239,6 +372,9 @@ static float dot_f16(int64_t n, const void *wv, const void *av) {
 ROWS_OF(rows_q4_0_q8_0, dot_q4_0_q8_0)
 ROWS_OF(rows_q4_1_q8_1, dot_q4_1_q8_1)
 ROWS_OF(rows_q8_0_q8_0, dot_q8_0_q8_0)
+ROWS_OF(rows_q5_0_q8_0, dot_q5_0_q8_0)
+ROWS_OF(rows_q4_k_q8_k, dot_q4_k_q8_k)
+ROWS_OF(rows_q6_k_q8_k, dot_q6_k_q8_k)
 ROWS_OF(rows_f32, dot_f32)
 ROWS_OF(rows_f16, dot_f16)
 
@@ -252,6 +388,9 @@ ROWS_OF(rows_f16, dot_f16)
 TILE_OF(tile_q4_0_q8_0, dot_q4_0_q8_0)
 TILE_OF(tile_q4_1_q8_1, dot_q4_1_q8_1)
 TILE_OF(tile_q8_0_q8_0, dot_q8_0_q8_0)
+TILE_OF(tile_q5_0_q8_0, dot_q5_0_q8_0)
+TILE_OF(tile_q4_k_q8_k, dot_q4_k_q8_k)
+TILE_OF(tile_q6_k_q8_k, dot_q6_k_q8_k)
 TILE_OF(tile_f32, dot_f32)
 TILE_OF(tile_f16, dot_f16)
 
@@ -326,6 +465,59 @@ static void quant_q8_1(const float *x, void *yv, int64_t n) {
     }
 }
 
+/* Q8_K like the reference (ggml's): the first value of largest magnitude
+ * sets iscale = -127 / max; codes are iscale * x rounded to nearest even
+ * (VCVTPS2DQ in the default rounding mode, like rintf), saturated by the
+ * packs (only 127 can be exceeded, by rounding); d = 1 / iscale. The max
+ * and min of the block give max's sign unless both +amax and -amax occur,
+ * when the first of them is looked up. */
+static void quant_q8_k(const float *x, void *yv, int64_t n) {
+    uint8_t *y = yv;
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K, y += Q8_K_SZ) {
+        __m256 hi = _mm256_loadu_ps(x), lo = hi;
+        for (int k = 8; k < QK_K; k += 8) {
+            __m256 v = _mm256_loadu_ps(x + k);
+            hi = _mm256_max_ps(hi, v), lo = _mm256_min_ps(lo, v);
+        }
+        __m128 h4 = _mm_max_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps(hi, 1));
+        __m128 l4 = _mm_min_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
+        h4 = _mm_max_ps(h4, _mm_movehl_ps(h4, h4)), l4 = _mm_min_ps(l4, _mm_movehl_ps(l4, l4));
+        float vmax = _mm_cvtss_f32(_mm_max_ss(h4, _mm_movehdup_ps(h4)));
+        float vmin = _mm_cvtss_f32(_mm_min_ss(l4, _mm_movehdup_ps(l4)));
+        float amax = vmax > -vmin ? vmax : -vmin, max = vmax > -vmin ? vmax : vmin, d = 0;
+        if (vmax == -vmin) /* +amax and -amax (or all zero): the first one counts */
+            for (int j = 0; j < QK_K; j++)
+                if (x[j] == vmax || x[j] == vmin) { max = x[j]; break; }
+        if (amax == 0) {
+            memset(y + Q8_K_QS, 0, QK_K + 32);
+        } else {
+            const __m256 is = _mm256_set1_ps(-127.0f / max);
+            const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), ones8 = _mm256_set1_epi8(1);
+            __m256i quads[8];
+            for (int k = 0; k < 8; k++) {
+                __m256i q[4];
+                for (int j = 0; j < 4; j++)
+                    q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * k + 8 * j), is));
+                __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+                p8 = _mm256_permutevar8x32_epi32(p8, order);
+                _mm256_storeu_si256((__m256i *)(y + Q8_K_QS + 32 * k), p8);
+                /* sums of 4 codes: low half group 2k, high half group 2k + 1 */
+                quads[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, p8), _mm256_set1_epi16(1));
+            }
+            /* two rounds of pairwise adds: per half, groups 4j+{0,2}+... */
+            __m256i e0 = _mm256_hadd_epi32(_mm256_hadd_epi32(quads[0], quads[1]), _mm256_hadd_epi32(quads[2], quads[3]));
+            __m256i e1 = _mm256_hadd_epi32(_mm256_hadd_epi32(quads[4], quads[5]), _mm256_hadd_epi32(quads[6], quads[7]));
+            /* e0: low half groups 0, 2, 4, 6, high half 1, 3, 5, 7; e1 likewise 8..15 */
+            __m256i w = _mm256_packs_epi32(e0, e1);
+            __m128i wl = _mm256_castsi256_si128(w), wh = _mm256_extracti128_si256(w, 1);
+            _mm_storeu_si128((__m128i *)(y + Q8_K_BS), _mm_unpacklo_epi16(wl, wh));
+            _mm_storeu_si128((__m128i *)(y + Q8_K_BS + 16), _mm_unpackhi_epi16(wl, wh));
+            d = 1.0f / (-127.0f / max);
+        }
+        memcpy(y, &d, 4);
+    }
+}
+
 static void quant_f16(const float *x, void *yv, int64_t n) {
     uint16_t *y = yv;
     int64_t i = 0;
@@ -354,4 +546,14 @@ void fr_kernels_fill_avx2(fr_kernel_table *t) {
     t->quant[FR_Q8_0] = quant_q8_0;
     t->quant[FR_Q8_1] = quant_q8_1;
     t->quant[FR_F16] = quant_f16;
+    t->dot[FR_Q5_0] = dot_q5_0_q8_0;
+    t->dot_rows[FR_Q5_0] = rows_q5_0_q8_0;
+    t->dot_tile[FR_Q5_0] = tile_q5_0_q8_0;
+    t->dot[FR_Q4_K] = dot_q4_k_q8_k;
+    t->dot_rows[FR_Q4_K] = rows_q4_k_q8_k;
+    t->dot_tile[FR_Q4_K] = tile_q4_k_q8_k;
+    t->dot[FR_Q6_K] = dot_q6_k_q8_k;
+    t->dot_rows[FR_Q6_K] = rows_q6_k_q8_k;
+    t->dot_tile[FR_Q6_K] = tile_q6_k_q8_k;
+    t->quant[FR_Q8_K] = quant_q8_k;
 }

@@ -40,8 +40,11 @@
  * blocks are addressed as bytes (d is always at offset 0). */
 enum {
     Q4_0_SZ = sizeof(block_q4_0), Q4_1_SZ = sizeof(block_q4_1),
-    Q8_0_SZ = sizeof(block_q8_0), Q8_1_SZ = sizeof(block_q8_1),
-    Q4_0_QS = 2, Q4_1_QS = 4, Q8_0_QS = 2, Q8_1_QS = 4,
+    Q8_0_SZ = sizeof(block_q8_0), Q8_1_SZ = sizeof(block_q8_1), Q5_0_SZ = sizeof(block_q5_0),
+    Q4_0_QS = 2, Q4_1_QS = 4, Q8_0_QS = 2, Q8_1_QS = 4, Q5_0_QH = 2, Q5_0_QS = 6,
+    Q4_K_SZ = sizeof(block_q4_K), Q6_K_SZ = sizeof(block_q6_K), Q8_K_SZ = sizeof(block_q8_K),
+    Q4_K_SC = 4, Q4_K_QS = 16, Q6_K_QL = 0, Q6_K_QH = 128, Q6_K_SC = 192, Q6_K_D = 208,
+    Q8_K_QS = 4, Q8_K_BS = 260,
 };
 
 /* Two consecutive blocks' 32 quant bytes (at q and q + stride): the first
@@ -82,9 +85,10 @@ static const int32_t spread_dd[4][16] __attribute__((aligned(64))) = {
  *
  * fmt is a compile-time constant in every instance (the functions are
  * always inlined), so each format gets its own straight-line code. */
-enum { FMT_Q4_0, FMT_Q4_1, FMT_Q8_0 };
+enum { FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, FMT_Q5_0 };
 
-#define W_SZ(fmt) ((fmt) == FMT_Q4_0 ? Q4_0_SZ : (fmt) == FMT_Q4_1 ? Q4_1_SZ : Q8_0_SZ)
+#define W_SZ(fmt) ((fmt) == FMT_Q4_0 ? Q4_0_SZ : (fmt) == FMT_Q4_1 ? Q4_1_SZ \
+                   : (fmt) == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ)
 #define A_SZ(fmt) ((fmt) == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ)
 #define A_QS(fmt) ((fmt) == FMT_Q4_1 ? Q8_1_QS : Q8_0_QS)
 
@@ -136,18 +140,27 @@ static ALWAYS_INLINE __m512 group_headers(const uint8_t *p, size_t stride, int g
     return _mm512_castps256_ps512(_mm256_cvtph_ps(headers8_16(p, stride, gm)));
 }
 
-/* A weight row's block pair as VPDPBUSD's unsigned operand. */
+/* A weight row's block pair as VPDPBUSD's unsigned operand. Q5_0's two
+ * 32-bit qh fields, bit j = element j's 5th bit, are exactly a byte mask
+ * over the pair's 64 codes in element order: add 16 where it is set. */
 static ALWAYS_INLINE __m512i weight_pair(const uint8_t *x, int two, const int fmt) {
     if (fmt == FMT_Q4_1) return q4_pair(x + Q4_1_QS, Q4_1_SZ, two);
     if (fmt == FMT_Q4_0) return q4_pair(x + Q4_0_QS, Q4_0_SZ, two);
+    if (fmt == FMT_Q5_0) {
+        __m512i q = q4_pair(x + Q5_0_QS, Q5_0_SZ, two);
+        uint64_t hb = load32(x + Q5_0_QH);
+        if (two) hb |= (uint64_t)load32(x + Q5_0_SZ + Q5_0_QH) << 32;
+        return _mm512_mask_add_epi8(q, _cvtu64_mask64(hb), q, _mm512_set1_epi8(16));
+    }
     return _mm512_xor_si512(load_pair(x + Q8_0_QS, Q8_0_SZ, two), _mm512_set1_epi8((char)0x80));
 }
 
-/* -sum(offset * a) per lane: 8 for Q4_0's nibbles, 128 for Q8_0's w ^ 0x80;
- * the integer dot starts from it, which removes the offset. */
+/* -sum(offset * a) per lane: 8 for Q4_0's nibbles, 16 for Q5_0's codes,
+ * 128 for Q8_0's w ^ 0x80; the integer dot starts from it, which removes
+ * the offset. */
 static ALWAYS_INLINE __m512i pair_corr(__m512i av, const int fmt) {
     if (fmt == FMT_Q4_1) return _mm512_setzero_si512();
-    __m512i offset = _mm512_set1_epi8(fmt == FMT_Q4_0 ? 8 : (char)0x80);
+    __m512i offset = _mm512_set1_epi8(fmt == FMT_Q4_0 ? 8 : fmt == FMT_Q5_0 ? 16 : (char)0x80);
     return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, av));
 }
 
@@ -274,6 +287,181 @@ static ALWAYS_INLINE void qdot_tiles(int64_t n, const uint8_t *w, size_t ws, int
 QDOT_ENTRIES(q4_0_q8_0, FMT_Q4_0)
 QDOT_ENTRIES(q4_1_q8_1, FMT_Q4_1)
 QDOT_ENTRIES(q8_0_q8_0, FMT_Q8_0)
+QDOT_ENTRIES(q5_0_q8_0, FMT_Q5_0)
+
+/* ---- K-quant dots: Q4_K . Q8_K, Q6_K . Q8_K ---------------------------------
+ *
+ * A super-block of 256 is four registers of 64 codes in element order (u8:
+ * 0..15 for Q4_K, 0..63 for Q6_K). Against the activations (s8), VPMADDUBSW
+ * gives s16 pair sums (at most 2*63*128, no saturation), and VPDPWSSD
+ * multiplies those by the pairs' sub-block scales (s16, put in place by one
+ * VPERMW per register) and adds them into the block's s32 sums, exactly.
+ * The block's scale product then goes on with one FMA.
+ *
+ * The parts that do not depend on the codes come from the activation
+ * block's bsums, once per activation block for all rows: Q4_K's min term
+ * dmin * d_a * sum_j m_j sum a (madd of the widened mins with the bsums
+ * summed in pairs), Q6_K's offset 32 * sum_k sc_k bsums_k, taken off the
+ * integer sums.
+ *
+ * Tiles are NR weight rows x NC activation rows as for the 32-blocks: each
+ * row's codes and scale vectors are built once per block and used for the
+ * NC activation rows. */
+enum { KFMT_Q4_K, KFMT_Q6_K };
+
+static ALWAYS_INLINE uint64_t load64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static ALWAYS_INLINE float load_f32(const uint8_t *p) { float v; memcpy(&v, p, 4); return v; }
+
+/* VPERMW indices: register k of a super-block takes the scale of each of
+ * its 32 s16 pair sums. Q4_K: words 2k, 2k+1 of [sc0..3, m0..3, sc4..7,
+ * m4..7] (sc_j is word j + 4 (j >= 4)), 16 lanes each; Q6_K: words 4k..4k+3
+ * of sc0..15, 8 lanes each. */
+#define W16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+#define W8(v) v, v, v, v, v, v, v, v
+static const int16_t perm_q4_k[4][32] __attribute__((aligned(64))) = {
+    {W16(0), W16(1)}, {W16(2), W16(3)}, {W16(8), W16(9)}, {W16(10), W16(11)}};
+static const int16_t perm_q6_k[4][32] __attribute__((aligned(64))) = {
+    {W8(0), W8(1), W8(2), W8(3)}, {W8(4), W8(5), W8(6), W8(7)},
+    {W8(8), W8(9), W8(10), W8(11)}, {W8(12), W8(13), W8(14), W8(15)}};
+
+/* Q4_K's 12 scale bytes as 16 bytes [sc0..3, m0..3, sc4..7, m4..7]: the
+ * low 6 bits of bytes 0..7, then for sub-blocks 4..7 the nibbles of bytes
+ * 8..11 with the top 2 bits of bytes 0..7 above them. */
+static ALWAYS_INLINE __m128i q4_k_scales(const uint8_t *s) {
+    uint64_t lo = load64(s), hi = load32(s + 8);
+    hi = (hi | (hi >> 4) << 32) & 0x0f0f0f0f0f0f0f0full;
+    hi |= (lo >> 2) & 0x3030303030303030ull;
+    return _mm_set_epi64x((long long)hi, (long long)(lo & 0x3f3f3f3f3f3f3f3full));
+}
+
+/* One weight row's super-block, ready for the tile: the codes q[4], the
+ * scale vectors sv[4], the widened scales w16 (Q4_K: with the mins, for
+ * the min term; Q6_K: for the offset term) and d (Q4_K: d, dmin). */
+typedef struct {
+    __m512i q[4], sv[4];
+    __m256i w16;
+    __m128 d;
+} kblock;
+
+static ALWAYS_INLINE void k_weights(const uint8_t *x, kblock *b, const int fmt) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    if (fmt == KFMT_Q4_K) {
+        /* chunk c's 32 bytes in both halves, the high half shifted to the
+         * high nibbles: elements 64c .. 64c + 63 */
+        const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+        b->w16 = _mm256_cvtepu8_epi16(q4_k_scales(x + Q4_K_SC));
+        __m512i w = _mm512_castsi256_si512(b->w16);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + Q4_K_QS + 32 * k)));
+            b->q[k] = _mm512_and_si512(_mm512_srlv_epi64(v, shift), m4);
+            b->sv[k] = _mm512_permutexvar_epi16(_mm512_load_si512(perm_q4_k[k]), w);
+        }
+        b->d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load32(x)));
+    } else {
+        /* half h: the 64 bytes of ql give elements 128h + 0..63 (low
+         * nibbles) and + 64..127 (high nibbles); qh's 32 bytes, in both
+         * halves of a register, give bits 0-1 / 2-3 (low) and 4-5 / 6-7
+         * (high), shifted to bits 4-5 and merged by VPTERNLOG (a | b & c). */
+        const __m512i m2 = _mm512_set1_epi8(0x30);
+        const __m512i sl = _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4), sr = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0);
+        b->w16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + Q6_K_SC)));
+        __m512i w = _mm512_castsi256_si512(b->w16);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m512i l = _mm512_loadu_si512(x + Q6_K_QL + 64 * h);
+            __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + Q6_K_QH + 32 * h)));
+            b->q[2 * h] = _mm512_ternarylogic_epi32(_mm512_and_si512(l, m4), _mm512_sllv_epi64(qh, sl), m2, 0xf8);
+            b->q[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi64(l, 4), m4),
+                                                        _mm512_srlv_epi64(qh, sr), m2, 0xf8);
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) b->sv[k] = _mm512_permutexvar_epi16(_mm512_load_si512(perm_q6_k[k]), w);
+        b->d = _mm_set_ss(_cvtsh_ss(load16(x + Q6_K_D)));
+    }
+}
+
+/* One block of the tile, NR rows x NC activation rows. acc(r, c) is index
+ * r * NC + c. */
+static ALWAYS_INLINE void k_block(const uint8_t *w, size_t ws, const uint8_t *a, size_t as, __m512 *acc,
+                                  const int NR, const int NC, const int fmt) {
+    __m256i bs[MAXC];
+    __m128 da[MAXC];
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; c++) {
+        const uint8_t *y = a + c * as;
+        da[c] = _mm_set1_ps(load_f32(y));
+        bs[c] = _mm256_loadu_si256((const __m256i *)(y + Q8_K_BS));
+        if (fmt == KFMT_Q4_K) /* pair sums (one per sub-block) at the mins' words, zeros at the scales' */
+            bs[c] = _mm256_packs_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(bs[c], _mm256_set1_epi16(1)));
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++) {
+        kblock b;
+        k_weights(w + r * ws, &b, fmt);
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) {
+            const uint8_t *qa = a + c * as + Q8_K_QS;
+            __m512i isum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++)
+                isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(b.q[k], _mm512_loadu_si512(qa + 64 * k)), b.sv[k]);
+            __m256i side = _mm256_madd_epi16(b.w16, bs[c]);
+            __m128 dd = _mm_mul_ps(b.d, da[c]);
+            __m512 *t = &acc[r * NC + c];
+            if (fmt == KFMT_Q6_K) {
+                isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(side, 5)));
+                *t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(dd), *t);
+            } else { /* d d_a sums - dmin d_a min sums (the upper 8 lanes of side are zero) */
+                *t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(dd), *t);
+                *t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(side)),
+                                      _mm512_broadcastss_ps(_mm_movehdup_ps(dd)), *t);
+            }
+        }
+    }
+}
+
+static ALWAYS_INLINE void k_tile(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, size_t as,
+                                 float *out, size_t ldo, const int NR, const int NC, const int fmt) {
+    const size_t wsz = fmt == KFMT_Q4_K ? Q4_K_SZ : Q6_K_SZ;
+    __m512 acc[MAXT];
+    for (int i = 0; i < MAXT; i++) acc[i] = _mm512_setzero_ps(); /* unused ones fold away */
+    for (int64_t i = 0; i < n / QK_K; i++) k_block(w + i * wsz, ws, a + i * Q8_K_SZ, as, acc, NR, NC, fmt);
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) out[c * ldo + r] = _mm512_reduce_add_ps(acc[r * NC + c]);
+}
+
+static ALWAYS_INLINE void k_cols(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, size_t as,
+                                 int nc, float *out, size_t ldo, const int NR, const int fmt) {
+    int c = 0;
+    for (; c + MAXC <= nc; c += MAXC) k_tile(n, w, ws, a + c * as, as, out + c * ldo, ldo, NR, MAXC, fmt);
+    if (c < nc) k_tile(n, w, ws, a + c * as, as, out + c * ldo, ldo, NR, 1, fmt);
+}
+
+#define KDOT_ENTRIES(suffix, fmt)                                                          \
+    static float dot_##suffix(int64_t n, const void *w, const void *a) {                   \
+        float out;                                                                         \
+        k_tile(n, w, 0, a, 0, &out, 1, 1, 1, fmt);                                         \
+        return out;                                                                        \
+    }                                                                                      \
+    static void rows_##suffix(int64_t n, const void *w, size_t ws, const void *a, float *out, \
+                              int nr) {                                                    \
+        const uint8_t *wp = w;                                                             \
+        int r = 0;                                                                         \
+        for (; r + MAXR <= nr; r += MAXR) k_tile(n, wp + r * ws, ws, a, 0, out + r, 1, MAXR, 1, fmt); \
+        for (; r < nr; r++) k_tile(n, wp + r * ws, ws, a, 0, out + r, 1, 1, 1, fmt);      \
+    }                                                                                      \
+    static void tile_##suffix(int64_t n, const void *w, size_t ws, int nr, const void *a,  \
+                              size_t as, int nc, float *out, size_t ldo) {                 \
+        const uint8_t *wp = w;                                                             \
+        int r = 0;                                                                         \
+        for (; r + MAXR <= nr; r += MAXR) k_cols(n, wp + r * ws, ws, a, as, nc, out + r, ldo, MAXR, fmt); \
+        for (; r < nr; r++) k_cols(n, wp + r * ws, ws, a, as, nc, out + r, ldo, 1, fmt);  \
+    }
+KDOT_ENTRIES(q4_k_q8_k, KFMT_Q4_K)
+KDOT_ENTRIES(q6_k_q8_k, KFMT_Q6_K)
 
 /* ---- float dots ---------------------------------------------------------- */
 
@@ -392,6 +580,58 @@ static void quant_q8_1(const float *x, void *yv, int64_t n) {
     }
 }
 
+/* Q8_K like the reference (ggml's): the first value of largest magnitude
+ * sets iscale = -127 / max; codes are iscale * x rounded to nearest even
+ * (VCVTPS2DQ in the default rounding mode, like rintf), saturated by the
+ * packs (only 127 can be exceeded, by rounding); d = 1 / iscale. The max
+ * and min of the block give max's sign unless both +amax and -amax occur,
+ * when the first of them is looked up. bsums: VPSADBW of the codes + 128
+ * sums each 8, less 8 * 128. */
+static void quant_q8_k(const float *x, void *yv, int64_t n) {
+    uint8_t *y = yv;
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K, y += Q8_K_SZ) {
+        __m512 v[16];
+        for (int k = 0; k < 16; k++) v[k] = _mm512_loadu_ps(x + 16 * k);
+        __m512 hi = v[0], lo = v[0];
+        for (int k = 1; k < 16; k++) hi = _mm512_max_ps(hi, v[k]), lo = _mm512_min_ps(lo, v[k]);
+        float vmax = _mm512_reduce_max_ps(hi), vmin = _mm512_reduce_min_ps(lo);
+        float amax = vmax > -vmin ? vmax : -vmin, max = vmax > -vmin ? vmax : vmin, d = 0;
+        if (vmax == -vmin) /* +amax and -amax (or all zero): the first one counts */
+            for (int j = 0; j < QK_K; j++)
+                if (x[j] == vmax || x[j] == vmin) { max = x[j]; break; }
+        if (amax == 0) {
+            memset(y + Q8_K_QS, 0, QK_K + 32);
+            memcpy(y, &d, 4);
+            continue;
+        }
+        const __m512 is = _mm512_set1_ps(-127.0f / max);
+        __m512i sad[4];
+        for (int k = 0; k < 4; k++) {
+            __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v[4 * k], is));
+            __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v[4 * k + 1], is));
+            __m512i q2 = _mm512_cvtps_epi32(_mm512_mul_ps(v[4 * k + 2], is));
+            __m512i q3 = _mm512_cvtps_epi32(_mm512_mul_ps(v[4 * k + 3], is));
+            /* per 128-bit lane L the packs give q0..q3's dwords 4L..4L+3 */
+            __m512i p8 = _mm512_packs_epi16(_mm512_packs_epi32(q0, q1), _mm512_packs_epi32(q2, q3));
+            p8 = _mm512_permutexvar_epi32(order, p8);
+            _mm512_storeu_si512(y + Q8_K_QS + 64 * k, p8);
+            sad[k] = _mm512_sad_epu8(_mm512_xor_si512(p8, _mm512_set1_epi8((char)0x80)), _mm512_setzero_si512());
+        }
+        /* sad[k] qwords 2j, 2j+1: group 4k + j */
+        __m512i g0 = _mm512_add_epi64(_mm512_permutex2var_epi64(sad[0], even, sad[1]),
+                                      _mm512_permutex2var_epi64(sad[0], odd, sad[1]));
+        __m512i g1 = _mm512_add_epi64(_mm512_permutex2var_epi64(sad[2], even, sad[3]),
+                                      _mm512_permutex2var_epi64(sad[2], odd, sad[3]));
+        __m256i bs = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi64_epi16(g0)),
+                                             _mm512_cvtepi64_epi16(g1), 1);
+        _mm256_storeu_si256((__m256i *)(y + Q8_K_BS), _mm256_sub_epi16(bs, _mm256_set1_epi16(16 * 128)));
+        d = 1.0f / (-127.0f / max);
+        memcpy(y, &d, 4);
+    }
+}
+
 void fr_kernels_fill_avx512(fr_kernel_table *t) {
     /* The single quantized dot stays AVX2's: with one row there is nothing
      * to share, and its 256-bit code, which has three ports to run on
@@ -410,4 +650,13 @@ void fr_kernels_fill_avx512(fr_kernel_table *t) {
     t->dot_tile[FR_F16] = tile_f16;
     t->quant[FR_Q8_0] = quant_q8_0;
     t->quant[FR_Q8_1] = quant_q8_1;
+    t->dot_rows[FR_Q5_0] = rows_q5_0_q8_0;
+    t->dot_tile[FR_Q5_0] = tile_q5_0_q8_0;
+    t->dot[FR_Q4_K] = dot_q4_k_q8_k;
+    t->dot_rows[FR_Q4_K] = rows_q4_k_q8_k;
+    t->dot_tile[FR_Q4_K] = tile_q4_k_q8_k;
+    t->dot[FR_Q6_K] = dot_q6_k_q8_k;
+    t->dot_rows[FR_Q6_K] = rows_q6_k_q8_k;
+    t->dot_tile[FR_Q6_K] = tile_q6_k_q8_k;
+    t->quant[FR_Q8_K] = quant_q8_k;
 }

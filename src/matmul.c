@@ -5,6 +5,9 @@
  * The input rows are quantized once per product to the weight type's
  * activation format (Q8_0 / Q8_1 ...) - by the calling thread when there
  * are few rows (decode: no extra synchronisation), in parallel otherwise.
+ * When the product's input is a normalised x (every block's first
+ * matmuls), the RMSNorm is done in the same pass, row by row, just
+ * before the row is quantized.
  * The output rows of one or several matrices are then split into
  * contiguous ranges, one per thread; a thread walks its rows in blocks of
  * ROW_BLOCK, and for each block goes through all tokens, so the weights
@@ -24,6 +27,9 @@ typedef struct {
     int nw, n;
     int64_t total_rows;      /* sum of rows of all matrices */
     const float *x;
+    const float *norm;        /* RMSNorm weights applied to x first, or NULL */
+    float eps;
+    float *xn;                /* where normalised rows go (the ctx's xb) */
     const void *xq[MAX_MATS]; /* quantized input for each matrix */
     size_t xq_row[MAX_MATS];  /* bytes per quantized row */
     /* GLU fusion */
@@ -93,8 +99,14 @@ typedef struct { const mm_job *j; int i; } quant_job;
 static void quant_rows(const mm_job *j, int i, int64_t lo, int64_t hi) {
     int64_t cols = j->w[i]->cols;
     uint32_t act = fr_traits(j->w[i]->type)->act_type;
-    for (int64_t t = lo; t < hi; t++)
-        fr_quantize_act(act, j->x + t * cols, (uint8_t *)j->xq[i] + t * j->xq_row[i], cols);
+    for (int64_t t = lo; t < hi; t++) {
+        const float *row = j->x + t * cols;
+        if (j->norm) {
+            fr_rmsnorm(j->xn + t * cols, row, j->norm, 1, (int)cols, j->eps);
+            row = j->xn + t * cols;
+        }
+        fr_quantize_act(act, row, (uint8_t *)j->xq[i] + t * j->xq_row[i], cols);
+    }
 }
 
 static void quant_worker(void *arg, int ith, int nth) {
@@ -115,6 +127,7 @@ static void quantize_inputs(frugal_ctx *ctx, mm_job *j) {
         for (int k = 0; k < i && same < 0; k++)
             if ((uint32_t)fr_traits(j->w[k]->type)->act_type == act) same = k;
         if (same >= 0) { j->xq[i] = j->xq[same]; continue; }
+        if (i > 0 && j->norm) j->x = j->xn, j->norm = NULL; /* normalised once already */
         j->xq[i] = next;
         next += j->xq_row[i] * j->n;
         if (j->n <= SERIAL_QUANT_ROWS) {
@@ -127,8 +140,8 @@ static void quantize_inputs(frugal_ctx *ctx, mm_job *j) {
 }
 
 void fr_matmul_multi(frugal_ctx *ctx, const fr_weight *const *ws, float *const *ys, int nw,
-                     const float *x, int n) {
-    mm_job j = { .nw = nw, .n = n, .x = x };
+                     const float *x, const float *norm, int n) {
+    mm_job j = { .nw = nw, .n = n, .x = x, .norm = norm, .eps = ctx->model->hp.norm_eps, .xn = ctx->xb };
     for (int i = 0; i < nw; i++) {
         j.w[i] = ws[i];
         j.y[i] = ys[i];
@@ -139,12 +152,13 @@ void fr_matmul_multi(frugal_ctx *ctx, const fr_weight *const *ws, float *const *
 }
 
 void fr_matmul(frugal_ctx *ctx, const fr_weight *w, const float *x, int n, float *y) {
-    fr_matmul_multi(ctx, &w, &y, 1, x, n);
+    fr_matmul_multi(ctx, &w, &y, 1, x, NULL, n);
 }
 
 void fr_matmul_glu(frugal_ctx *ctx, const fr_weight *w_gate, const fr_weight *w_up, const float *x,
-                   int n, float *a, float *tmp, int act) {
-    mm_job j = { .nw = 2, .n = n, .x = x, .act = act };
+                   const float *norm, int n, float *a, float *tmp, int act) {
+    mm_job j = { .nw = 2, .n = n, .x = x, .act = act, .norm = norm, .eps = ctx->model->hp.norm_eps,
+                 .xn = ctx->xb };
     j.w[0] = w_gate;
     j.w[1] = w_up;
     j.y[0] = a;

@@ -69,7 +69,23 @@ frugal_status fr_read_common_hparams(frugal_model *m) {
     return FRUGAL_OK;
 }
 
-frugal_status fr_check_hparams(const frugal_model *m) {
+/* Collects the layers' distinct RoPE bases (forward.c computes one cos/sin
+ * table per base per batch). */
+static frugal_status index_rope_bases(frugal_model *m) {
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        fr_layer *L = &m->layers[l];
+        int k = 0;
+        while (k < m->n_rope_bases && m->rope_bases[k] != L->rope_theta) k++;
+        if (k == m->n_rope_bases) {
+            if (k == FR_MAX_ROPE_BASES) return fr_error(FRUGAL_ERR_UNSUPPORTED, "more than %d RoPE bases", k);
+            m->rope_bases[m->n_rope_bases++] = L->rope_theta;
+        }
+        L->rope_table = k;
+    }
+    return FRUGAL_OK;
+}
+
+frugal_status fr_check_hparams(frugal_model *m) {
     const fr_hparams *hp = &m->hp;
     if (hp->n_head % hp->n_head_kv != 0)
         return fr_error(FRUGAL_ERR_FORMAT, "head_count %d is not a multiple of head_count_kv %d",
@@ -78,7 +94,7 @@ frugal_status fr_check_hparams(const frugal_model *m) {
         return fr_error(FRUGAL_ERR_UNSUPPORTED, "head size %d (supported: even, up to 512)", hp->head_dim);
     if (hp->rope_dim < 2 || hp->rope_dim > hp->head_dim || hp->rope_dim % 2)
         return fr_error(FRUGAL_ERR_FORMAT, "rope dimension %d invalid for head size %d", hp->rope_dim, hp->head_dim);
-    return FRUGAL_OK;
+    return index_rope_bases(m);
 }
 
 frugal_status fr_bind_common(frugal_model *m) {

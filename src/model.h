@@ -30,10 +30,12 @@ typedef struct {
     fr_weight attn_norm, wq, wk, wv, wo, q_norm, k_norm, post_attn_norm;
     fr_weight ffn_norm, w_gate, w_up, w_down, post_ffn_norm;
     float rope_theta;  /* RoPE base of this layer */
+    int rope_table;    /* index of that base in frugal_model.rope_bases */
     int window;        /* sliding-window size in tokens; 0 = global attention */
 } fr_layer;
 
 enum fr_rope_kind { FR_ROPE_NORM = 0, FR_ROPE_NEOX = 1 };
+#define FR_MAX_ROPE_BASES 4
 enum fr_ffn_act { FR_ACT_SILU = 0, FR_ACT_GELU_TANH = 1 };
 
 typedef struct {
@@ -52,6 +54,8 @@ struct frugal_model {
     char *name;              /* general.name or "" */
     fr_weight tok_embd, output_norm, output;
     fr_layer *layers;
+    float rope_bases[FR_MAX_ROPE_BASES]; /* distinct RoPE bases of the layers */
+    int n_rope_bases;
     int chat_kind;           /* enum fr_chat_kind */
     char *chat_default_system;
     int isa;                 /* kernel level in use */
@@ -83,8 +87,9 @@ frugal_status fr_read_common_hparams(frugal_model *m);
 frugal_status fr_bind_common(frugal_model *m);
 /* The weights every block has: attention and FFN norms and matrices. */
 frugal_status fr_bind_block(frugal_model *m, int layer);
-/* Consistency checks after loading (head sizes, rope dims). */
-frugal_status fr_check_hparams(const frugal_model *m);
+/* Consistency checks after loading (head sizes, rope dims); indexes the
+ * layers' RoPE bases. */
+frugal_status fr_check_hparams(frugal_model *m);
 
 /* ---- inference context ---- */
 
@@ -110,6 +115,7 @@ struct frugal_ctx {
     void *qbuf;              /* activations quantized for a matmul */
     size_t qbuf_bytes;
     float *attn_partial;     /* split-KV partial results (attention.c) */
+    float *rope_cs[FR_MAX_ROPE_BASES]; /* [n_batch][rope_dim] cos/sin per base */
     float *logits;           /* [n_logits][n_vocab] */
     int n_logits_cap;        /* rows the logits buffer holds */
     int logits_first;        /* token index (in the last eval) of logits row 0 */

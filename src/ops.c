@@ -22,28 +22,31 @@ void fr_rmsnorm(float *y, const float *x, const float *w, int n, int d, float ep
     }
 }
 
+/* Angles: pair i of a token at position p turns by p * theta^(-2i/rope_dim),
+ * advanced by repeated multiplication as llama.cpp does. */
+void fr_rope_table(float *cs, int pos, int rope_dim, float theta) {
+    float theta_scale = powf(theta, -2.0f / rope_dim), angle = (float)pos;
+    for (int i = 0; i < rope_dim / 2; i++) {
+        cs[2 * i] = cosf(angle);
+        cs[2 * i + 1] = sinf(angle);
+        angle *= theta_scale;
+    }
+}
+
 /* NORM rotates adjacent pairs (x[2i], x[2i+1]); NEOX rotates (x[i],
- * x[i + rope_dim/2]). Pair i turns by pos * theta^(-2i/rope_dim). */
-void fr_rope(float *x, int n, int n_heads, int head_dim, int rope_dim, int pos0,
-             float theta, int kind) {
-    float cs[512], sn[512];
+ * x[i + rope_dim/2]). cs holds each token's table (rope_dim floats). */
+void fr_rope(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind) {
     int half = rope_dim / 2;
-    float theta_scale = powf(theta, -2.0f / rope_dim);
     for (int t = 0; t < n; t++) {
-        float angle = (float)(pos0 + t);
-        for (int i = 0; i < half; i++) {
-            cs[i] = cosf(angle);
-            sn[i] = sinf(angle);
-            angle *= theta_scale;
-        }
+        const float *c = cs + (size_t)t * rope_dim;
         for (int h = 0; h < n_heads; h++) {
             float *v = x + ((size_t)t * n_heads + h) * head_dim;
             for (int i = 0; i < half; i++) {
                 int a = kind == FR_ROPE_NEOX ? i : 2 * i;
                 int b = kind == FR_ROPE_NEOX ? i + half : 2 * i + 1;
                 float x0 = v[a], x1 = v[b];
-                v[a] = x0 * cs[i] - x1 * sn[i];
-                v[b] = x0 * sn[i] + x1 * cs[i];
+                v[a] = x0 * c[2 * i] - x1 * c[2 * i + 1];
+                v[b] = x0 * c[2 * i + 1] + x1 * c[2 * i];
             }
         }
     }

@@ -11,9 +11,11 @@
 
 /* y[t] = x[t] / rms(x[t]) * w, for n rows of d (y may be x). */
 void fr_rmsnorm(float *y, const float *x, const float *w, int n, int d, float eps);
-/* Rotary embedding in place on n rows of n_heads heads of head_dim. */
-void fr_rope(float *x, int n, int n_heads, int head_dim, int rope_dim, int pos0,
-             float theta, int kind);
+/* Rotary embedding: the cos/sin table of one position (rope_dim floats),
+ * and its application in place to n rows of n_heads heads of head_dim,
+ * row t using table cs + t * rope_dim. */
+void fr_rope_table(float *cs, int pos, int rope_dim, float theta);
+void fr_rope(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind);
 /* a = silu(a) * b (SwiGLU) or gelu_tanh(a) * b (GeGLU), count elements. */
 void fr_glu(float *a, const float *b, int64_t count, int act);
 /* Row r of a matrix as floats (embedding lookup). */
@@ -23,15 +25,16 @@ void fr_get_row(const fr_weight *w, int64_t r, float *out);
 void fr_matmul(frugal_ctx *ctx, const fr_weight *w, const float *x, int n, float *y);
 /* Several matrices over the same input in one parallel step (Q, K, V):
  * the input is quantized once and the rows of all matrices are shared
- * out between the threads together. */
+ * out between the threads together. With norm, the input is
+ * RMSNorm(x) * norm (computed into ctx->xb on the way). */
 void fr_matmul_multi(frugal_ctx *ctx, const fr_weight *const *ws, float *const *ys, int nw,
-                     const float *x, int n);
+                     const float *x, const float *norm, int n);
 /* a = act(Wgate x) * (Wup x), the gated FFN input, fused: each thread
  * computes the same rows of both products and applies the activation
  * while they are in cache. a is [n][w_gate->rows]; tmp is scratch of the
  * same size. */
 void fr_matmul_glu(frugal_ctx *ctx, const fr_weight *w_gate, const fr_weight *w_up, const float *x,
-                   int n, float *a, float *tmp, int act);
+                   const float *norm, int n, float *a, float *tmp, int act);
 
 /* Writes the n new tokens' K and V rows (fp32) into the layer's cache. */
 void fr_kv_store(frugal_ctx *ctx, int layer, const float *k, const float *v, int n, int pos0);
@@ -46,6 +49,7 @@ typedef struct {
     void (*f32_to_f16)(const float *x, uint16_t *y, int n);
     float (*dot)(const float *a, const float *b, int n);
     void (*scale_add)(float *acc, float c, float p, const float *v, int n); /* acc = acc*c + p*v */
+    float (*exp_sub)(float *s, float m, int n); /* s[i] = exp(s[i] - m); returns the sum */
 } fr_attn_kernels;
 extern const fr_attn_kernels fr_attn_scalar, fr_attn_avx2;
 

@@ -154,10 +154,13 @@ int cmd_bench(int argc, char **argv) {
         if (n_p)
             printf("| %s | %.1f MiB | %.1f M | %d | pp%d | %.2f ± %.2f | %.1f GFLOP/s |\n", info.name, info.weight_bytes / 1048576.0,
                    info.n_params / 1e6, threads, n_p, sp.mean, sp.sd, 2 * mparams * sp.mean / 1e9);
-        if (n_g)
-            printf("| %s | %.1f MiB | %.1f M | %d | tg%d | %.2f ± %.2f | %.2f GB/s = %.0f%% of %.2f GB/s read |\n", info.name,
+        if (n_g) {
+            char frac[64] = "";
+            if (bw > 0) snprintf(frac, sizeof frac, " = %.0f%% of %.2f GB/s read", 100 * bytes_tok * sg.mean / 1e9 / bw, bw);
+            printf("| %s | %.1f MiB | %.1f M | %d | tg%d | %.2f ± %.2f | %.2f GB/s%s |\n", info.name,
                    info.weight_bytes / 1048576.0, info.n_params / 1e6, threads, n_g, sg.mean, sg.sd,
-                   bytes_tok * sg.mean / 1e9, bw > 0 ? 100 * bytes_tok * sg.mean / 1e9 / bw : 0, bw);
+                   bytes_tok * sg.mean / 1e9, frac);
+        }
     }
     free(pp); free(tg); free(toks);
     frugal_ctx_free(ctx);

@@ -141,5 +141,11 @@ TEST(attention_primitives_avx2_match_scalar) {
         fr_attn_scalar.scale_add(acc1, 0.5f, 2.0f, b, n);
         fr_attn_avx2.scale_add(acc2, 0.5f, 2.0f, b, n);
         for (int i = 0; i < n; i++) CHECK_NEAR(acc1[i], acc2[i], 1e-5);
+        /* exp(s - m): relative error well under 1e-6, down to underflow */
+        float e1[301], e2[301];
+        for (int i = 0; i < n; i++) e1[i] = e2[i] = -fabsf(a[i]) * (i % 3 ? 1.0f : 0.01f);
+        float s1 = fr_attn_scalar.exp_sub(e1, 0.5f, n), s2 = fr_attn_avx2.exp_sub(e2, 0.5f, n);
+        CHECK_NEAR(s1, s2, 1e-6 * (s1 + 1));
+        for (int i = 0; i < n; i++) CHECK_NEAR(e1[i], e2[i], 1e-6 * e1[i] + 1e-37);
     }
 }
