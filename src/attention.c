@@ -47,8 +47,16 @@ static float exp_sub_scalar(float *s, float m, int n) {
     return sum;
 }
 
+static void pv_scalar(float *acc, float c, const float *e, const float *v, int v_stride, int np, int n) {
+    for (int i = 0; i < n; i++) {
+        float a = acc[i] * c;
+        for (int p = 0; p < np; p++) a += e[p] * v[(size_t)p * v_stride + i];
+        acc[i] = a;
+    }
+}
+
 const fr_attn_kernels fr_attn_scalar = { f16_to_f32_scalar, f32_to_f16_scalar, dot_scalar, scale_add_scalar,
-                                         exp_sub_scalar };
+                                         exp_sub_scalar, pv_scalar };
 
 static const fr_attn_kernels *kernels(void) {
     return fr_kernels_isa() >= FR_ISA_AVX2 ? &fr_attn_avx2 : &fr_attn_scalar;
@@ -111,8 +119,7 @@ static void attend_range(const attn_job *j, int kvh, row_state *rs, int nr, int 
             }
             float m_new = FR_MAX(st->m, mt), c = expf(st->m - m_new);
             st->l = st->l * c + K->exp_sub(s + lo - t0, m_new, hi - lo);
-            for (int p = lo; p < hi; p++)
-                K->scale_add(st->acc, p == lo ? c : 1.0f, s[p - t0], vt[p - t0], hd);
+            K->pv(st->acc, c, s + lo - t0, vt[lo - t0], MAX_HD, hi - lo, hd);
             st->m = m_new;
         }
     }

@@ -88,4 +88,26 @@ static float exp_sub(float *s, float m, int n) {
     return total;
 }
 
-const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub };
+/* acc = acc * c + sum_p e[p] * v[p]: eight output lanes at a time stay in
+ * registers across all the tile's keys. */
+static void pv(float *acc, float c, const float *e, const float *v, int v_stride, int np, int n) {
+    int i = 0;
+    __m256 vc = _mm256_set1_ps(c);
+    for (; i + 16 <= n; i += 16) {
+        __m256 a0 = _mm256_mul_ps(vc, _mm256_loadu_ps(acc + i)), a1 = _mm256_mul_ps(vc, _mm256_loadu_ps(acc + i + 8));
+        for (int p = 0; p < np; p++) {
+            __m256 ep = _mm256_set1_ps(e[p]);
+            a0 = _mm256_fmadd_ps(ep, _mm256_loadu_ps(v + (size_t)p * v_stride + i), a0);
+            a1 = _mm256_fmadd_ps(ep, _mm256_loadu_ps(v + (size_t)p * v_stride + i + 8), a1);
+        }
+        _mm256_storeu_ps(acc + i, a0);
+        _mm256_storeu_ps(acc + i + 8, a1);
+    }
+    for (; i < n; i++) {
+        float a = acc[i] * c;
+        for (int p = 0; p < np; p++) a += e[p] * v[(size_t)p * v_stride + i];
+        acc[i] = a;
+    }
+}
+
+const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv };

@@ -50,6 +50,8 @@ typedef struct {
     float (*dot)(const float *a, const float *b, int n);
     void (*scale_add)(float *acc, float c, float p, const float *v, int n); /* acc = acc*c + p*v */
     float (*exp_sub)(float *s, float m, int n); /* s[i] = exp(s[i] - m); returns the sum */
+    /* acc[i] = acc[i]*c + sum_p e[p] * v[p*v_stride + i], i < n, p < np */
+    void (*pv)(float *acc, float c, const float *e, const float *v, int v_stride, int np, int n);
 } fr_attn_kernels;
 extern const fr_attn_kernels fr_attn_scalar, fr_attn_avx2;
 

@@ -141,6 +141,14 @@ TEST(attention_primitives_avx2_match_scalar) {
         fr_attn_scalar.scale_add(acc1, 0.5f, 2.0f, b, n);
         fr_attn_avx2.scale_add(acc2, 0.5f, 2.0f, b, n);
         for (int i = 0; i < n; i++) CHECK_NEAR(acc1[i], acc2[i], 1e-5);
+        float pv1[301], pv2[301];
+        for (int i = 0; i < n; i++) pv1[i] = pv2[i] = acc1[i];
+        fr_attn_scalar.pv(pv1, 0.7f, b, a, 3, n / 3, n / 3 > 0 ? 3 : 0);
+        fr_attn_avx2.pv(pv2, 0.7f, b, a, 3, n / 3, n / 3 > 0 ? 3 : 0);
+        int w = n > 40 ? 40 : n;
+        fr_attn_scalar.pv(pv1, 0.7f, b, a, 41, 7 * (n > 300), w);
+        fr_attn_avx2.pv(pv2, 0.7f, b, a, 41, 7 * (n > 300), w);
+        for (int i = 0; i < n; i++) CHECK_NEAR(pv1[i], pv2[i], 1e-3);
         /* exp(s - m): relative error well under 1e-6, down to underflow */
         float e1[301], e2[301];
         for (int i = 0; i < n; i++) e1[i] = e2[i] = -fabsf(a[i]) * (i % 3 ? 1.0f : 0.01f);
