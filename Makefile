@@ -29,7 +29,7 @@ DEPS_STAMP = $(BUILD)/.deps-ok
 
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all run test unit conformance clean deps model venv
+.PHONY: all run test unit conformance clean deps model models venv
 all: $(BUILD)/frugal
 
 $(DEPS_STAMP): scripts/install-deps
@@ -57,6 +57,9 @@ $(BUILD)/unit_tests: $(TEST_OBJ) $(BUILD)/libfrugal.a
 model:
 	@scripts/fetch-model smollm2-135m
 
+models: model
+	@scripts/fetch-model gemma3-270m
+
 venv:
 	@scripts/setup-venv
 
@@ -66,9 +69,93 @@ run: all model
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
 
-test: all $(BUILD)/unit_tests model venv
+test: all $(BUILD)/unit_tests models venv
 	$(BUILD)/unit_tests
 	.venv/bin/python -m pytest -q tests/
 
 clean:
 	rm -rf $(BUILD)
+
+# ==== Fuzzing and sanitizers (fuzz/, tests/malformed/, docs/fuzzing.md) =====
+#
+#   make fuzz-build     the libFuzzer targets (clang, ASan + UBSan) in build-fuzz/
+#   make fuzz           runs each target for FUZZ_SECONDS (default 600), one after
+#                       another; new inputs collect in fuzz/corpus-out/TARGET/
+#                       (ignored by git), crashes land in build-fuzz/crash-*
+#   make fuzz-replay    seed corpora (fuzz/make-corpus) and fuzz/regress/TARGET/
+#                       through the targets built with gcc + ASan + UBSan: a
+#                       regression test, well under a minute
+#   make test-sanitize  unit tests (fault injection included), the malformed-file
+#                       tests and a real generation, all under ASan + UBSan +
+#                       LeakSanitizer (build-asan/)
+#
+# The sanitized library, unit tests and CLI are built by a sub-make with the
+# rules above (BUILD=build-asan, CFLAGS=$(SAN_CFLAGS)), so they follow the
+# sources the same way build/ does.
+
+ASAN_BUILD   ?= build-asan
+FUZZ_BUILD   ?= build-fuzz
+SAN_CC       ?= gcc
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 600
+FUZZ_ARGS    ?=
+FUZZ_REPLAY_EXTRA ?=
+FUZZ_TARGETS  = fuzz_gguf fuzz_tokenizer fuzz_chat
+FUZZ_SEEDS    = $(ASAN_BUILD)/fuzz-seeds
+SAN_CFLAGS    = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS   = -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+SAN_ENV       = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1 \
+                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+FUZZ_INC      = -std=c11 $(WARN) -D_GNU_SOURCE -Iinclude -Isrc -Itests/unit -Ifuzz -pthread
+FUZZ_DEPS     = fuzz/fuzz.h tests/unit/gguf_builder.c tests/unit/gguf_builder.h $(wildcard src/*.h include/*.h)
+
+.PHONY: fuzz fuzz-build fuzz-replay fuzz-seeds fuzz-clean test-sanitize sanitize-force
+
+sanitize-force:
+
+# One sub-make builds all three, so a parallel make never runs two on the same objects.
+$(ASAN_BUILD)/libfrugal.a: sanitize-force
+	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CC=$(SAN_CC) CFLAGS='$(SAN_CFLAGS)' \
+	    $(ASAN_BUILD)/libfrugal.a $(ASAN_BUILD)/unit_tests $(ASAN_BUILD)/frugal
+
+$(FUZZ_BUILD)/libfrugal.a: sanitize-force
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) CFLAGS='$(FUZZ_CFLAGS)' $@
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_DEPS) $(FUZZ_BUILD)/libfrugal.a
+	$(FUZZ_CC) $(FUZZ_INC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< tests/unit/gguf_builder.c \
+	    $(FUZZ_BUILD)/libfrugal.a $(LDLIBS) -o $@
+
+$(ASAN_BUILD)/replay_fuzz_%: fuzz/fuzz_%.c fuzz/replay.c $(FUZZ_DEPS) $(ASAN_BUILD)/libfrugal.a
+	$(SAN_CC) $(FUZZ_INC) $(SAN_CFLAGS) $< fuzz/replay.c tests/unit/gguf_builder.c \
+	    $(ASAN_BUILD)/libfrugal.a $(LDLIBS) -o $@
+
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
+
+fuzz-seeds:
+	@python3 fuzz/make-corpus $(FUZZ_SEEDS)
+
+fuzz-replay: $(FUZZ_TARGETS:%=$(ASAN_BUILD)/replay_%) fuzz-seeds
+	@for t in $(FUZZ_TARGETS); do \
+	    $(SAN_ENV) $(ASAN_BUILD)/replay_$$t $(FUZZ_SEEDS)/$$t fuzz/regress/$$t \
+	        $(FUZZ_REPLAY_EXTRA:%=%/$$t) || exit 1; \
+	done
+
+# FRUGAL_FUZZ_MODEL=path.gguf in the environment adds that model's vocabulary
+# to fuzz_tokenizer's; FUZZ_ARGS passes more libFuzzer options.
+fuzz: fuzz-build fuzz-seeds
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p fuzz/corpus-out/$$t; \
+	    echo "== $$t: $(FUZZ_SECONDS) s"; \
+	    $(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -timeout=10 \
+	        -rss_limit_mb=2048 -artifact_prefix=$(FUZZ_BUILD)/crash-$$t- $(FUZZ_ARGS) \
+	        fuzz/corpus-out/$$t $(FUZZ_SEEDS)/$$t fuzz/regress/$$t || exit 1; \
+	done
+
+test-sanitize: $(ASAN_BUILD)/libfrugal.a model venv
+	$(SAN_ENV) $(ASAN_BUILD)/unit_tests
+	FRUGAL_BIN=$(ASAN_BUILD)/frugal $(SAN_ENV) .venv/bin/python -m pytest -q tests/malformed
+	@echo "load, generate, free under LeakSanitizer (any leak fails):"
+	$(SAN_ENV) $(ASAN_BUILD)/frugal run -m smollm2-135m --temp 0 -n 16 -p hi
+
+fuzz-clean:
+	rm -rf $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -10,6 +10,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 FRUGAL = ROOT / "build" / "frugal"
 MODELS = pathlib.Path(os.environ.get("FRUGAL_MODELS", pathlib.Path.home() / ".cache/frugal/models"))
 SMOLLM2 = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3 = MODELS / "gemma-3-270m-it-Q4_K_M.gguf"
 THREADS = 2
 
 
@@ -34,3 +35,10 @@ def smollm2():
 def llama_vocab(smollm2):
     from llama_cpp import Llama
     return Llama(model_path=str(smollm2), vocab_only=True, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    assert FRUGAL.exists(), "build/frugal is missing: run make"
+    assert GEMMA3.exists(), "model missing: run scripts/fetch-model gemma3-270m"
+    return GEMMA3
