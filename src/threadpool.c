@@ -5,16 +5,21 @@
  * worker that sees a new generation runs its share and increments `done`.
  * The caller runs share 0 itself, then waits until done == n - 1.
  * Waiting spins on the atomic for a while before falling back to the
- * condition variable, so back-to-back steps never pay a syscall.
+ * condition variable, so back-to-back steps never pay a syscall. After a
+ * short spin the waiter yields its core on every poll: when there are
+ * more runnable threads than cores (another program busy, a server with
+ * several contexts), the thread being waited for gets to run.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include "threadpool.h"
 
-#define SPIN_ITERS 200000
+#define SPIN_ITERS 20000  /* polls before sleeping on the condition variable */
+#define PAUSE_ITERS 2000  /* polls with a pause; after that each poll yields the core */
 
 struct fr_pool {
     int n;
@@ -33,7 +38,11 @@ struct fr_pool {
 
 typedef struct { fr_pool *p; int ith; } worker_arg;
 
-static inline void cpu_relax(void) {
+static inline void cpu_relax(int iter) {
+    if (iter >= PAUSE_ITERS) {
+        sched_yield();
+        return;
+    }
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
@@ -43,7 +52,7 @@ static unsigned wait_generation(fr_pool *p, unsigned seen) {
     for (int i = 0; i < SPIN_ITERS; i++) {
         unsigned g = atomic_load_explicit(&p->generation, memory_order_acquire);
         if (g != seen || atomic_load(&p->stop)) return g;
-        cpu_relax();
+        cpu_relax(i);
     }
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add(&p->sleepers, 1);
@@ -87,7 +96,7 @@ frugal_status fr_pool_new(int n_threads, fr_pool **out) {
     pthread_cond_init(&p->finished, NULL);
     if (n_threads > 1) {
         p->threads = fr_calloc((size_t)n_threads, sizeof *p->threads);
-        if (!p->threads) { fr_pool_free(p); return fr_error(FRUGAL_ERR_NOMEM, "out of memory creating thread pool"); }
+        if (!p->threads) { p->n = 1; fr_pool_free(p); /* no workers to join */ return fr_error(FRUGAL_ERR_NOMEM, "out of memory creating thread pool"); }
     }
     for (int i = 1; i < n_threads; i++) {
         worker_arg *wa = fr_malloc(sizeof *wa);
@@ -135,7 +144,7 @@ void fr_pool_run(fr_pool *p, fr_task_fn fn, void *arg) {
     fn(arg, 0, p->n);
     for (int i = 0; i < SPIN_ITERS; i++) {
         if (atomic_load_explicit(&p->done, memory_order_acquire) == p->n - 1) return;
-        cpu_relax();
+        cpu_relax(i);
     }
     pthread_mutex_lock(&p->mu);
     atomic_store(&p->caller_sleeping, true);
