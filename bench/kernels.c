@@ -3,11 +3,14 @@
  *
  * For each weight type and ISA level this CPU runs, times a matrix-vector
  * product over a row set shaped like SmolLM2-135M's layers (1536 rows of 576
- * and 576 rows of 1536) and its Q8_0 output matrix (49152 rows of 576), once
- * with one dot call per row and once with the multi-row kernel. Prints GB/s
- * of weight bytes read and GFLOP/s (2 flops per weight). Then a prefill-like
- * batch of 64 activation rows (tile kernel vs dot_rows vs dot), and the
- * activation quantizers.
+ * and 576 rows of 1536) and its Q8_0 output matrix (49152 rows of 576), and
+ * like Gemma 3 270M's (Q5_0 2048 and 1024 rows of 640, Q4_K 640 rows of
+ * 1024 and 2048, Q6_K 640 rows of 2048), once with one dot call per row and
+ * once with the multi-row kernel. Prints GB/s of weight bytes read and
+ * GFLOP/s (2 flops per weight). Then a prefill-like batch of 64 activation
+ * rows (tile kernel vs dot_rows vs dot), and the activation quantizers.
+ * An argument keeps only the lines of types whose name contains it
+ * (/tmp/bench_kernels Q5_0).
  *
  *   hot     one matrix, re-read from cache each pass
  *   stream  enough copies to exceed the caches (64 MiB), read in turn
@@ -160,23 +163,35 @@ static void bench_quantize(uint32_t act_type, int64_t n) {
             double t = (now() - t0) / 200;
             if (t < best) best = t;
         }
-        printf("quantize %-5s n=%-5lld %-7s %7.1f ns/row  %6.2f ns/block\n", fr_traits(act_type)->name,
+        printf("quantize %-5s n=%-5lld %-7s %7.1f ns/row  %6.2f ns/32 values\n", fr_traits(act_type)->name,
                (long long)n, fr_isa_name(lvl), best * 1e9, best * 1e9 / (n / 32));
     }
     free(x), free(y);
 }
 
-int main(void) {
+static const char *only; /* type name filter */
+
+static int wanted(uint32_t type) { return !only || strstr(fr_traits(type)->name, only); }
+
+int main(int argc, char **argv) {
     const shape shapes[] = {
         {FR_Q4_1, 576, 1536}, {FR_Q4_1, 1536, 576}, {FR_Q8_0, 576, 1536}, {FR_Q8_0, 576, 49152},
         {FR_Q4_0, 576, 1536}, {FR_F16, 576, 1536},  {FR_F32, 576, 1536},
+        /* Gemma 3 270M Q4_K_M */
+        {FR_Q5_0, 640, 2048}, {FR_Q5_0, 640, 1024}, {FR_Q4_K, 1024, 640}, {FR_Q4_K, 2048, 640},
+        {FR_Q6_K, 2048, 640}, {FR_Q8_0, 640, 2048},
     };
+    only = argc > 1 ? argv[1] : NULL;
     printf("cpu level: %s\n", fr_isa_name(fr_isa_detect()));
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) bench_shape(&shapes[i]);
-    const shape q41 = {FR_Q4_1, 576, 1536}, q80 = {FR_Q8_0, 576, 1536};
-    bench_batch(&q41, 64);
-    bench_batch(&q80, 64);
-    bench_quantize(FR_Q8_1, 576);
-    bench_quantize(FR_Q8_0, 1536);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (wanted(shapes[i].type)) bench_shape(&shapes[i]);
+    const shape batches[] = {
+        {FR_Q4_1, 576, 1536}, {FR_Q8_0, 576, 1536}, {FR_Q5_0, 640, 2048}, {FR_Q4_K, 2048, 640}, {FR_Q6_K, 2048, 640},
+    };
+    for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++)
+        if (wanted(batches[i].type)) bench_batch(&batches[i], 64);
+    const shape quants[] = {{FR_Q8_1, 576, 0}, {FR_Q8_0, 1536, 0}, {FR_Q8_0, 640, 0}, {FR_Q8_K, 2048, 0}, {FR_Q8_K, 1024, 0}};
+    for (size_t i = 0; i < sizeof quants / sizeof quants[0]; i++)
+        if (wanted(quants[i].type)) bench_quantize(quants[i].type, quants[i].n);
     return 0;
 }

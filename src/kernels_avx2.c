@@ -14,8 +14,16 @@
  * blocks first gathers the headers 4 or 8 at a time into a register,
  * converts them with F16C, and stores the scale products; the main loop
  * then broadcasts each from memory, which needs no shuffle port.
+ * Q5_0 adds its 5th bits (a shuffle and compare per block) and subtracts
+ * 16 sum(a) like Q4_0 subtracts 8 sum(a).
+ *
+ * K-quants (256-element super-blocks against Q8_K) scale each 32 (Q4_K) or
+ * 16 (Q6_K) weights' s16 pair sums by their small integer scale with madd,
+ * so a whole super-block's integer sum is exact before its one FMA; see
+ * the K-quant section. Multi-row and tile entries are one dot per output.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 #include "quant.h"
 
@@ -488,10 +496,11 @@ static void quant_q8_k(const float *x, void *yv, int64_t n) {
         if (vmax == -vmin) /* +amax and -amax (or all zero): the first one counts */
             for (int j = 0; j < QK_K; j++)
                 if (x[j] == vmax || x[j] == vmin) { max = x[j]; break; }
-        if (amax == 0) {
+        float iscale = amax != 0 ? -127.0f / max : 0;
+        if (amax == 0 || isinf(iscale)) {
             memset(y + Q8_K_QS, 0, QK_K + 32);
         } else {
-            const __m256 is = _mm256_set1_ps(-127.0f / max);
+            const __m256 is = _mm256_set1_ps(iscale);
             const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), ones8 = _mm256_set1_epi8(1);
             __m256i quads[8];
             for (int k = 0; k < 8; k++) {
@@ -504,15 +513,17 @@ static void quant_q8_k(const float *x, void *yv, int64_t n) {
                 /* sums of 4 codes: low half group 2k, high half group 2k + 1 */
                 quads[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, p8), _mm256_set1_epi16(1));
             }
-            /* two rounds of pairwise adds: per half, groups 4j+{0,2}+... */
+            /* two rounds of horizontal adds (within 128-bit halves) give whole
+             * groups: e0's low half holds groups 0, 2, 4, 6, its high half 1,
+             * 3, 5, 7, e1 likewise 8..15; packed to s16, interleaving the
+             * halves puts them in order */
             __m256i e0 = _mm256_hadd_epi32(_mm256_hadd_epi32(quads[0], quads[1]), _mm256_hadd_epi32(quads[2], quads[3]));
             __m256i e1 = _mm256_hadd_epi32(_mm256_hadd_epi32(quads[4], quads[5]), _mm256_hadd_epi32(quads[6], quads[7]));
-            /* e0: low half groups 0, 2, 4, 6, high half 1, 3, 5, 7; e1 likewise 8..15 */
             __m256i w = _mm256_packs_epi32(e0, e1);
             __m128i wl = _mm256_castsi256_si128(w), wh = _mm256_extracti128_si256(w, 1);
             _mm_storeu_si128((__m128i *)(y + Q8_K_BS), _mm_unpacklo_epi16(wl, wh));
             _mm_storeu_si128((__m128i *)(y + Q8_K_BS + 16), _mm_unpackhi_epi16(wl, wh));
-            d = 1.0f / (-127.0f / max);
+            d = 1.0f / iscale;
         }
         memcpy(y, &d, 4);
     }

@@ -6,9 +6,18 @@
  * Numerics. Activations are quantized exactly like ggml's reference
  * quantize_row_q8_0/q8_1 (amax/127 scale, roundf, fp16 scale; Q8_1's s is
  * computed from the fp32 scale) so our matmuls see the same integers as
- * llama.cpp. The reference dots accumulate block by block in float: the
+ * llama.cpp. Q8_K (the K-quants' activations) is ggml's
+ * quantize_row_q8_K_ref to the bit (see quant_q8_k; llama.cpp uses it on
+ * x86). The reference dots accumulate block by block in float: the
  * integer part of a block is exact, then scaled by the product of the two
- * block scales. SIMD kernels differ only in float summation order.
+ * block scales (Q4_K: minus dmin d_a times the exact min sum). SIMD kernels
+ * differ only in float summation order.
+ *
+ * Dequantization of Q5_0, Q4_K and Q6_K does the same float operations as
+ * ggml's and the gguf package's (d * sc first), and was checked bit for bit
+ * against the gguf package on every such tensor of Gemma 3 270M Q4_K_M. The
+ * weight quantizers of those types are plain ones for tests and benches
+ * (llama-quantize searches for better scales).
  *
  * BF16 weights pair with F32 activations (no rounding of the activations,
  * no conversion pass); F16 weights pair with F16 activations like ggml.
@@ -451,7 +460,9 @@ static void quant_q6_k(const float *src, void *dst, int64_t n) {
  * becomes code -127), q = iscale * x rounded to nearest, ties to even (as
  * rintf in the default rounding mode; ggml's nearest_int is the same),
  * capped at 127, d = 1 / iscale (fp32; note it has the opposite sign of
- * max). An all-zero block gets d = 0, zero codes and sums. */
+ * max). An all-zero block gets d = 0, zero codes and sums, and so does a
+ * block too small for iscale to be finite (max below ~3.7e-37, where
+ * ggml's codes would be undefined). */
 static void quant_q8_k(const float *src, void *dst, int64_t n) {
     uint8_t *b = dst;
     for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q8_K)) {
@@ -461,12 +472,11 @@ static void quant_q8_k(const float *src, void *dst, int64_t n) {
             if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
         int8_t *qs = (int8_t *)(b + Q8_K_QS);
         int16_t bsums[QK_K / 16];
-        float d = 0;
-        if (amax == 0) {
+        float d = 0, iscale = amax != 0 ? -127.0f / max : 0;
+        if (amax == 0 || isinf(iscale)) {
             memset(qs, 0, QK_K);
             memset(bsums, 0, sizeof bsums);
         } else {
-            float iscale = -127.0f / max;
             for (int j = 0; j < QK_K; j++) {
                 int v = (int)rintf(iscale * x[j]);
                 qs[j] = (int8_t)(v > 127 ? 127 : v);

@@ -10,7 +10,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 FRUGAL = ROOT / "build" / "frugal"
 MODELS = pathlib.Path(os.environ.get("FRUGAL_MODELS", pathlib.Path.home() / ".cache/frugal/models"))
 SMOLLM2 = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
-GEMMA3 = MODELS / "gemma-3-270m-it-Q4_K_M.gguf"
+GEMMA3 = MODELS / "gemma-3-270m-Q4_K_M.gguf"
 THREADS = 2
 
 

@@ -12,7 +12,7 @@
 
 static const struct { const char *name, *file; } known_models[] = {
     { "smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf" },
-    { "gemma3-270m", "gemma-3-270m-it-Q4_K_M.gguf" },
+    { "gemma3-270m", "gemma-3-270m-Q4_K_M.gguf" },
 };
 
 double cli_now(void) {
@@ -257,6 +257,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "perplexity")) return cmd_perplexity(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "--version")) { printf("frugal %s\n", FRUGAL_VERSION); return 0; }
     fprintf(stderr, "frugal: unknown command '%s'\n\n", cmd);
     usage();

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import FRUGAL, MODELS, run_frugal
 
-GEMMA = MODELS / "gemma-3-270m-it-Q4_K_M.gguf"
+GEMMA = MODELS / "gemma-3-270m-Q4_K_M.gguf"
 if not GEMMA.exists():
     pytest.skip(f"Gemma 3 270M model missing ({GEMMA})", allow_module_level=True)
 

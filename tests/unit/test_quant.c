@@ -159,23 +159,25 @@ TEST(quant_traits_table) {
         {FR_F32, "F32", 1, 4, 1, FR_F32},       {FR_F16, "F16", 1, 2, 1, FR_F16},
         {FR_BF16, "BF16", 1, 2, 1, FR_F32},     {FR_Q4_0, "Q4_0", 32, 18, 1, FR_Q8_0},
         {FR_Q4_1, "Q4_1", 32, 20, 1, FR_Q8_1},  {FR_Q8_0, "Q8_0", 32, 34, 1, FR_Q8_0},
-        {FR_Q8_1, "Q8_1", 32, 36, 1, FR_Q8_1},  {FR_Q5_0, "Q5_0", 32, 22, 0, FR_Q8_0},
+        {FR_Q8_1, "Q8_1", 32, 36, 1, FR_Q8_1},  {FR_Q5_0, "Q5_0", 32, 22, 1, FR_Q8_0},
         {FR_Q5_1, "Q5_1", 32, 24, 0, FR_Q8_1},  {FR_Q2_K, "Q2_K", 256, 84, 0, FR_Q8_K},
-        {FR_Q3_K, "Q3_K", 256, 110, 0, FR_Q8_K}, {FR_Q4_K, "Q4_K", 256, 144, 0, FR_Q8_K},
-        {FR_Q5_K, "Q5_K", 256, 176, 0, FR_Q8_K}, {FR_Q6_K, "Q6_K", 256, 210, 0, FR_Q8_K},
-        {FR_Q8_K, "Q8_K", 256, 292, 0, FR_Q8_K}, {FR_IQ4_NL, "IQ4_NL", 32, 18, 0, FR_Q8_0},
+        {FR_Q3_K, "Q3_K", 256, 110, 0, FR_Q8_K}, {FR_Q4_K, "Q4_K", 256, 144, 1, FR_Q8_K},
+        {FR_Q5_K, "Q5_K", 256, 176, 0, FR_Q8_K}, {FR_Q6_K, "Q6_K", 256, 210, 1, FR_Q8_K},
+        {FR_Q8_K, "Q8_K", 256, 292, 1, FR_Q8_K}, {FR_IQ4_NL, "IQ4_NL", 32, 18, 0, FR_Q8_0},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         const fr_type_traits *tt = fr_traits(t[i].type);
         CHECK(tt && !strcmp(tt->name, t[i].name));
         CHECK(tt->blck == t[i].blck && tt->bytes == t[i].bytes && tt->act_type == t[i].act);
         CHECK((tt->dequant != NULL) == t[i].impl);
-        int has_dot = t[i].impl && t[i].type != FR_Q8_1;
+        int has_dot = t[i].impl && t[i].type != FR_Q8_1 && t[i].type != FR_Q8_K;
         CHECK(!tt->dot == !has_dot && !tt->dot_rows == !has_dot && !tt->dot_tile == !has_dot);
         CHECK(!tt->dot_ref == !has_dot && !tt->dot_rows_ref == !has_dot && !tt->dot_tile_ref == !has_dot);
     }
     CHECK(sizeof(block_q4_0) == 18 && sizeof(block_q4_1) == 20);
     CHECK(sizeof(block_q8_0) == 34 && sizeof(block_q8_1) == 36);
+    CHECK(sizeof(block_q5_0) == 22 && sizeof(block_q4_K) == 144 && sizeof(block_q6_K) == 210);
+    CHECK(sizeof(block_q8_K) == 292 && fr_traits(FR_Q8_K)->dot == NULL);
     CHECK(!fr_traits(4) && !fr_traits(5) && !fr_traits(31) && !fr_traits(40) && !fr_traits(99999));
     CHECK(fr_traits(FR_Q8_1)->dot == NULL); /* activation-only */
     CHECK(fr_row_bytes(FR_Q4_1, 576) == 360 && fr_row_bytes(FR_Q8_0, 576) == 612);
@@ -363,6 +365,17 @@ TEST(quant_act_simd_bit_identical) {
 
 /* ---- dot kernels ------------------------------------------------------------ */
 
+/* dmin * m_j of sub-block j of a Q4_K block, decoded here from the
+ * layout: m_j is the low 6 bits of scales[j + 4] for j < 4, else the high
+ * nibble of scales[j + 4] with the top 2 bits of scales[j] above it. */
+static double q4_k_min_term(const uint8_t *b, int j) {
+    uint16_t h;
+    memcpy(&h, b + 2, 2);
+    const uint8_t *s = b + 4;
+    int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    return (double)fr_fp16_to_fp32(h) * m;
+}
+
 /* Sum of |terms| the kernels add up, the scale of their float rounding:
  * from dequantized values, with Q4_1's d*q and m parts counted apart
  * (they are added separately and may cancel). */
@@ -380,6 +393,10 @@ static double abs_terms(uint32_t type, int64_t n, const void *w, const void *a) 
             float m = fr_fp16_to_fp32(mh);
             wi = fabs(x[i] - m) + fabs(m);
         }
+        if (type == FR_Q4_K) { /* x = d sc q - dmin m: count dmin m apart */
+            double m = q4_k_min_term((const uint8_t *)w + (i / 256) * sizeof(block_q4_K), (int)(i % 256 / 32));
+            wi = fabs(x[i] + m) + fabs(m);
+        }
         s += wi * fabs(y[i]);
     }
     free(x);
@@ -393,6 +410,14 @@ static void make_rows(uint32_t type, int64_t n, int rows, uint8_t *w, uint8_t *a
     float *x = malloc((size_t)n * sizeof(float));
     for (int r = 0; r < rows; r++) {
         fill_random(x, n, 0.1f + (float)r);
+        /* K-quants: groups of 16 with their own spread and offset, so the
+         * sub-block scales and mins differ (a kernel that mixed them up
+         * would show) */
+        if (tw->blck == 256)
+            for (int64_t g = 0; g < n; g += 16) {
+                float spread = 0.05f + fabsf(rng_float()), shift = rng_float() * (0.1f + (float)r);
+                for (int l = 0; l < 16; l++) x[g + l] = x[g + l] * spread + shift;
+            }
         tw->quant(x, w + (size_t)r * fr_row_bytes(type, n), n);
     }
     fill_random(x, n, 2.0f);
@@ -400,11 +425,17 @@ static void make_rows(uint32_t type, int64_t n, int rows, uint8_t *w, uint8_t *a
     free(x);
 }
 
-static const uint32_t dot_types[] = {FR_F32, FR_F16, FR_BF16, FR_Q4_0, FR_Q4_1, FR_Q8_0};
+static const uint32_t dot_types[] = {FR_F32, FR_F16, FR_BF16, FR_Q4_0, FR_Q4_1, FR_Q8_0,
+                                     FR_Q5_0, FR_Q4_K, FR_Q6_K};
 
 static int test_sizes(uint32_t type, const int64_t **sizes) {
     static const int64_t blocks[] = {32, 64, 96, 224, 256, 288, 544, 576, 1024, 1056, 1536, 2048, 2080, 4096};
     static const int64_t floats[] = {1, 3, 7, 15, 16, 17, 31, 33, 63, 64, 65, 100, 576, 1000, 1536};
+    static const int64_t super[] = {256, 512, 768, 1024, 1280, 2048, 2304, 4096};
+    if (fr_traits(type)->blck == 256) {
+        *sizes = super;
+        return (int)(sizeof super / sizeof super[0]);
+    }
     *sizes = is_quantized(type) ? blocks : floats;
     return is_quantized(type) ? (int)(sizeof blocks / sizeof blocks[0]) : (int)(sizeof floats / sizeof floats[0]);
 }
@@ -476,12 +507,14 @@ TEST(quant_dot_rows_match_reference) {
     enum { MAXN = 1536, MAXR = 9 };
     static uint8_t w[MAXR * MAXN * 4], a[MAXN * 4], wb[MAXR * (MAXN * 4 + 8) + 16], ab[MAXN * 4 + 16];
     const int64_t qsizes[] = {32, 96, 288, 576, 1056, 1536}, fsizes[] = {7, 64, 100, 576};
+    const int64_t ksizes[] = {256, 768, 1024, 1536};
     FOR_EACH_LEVEL(lvl) {
         for (size_t t = 0; t < sizeof dot_types / sizeof dot_types[0]; t++) {
             uint32_t type = dot_types[t];
             const fr_type_traits *tt = fr_traits(type);
-            const int64_t *sizes = is_quantized(type) ? qsizes : fsizes;
-            int ns = is_quantized(type) ? 6 : 4;
+            int k = tt->blck == 256;
+            const int64_t *sizes = k ? ksizes : is_quantized(type) ? qsizes : fsizes;
+            int ns = k ? 4 : is_quantized(type) ? 6 : 4;
             for (int s = 0; s < ns; s++) {
                 int64_t n = sizes[s];
                 size_t rb = fr_row_bytes(type, n);
@@ -518,14 +551,14 @@ TEST(quant_dot_tile_match_reference) {
     enum { MAXN = 1056, MAXR = 6, MAXC = 5, LDO = MAXR + 3 };
     static uint8_t w[MAXR * MAXN * 4], a[MAXC * MAXN * 4], x[MAXN * 4];
     static uint8_t wb[MAXR * (MAXN * 4 + 8) + 16], ab[MAXC * (MAXN * 4 + 8) + 16];
-    const int64_t qsizes[] = {32, 96, 576, 1056}, fsizes[] = {7, 100};
+    const int64_t qsizes[] = {32, 96, 576, 1056}, fsizes[] = {7, 100}, ksizes[] = {256, 768, 1024};
     FOR_EACH_LEVEL(lvl) {
         for (size_t t = 0; t < sizeof dot_types / sizeof dot_types[0]; t++) {
             uint32_t type = dot_types[t];
             const fr_type_traits *tt = fr_traits(type);
-            int q = is_quantized(type);
-            for (int s = 0; s < (q ? 4 : 2); s++) {
-                int64_t n = q ? qsizes[s] : fsizes[s];
+            int q = is_quantized(type), k = tt->blck == 256;
+            for (int s = 0; s < (k ? 3 : q ? 4 : 2); s++) {
+                int64_t n = k ? ksizes[s] : q ? qsizes[s] : fsizes[s];
                 size_t rb = fr_row_bytes(type, n), ab_row = fr_row_bytes(tt->act_type, n);
                 for (int c = 0; c < MAXC; c++) { /* MAXC activation rows, one weight row set */
                     make_rows(type, n, c == 0 ? MAXR : 0, w, x);
@@ -586,4 +619,350 @@ TEST(quant_isa_selection) {
     if (saved_env) setenv("FRUGAL_ISA", saved_env, 1);
     free(saved_env);
     fr_kernels_select(saved);
+}
+
+/* ---- Q5_0, Q4_K, Q6_K, Q8_K ------------------------------------------------ */
+
+/* fp16 bit patterns used below: 0.25, 0.5, 1, -2 */
+enum { H_QUARTER = 0x3400, H_HALF = 0x3800, H_ONE = 0x3c00, H_MINUS2 = 0xc000 };
+
+static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+
+/* Block 0: d = 0.5, qh = 0x0000ffff (5th bit on elements 0..15), qs[j] =
+ * j | (15 - j) << 4. Block 1: d = -2, qh = 0x80000001, all nibbles 15. */
+static void q5_0_hand_row(uint8_t row[44]) {
+    memset(row, 0, 44);
+    put16(row, H_HALF);
+    row[2] = 0xff, row[3] = 0xff;
+    for (int j = 0; j < 16; j++) row[6 + j] = (uint8_t)(j | (15 - j) << 4);
+    put16(row + 22, H_MINUS2);
+    row[24] = 0x01, row[27] = 0x80;
+    memset(row + 28, 0xff, 16);
+}
+
+TEST(quant_dequant_q5_0) {
+    uint8_t row[44];
+    q5_0_hand_row(row);
+    static const float want[64] = {
+        0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 5.5, 6, 6.5, 7, 7.5,
+        -0.5, -1, -1.5, -2, -2.5, -3, -3.5, -4, -4.5, -5, -5.5, -6, -6.5, -7, -7.5, -8,
+        -30, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+        2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, -30,
+    };
+    float got[64];
+    fr_traits(FR_Q5_0)->dequant(row, got, 64);
+    CHECK(floats_equal(got, want, 64));
+}
+
+/* d = 1, dmin = 0.5; the scale bytes encode sc = 1 2 3 63 17 32 48 5 and
+ * m = 0 1 2 3 40 60 4 20 (worked out by hand from the layout; the top bits
+ * and nibbles of sc4..7 and m4..7 all differ, so a mixed-up field shows);
+ * chunk c's byte l is ((l + c) & 15) | (l >> 1) << 4. */
+static const int hand_sc[8] = {1, 2, 3, 63, 17, 32, 48, 5}, hand_m[8] = {0, 1, 2, 3, 40, 60, 4, 20};
+
+static void q4_k_hand_block(uint8_t b[144]) {
+    static const uint8_t scales[12] = {0x41, 0x82, 0xc3, 0x3f, 0x80, 0xc1, 0x02, 0x43, 0x81, 0xc0, 0x40, 0x45};
+    put16(b, H_ONE);
+    put16(b + 2, H_HALF);
+    memcpy(b + 4, scales, 12);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) b[16 + 32 * c + l] = (uint8_t)(((l + c) & 15) | (l >> 1) << 4);
+}
+
+static void q4_k_hand_values(float x[256]) {
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            x[64 * c + l] = (float)(hand_sc[2 * c] * ((l + c) & 15)) - 0.5f * hand_m[2 * c];
+            x[64 * c + 32 + l] = (float)(hand_sc[2 * c + 1] * (l >> 1)) - 0.5f * hand_m[2 * c + 1];
+        }
+}
+
+TEST(quant_dequant_q4_k) {
+    uint8_t b[144];
+    float want[256], got[256];
+    q4_k_hand_block(b);
+    q4_k_hand_values(want);
+    fr_traits(FR_Q4_K)->dequant(b, got, 256);
+    CHECK(floats_equal(got, want, 256));
+    /* spelled out: element (value) */
+    static const struct { int e; float v; } spot[] = {
+        {0, 0}, {33, -0.5f}, {69, 17}, {127, 943.5f}, {138, 184}, {164, 34}, {223, 94}, {255, 65},
+    };
+    for (size_t i = 0; i < sizeof spot / sizeof spot[0]; i++)
+        CHECK_MSG(got[spot[i].e] == spot[i].v, "element %d: %g", spot[i].e, (double)got[spot[i].e]);
+}
+
+/* d = 0.25, scales 127, -13, -11, ..., 13 (2k - 15), -128; all codes 0
+ * (x = -8 sc) except a few set through ql[5], ql[37], qh[5] = 0xe4 (bit
+ * pairs 0, 1, 2, 3) in the first half and ql[64] = qh[32] = 0xff in the
+ * second. */
+static void q6_k_hand_block(uint8_t b[210], float want[256]) {
+    memset(b, 0, 210);
+    b[5] = 0xa9, b[37] = 0x3c, b[128 + 5] = 0xe4, b[64] = 0xff, b[128 + 32] = 0xff;
+    int8_t sc[16];
+    for (int k = 0; k < 16; k++) sc[k] = (int8_t)(k == 0 ? 127 : k == 15 ? -128 : 2 * k - 15);
+    memcpy(b + 192, sc, 16);
+    put16(b + 208, H_QUARTER);
+    for (int e = 0; e < 256; e++) want[e] = -8.0f * sc[e / 16];
+    static const struct { int e; float v; } spot[] = {
+        {5, -730.25f}, /* code 9: 127 * -23 / 4 */
+        {37, 11},      /* 12 | 1 << 4 = 28: -11 * -4 / 4 */
+        {69, -17.5f},  /* 10 | 2 << 4 = 42: -7 * 10 / 4 */
+        {101, -14.25f}, /* 3 | 3 << 4 = 51: -3 * 19 / 4 */
+        {128, 7.75f},  /* 63: 1 * 31 / 4 */
+        {160, 20},     /* 0 | 3 << 4 = 48: 5 * 16 / 4 */
+        {192, 69.75f}, /* 63: 9 * 31 / 4 */
+        {224, 52},     /* 48: 13 * 16 / 4 */
+    };
+    for (size_t i = 0; i < sizeof spot / sizeof spot[0]; i++) want[spot[i].e] = spot[i].v;
+}
+
+TEST(quant_dequant_q6_k) {
+    uint8_t b[210];
+    float want[256], got[256];
+    q6_k_hand_block(b, want);
+    fr_traits(FR_Q6_K)->dequant(b, got, 256);
+    CHECK(floats_equal(got, want, 256));
+    CHECK(got[0] == -1016 && got[255] == 1024);
+}
+
+static void q8_k_fields(const uint8_t *b, float *d, const int8_t **qs, int16_t bsums[16]) {
+    memcpy(d, b, 4);
+    *qs = (const int8_t *)(b + 4);
+    memcpy(bsums, b + 260, 32);
+}
+
+/* ggml's rule: iscale = -127 / (first value of largest magnitude), codes
+ * rounded to nearest even, d = 1 / iscale; checked at every level. */
+TEST(quant_q8_k_rounding) {
+    static float x[256 * 3];
+    memset(x, 0, sizeof x);
+    /* block 0: max 127 -> iscale -1, codes -x with ties to even */
+    const float b0[9] = {127, 2.5f, -2.5f, 3.5f, 0.5f, -0.5f, 1.5f, -126.5f, 100.25f};
+    const int8_t q0[9] = {-127, -2, 2, -4, 0, 0, -2, 126, -100};
+    memcpy(x, b0, sizeof b0);
+    /* block 1: -4 comes before 4, so max = -4 and iscale = 31.75 */
+    const float b1[6] = {-4, 4, 1, 2, -2, 0.0625f};
+    const int8_t q1[6] = {-127, 127, 32, 64, -64, 2};
+    memcpy(x + 256, b1, sizeof b1);
+    /* block 2: all zero */
+    static uint8_t y[292 * 3 + 1];
+    FOR_EACH_LEVEL(lvl) {
+        memset(y, 0x55, sizeof y);
+        fr_quantize_act(FR_Q8_K, x, y + 1, 256 * 3);
+        float d;
+        const int8_t *qs;
+        int16_t bs[16];
+        q8_k_fields(y + 1, &d, &qs, bs);
+        CHECK_MSG(d == -1.0f, "%s: d = %g", fr_isa_name(lvl), (double)d);
+        for (int j = 0; j < 256; j++) CHECK_MSG(qs[j] == (j < 9 ? q0[j] : 0), "%s: q[%d] = %d", fr_isa_name(lvl), j, qs[j]);
+        CHECK(bs[0] == -127 - 2 + 2 - 4 - 2 + 126 - 100);
+        for (int k = 1; k < 16; k++) CHECK(bs[k] == 0);
+        q8_k_fields(y + 1 + 292, &d, &qs, bs);
+        CHECK(d == 1.0f / 31.75f);
+        for (int j = 0; j < 256; j++) CHECK(qs[j] == (j < 6 ? q1[j] : 0));
+        CHECK(bs[0] == -127 + 127 + 32 + 64 - 64 + 2);
+        q8_k_fields(y + 1 + 584, &d, &qs, bs);
+        CHECK(d == 0.0f && !signbit(d));
+        for (int j = 0; j < 256; j++) CHECK(qs[j] == 0);
+        for (int k = 0; k < 16; k++) CHECK(bs[k] == 0);
+    }
+}
+
+/* The SIMD Q8_K quantizers produce the reference's bytes exactly, on random
+ * rows of many scales, exact ties, +-amax pairs, zero blocks, a lone
+ * nonzero value; and bsums are the sums of their 16 codes. */
+TEST(quant_q8_k_simd_bit_identical) {
+    enum { N = 256 * 9 };
+    static float x[N];
+    static uint8_t want[292 * 9], got[292 * 9 + 8];
+    const int sizes[] = {256, 768, 2048, N};
+    for (int trial = 0; trial < 60; trial++) {
+        int n = sizes[trial % 4];
+        fill_random(x, n, ldexpf(1.0f, trial % 31 - 15));
+        if (trial % 5 == 1) /* many exact ties: multiples of 1/2 with amax 127 */
+            for (int i = 0; i < n; i++) x[i] = i % 256 == 7 ? 127.0f : roundf(x[i] * 0x1p15f / ldexpf(1.0f, trial % 31 - 15)) * 0.5f;
+        if (trial % 3 == 0) { /* +-amax in the same block, either first */
+            x[17] = trial & 1 ? 40.0f : -40.0f, x[230] = -x[17];
+            for (int j = 0; j < 256; j++) x[j] = fminf(fmaxf(x[j], -40.0f), 40.0f);
+        }
+        if (trial % 4 == 2) memset(x + 256, 0, 256 * sizeof(float));
+        if (trial % 7 == 3) { memset(x, 0, 256 * sizeof(float)); x[255] = -1e-30f; }
+        if (trial % 11 == 4) /* a block too small for a finite iscale: zero, like an all-zero one */
+            for (int j = 0; j < 256; j++) x[j] = j == 9 ? -2e-37f : (float)j * 1e-40f;
+        fr_traits(FR_Q8_K)->quant(x, want, n);
+        if (trial % 11 == 4) {
+            float d0;
+            memcpy(&d0, want, 4);
+            CHECK(d0 == 0 && want[4] == 0 && want[4 + 9] == 0);
+        }
+        for (int b = 0; b < n / 256; b++) {
+            const uint8_t *blk = want + 292 * b;
+            for (int k = 0; k < 16; k++) {
+                int16_t bs;
+                int sum = 0;
+                memcpy(&bs, blk + 260 + 2 * k, 2);
+                for (int l = 0; l < 16; l++) sum += (int8_t)blk[4 + 16 * k + l];
+                CHECK(bs == sum);
+            }
+        }
+        FOR_EACH_LEVEL(lvl) {
+            int off = 1 + trial % 5;
+            fr_quantize_act(FR_Q8_K, x, got + off, n);
+            CHECK_MSG(!memcmp(want, got + off, fr_row_bytes(FR_Q8_K, n)), "%s trial %d n=%d", fr_isa_name(lvl), trial, n);
+        }
+    }
+}
+
+/* Quantize -> dequantize error of the reference weight quantizers, per
+ * block: within a code step of the block's or sub-block's scale. */
+TEST(quant_weight_quantizers_roundtrip) {
+    enum { N = 256 * 8 };
+    static float x[N], y[N];
+    static uint8_t q[N];
+    for (int trial = 0; trial < 6; trial++) {
+        fill_random(x, N, trial == 5 ? 100.0f : 1.0f);
+        for (int g = 0; g < N; g += 16) { /* varied groups */
+            float spread = 0.05f + fabsf(rng_float()), shift = trial & 1 ? rng_float() : 0;
+            for (int l = 0; l < 16; l++) x[g + l] = x[g + l] * spread + shift;
+        }
+        if (trial == 2) memset(x + 256, 0, 256 * sizeof(float));
+        const uint32_t types[] = {FR_Q5_0, FR_Q4_K, FR_Q6_K};
+        for (int t = 0; t < 3; t++) {
+            const fr_type_traits *tt = fr_traits(types[t]);
+            tt->quant(x, q, N);
+            tt->dequant(q, y, N);
+            int gs = types[t] == FR_Q5_0 ? 32 : types[t] == FR_Q4_K ? 32 : 16;
+            for (int b = 0; b < N; b += (int)tt->blck) {
+                float bmax = 0; /* largest |x| and largest sub-block range in the block */
+                float rmax = 0;
+                for (int g = b; g < b + tt->blck; g += gs) {
+                    float lo = 0, hi = 0;
+                    for (int l = 0; l < gs; l++) lo = fminf(lo, x[g + l]), hi = fmaxf(hi, x[g + l]);
+                    rmax = fmaxf(rmax, hi - lo), bmax = fmaxf(bmax, fmaxf(hi, -lo));
+                }
+                for (int g = b; g < b + tt->blck; g += gs) {
+                    float lo = 0, hi = 0, amax = 0;
+                    for (int l = 0; l < gs; l++) {
+                        lo = fminf(lo, x[g + l]), hi = fmaxf(hi, x[g + l]), amax = fmaxf(amax, fabsf(x[g + l]));
+                    }
+                    double bound;
+                    if (types[t] == FR_Q5_0) bound = amax / 16 * 1.01;               /* far side: a full step */
+                    else if (types[t] == FR_Q4_K) bound = (hi - lo) / 15 * 0.5 + rmax / 63 * 1.5 + bmax * 0x1p-9;
+                    else bound = amax / 32 * 1.01 + bmax / 32 / 127 * 32 + bmax * 0x1p-9; /* + scale rounding */
+                    for (int l = 0; l < gs; l++)
+                        CHECK_MSG(fabs((double)x[g + l] - y[g + l]) <= bound, "%s trial %d elem %d: %g vs %g (bound %g)",
+                                  tt->name, trial, g + l, (double)x[g + l], (double)y[g + l], bound);
+                }
+            }
+        }
+    }
+}
+
+/* Hand-built rows with exact answers (every value a multiple of 1/4 well
+ * inside float's range), at every level and through all three entry points. */
+TEST(quant_new_types_dot_literal) {
+    /* Q5_0 (the hand row) . Q8_0 with d = 1, a_j = j - 16 in both blocks:
+     * block 0 gives 0.5 sum j (j - 16) - 0.5 sum (j + 1) j = -1020, block 1
+     * -30 * -16 + 2 * (465 - 480) - 30 * 15 = 0. */
+    uint8_t w5[44], a8[68];
+    q5_0_hand_row(w5);
+    for (int b = 0; b < 2; b++) {
+        put16(a8 + 34 * b, H_ONE);
+        for (int j = 0; j < 32; j++) a8[34 * b + 2 + j] = (uint8_t)(int8_t)(j - 16);
+    }
+    /* K-quants against one Q8_K block: d = 0.5, codes (e * 7) % 41 - 20 */
+    static uint8_t wk4[144], wk6[210], ak[292];
+    float x4[256], x6[256];
+    q4_k_hand_block(wk4);
+    q4_k_hand_values(x4);
+    q6_k_hand_block(wk6, x6);
+    float da = 0.5f;
+    memcpy(ak, &da, 4);
+    int16_t bs[16] = {0};
+    double want4 = 0, want6 = 0;
+    for (int e = 0; e < 256; e++) {
+        int8_t q = (int8_t)((e * 7) % 41 - 20);
+        ak[4 + e] = (uint8_t)q;
+        bs[e / 16] = (int16_t)(bs[e / 16] + q);
+        want4 += (double)x4[e] * da * q;
+        want6 += (double)x6[e] * da * q;
+    }
+    memcpy(ak + 260, bs, 32);
+    FOR_EACH_LEVEL(lvl) {
+        const uint32_t types[] = {FR_Q5_0, FR_Q4_K, FR_Q6_K};
+        const void *ws[] = {w5, wk4, wk6}, *as[] = {a8, ak, ak};
+        const double want[] = {-1020, want4, want6};
+        const int64_t n[] = {64, 256, 256};
+        for (int t = 0; t < 3; t++) {
+            const fr_type_traits *tt = fr_traits(types[t]);
+            float r1, r4[1], tile[1];
+            r1 = tt->dot(n[t], ws[t], as[t]);
+            tt->dot_rows(n[t], ws[t], 0, as[t], r4, 1);
+            tt->dot_tile(n[t], ws[t], 0, 1, as[t], 0, 1, tile, 1);
+            CHECK_MSG(r1 == want[t] && r4[0] == want[t] && tile[0] == want[t], "%s %s: %g %g %g, want %g",
+                      fr_isa_name(lvl), tt->name, (double)r1, (double)r4[0], (double)tile[0], want[t]);
+            CHECK(tt->dot_ref(n[t], ws[t], as[t]) == want[t]);
+        }
+    }
+}
+
+/* Full-scale codes, scales and activations (-128 included, which our
+ * quantizers never produce but the kernels must take), where a saturating
+ * or overflowing intermediate would show; many blocks of identical
+ * content so integer sums run long. */
+TEST(quant_new_types_dot_extremes) {
+    enum { NB = 9 };
+    static uint8_t w5[NB * 22], a8[NB * 34], w4[NB * 144], w6[NB * 210], ak[NB * 292];
+    for (int v = 0; v < 4; v++) {
+        int8_t av = v & 1 ? -128 : 127;
+        for (int b = 0; b < NB; b++) {
+            uint8_t *p = w5 + 22 * b, *a = a8 + 34 * b;
+            put16(p, H_ONE);
+            memset(p + 2, v & 2 ? 0x00 : 0xff, 20); /* codes 0 (-16) or 31 (15) */
+            put16(a, H_ONE);
+            memset(a + 2, (uint8_t)av, 32);
+            p = w4 + 144 * b; /* sc = m = 63, codes 15 or 0 */
+            put16(p, H_ONE), put16(p + 2, v & 2 ? H_ONE : H_HALF);
+            memset(p + 4, 0xff, 12);
+            memset(p + 16, v & 2 ? 0x00 : 0xff, 128);
+            p = w6 + 210 * b; /* codes 63 or 0, scales 127 or -128 */
+            memset(p, v & 2 ? 0x00 : 0xff, 192);
+            memset(p + 192, v & 2 ? 0x80 : 0x7f, 16);
+            put16(p + 208, H_ONE);
+            a = ak + 292 * b;
+            float d = 1;
+            memcpy(a, &d, 4);
+            memset(a + 4, (uint8_t)av, 256);
+            for (int k = 0; k < 16; k++) {
+                int16_t s = (int16_t)(16 * av);
+                memcpy(a + 260 + 2 * k, &s, 2);
+            }
+        }
+        FOR_EACH_LEVEL(lvl) {
+            const uint32_t types[] = {FR_Q5_0, FR_Q4_K, FR_Q6_K};
+            const uint8_t *ws[] = {w5, w4, w6}, *as[] = {a8, ak, ak};
+            for (int t = 0; t < 3; t++) {
+                const fr_type_traits *tt = fr_traits(types[t]);
+                for (int nb = 1; nb <= NB; nb++) {
+                    int64_t n = tt->blck * nb;
+                    float want = tt->dot_ref(n, ws[t], as[t]), out[4], tile[2];
+                    float got = tt->dot(n, ws[t], as[t]);
+                    tt->dot_rows(n, ws[t], 0, as[t], out, 4); /* 4 copies of the row */
+                    tt->dot_tile(n, ws[t], 0, 1, as[t], 0, 2, tile, 1);
+                    double tol = fabs(want) * 1e-6;
+                    CHECK_MSG(fabs(got - want) <= tol, "%s %s v%d nb=%d: %g vs %g", fr_isa_name(lvl), tt->name, v, nb,
+                              (double)got, (double)want);
+                    for (int r = 0; r < 4; r++) CHECK(fabs(out[r] - want) <= tol);
+                    CHECK(fabs(tile[0] - want) <= tol && fabs(tile[1] - want) <= tol);
+                }
+            }
+            /* one block, spelled out: Q6_K codes 0 x scale -128 x a -128:
+             * 256 * (-32) * (-128) * (-128); Q4_K codes 15, dmin 0.5: 256 *
+             * (63 * 15 - 31.5) * 127 */
+            if (v == 3) CHECK(fr_traits(FR_Q6_K)->dot(256, w6, ak) == -32.0f * 128 * 128 * 256);
+            if (v == 0) CHECK(fr_traits(FR_Q4_K)->dot(256, w4, ak) == (63.0f * 15 - 31.5f) * 127 * 256);
+            if (v == 0) CHECK(fr_traits(FR_Q5_0)->dot(32, w5, a8) == 15.0f * 127 * 32);
+        }
+    }
 }
