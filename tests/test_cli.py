@@ -143,3 +143,13 @@ def test_make_run_path():
     proc = subprocess.run(["make", "-s", "run", "PROMPT=Say hello."], cwd=ROOT, capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.strip()) > 0
+
+
+def test_bench_json_reports_sane_figures(smollm2):
+    import json
+    out = run_frugal("bench", "-m", smollm2, "-p", 32, "-n", 8, "-r", 2, "-t", THREADS, "--json", "--no-probe")
+    r = json.loads(out.stdout)
+    assert 1 < r["pp"]["tps"] < 1e5 and 1 < r["tg"]["tps"] < 1e5
+    assert r["weight_bytes_per_token"] > 90e6  # every matrix, the tied embedding included
+    proc = run_frugal("bench", "-m", smollm2, "-p", "-1", check=False)
+    assert proc.returncode == 2

@@ -118,28 +118,35 @@ int cmd_bench(int argc, char **argv) {
     frugal_ctx *ctx = NULL;
     frugal_status st = frugal_ctx_new(m, &cp, &ctx);
     if (st) { cli_die_status(st, "context"); frugal_model_free(m); return 1; }
-    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(n_p > 1 ? n_p : 1));
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(n_p > 16 ? n_p : 16));
     srand(1234);
-    for (int i = 0; i < n_p; i++) toks[i] = rand() % info.n_vocab;
+    for (int i = 0; i < (n_p > 16 ? n_p : 16); i++) toks[i] = rand() % info.n_vocab;
     double bytes_tok, mparams;
     weight_traffic(m, &bytes_tok, &mparams);
     double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
     /* one warm-up round brings the weights into the page cache */
-    frugal_eval(ctx, toks, n_p > 16 ? 16 : (n_p ? n_p : 1), false);
-    for (int r = 0; r < reps; r++) {
+    st = frugal_eval(ctx, toks, 16 < cp.n_ctx ? 16 : 1, false);
+    for (int r = 0; r < reps && !st; r++) {
         if (n_p) {
             frugal_ctx_rewind(ctx, 0);
             double t0 = cli_now();
-            frugal_eval(ctx, toks, n_p, false);
+            st = frugal_eval(ctx, toks, n_p, false);
             pp[r] = n_p / (cli_now() - t0);
         }
         if (n_g) {
             frugal_ctx_rewind(ctx, 0);
             int32_t tok = toks[0];
             double t0 = cli_now();
-            for (int i = 0; i < n_g; i++) frugal_eval(ctx, &tok, 1, false);
+            for (int i = 0; i < n_g && !st; i++) st = frugal_eval(ctx, &tok, 1, false);
             tg[r] = n_g / (cli_now() - t0);
         }
+    }
+    if (st) {
+        cli_die_status(st, "bench");
+        free(pp); free(tg); free(toks);
+        frugal_ctx_free(ctx);
+        frugal_model_free(m);
+        return 1;
     }
     stat2 sp = stats(pp, reps), sg = stats(tg, reps);
     int threads = frugal_ctx_threads(ctx);
