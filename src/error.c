@@ -3,6 +3,7 @@
  * allocator with its fault-injection hook (see common.h).
  */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,21 +37,23 @@ frugal_status fr_error(frugal_status st, const char *fmt, ...) {
     return st;
 }
 
-/* Fault injection. Counters are process-wide; tests that use them run
+/* Fault injection. The counters are process-wide and atomic (a server
+ * allocates from several threads); tests that set a failure point run
  * single-threaded. */
-static long alloc_count;
-static long alloc_fail_at; /* 0 = never */
+static atomic_long alloc_count;
+static atomic_long alloc_fail_at; /* 0 = never */
 
 void fr_alloc_fail_after(long n) {
-    alloc_count = 0;
-    alloc_fail_at = n;
+    atomic_store(&alloc_count, 0);
+    atomic_store(&alloc_fail_at, n);
 }
 
-long fr_alloc_count(void) { return alloc_count; }
+long fr_alloc_count(void) { return atomic_load(&alloc_count); }
 
 static bool alloc_should_fail(void) {
-    alloc_count++;
-    return alloc_fail_at > 0 && alloc_count >= alloc_fail_at;
+    long count = atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed) + 1;
+    long at = atomic_load_explicit(&alloc_fail_at, memory_order_relaxed);
+    return at > 0 && count >= at;
 }
 
 void *fr_malloc(size_t n) {

@@ -27,5 +27,6 @@ void cli_die_status(frugal_status st, const char *what);
 int cmd_run(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv); /* server/serve.c */
 
 #endif

@@ -245,7 +245,8 @@ static void usage(void) {
             "  info        describe a model file            frugal info smollm2-135m\n"
             "  tokenize    print token ids                  frugal tokenize -m smollm2-135m -p \"Hello\"\n"
             "  perplexity  score a text file                frugal perplexity -m smollm2-135m -f FILE\n"
-            "  bench       measure prefill/decode speed     frugal bench -m smollm2-135m\n\n"
+            "  bench       measure prefill/decode speed     frugal bench -m smollm2-135m\n"
+            "  serve       OpenAI-compatible HTTP server    frugal serve -m smollm2-135m --port 8080\n\n"
             "Run a command with --help for its options.\n", FRUGAL_VERSION);
 }
 

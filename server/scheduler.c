@@ -1,0 +1,506 @@
+/*
+ * scheduler.c - continuous batching over --parallel slots (see scheduler.h).
+ *
+ * One thread owns the model's contexts and runs a loop of steps. Between
+ * steps, finished requests leave their slot and queued ones take a free
+ * slot, so a short request never waits for a long one to end (that is
+ * the "continuous" part). Each step:
+ *
+ *   (a) prefill: slots still reading their prompt evaluate the next chunk
+ *       of it, at most PREFILL_BUDGET tokens per step over all slots,
+ *       oldest request first. A long prompt thus takes several steps
+ *       instead of stalling everyone's next token for its whole length.
+ *   (b) decode: every slot with its prompt done samples its next token,
+ *       and all those tokens go through the model in ONE frugal_eval_batch
+ *       call. Decoding one token is bound by reading the weights from
+ *       memory; the batch reads them once for all slots.
+ *
+ * Prefix reuse: a slot keeps its KV cache after a request ends and
+ * remembers which tokens it holds. The next request keeps the longest
+ * common prefix (chat turns resend the whole conversation, and all
+ * requests share the system prompt), and is given the free slot where
+ * that prefix is longest.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "scheduler.h"
+
+#define PREFILL_BUDGET 128 /* prompt tokens evaluated per step */
+#define PIECE_CAP 1024      /* bytes of text one token can complete */
+
+typedef struct {
+    frugal_ctx *ctx;
+    int32_t *cache;     /* the tokens in ctx's KV cache (n_ctx entries) */
+    int n_cache;        /* == frugal_ctx_pos(ctx) */
+    job *job;           /* NULL when the slot is free */
+    int n_done;         /* prompt tokens in the cache; == n_prompt: decoding */
+    int n_gen;
+    char *gen;          /* all text the job generated (stop strings included) */
+    size_t gen_len, gen_cap;
+    size_t released;    /* bytes of gen handed to the job */
+    double t_last;      /* when its previous token came */
+    unsigned long serial; /* admission order: oldest-first prefill, LRU reuse */
+} slot;
+
+struct scheduler {
+    frugal_model *model;
+    metrics *m;
+    slot *slots;
+    int n_slots, n_ctx, n_queue;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;  /* guards the fields below */
+    pthread_cond_t wake; /* a job arrived or we are stopping */
+    job **queue;         /* ring buffer of waiting jobs */
+    int q_head, q_len, q_cap;
+    int n_busy;          /* slots with a job */
+    bool stopping;
+    double deadline;     /* when stopping: running jobs are cancelled after this */
+    unsigned long serial;
+    /* the decode batch, reused every step */
+    frugal_ctx **b_ctx;
+    int32_t *b_tok;
+    slot **b_slot;
+    slot **order;        /* prefill order, reused every step */
+};
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- Jobs ---------------------------------------------------------------- */
+
+job *job_new(void) {
+    job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    atomic_init(&j->refs, 1);
+    atomic_init(&j->cancelled, false);
+    pthread_mutex_init(&j->mu, NULL);
+    /* waits are timed against CLOCK_MONOTONIC: wall-clock jumps must not
+     * stall or spin a waiting connection */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->changed, &ca);
+    pthread_condattr_destroy(&ca);
+    return j;
+}
+
+void job_release(job *j) {
+    if (!j || atomic_fetch_sub(&j->refs, 1) != 1) return;
+    api_request_free(&j->req);
+    free(j->prompt);
+    frugal_sampler_free(j->smp);
+    frugal_stream_free(j->stream);
+    free(j->text);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->changed);
+    free(j);
+}
+
+void job_wait(job *j, size_t have, int timeout_ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += (long)timeout_ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&j->mu);
+    while (j->len <= have && !j->done)
+        if (pthread_cond_timedwait(&j->changed, &j->mu, &ts)) break;
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* Appends to the job's text under j->mu. */
+static bool job_append(job *j, const char *s, size_t n) {
+    if (j->len + n + 1 > j->cap) {
+        size_t cap = (j->len + n + 1) * 2;
+        char *t = realloc(j->text, cap);
+        if (!t) return false;
+        j->text = t;
+        j->cap = cap;
+    }
+    memcpy(j->text + j->len, s, n);
+    j->len += n;
+    j->text[j->len] = 0;
+    return true;
+}
+
+/* Marks a job done (reason on success, else an error status and message)
+ * and wakes its HTTP thread. */
+static void job_finish(job *j, const char *reason, int status, const char *msg, int n_gen) {
+    pthread_mutex_lock(&j->mu);
+    j->done = true;
+    j->finish_reason = reason;
+    j->error_status = status;
+    if (msg) snprintf(j->error, sizeof j->error, "%s", msg);
+    j->n_gen = n_gen;
+    pthread_cond_broadcast(&j->changed);
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* ---- Slots --------------------------------------------------------------- */
+
+static int common_prefix(const slot *sl, const job *j) {
+    int n = 0, max = sl->n_cache < j->n_prompt ? sl->n_cache : j->n_prompt;
+    while (n < max && sl->cache[n] == j->prompt[n]) n++;
+    return n;
+}
+
+/* Puts job j on free slot sl: keeps the common prefix of the cache (but
+ * evaluates at least the last prompt token, whose logits we need). */
+static void slot_start(scheduler *s, slot *sl, job *j) {
+    int keep = common_prefix(sl, j);
+    if (keep > j->n_prompt - 1) keep = j->n_prompt - 1;
+    frugal_ctx_rewind(sl->ctx, keep);
+    sl->n_cache = frugal_ctx_pos(sl->ctx); /* sliding-window models may keep less */
+    sl->n_done = sl->n_cache;
+    sl->n_gen = 0;
+    sl->gen_len = sl->released = 0;
+    sl->job = j;
+    sl->serial = ++s->serial;
+    j->n_cached = sl->n_cache;
+    /* the repetition penalty looks at the prompt too, as in frugal run */
+    frugal_sampler_reset(j->smp);
+    for (int i = 0; i < j->n_prompt; i++) frugal_sampler_accept(j->smp, j->prompt[i]);
+}
+
+static void publish_state(scheduler *s) {
+    long kv = 0;
+    for (int i = 0; i < s->n_slots; i++) kv += s->slots[i].n_cache;
+    pthread_mutex_lock(&s->mu);
+    int queued = s->q_len, busy = s->n_busy;
+    pthread_mutex_unlock(&s->mu);
+    metrics_set_state(s->m, queued, busy, s->n_slots, kv, (long)s->n_slots * s->n_ctx);
+}
+
+/* The job leaves the slot: published as done, counted, released. The
+ * slot's cache stays for the next request's prefix. */
+static void slot_finish(scheduler *s, slot *sl, const char *reason, int status, const char *msg) {
+    job *j = sl->job;
+    if (!status) {
+        pthread_mutex_lock(&j->mu);
+        bool ok = job_append(j, sl->gen + sl->released, sl->gen_len - sl->released);
+        pthread_mutex_unlock(&j->mu);
+        if (!ok) { reason = NULL; status = 500; msg = "out of memory for the reply"; }
+    }
+    /* metrics first: a client that has its reply sees it counted */
+    metrics_count_tokens(s->m, j->n_prompt, j->n_cached, sl->n_gen);
+    sl->job = NULL;
+    pthread_mutex_lock(&s->mu);
+    s->n_busy--;
+    pthread_mutex_unlock(&s->mu);
+    publish_state(s);
+    job_finish(j, reason, status, msg, sl->n_gen);
+    job_release(j);
+}
+
+/* Where the text of the slot may be released up to. A stop string found
+ * in the text ends the generation there (*stopped); otherwise the longest
+ * tail that could still grow into a stop string is held back, so the
+ * client never sees a piece of one. */
+static size_t releasable(slot *sl, bool *stopped) {
+    const api_request *r = &sl->job->req;
+    size_t end = sl->gen_len, first = end, hold = 0;
+    *stopped = false;
+    for (int i = 0; i < r->n_stop; i++) {
+        size_t n = strlen(r->stop[i]);
+        /* text before `released` has been searched: a new match ends after it */
+        size_t from = sl->released >= n ? sl->released - n + 1 : 0;
+        const char *p = memmem(sl->gen + from, end - from, r->stop[i], n);
+        if (p && (size_t)(p - sl->gen) < first) { first = (size_t)(p - sl->gen); *stopped = true; }
+        for (size_t k = n - 1; k > hold && !*stopped; k--)
+            if (k <= end - sl->released && !memcmp(sl->gen + end - k, r->stop[i], k)) hold = k;
+    }
+    if (first < sl->released) first = sl->released; /* cannot happen: such a tail was held back */
+    if (*stopped) return sl->gen_len = first;
+    return end - hold;
+}
+
+static bool gen_add(slot *sl, const char *s, size_t n) {
+    if (sl->gen_len + n + 1 > sl->gen_cap) {
+        size_t cap = (sl->gen_len + n + 1) * 2;
+        char *g = realloc(sl->gen, cap);
+        if (!g) return false;
+        sl->gen = g;
+        sl->gen_cap = cap;
+    }
+    memcpy(sl->gen + sl->gen_len, s, n);
+    sl->gen_len += n;
+    return true;
+}
+
+/* Handles a token sampled for the slot. Returns true when the request
+ * goes on (the token must then be evaluated), false when it finished. */
+static bool slot_token(scheduler *s, slot *sl, int32_t tok) {
+    job *j = sl->job;
+    double t = now();
+    if (sl->n_gen == 0) metrics_observe_ttft(s->m, t - j->t_submit);
+    else metrics_observe_tpot(s->m, t - sl->t_last);
+    sl->t_last = t;
+    char piece[PIECE_CAP];
+    bool eog = frugal_token_is_eog(s->model, tok), stopped = false;
+    int w = 0;
+    if (!eog) {
+        sl->n_gen++;
+        w = frugal_stream_push(j->stream, tok, piece, sizeof piece);
+    }
+    /* at the end, the stream's pending bytes (a partial UTF-8 sequence)
+     * are flushed as U+FFFD, and may complete a stop string */
+    bool last = eog || sl->n_gen >= j->max_tokens || frugal_ctx_pos(sl->ctx) >= s->n_ctx;
+    if (last && w >= 0) {
+        int f = frugal_stream_flush(j->stream, piece + w, sizeof piece - (size_t)w);
+        w = f < 0 ? -1 : w + f;
+    }
+    if (w < 0 || !gen_add(sl, piece, (size_t)w)) {
+        slot_finish(s, sl, NULL, 500, "a token's text did not fit (out of memory?)");
+        return false;
+    }
+    size_t upto = releasable(sl, &stopped);
+    if (stopped || last) {
+        slot_finish(s, sl, stopped || eog ? "stop" : "length", 0, NULL);
+        return false;
+    }
+    if (upto > sl->released) {
+        pthread_mutex_lock(&j->mu);
+        bool ok = job_append(j, sl->gen + sl->released, upto - sl->released);
+        if (ok) pthread_cond_broadcast(&j->changed);
+        pthread_mutex_unlock(&j->mu);
+        if (!ok) { slot_finish(s, sl, NULL, 500, "out of memory for the reply"); return false; }
+        sl->released = upto;
+    }
+    return true;
+}
+
+/* ---- The loop ------------------------------------------------------------ */
+
+/* (a) Evaluates the next prompt chunks, oldest request first. */
+static void prefill(scheduler *s) {
+    int n = 0;
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i].job && s->slots[i].n_done < s->slots[i].job->n_prompt) s->order[n++] = &s->slots[i];
+    for (int i = 1; i < n; i++) /* insertion sort by admission; n is tiny */
+        for (int k = i; k > 0 && s->order[k - 1]->serial > s->order[k]->serial; k--) {
+            slot *t = s->order[k];
+            s->order[k] = s->order[k - 1];
+            s->order[k - 1] = t;
+        }
+    int budget = PREFILL_BUDGET;
+    for (int i = 0; i < n && budget > 0; i++) {
+        slot *sl = s->order[i];
+        job *j = sl->job;
+        int chunk = j->n_prompt - sl->n_done;
+        if (chunk > budget) chunk = budget;
+        memcpy(sl->cache + sl->n_done, j->prompt + sl->n_done, (size_t)chunk * sizeof *j->prompt);
+        frugal_status st = frugal_eval(sl->ctx, j->prompt + sl->n_done, chunk, false);
+        sl->n_cache = frugal_ctx_pos(sl->ctx);
+        if (st) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "evaluating the prompt failed: %s", frugal_last_error());
+            slot_finish(s, sl, NULL, 500, msg);
+            continue;
+        }
+        sl->n_done += chunk;
+        budget -= chunk;
+    }
+}
+
+/* (b) Samples one token for every decoding slot and evaluates them all in
+ * one batch. */
+static void decode(scheduler *s) {
+    int n = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        slot *sl = &s->slots[i];
+        if (!sl->job || sl->n_done < sl->job->n_prompt) continue;
+        const float *logits = frugal_logits(sl->ctx, -1);
+        if (!logits) { slot_finish(s, sl, NULL, 500, "no logits to sample from"); continue; }
+        int32_t tok = frugal_sampler_sample(sl->job->smp, logits);
+        frugal_sampler_accept(sl->job->smp, tok);
+        if (!slot_token(s, sl, tok)) continue;
+        sl->cache[sl->n_cache] = tok;
+        s->b_ctx[n] = sl->ctx;
+        s->b_tok[n] = tok;
+        s->b_slot[n++] = sl;
+    }
+    if (!n) return;
+    frugal_status st = frugal_eval_batch(s->b_ctx, s->b_tok, n);
+    for (int i = 0; i < n; i++) {
+        slot *sl = s->b_slot[i];
+        sl->n_cache = frugal_ctx_pos(sl->ctx);
+        if (st) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "decoding failed: %s", frugal_last_error());
+            slot_finish(s, sl, NULL, 500, msg);
+        }
+    }
+}
+
+static job *queue_pop(scheduler *s) {
+    job *j = s->queue[s->q_head];
+    s->q_head = (s->q_head + 1) % s->q_cap;
+    s->q_len--;
+    return j;
+}
+
+/* Under s->mu: gives waiting jobs the free slot with the longest common
+ * prefix (ties: the least recently used, so hot caches survive). */
+static void admit(scheduler *s) {
+    while (s->q_len > 0) {
+        job *j = s->queue[s->q_head];
+        if (atomic_load(&j->cancelled)) {
+            queue_pop(s);
+            job_finish(j, NULL, 499, "cancelled", 0);
+            job_release(j);
+            continue;
+        }
+        slot *best = NULL;
+        int best_len = -1;
+        for (int i = 0; i < s->n_slots; i++) {
+            slot *sl = &s->slots[i];
+            if (sl->job) continue;
+            int len = common_prefix(sl, j);
+            if (len > best_len || (len == best_len && sl->serial < best->serial)) { best = sl; best_len = len; }
+        }
+        if (!best) break;
+        queue_pop(s);
+        s->n_busy++;
+        slot_start(s, best, j);
+    }
+}
+
+static void *sched_main(void *arg) {
+    scheduler *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (s->stopping) {
+            while (s->q_len > 0) {
+                job *j = queue_pop(s);
+                job_finish(j, NULL, 503, "the server is shutting down", 0);
+                job_release(j);
+            }
+        } else {
+            admit(s);
+        }
+        if (s->n_busy == 0) {
+            if (s->stopping) break;
+            pthread_mutex_unlock(&s->mu);
+            publish_state(s);
+            pthread_mutex_lock(&s->mu);
+            if (s->q_len == 0 && !s->stopping) pthread_cond_wait(&s->wake, &s->mu);
+            continue;
+        }
+        bool abort_all = s->stopping && now() >= s->deadline;
+        pthread_mutex_unlock(&s->mu);
+        /* requests whose client left, or all of them when out of time */
+        for (int i = 0; i < s->n_slots; i++) {
+            slot *sl = &s->slots[i];
+            if (sl->job && abort_all) slot_finish(s, sl, NULL, 503, "the server is shutting down");
+            else if (sl->job && atomic_load(&sl->job->cancelled)) slot_finish(s, sl, NULL, 499, "cancelled");
+        }
+        prefill(s);
+        decode(s);
+        publish_state(s);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    publish_state(s);
+    return NULL;
+}
+
+/* ---- Life cycle ---------------------------------------------------------- */
+
+sched_submit_result sched_submit(scheduler *s, job *j) {
+    pthread_mutex_lock(&s->mu);
+    sched_submit_result r = SCHED_OK;
+    if (s->stopping) r = SCHED_STOPPING;
+    /* free slots take jobs at once; beyond them, n_queue may wait */
+    else if (s->q_len >= s->n_slots - s->n_busy + s->n_queue) r = SCHED_FULL;
+    else {
+        j->t_submit = now();
+        atomic_fetch_add(&j->refs, 1);
+        s->queue[(s->q_head + s->q_len) % s->q_cap] = j;
+        s->q_len++;
+        pthread_cond_signal(&s->wake);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+scheduler *sched_start(frugal_model *model, const sched_params *p, metrics *m, char *err, size_t errlen) {
+    scheduler *s = calloc(1, sizeof *s);
+    if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
+    s->model = model;
+    s->m = m;
+    s->n_slots = p->n_slots;
+    s->n_ctx = p->n_ctx;
+    s->n_queue = p->n_queue;
+    s->q_cap = p->n_slots + p->n_queue;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    s->slots = calloc((size_t)s->n_slots, sizeof *s->slots);
+    s->queue = calloc((size_t)s->q_cap, sizeof *s->queue);
+    s->b_ctx = calloc((size_t)s->n_slots, sizeof *s->b_ctx);
+    s->b_tok = calloc((size_t)s->n_slots, sizeof *s->b_tok);
+    s->b_slot = calloc((size_t)s->n_slots, sizeof *s->b_slot);
+    s->order = calloc((size_t)s->n_slots, sizeof *s->order);
+    if (!s->slots || !s->queue || !s->b_ctx || !s->b_tok || !s->b_slot || !s->order) {
+        snprintf(err, errlen, "out of memory");
+        sched_free(s);
+        return NULL;
+    }
+    frugal_ctx_params cp = frugal_ctx_default_params();
+    cp.n_ctx = p->n_ctx;
+    cp.n_threads = p->n_threads;
+    for (int i = 0; i < s->n_slots; i++) {
+        slot *sl = &s->slots[i];
+        frugal_status st = frugal_ctx_new(model, &cp, &sl->ctx);
+        if (!st && !(sl->cache = malloc((size_t)p->n_ctx * sizeof *sl->cache))) st = FRUGAL_ERR_NOMEM;
+        if (st) {
+            snprintf(err, errlen, "creating slot %d of %d: %s: %s", i + 1, s->n_slots, frugal_status_str(st),
+                     frugal_last_error());
+            sched_free(s);
+            return NULL;
+        }
+    }
+    publish_state(s);
+    if (pthread_create(&s->thread, NULL, sched_main, s)) {
+        snprintf(err, errlen, "cannot start the scheduler thread");
+        sched_free(s);
+        return NULL;
+    }
+    s->started = true;
+    return s;
+}
+
+void sched_stop(scheduler *s, double grace_s) {
+    if (!s || !s->started) return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    s->deadline = now() + grace_s;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    s->started = false;
+}
+
+void sched_free(scheduler *s) {
+    if (!s) return;
+    sched_stop(s, 0);
+    for (int i = 0; s->slots && i < s->n_slots; i++) {
+        frugal_ctx_free(s->slots[i].ctx);
+        free(s->slots[i].cache);
+        free(s->slots[i].gen);
+    }
+    free(s->slots);
+    free(s->queue);
+    free(s->b_ctx);
+    free(s->b_tok);
+    free(s->b_slot);
+    free(s->order);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->wake);
+    free(s);
+}

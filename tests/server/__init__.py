@@ -1,0 +1,1 @@
+"""Tests of `frugal serve`, the OpenAI-compatible HTTP server."""

@@ -1,0 +1,157 @@
+"""The OpenAI-compatible endpoints through the official `openai` client:
+response shapes, streaming, stop strings, usage, and greedy replies equal
+to `frugal run --temp 0` for the same prompt."""
+import json
+
+from .util import MODEL_ID
+
+CHAT_PROMPTS = ["What is the capital of France?", "Write one sentence about the sea."]
+RAW_PROMPT = "The capital of France is"
+
+
+def chat(client, prompt, **kw):
+    kw.setdefault("max_tokens", 24)
+    kw.setdefault("temperature", 0)
+    return client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": prompt}], **kw)
+
+
+def stream_text(stream, chat=True):
+    """Joins a stream's text; returns (text, finish_reason, chunks)."""
+    parts, finish, chunks = [], None, []
+    for ch in stream:
+        chunks.append(ch)
+        if not ch.choices:
+            continue
+        c = ch.choices[0]
+        parts.append((c.delta.content if chat else c.text) or "")
+        finish = c.finish_reason or finish
+    return "".join(parts), finish, chunks
+
+
+def test_models_lists_the_loaded_model(client):
+    models = client.models.list().data
+    assert [m.id for m in models] == [MODEL_ID]
+    assert models[0].object == "model"
+
+
+def test_chat_greedy_equals_cli(client, cli_greedy):
+    for prompt in CHAT_PROMPTS:
+        r = chat(client, prompt)
+        assert r.object == "chat.completion" and r.id.startswith("chatcmpl-") and r.model == MODEL_ID
+        assert r.created > 0
+        c = r.choices[0]
+        assert c.index == 0 and c.message.role == "assistant" and c.finish_reason in ("stop", "length")
+        assert c.message.content == cli_greedy(prompt, 24)
+        u = r.usage
+        assert u.completion_tokens <= 24 and u.total_tokens == u.prompt_tokens + u.completion_tokens
+        assert u.prompt_tokens > 10  # the template's system message and markers
+
+
+def test_chat_stream_equals_whole_reply(client):
+    whole = chat(client, CHAT_PROMPTS[0])
+    stream = chat(client, CHAT_PROMPTS[0], stream=True, stream_options={"include_usage": True})
+    text, finish, chunks = stream_text(stream)
+    assert text == whole.choices[0].message.content
+    assert finish == whole.choices[0].finish_reason
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(ch.object == "chat.completion.chunk" and ch.id == chunks[0].id for ch in chunks)
+    assert len(chunks) > 5  # token by token, not all at once
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_completion_raw_greedy_equals_cli(client, cli_greedy):
+    r = client.completions.create(model=MODEL_ID, prompt=RAW_PROMPT, max_tokens=16, temperature=0)
+    assert r.object == "text_completion" and r.id.startswith("cmpl-")
+    assert r.choices[0].text == cli_greedy(RAW_PROMPT, 16, raw=True)
+    assert r.choices[0].text.startswith(" Paris")
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 16
+    stream = client.completions.create(model=MODEL_ID, prompt=RAW_PROMPT, max_tokens=16, temperature=0, stream=True)
+    text, finish, _ = stream_text(stream, chat=False)
+    assert (text, finish) == (r.choices[0].text, "length")
+
+
+def test_stop_strings_end_the_reply_and_are_not_returned(client, cli_greedy):
+    full = cli_greedy(RAW_PROMPT, 16, raw=True)  # " Paris.\n\nThe United States ..."
+    for stop in [".", "\n\nThe", ["zzz", " United"]]:
+        first = min(full.find(s) for s in ([stop] if isinstance(stop, str) else stop) if s in full)
+        kw = dict(model=MODEL_ID, prompt=RAW_PROMPT, max_tokens=16, temperature=0, stop=stop)
+        r = client.completions.create(**kw)
+        assert (r.choices[0].text, r.choices[0].finish_reason) == (full[:first], "stop"), stop
+        text, finish, _ = stream_text(client.completions.create(stream=True, **kw), chat=False)
+        assert (text, finish) == (full[:first], "stop"), stop
+
+
+def test_max_tokens_and_finish_reason(client):
+    r = chat(client, "Count from one to one hundred.", max_tokens=3)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 3
+
+
+def test_seeded_sampling_is_reproducible(client):
+    kw = dict(temperature=0.9, seed=7, max_tokens=16)
+    a = chat(client, "Tell me a story.", **kw).choices[0].message.content
+    b = chat(client, "Tell me a story.", **kw).choices[0].message.content
+    assert a == b
+
+
+def test_multi_turn_reuses_the_cached_prefix(client):
+    msgs = [{"role": "user", "content": "Name a fruit."}]
+    first = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=8, temperature=0)
+    msgs += [{"role": "assistant", "content": first.choices[0].message.content},
+             {"role": "user", "content": "And a vegetable?"}]
+    second = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=8, temperature=0)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached >= first.usage.prompt_tokens - 1, (cached, first.usage)
+
+
+def test_token_ids_as_prompt(server, client):
+    status, tok = server.json("POST", "/tokenize", {"content": RAW_PROMPT})
+    a = client.completions.create(model=MODEL_ID, prompt=RAW_PROMPT, max_tokens=8, temperature=0)
+    b = client.completions.create(model=MODEL_ID, prompt=tok["tokens"], max_tokens=8, temperature=0)
+    assert a.choices[0].text == b.choices[0].text
+
+
+def test_tokenize_detokenize_round_trip(server):
+    text = "Hello, wörld! <|im_end|> 🙂"
+    status, tok = server.json("POST", "/tokenize", {"content": text})
+    assert status == 200 and all(isinstance(t, int) for t in tok["tokens"])
+    assert 2 in tok["tokens"]  # the special token is parsed to its id
+    status, detok = server.json("POST", "/detokenize", {"tokens": tok["tokens"]})
+    assert (status, detok) == (200, {"content": text})
+
+
+def test_health_and_page(server):
+    assert server.json("GET", "/health") == (200, {"status": "ok"})
+    status, headers, body = server.request("GET", "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = body.decode()
+    for needle in ["<textarea", "/v1/chat/completions", "getReader", "stream: true", "[DONE]"]:
+        assert needle in page
+
+
+def test_metrics_in_prometheus_format(server, client):
+    chat(client, CHAT_PROMPTS[0], max_tokens=4)
+    status, headers, body = server.request("GET", "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    for name, kind in [("frugal_requests_total", "counter"), ("frugal_prompt_tokens_total", "counter"),
+                       ("frugal_completion_tokens_total", "counter"),
+                       ("frugal_time_to_first_token_seconds", "histogram"),
+                       ("frugal_time_per_output_token_seconds", "histogram"), ("frugal_queue_length", "gauge"),
+                       ("frugal_active_sequences", "gauge"), ("frugal_kv_cache_tokens", "gauge")]:
+        assert f"# TYPE {name} {kind}\n" in text
+    assert 'frugal_requests_total{code="200"}' in text
+    buckets = [float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("frugal_time_to_first_token_seconds_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1] >= 1  # cumulative, +Inf last
+    m = server.metrics()
+    assert m["frugal_completion_tokens_total"] >= 4 and m["frugal_kv_cache_tokens"] > 0
+    assert m["frugal_time_to_first_token_seconds_count"] >= 1
+
+
+def test_response_is_plain_json_with_error_shape(server):
+    status, body = server.json("POST", "/v1/chat/completions", {"messages": "nope"})
+    assert status == 400
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["type"] == "invalid_request_error" and err["param"] == "messages"
+    json.dumps(body)
