@@ -69,8 +69,12 @@ run: all model
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
 
+# Unit tests; the fuzz corpora replayed and the unit, malformed-file and
+# generation tests again under ASan + UBSan + LeakSanitizer; then the
+# Python tests (CLI, conformance with llama.cpp, server).
 test: all $(BUILD)/unit_tests models venv
 	$(BUILD)/unit_tests
+	$(MAKE) --no-print-directory fuzz-replay test-sanitize
 	.venv/bin/python -m pytest -q tests/
 
 clean:
@@ -102,24 +106,37 @@ FUZZ_ARGS    ?=
 FUZZ_REPLAY_EXTRA ?=
 FUZZ_TARGETS  = fuzz_gguf fuzz_tokenizer fuzz_chat
 FUZZ_SEEDS    = $(ASAN_BUILD)/fuzz-seeds
-SAN_CFLAGS    = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_CFLAGS   = -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+# UBSan checks stay recoverable so that fuzz/ubsan.supp can silence known
+# findings; halt_on_error makes every other report fatal.
+SAN_CFLAGS    = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
+FUZZ_CFLAGS   = -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined
 SAN_ENV       = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1 \
-                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1:suppressions=$(CURDIR)/fuzz/ubsan.supp
 FUZZ_INC      = -std=c11 $(WARN) -D_GNU_SOURCE -Iinclude -Isrc -Itests/unit -Ifuzz -pthread
 FUZZ_DEPS     = fuzz/fuzz.h tests/unit/gguf_builder.c tests/unit/gguf_builder.h $(wildcard src/*.h include/*.h)
 
-.PHONY: fuzz fuzz-build fuzz-replay fuzz-seeds fuzz-clean test-sanitize sanitize-force
+.PHONY: fuzz fuzz-build fuzz-replay fuzz-seeds fuzz-clean test-sanitize sanitize-force \
+        sanitize-all sanitize-lib
 
 sanitize-force:
 
-# One sub-make builds all three, so a parallel make never runs two on the same objects.
+# One sub-make builds all three, so a parallel make never runs two on the same
+# objects. (Inside that sub-make BUILD is the sanitizer directory and the
+# rules above apply instead.)
+ifneq ($(BUILD),$(ASAN_BUILD))
 $(ASAN_BUILD)/libfrugal.a: sanitize-force
-	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CC=$(SAN_CC) CFLAGS='$(SAN_CFLAGS)' \
-	    $(ASAN_BUILD)/libfrugal.a $(ASAN_BUILD)/unit_tests $(ASAN_BUILD)/frugal
-
+	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CC=$(SAN_CC) CFLAGS='$(SAN_CFLAGS)' sanitize-all
+endif
+ifneq ($(BUILD),$(FUZZ_BUILD))
 $(FUZZ_BUILD)/libfrugal.a: sanitize-force
-	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) CFLAGS='$(FUZZ_CFLAGS)' $@
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) CFLAGS='$(FUZZ_CFLAGS)' sanitize-lib
+endif
+
+# the sub-makes' goals (quiet when there is nothing to do)
+sanitize-all: $(BUILD)/libfrugal.a $(BUILD)/unit_tests $(BUILD)/frugal
+	@:
+sanitize-lib: $(BUILD)/libfrugal.a
+	@:
 
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_DEPS) $(FUZZ_BUILD)/libfrugal.a
 	$(FUZZ_CC) $(FUZZ_INC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< tests/unit/gguf_builder.c \
@@ -146,7 +163,7 @@ fuzz: fuzz-build fuzz-seeds
 	@for t in $(FUZZ_TARGETS); do \
 	    mkdir -p fuzz/corpus-out/$$t; \
 	    echo "== $$t: $(FUZZ_SECONDS) s"; \
-	    $(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -timeout=10 \
+	    $(SAN_ENV) $(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -timeout=10 \
 	        -rss_limit_mb=2048 -artifact_prefix=$(FUZZ_BUILD)/crash-$$t- $(FUZZ_ARGS) \
 	        fuzz/corpus-out/$$t $(FUZZ_SEEDS)/$$t fuzz/regress/$$t || exit 1; \
 	done

@@ -148,6 +148,10 @@ frugal_status fr_bind(const frugal_model *m, fr_weight *w, int64_t cols, int64_t
     if (!tt || !tt->dequant)
         return fr_error(FRUGAL_ERR_UNSUPPORTED, "tensor %s has type %s, which frugal does not support yet",
                         name, tt ? tt->name : "unknown");
+    /* float elements are loaded as such, and general.alignment may be 1 */
+    if (tt->blck == 1 && (uintptr_t)t->data % tt->bytes != 0)
+        return fr_error(FRUGAL_ERR_FORMAT, "tensor %s: %s data at file offset %zu is not aligned to %zu bytes",
+                        name, tt->name, (size_t)((const uint8_t *)t->data - m->gguf->base), tt->bytes);
     if (rows == 1 && t->type != 0)
         return fr_error(FRUGAL_ERR_UNSUPPORTED, "tensor %s: vectors must be F32, found %s", name, tt->name);
     if (rows > 1 && !tt->dot)
@@ -194,6 +198,10 @@ frugal_status frugal_model_load(const char *path, frugal_model **out) {
     if (!m) return fr_error(FRUGAL_ERR_NOMEM, "out of memory loading model");
     frugal_status st = gguf_open(path, &m->gguf);
     if (st) goto fail;
+    gguf_str arch_s; /* a wrong-typed architecture is reported as such, not as missing */
+    if (gguf_find(m->gguf, "general.architecture") &&
+        (st = gguf_get_str(m->gguf, "general.architecture", &arch_s)))
+        goto fail;
     m->arch = dup_str_key(m->gguf, "general.architecture", "");
     m->name = dup_str_key(m->gguf, "general.name", "");
     if (!m->arch || !m->name) { st = fr_error(FRUGAL_ERR_NOMEM, "out of memory loading model"); goto fail; }

@@ -111,7 +111,14 @@ static void apply_penalty(frugal_sampler *s) {
 
 static int by_logit_desc(const void *a, const void *b) {
     float x = ((const candidate *)a)->logit, y = ((const candidate *)b)->logit;
-    if (x != y) return x < y ? 1 : -1;
+    /* NaN (a hostile model's logits can be NaN) sorts after every number, so
+     * the order is total and the quickselect below stays inside the array */
+    if (isnan(x) || isnan(y)) {
+        if (!isnan(x)) return -1;
+        if (!isnan(y)) return 1;
+    } else if (x != y) {
+        return x < y ? 1 : -1;
+    }
     return ((const candidate *)a)->id - ((const candidate *)b)->id;
 }
 
