@@ -8,9 +8,12 @@
  * 1024 and 2048, Q6_K 640 rows of 2048), once with one dot call per row and
  * once with the multi-row kernel. Prints GB/s of weight bytes read and
  * GFLOP/s (2 flops per weight). Then a prefill-like batch of 64 activation
- * rows (tile kernel vs dot_rows vs dot), and the activation quantizers.
+ * rows (tile kernel vs dot_rows vs dot), prefill-shaped products at the
+ * best level only (pp512-like: whole matrices against 512 tokens, the
+ * output matrix against 64, on one thread), and the activation quantizers.
  * An argument keeps only the lines of types whose name contains it
- * (/tmp/bench_kernels Q5_0).
+ * (/tmp/bench_kernels Q5_0); "prefill" first runs only the prefill-shaped
+ * products (/tmp/bench_kernels prefill Q4_1).
  *
  *   hot     one matrix, re-read from cache each pass
  *   stream  enough copies to exceed the caches (64 MiB), read in turn
@@ -45,6 +48,14 @@ typedef struct {
     uint32_t type;
     int64_t n, rows;
 } shape;
+
+/* CPU time of this thread: on a shared machine, time the thread was
+ * descheduled does not count (the prefill section uses it). */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static volatile float sink;
 
@@ -150,6 +161,46 @@ static void bench_batch(const shape *s, int batch) {
     free(w), free(a), free(x), free(out);
 }
 
+/* Prefill-shaped: one tile call over the whole matrix and batch, as
+ * matmul.c makes it, at the best level; dot_rows per token for reference.
+ * Trials of the two alternate, so machine noise hits both alike; times
+ * are the thread's CPU time, best of the trials. */
+static void bench_prefill(const shape *s, int batch) {
+    const fr_type_traits *tt = fr_traits(s->type);
+    size_t rb = fr_row_bytes(s->type, s->n), arb = fr_row_bytes(tt->act_type, s->n);
+    uint8_t *w = malloc(rb * s->rows), *a = malloc(arb * batch);
+    float *x = malloc(sizeof(float) * s->n), *out = malloc(sizeof(float) * s->rows * batch);
+    for (int64_t r = 0; r < s->rows; r++) {
+        for (int64_t i = 0; i < s->n; i++) x[i] = frand();
+        tt->quant(x, w + r * rb, s->n);
+    }
+    for (int c = 0; c < batch; c++) {
+        for (int64_t i = 0; i < s->n; i++) x[i] = frand();
+        fr_traits(tt->act_type)->quant(x, a + c * arb, s->n);
+    }
+    int lvl = fr_kernels_select(fr_isa_detect());
+    double best[2] = {1e9, 1e9};
+    for (int trial = 0; trial < 10; trial++) {
+        for (int how = 0; how < 2; how++) {
+            double t0 = cpu_now();
+            if (how == 0) {
+                tt->dot_tile(s->n, w, rb, (int)s->rows, a, arb, batch, out, (size_t)s->rows);
+            } else {
+                for (int c = 0; c < batch; c++)
+                    tt->dot_rows(s->n, w, rb, a + c * arb, out + c * s->rows, (int)s->rows);
+            }
+            double t = cpu_now() - t0;
+            if (t < best[how]) best[how] = t;
+            sink = out[0];
+        }
+    }
+    for (int how = 0; how < 2; how++)
+        printf("prefill %-5s %5lld x %-5lld x %3d tok %-7s %-8s %8.1f us %6.1f GFLOP/s\n", tt->name,
+               (long long)s->rows, (long long)s->n, batch, fr_isa_name(lvl), how == 0 ? "dot_tile" : "dot_rows",
+               best[how] * 1e6, 2.0 * s->n * s->rows * batch / best[how] * 1e-9);
+    free(w), free(a), free(x), free(out);
+}
+
 static void bench_quantize(uint32_t act_type, int64_t n) {
     float *x = malloc(sizeof(float) * n);
     void *y = malloc(fr_row_bytes(act_type, n));
@@ -181,17 +232,24 @@ int main(int argc, char **argv) {
         {FR_Q5_0, 640, 2048}, {FR_Q5_0, 640, 1024}, {FR_Q4_K, 1024, 640}, {FR_Q4_K, 2048, 640},
         {FR_Q6_K, 2048, 640}, {FR_Q8_0, 640, 2048},
     };
-    only = argc > 1 ? argv[1] : NULL;
+    int prefill_only = argc > 1 && !strcmp(argv[1], "prefill");
+    only = argc > 1 + prefill_only ? argv[1 + prefill_only] : NULL;
     printf("cpu level: %s\n", fr_isa_name(fr_isa_detect()));
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0] && !prefill_only; i++)
         if (wanted(shapes[i].type)) bench_shape(&shapes[i]);
     const shape batches[] = {
         {FR_Q4_1, 576, 1536}, {FR_Q8_0, 576, 1536}, {FR_Q5_0, 640, 2048}, {FR_Q4_K, 2048, 640}, {FR_Q6_K, 2048, 640},
     };
-    for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++)
+    for (size_t i = 0; i < sizeof batches / sizeof batches[0] && !prefill_only; i++)
         if (wanted(batches[i].type)) bench_batch(&batches[i], 64);
+    const struct { shape s; int batch; } prefills[] = {
+        {{FR_Q4_1, 576, 1536}, 512}, {{FR_Q4_1, 1536, 576}, 512}, {{FR_Q8_0, 576, 49152}, 64},
+        {{FR_Q5_0, 640, 2048}, 512}, {{FR_Q4_K, 1024, 640}, 512}, {{FR_Q6_K, 2048, 640}, 512},
+    };
+    for (size_t i = 0; i < sizeof prefills / sizeof prefills[0]; i++)
+        if (wanted(prefills[i].s.type)) bench_prefill(&prefills[i].s, prefills[i].batch);
     const shape quants[] = {{FR_Q8_1, 576, 0}, {FR_Q8_0, 1536, 0}, {FR_Q8_0, 640, 0}, {FR_Q8_K, 2048, 0}, {FR_Q8_K, 1024, 0}};
-    for (size_t i = 0; i < sizeof quants / sizeof quants[0]; i++)
+    for (size_t i = 0; i < sizeof quants / sizeof quants[0] && !prefill_only; i++)
         if (wanted(quants[i].type)) bench_quantize(quants[i].type, quants[i].n);
     return 0;
 }

@@ -25,13 +25,22 @@
  *
  * Every kernel is written for a tile of NR weight rows x NC activation rows:
  * NR x 1 is matrix-vector (decode: activation loads, scales and corrections
- * shared by the rows), 4 x 2 the prefill tile (each expanded weight pair
- * also reused), 1 x 1 for leftover rows. Independent accumulators per tile
- * entry hide the FMA latency. (The single quantized dot is AVX2's, see
- * fr_kernels_fill_avx512.)
+ * shared by the rows), 1 x 1 for leftover rows. Independent accumulators per
+ * tile entry hide the FMA latency. (The single quantized dot is AVX2's, see
+ * fr_kernels_fill_avx512.) Prefill (many activation rows) first unpacks
+ * panels of 16 activation rows into ready operands, then runs every weight
+ * row against a panel in 1 x 16 tiles; see "prefill" below.
  *
- * The K-quants (Q4_K, Q6_K against Q8_K) have their own tiles, same shapes,
- * described at their section.
+ * Prefill tiles give each (row, activation) entry exactly the float that
+ * dot_rows gives it (same integer sums, same float operations in the same
+ * order, same final reduction), so batched, chunked and single-token
+ * evaluation agree bit for bit; only which entries are computed together
+ * differs. For the 32-blocks the arithmetic of a row depends on whether it
+ * sits in a full group of four of the call (one accumulator) or is left
+ * over (two), for dot_rows and dot_tile alike.
+ *
+ * The K-quants (Q4_K, Q6_K against Q8_K) have their own tiles, described at
+ * their section.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -259,10 +268,12 @@ static ALWAYS_INLINE void qdot_tile(int64_t n, const uint8_t *w, size_t ws, cons
     }
 }
 
-/* ---- entry points ----------------------------------------------------------
+/* ---- unpacked tiles ------------------------------------------------------------
  *
- * Rows go in groups of MAXR (leftovers one at a time), and for each group
- * the activations in groups of MAXC (a leftover one alone): rows outside, so
+ * For decode (dot_rows), and in prefill for the rows past the last full
+ * group of four and for rows too long for a panel (see below). Rows go in
+ * groups of MAXR (leftovers one at a time), and for each group the
+ * activations in groups of MAXC (a leftover one alone): rows outside, so
  * each weight row is read from memory once and stays in L1 while the
  * activations, small and shared, are re-read from cache. Four tile shapes
  * per format: MAXR x MAXC, MAXR x 1 (matrix-vector), 1 x MAXC, 1 x 1. */
@@ -283,6 +294,232 @@ static ALWAYS_INLINE void qdot_tiles(int64_t n, const uint8_t *w, size_t ws, int
     for (; r < nr; r++) qdot_cols(n, w + r * ws, ws, a, as, nc, out + r, ldo, 1, fmt);
 }
 
+/* ---- prefill: packed activation panels --------------------------------------
+ *
+ * A prefill product is a thread's whole row range against up to hundreds of
+ * tokens, so whatever the tile does per activation block pair that is not
+ * tied to a weight row can be done once ahead. The tokens go in panels of
+ * 16 (fewer where 16 do not fit in PANEL_BYTES), and each panel's pairs are
+ * unpacked into a buffer on the stack that stays in L1 as ready operands:
+ * the pair's 64 codes, its scales spread the way VPERMPS spreads them above
+ * (d_a of each block in its eight lanes), the offset correction, and for
+ * Q4_1 the group's header floats. Every weight row then goes past the panel
+ * in a 1 x 16 tile (16 accumulators): each weight pair is expanded and its
+ * scales spread once for 16 tokens, and each entry costs four uops per pair
+ * (VPDPBUSD from the packed codes, the scale product, VCVTDQ2PS, FMA, the
+ * first two with a memory operand). The 16 sums are reduced together
+ * (reduce16). A panel of 8 uses 2 x 8 tiles, the end of the batch 4 x 4, 4 x
+ * 2, 4 x 1; the weight rows come from L2 (or memory: prefetched a tile
+ * ahead), once per panel.
+ *
+ * The same arithmetic as the 4 x 1 tile of rows_* (what decode computes for
+ * a row in a full group of four): the same integer sum per pair, the same
+ * scale products (permuting W and A, then multiplying, gives the lane values
+ * that multiplying, then permuting gives), the same FMA into one accumulator
+ * per entry, the same reduction. Q4_1's min terms go in with a masked FMA
+ * of W and A where the tile adds their product: the product of two fp16
+ * values is exact in fp32, so the one rounding is the same. Rows past the
+ * last full group of four take the unpacked 1 x NC tiles with two slots,
+ * like rows_*'s 1 x 1.
+ *
+ * Panel layout, group by group of 8 blocks: for Q4_1, each token's header
+ * floats (64 bytes); then pair by pair, each token's entry of PK_ES bytes:
+ * codes, spread scales, correction (not for Q4_1, whose dot starts at 0). */
+#define PK_NR 4  /* at most this many weight rows per tile */
+#define PK_NT 16 /* at most this many tile entries (accumulators) */
+#define PANEL_BYTES (32 * 1024) /* packed activations per panel: in L1 with the weights */
+#define PK_HDR(fmt) ((fmt) == FMT_Q4_1 ? 64 : 0)
+#define PK_ES(fmt) ((fmt) == FMT_Q4_1 ? 128 : 192)
+
+/* Packed bytes of one token's row of nb blocks. */
+static ALWAYS_INLINE size_t packed_bytes(int64_t nb, const int fmt) {
+    return (size_t)(((nb + 7) / 8) * PK_HDR(fmt) + (nb + 1) / 2 * PK_ES(fmt));
+}
+
+/* tp activation rows (stride as) of nb blocks into the panel at p. */
+static ALWAYS_INLINE void pack_panel(int64_t nb, const uint8_t *a, size_t as, int tp, uint8_t *p,
+                                     const int fmt) {
+    const int pairs = fmt == FMT_Q4_1, hdr = PK_HDR(fmt), es = PK_ES(fmt);
+    for (int64_t g = 0; g < nb; g += 8) {
+        int gm = (int)FR_MIN(8, nb - g);
+        for (int c = 0; c < tp; c++) {
+            const uint8_t *y = a + c * as + g * A_SZ(fmt);
+            __m512 A = group_headers(y, A_SZ(fmt), gm, pairs);
+            if (fmt == FMT_Q4_1) _mm512_store_ps(p + c * hdr, A);
+            for (int k = 0; 2 * k < gm; k++) {
+                uint8_t *e = p + (size_t)tp * (hdr + k * es) + c * es;
+                __m512i av = load_pair(y + 2 * k * A_SZ(fmt) + A_QS(fmt), A_SZ(fmt), 2 * k + 1 < gm);
+                __m512i idx = _mm512_load_si512(fmt == FMT_Q4_1 ? spread_q4_1[k] : spread_dd[k]);
+                _mm512_store_si512(e, av);
+                _mm512_store_ps(e + 64, _mm512_permutexvar_ps(idx, A));
+                if (fmt != FMT_Q4_1) _mm512_store_si512(e + 128, pair_corr(av, fmt));
+            }
+        }
+        p += (size_t)tp * (hdr + (gm + 1) / 2 * es);
+    }
+}
+
+/* gm blocks of NR weight rows (stride ws) against tokens c0 .. c0 + NC - 1
+ * of the group at p in a panel of tp tokens. acc(r, c) is index r * NC + c. */
+static ALWAYS_INLINE void packed_group(const uint8_t *w, size_t ws, const uint8_t *p, int tp, int c0,
+                                       int gm, __m512 *acc, const int NR, const int NC, const int fmt) {
+    const int pairs = fmt == FMT_Q4_1, hdr = PK_HDR(fmt), es = PK_ES(fmt);
+    __m512 W[PK_NR];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++) W[r] = group_headers(w + r * ws, W_SZ(fmt), gm, pairs);
+    if (fmt == FMT_Q4_1) {
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) {
+            __m512 A = _mm512_load_ps(p + (c0 + c) * hdr);
+#pragma GCC unroll 4
+            for (int r = 0; r < NR; r++)
+                acc[r * NC + c] = _mm512_mask3_fmadd_ps(W[r], A, acc[r * NC + c], 0xaaaa);
+        }
+    }
+    p += (size_t)tp * hdr + (size_t)c0 * es;
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        if (2 * k >= gm) break;
+        const int two = 2 * k + 1 < gm;
+        __m512i idx = _mm512_load_si512(fmt == FMT_Q4_1 ? spread_q4_1[k] : spread_dd[k]);
+        __m512i wq[PK_NR];
+        __m512 wsp[PK_NR];
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            wq[r] = weight_pair(w + r * ws + 2 * k * W_SZ(fmt), two, fmt);
+            wsp[r] = _mm512_permutexvar_ps(idx, W[r]);
+        }
+        const uint8_t *e = p + (size_t)tp * k * es;
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) {
+            __m512i av = _mm512_load_si512(e + c * es);
+            __m512 asp = _mm512_load_ps(e + c * es + 64);
+#pragma GCC unroll 4
+            for (int r = 0; r < NR; r++) {
+                __m512i s0 = fmt == FMT_Q4_1 ? _mm512_setzero_si512() : _mm512_load_si512(e + c * es + 128);
+                __m512 sc = _mm512_mul_ps(wsp[r], asp);
+                __m512i d = _mm512_dpbusd_epi32(s0, wq[r], av);
+                acc[r * NC + c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, acc[r * NC + c]);
+            }
+        }
+    }
+}
+
+/* _mm512_reduce_add_ps of 16 registers at once, the same additions: it
+ * adds the halves (lane i + lane i + 8), then the quarters, then lanes 0 +
+ * 2 and 1 + 3, then those two. Here each step works on registers holding
+ * several inputs' partial sums side by side: 45 uops for 16 sums rather
+ * than 8 each. res[4 c + q] = the sum of A[4 q + c]. */
+static ALWAYS_INLINE void reduce16(const __m512 *A, float *res) {
+    __m512 U[8], V[4], W[2];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) /* [A 2j: lanes 0-7 + 8-15, A 2j+1: same] */
+        U[j] = _mm512_add_ps(_mm512_shuffle_f32x4(A[2 * j], A[2 * j + 1], 0x44),
+                             _mm512_shuffle_f32x4(A[2 * j], A[2 * j + 1], 0xee));
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) /* chunk k: A 4j+k's lanes 0-3 + 4-7 of the above */
+        V[j] = _mm512_add_ps(_mm512_shuffle_f32x4(U[2 * j], U[2 * j + 1], 0x88),
+                             _mm512_shuffle_f32x4(U[2 * j], U[2 * j + 1], 0xdd));
+#pragma GCC unroll 2
+    for (int j = 0; j < 2; j++) /* chunk k: [0 + 2, 1 + 3] of A 8j+k, then of A 8j+4+k */
+        W[j] = _mm512_add_ps(_mm512_shuffle_ps(V[2 * j], V[2 * j + 1], 0x44),
+                             _mm512_shuffle_ps(V[2 * j], V[2 * j + 1], 0xee));
+    _mm512_store_ps(res, _mm512_add_ps(_mm512_shuffle_ps(W[0], W[1], 0x88), _mm512_shuffle_ps(W[0], W[1], 0xdd)));
+}
+
+/* NR rows x tokens c0 .. c0 + NC - 1 of the panel at p (tp tokens). */
+static ALWAYS_INLINE void packed_tile(int64_t nb, const uint8_t *w, size_t ws, const uint8_t *p, int tp,
+                                      int c0, float *out, size_t ldo, const int NR, const int NC,
+                                      const int fmt) {
+    const int hdr = PK_HDR(fmt), es = PK_ES(fmt);
+    __m512 acc[PK_NT];
+#pragma GCC unroll 64
+    for (int i = 0; i < NR * NC; i++) acc[i] = _mm512_setzero_ps();
+    int64_t g = 0;
+    for (; g + 8 <= nb; g += 8, p += (size_t)tp * (hdr + 4 * es)) /* gm a constant: straight-line code */
+        packed_group(w + g * W_SZ(fmt), ws, p, tp, c0, 8, acc, NR, NC, fmt);
+    if (g < nb) packed_group(w + g * W_SZ(fmt), ws, p, tp, c0, (int)(nb - g), acc, NR, NC, fmt);
+    if (NR * NC == 16) {
+        float res[16] __attribute__((aligned(64)));
+        reduce16(acc, res);
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) out[(c0 + i % NC) * ldo + i / NC] = res[4 * (i % 4) + i / 4];
+        return;
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) out[(c0 + c) * ldo + r] = _mm512_reduce_add_ps(acc[r * NC + c]);
+}
+
+/* Asks for the k rows of rb bytes (stride ws) at w into L1 ahead of their
+ * tile, if they are rows of the call (r + k <= nr): every panel streams all
+ * the rows, and from memory (a large matrix) the hardware prefetcher alone
+ * falls behind. */
+static ALWAYS_INLINE void prefetch_rows(const uint8_t *w, size_t ws, size_t rb, int r, int k, int nr) {
+    if (r + k > nr) return;
+    for (int i = 0; i < k; i++)
+        for (size_t o = 0; o < rb; o += 64) _mm_prefetch((const char *)w + (r + i) * ws + o, _MM_HINT_T0);
+}
+
+/* Rows [0, nr) (a multiple of four) against a panel of tp tokens: 16
+ * tokens a row at a time, 8 two rows at a time (16 accumulators either
+ * way); what is left of a last panel in 4, 2, 1 four rows at a time. Each
+ * tile first asks for the next tile's rows. */
+static ALWAYS_INLINE void packed_rows(int64_t nb, const uint8_t *w, size_t ws, int nr, const uint8_t *p,
+                                      int tp, float *out, size_t ldo, const int fmt) {
+    const size_t rb = (size_t)nb * W_SZ(fmt);
+    int c = 0;
+    if (tp == 16) {
+        for (int r = 0; r < nr; r++) {
+            prefetch_rows(w, ws, rb, r + 1, 1, nr);
+            packed_tile(nb, w + r * ws, ws, p, tp, 0, out + r, ldo, 1, 16, fmt);
+        }
+        return;
+    }
+    if (tp >= 8) {
+        for (int r = 0; r < nr; r += 2) {
+            prefetch_rows(w, ws, rb, r + 2, 2, nr);
+            packed_tile(nb, w + r * ws, ws, p, tp, 0, out + r, ldo, 2, 8, fmt);
+        }
+        c = 8;
+    }
+    for (int nt = 4; nt >= 1; nt /= 2) {
+        if (tp - c < nt) continue;
+        for (int r = 0; r < nr; r += 4) {
+            prefetch_rows(w, ws, rb, r + 4, 4, nr);
+            if (nt == 4) packed_tile(nb, w + r * ws, ws, p, tp, c, out + r, ldo, 4, 4, fmt);
+            if (nt == 2) packed_tile(nb, w + r * ws, ws, p, tp, c, out + r, ldo, 4, 2, fmt);
+            if (nt == 1) packed_tile(nb, w + r * ws, ws, p, tp, c, out + r, ldo, 4, 1, fmt);
+        }
+        c += nt;
+    }
+}
+
+/* The tile entry: rows in full groups of four against panels of tokens,
+ * then the rows left over unpacked. A panel is 16 tokens, or fewer where
+ * 16 would not fit in PANEL_BYTES; rows too long for a panel of one token
+ * go unpacked. */
+static ALWAYS_INLINE void qdot_packed(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *a,
+                                      size_t as, int nc, float *out, size_t ldo, const int fmt) {
+    const int64_t nb = n / 32;
+    const size_t pt = packed_bytes(nb, fmt);
+    const int nr4 = nr / MAXR * MAXR;
+    if (pt > PANEL_BYTES || nr4 == 0) {
+        qdot_tiles(n, w, ws, nr, a, as, nc, out, ldo, fmt);
+        return;
+    }
+    uint8_t panel[PANEL_BYTES] __attribute__((aligned(64)));
+    int tpmax = 16;
+    while (tpmax * pt > PANEL_BYTES) tpmax /= 2;
+    for (int c0 = 0; c0 < nc; c0 += tpmax) {
+        int tp = FR_MIN(tpmax, nc - c0);
+        pack_panel(nb, a + c0 * as, as, tp, panel, fmt);
+        packed_rows(nb, w, ws, nr4, panel, tp, out + c0 * ldo, ldo, fmt);
+    }
+    for (int r = nr4; r < nr; r++) qdot_cols(n, w + r * ws, ws, a, as, nc, out + r, ldo, 1, fmt);
+}
+
 #define QDOT_ENTRIES(suffix, fmt)                                                          \
     static void rows_##suffix(int64_t n, const void *w, size_t ws, const void *a, float *out, \
                               int nr) {                                                    \
@@ -293,7 +530,7 @@ static ALWAYS_INLINE void qdot_tiles(int64_t n, const uint8_t *w, size_t ws, int
     }                                                                                      \
     static void tile_##suffix(int64_t n, const void *w, size_t ws, int nr, const void *a,  \
                               size_t as, int nc, float *out, size_t ldo) {                 \
-        qdot_tiles(n, w, ws, nr, a, as, nc, out, ldo, fmt);                                \
+        qdot_packed(n, w, ws, nr, a, as, nc, out, ldo, fmt);                               \
     }
 QDOT_ENTRIES(q4_0_q8_0, FMT_Q4_0)
 QDOT_ENTRIES(q4_1_q8_1, FMT_Q4_1)
@@ -317,7 +554,8 @@ QDOT_ENTRIES(q5_0_q8_0, FMT_Q5_0)
  *
  * Tiles are NR weight rows x NC activation rows as for the 32-blocks: each
  * row's codes and scale vectors are built once per block and used for the
- * NC activation rows. */
+ * NC activation rows. An entry's arithmetic (one accumulator) does not
+ * depend on the tile shape. */
 enum { KFMT_Q4_K, KFMT_Q6_K };
 
 static ALWAYS_INLINE uint64_t load64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
@@ -392,42 +630,56 @@ static ALWAYS_INLINE void k_weights(const uint8_t *x, kblock *b, const int fmt) 
     }
 }
 
+/* An activation block's terms shared by all rows: d_a, and the bsums (for
+ * Q4_K summed in pairs, one per sub-block, at the mins' words, zeros at the
+ * scales'). */
+static ALWAYS_INLINE void k_act(const uint8_t *y, __m256i *bs, __m128 *da, const int fmt) {
+    *da = _mm_set1_ps(load_f32(y));
+    *bs = _mm256_loadu_si256((const __m256i *)(y + Q8_K_BS));
+    if (fmt == KFMT_Q4_K)
+        *bs = _mm256_packs_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(*bs, _mm256_set1_epi16(1)));
+}
+
+/* Tile entry t += the block of weight row b against the activation block y. */
+static ALWAYS_INLINE void k_entry(const kblock *b, const uint8_t *y, __m256i bs, __m128 da, __m512 *t,
+                                  const int fmt) {
+    const uint8_t *qa = y + Q8_K_QS;
+    __m512i isum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(b->q[k], _mm512_loadu_si512(qa + 64 * k)), b->sv[k]);
+    __m256i side = _mm256_madd_epi16(b->w16, bs);
+    __m128 dd = _mm_mul_ps(b->d, da);
+    if (fmt == KFMT_Q6_K) {
+        isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(side, 5)));
+        *t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(dd), *t);
+    } else { /* d d_a sums - dmin d_a min sums (the upper 8 lanes of side are zero) */
+        *t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(dd), *t);
+        *t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(side)),
+                              _mm512_broadcastss_ps(_mm_movehdup_ps(dd)), *t);
+    }
+}
+
+#define K_MAXC 16 /* activation rows per tile, one weight row (prefill) */
+
 /* One block of the tile, NR rows x NC activation rows. acc(r, c) is index
- * r * NC + c. */
+ * r * NC + c. With several rows the activation terms are made once for
+ * all; with one, as each activation row comes (no registers to keep 16). */
 static ALWAYS_INLINE void k_block(const uint8_t *w, size_t ws, const uint8_t *a, size_t as, __m512 *acc,
                                   const int NR, const int NC, const int fmt) {
-    __m256i bs[MAXC];
-    __m128 da[MAXC];
-#pragma GCC unroll 4
-    for (int c = 0; c < NC; c++) {
-        const uint8_t *y = a + c * as;
-        da[c] = _mm_set1_ps(load_f32(y));
-        bs[c] = _mm256_loadu_si256((const __m256i *)(y + Q8_K_BS));
-        if (fmt == KFMT_Q4_K) /* pair sums (one per sub-block) at the mins' words, zeros at the scales' */
-            bs[c] = _mm256_packs_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(bs[c], _mm256_set1_epi16(1)));
-    }
+    __m256i bs[K_MAXC];
+    __m128 da[K_MAXC];
+    if (NR > 1)
+#pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) k_act(a + c * as, &bs[c], &da[c], fmt);
 #pragma GCC unroll 4
     for (int r = 0; r < NR; r++) {
         kblock b;
         k_weights(w + r * ws, &b, fmt);
-#pragma GCC unroll 4
+#pragma GCC unroll 16
         for (int c = 0; c < NC; c++) {
-            const uint8_t *qa = a + c * as + Q8_K_QS;
-            __m512i isum = _mm512_setzero_si512();
-#pragma GCC unroll 4
-            for (int k = 0; k < 4; k++)
-                isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(b.q[k], _mm512_loadu_si512(qa + 64 * k)), b.sv[k]);
-            __m256i side = _mm256_madd_epi16(b.w16, bs[c]);
-            __m128 dd = _mm_mul_ps(b.d, da[c]);
-            __m512 *t = &acc[r * NC + c];
-            if (fmt == KFMT_Q6_K) {
-                isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(side, 5)));
-                *t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(dd), *t);
-            } else { /* d d_a sums - dmin d_a min sums (the upper 8 lanes of side are zero) */
-                *t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(dd), *t);
-                *t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(side)),
-                                      _mm512_broadcastss_ps(_mm_movehdup_ps(dd)), *t);
-            }
+            if (NR == 1) k_act(a + c * as, &bs[c], &da[c], fmt);
+            k_entry(&b, a + c * as, bs[c], da[c], &acc[r * NC + c], fmt);
         }
     }
 }
@@ -435,20 +687,51 @@ static ALWAYS_INLINE void k_block(const uint8_t *w, size_t ws, const uint8_t *a,
 static ALWAYS_INLINE void k_tile(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, size_t as,
                                  float *out, size_t ldo, const int NR, const int NC, const int fmt) {
     const size_t wsz = fmt == KFMT_Q4_K ? Q4_K_SZ : Q6_K_SZ;
-    __m512 acc[MAXT];
-    for (int i = 0; i < MAXT; i++) acc[i] = _mm512_setzero_ps(); /* unused ones fold away */
+    __m512 acc[K_MAXC];
+#pragma GCC unroll 16
+    for (int i = 0; i < NR * NC; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) k_block(w + i * wsz, ws, a + i * Q8_K_SZ, as, acc, NR, NC, fmt);
+    if (NR * NC == 16) {
+        float res[16] __attribute__((aligned(64)));
+        reduce16(acc, res);
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) out[(i % NC) * ldo + i / NC] = res[4 * (i % 4) + i / 4];
+        return;
+    }
 #pragma GCC unroll 4
     for (int r = 0; r < NR; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 16
         for (int c = 0; c < NC; c++) out[c * ldo + r] = _mm512_reduce_add_ps(acc[r * NC + c]);
 }
 
-static ALWAYS_INLINE void k_cols(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, size_t as,
-                                 int nc, float *out, size_t ldo, const int NR, const int fmt) {
+#define K_PANEL_BYTES (40 * 1024) /* activation rows read by one 1 x 16 tile */
+
+/* Prefill: the tokens in panels of 16 activation rows, or 8 where 16 do
+ * not fit in K_PANEL_BYTES (read in place: they stay in L1 while every
+ * weight row passes, prefetched a row ahead), each weight row against the
+ * panel at once in a 1 x 16 (1 x 8) tile: a super-block's codes and scales
+ * are expanded once per row and panel. The end of the batch goes in 1 x 8,
+ * 4, 2, 1 tiles. */
+static ALWAYS_INLINE void k_tiles(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *a,
+                                  size_t as, int nc, float *out, size_t ldo, const int fmt) {
+    const size_t rb = (size_t)(n / QK_K) * (fmt == KFMT_Q4_K ? Q4_K_SZ : Q6_K_SZ);
+    const int wide = 16 * as <= K_PANEL_BYTES;
     int c = 0;
-    for (; c + MAXC <= nc; c += MAXC) k_tile(n, w, ws, a + c * as, as, out + c * ldo, ldo, NR, MAXC, fmt);
-    if (c < nc) k_tile(n, w, ws, a + c * as, as, out + c * ldo, ldo, NR, 1, fmt);
+    for (; wide && c + 16 <= nc; c += 16)
+        for (int r = 0; r < nr; r++) {
+            prefetch_rows(w, ws, rb, r + 1, 1, nr);
+            k_tile(n, w + r * ws, ws, a + c * as, as, out + c * ldo + r, ldo, 1, 16, fmt);
+        }
+    for (int nt = 8; nt >= 1; nt /= 2) {
+        for (; c + nt <= nc; c += nt)
+            for (int r = 0; r < nr; r++) {
+                prefetch_rows(w, ws, rb, r + 1, 1, nr);
+                if (nt == 8) k_tile(n, w + r * ws, ws, a + c * as, as, out + c * ldo + r, ldo, 1, 8, fmt);
+                if (nt == 4) k_tile(n, w + r * ws, ws, a + c * as, as, out + c * ldo + r, ldo, 1, 4, fmt);
+                if (nt == 2) k_tile(n, w + r * ws, ws, a + c * as, as, out + c * ldo + r, ldo, 1, 2, fmt);
+                if (nt == 1) k_tile(n, w + r * ws, ws, a + c * as, as, out + c * ldo + r, ldo, 1, 1, fmt);
+            }
+    }
 }
 
 #define KDOT_ENTRIES(suffix, fmt)                                                          \
@@ -466,10 +749,7 @@ static ALWAYS_INLINE void k_cols(int64_t n, const uint8_t *w, size_t ws, const u
     }                                                                                      \
     static void tile_##suffix(int64_t n, const void *w, size_t ws, int nr, const void *a,  \
                               size_t as, int nc, float *out, size_t ldo) {                 \
-        const uint8_t *wp = w;                                                             \
-        int r = 0;                                                                         \
-        for (; r + MAXR <= nr; r += MAXR) k_cols(n, wp + r * ws, ws, a, as, nc, out + r, ldo, MAXR, fmt); \
-        for (; r < nr; r++) k_cols(n, wp + r * ws, ws, a, as, nc, out + r, ldo, 1, fmt);  \
+        k_tiles(n, w, ws, nr, a, as, nc, out, ldo, fmt);                                   \
     }
 KDOT_ENTRIES(q4_k_q8_k, KFMT_Q4_K)
 KDOT_ENTRIES(q6_k_q8_k, KFMT_Q6_K)

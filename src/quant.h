@@ -86,8 +86,10 @@ typedef void (*fr_dot_rows_fn)(int64_t n, const void *w, size_t w_stride, const 
 /* A tile of dots (matrix-matrix, for prefill): out[c * ldo + r] =
  * dot(n, w + r * w_stride, a + c * a_stride) for r < nr, c < nc; with
  * ldo = the matrix's row count, out row c is token c's output. Each
- * weight pair of rows is expanded once and used against several
- * activation rows. */
+ * weight row is expanded once and used against several activation rows.
+ * Column c is bit for bit what dot_rows(n, w, w_stride, a + c * a_stride,
+ * out, nr) gives, at every level: batched and chunked evaluation must
+ * equal token-by-token evaluation. */
 typedef void (*fr_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
                                size_t a_stride, int nc, float *out, size_t ldo);
 

@@ -545,8 +545,8 @@ TEST(quant_dot_rows_match_reference) {
 }
 
 /* Tile kernels (prefill): out[c * ldo + r] matches the reference dot of
- * row r with activation c, for tile shapes around the kernels' 4 x 2, and
- * entries outside the tile stay untouched. */
+ * row r with activation c, for small tiles (the panels of 16 are checked
+ * against dot_rows below), and entries outside the tile stay untouched. */
 TEST(quant_dot_tile_match_reference) {
     enum { MAXN = 1056, MAXR = 6, MAXC = 5, LDO = MAXR + 3 };
     static uint8_t w[MAXR * MAXN * 4], a[MAXC * MAXN * 4], x[MAXN * 4];
@@ -588,6 +588,61 @@ TEST(quant_dot_tile_match_reference) {
                                           (double)got, (double)want);
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Tile kernels against the multi-row kernel, bit for bit: prefill (a tile
+ * over all tokens) must give each token exactly what decode (dot_rows over
+ * the same rows) gives it, so that batched and chunked evaluation equal
+ * token-by-token evaluation. Row counts 1..9 and token counts around the
+ * kernels' tiles and panels (several panels for the longer rows; rows so
+ * long that a panel holds one token, or none), rows at odd addresses and
+ * odd strides. */
+TEST(quant_dot_tile_bit_identical_to_dot_rows) {
+    enum { MAXN = 16384, MAXR = 9, MAXC = 40, LDO = MAXR + 2 };
+    static const int ncs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 23, 33, 40};
+    static uint8_t w[MAXR * MAXN * 4], a[MAXC * MAXN * 4], x[MAXN * 4];
+    static uint8_t wb[MAXR * (MAXN * 4 + 8) + 16], ab[MAXC * (MAXN * 4 + 8) + 16];
+    static float out[MAXC * LDO], ref[MAXR];
+    const int64_t qsizes[] = {32, 96, 288, 576, 640, 1056, 1536, 8192, 16384}, fsizes[] = {7, 100};
+    const int64_t ksizes[] = {256, 1024, 1536};
+    FOR_EACH_LEVEL(lvl) {
+        for (size_t t = 0; t < sizeof dot_types / sizeof dot_types[0]; t++) {
+            uint32_t type = dot_types[t];
+            const fr_type_traits *tt = fr_traits(type);
+            int q = is_quantized(type), k = tt->blck == 256;
+            for (int s = 0; s < (k ? 3 : q ? 9 : 2); s++) {
+                int64_t n = k ? ksizes[s] : q ? qsizes[s] : fsizes[s];
+                size_t rb = fr_row_bytes(type, n), ab_row = fr_row_bytes(tt->act_type, n);
+                for (int c = 0; c < MAXC; c++) {
+                    make_rows(type, n, c == 0 ? MAXR : 0, w, x);
+                    memcpy(a + c * ab_row, x, ab_row);
+                }
+                size_t ws = rb + (q ? 5 : tt->bytes), as = ab_row + (q ? 3 : fr_traits(tt->act_type)->bytes);
+                int off = q ? 3 : 0;
+                for (int r = 0; r < MAXR; r++) memcpy(wb + off + r * ws, w + r * rb, rb);
+                for (int c = 0; c < MAXC; c++) memcpy(ab + off + c * as, a + c * ab_row, ab_row);
+                int big = n > 1536; /* the long rows: a few shapes */
+                for (int nr = big ? 5 : 1; nr <= (big ? 5 : MAXR); nr++) {
+                    for (size_t ic = 0; ic < sizeof ncs / sizeof ncs[0]; ic++) {
+                        int nc = ncs[ic], bad = 0;
+                        if (big && nc != 3 && nc != 17) continue;
+                        for (int i = 0; i < MAXC * LDO; i++) out[i] = 12345.0f;
+                        tt->dot_tile(n, wb + off, ws, nr, ab + off, as, nc, out, LDO);
+                        for (int c = 0; c < MAXC && !bad; c++) {
+                            if (c < nc) tt->dot_rows(n, wb + off, ws, ab + off + c * as, ref, nr);
+                            for (int r = 0; r < LDO; r++) {
+                                float got = out[c * LDO + r];
+                                if (c >= nc || r >= nr) bad |= got != 12345.0f;
+                                else bad |= memcmp(&got, &ref[r], sizeof got) != 0;
+                            }
+                        }
+                        CHECK_MSG(!bad, "%s %s n=%lld %dx%d: tile differs from dot_rows", fr_isa_name(lvl),
+                                  tt->name, (long long)n, nr, nc);
                     }
                 }
             }
