@@ -53,6 +53,11 @@ void fr_rope(float *x, int n, int n_heads, int head_dim, int rope_dim, const flo
 }
 
 void fr_glu(float *a, const float *b, int64_t count, int act) {
+    if (fr_kernels_isa() >= FR_ISA_AVX2) fr_glu_avx2(a, b, count, act);
+    else fr_glu_scalar(a, b, count, act);
+}
+
+void fr_glu_scalar(float *a, const float *b, int64_t count, int act) {
     if (act == FR_ACT_SILU) {
         for (int64_t i = 0; i < count; i++) a[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
     } else {

@@ -18,6 +18,9 @@ void fr_rope_table(float *cs, int pos, int rope_dim, float theta);
 void fr_rope(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind);
 /* a = silu(a) * b (SwiGLU) or gelu_tanh(a) * b (GeGLU), count elements. */
 void fr_glu(float *a, const float *b, int64_t count, int act);
+/* Its scalar reference and AVX2 twin (act_avx2.c). */
+void fr_glu_scalar(float *a, const float *b, int64_t count, int act);
+void fr_glu_avx2(float *a, const float *b, int64_t count, int act);
 /* Row r of a matrix as floats (embedding lookup). */
 void fr_get_row(const fr_weight *w, int64_t r, float *out);
 

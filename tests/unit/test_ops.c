@@ -1,0 +1,50 @@
+/* Element-wise building blocks: the gated activations (scalar vs AVX2,
+ * and against the textbook formulas), RMSNorm and RoPE on known values. */
+#include "ops.h"
+#include "quant.h"
+#include "unit.h"
+
+TEST(ops_glu_matches_formulas_and_avx2_matches_scalar) {
+    enum { N = 203 };
+    float x[N], b[N], s[N], v[N];
+    for (int act = FR_ACT_SILU; act <= FR_ACT_GELU_TANH; act++) {
+        for (int i = 0; i < N; i++) { x[i] = (i - 101) * 0.37f; b[i] = 1.0f + (i % 7) * 0.25f; }
+        x[0] = -95.0f; x[1] = 95.0f; /* beyond the exp clamp */
+        memcpy(s, x, sizeof x);
+        memcpy(v, x, sizeof x);
+        fr_glu_scalar(s, b, N, act);
+        for (int i = 0; i < N; i++) {
+            double t = x[i], want = act == FR_ACT_SILU
+                ? t / (1 + exp(-t)) * b[i]
+                : 0.5 * t * (1 + tanh(0.7978845608028654 * (t + 0.044715 * t * t * t))) * b[i];
+            CHECK_NEAR(s[i], want, 1e-5 * fabs(want) + 1e-6);
+        }
+        if (fr_isa_detect() < FR_ISA_AVX2) continue;
+        fr_glu_avx2(v, b, N, act);
+        for (int i = 0; i < N; i++) CHECK_NEAR(v[i], s[i], 2e-6 * fabs(s[i]) + 1e-6);
+    }
+}
+
+TEST(ops_rmsnorm_known_values) {
+    float x[4] = { 1, -2, 3, -4 }, w[4] = { 1, 1, 2, 0.5f }, y[4];
+    fr_rmsnorm(y, x, w, 1, 4, 0.0f);
+    float r = 1.0f / sqrtf(30.0f / 4);
+    CHECK_NEAR(y[0], 1 * r, 1e-6);
+    CHECK_NEAR(y[2], 6 * r, 1e-6);
+    CHECK_NEAR(y[3], -2 * r, 1e-6);
+}
+
+TEST(ops_rope_rotates_pairs_and_halves) {
+    float cs[4], a[4] = { 1, 0, 0, 1 }, b[4] = { 1, 0, 0, 1 };
+    fr_rope_table(cs, 2, 4, 10000.0f);   /* pair 0 turns by 2 rad, pair 1 by 2/100 */
+    CHECK_NEAR(cs[0], cosf(2.0f), 1e-6);
+    CHECK_NEAR(cs[3], sinf(0.02f), 1e-6);
+    fr_rope(a, 1, 1, 4, 4, cs, FR_ROPE_NORM); /* pairs (0,1), (2,3) */
+    CHECK_NEAR(a[0], cosf(2.0f), 1e-6);
+    CHECK_NEAR(a[1], sinf(2.0f), 1e-6);
+    CHECK_NEAR(a[2], -sinf(0.02f), 1e-6);
+    fr_rope(b, 1, 1, 4, 4, cs, FR_ROPE_NEOX); /* pairs (0,2), (1,3) */
+    CHECK_NEAR(b[0], cosf(2.0f), 1e-6);
+    CHECK_NEAR(b[2], sinf(2.0f), 1e-6);
+    CHECK_NEAR(b[1], -sinf(0.02f), 1e-6);
+}
