@@ -3,16 +3,53 @@
  * pool, and frugal_eval which feeds tokens through the forward pass in
  * batches of at most n_batch.
  */
+#include <stdio.h>
 #include <string.h>
 #include "model.h"
 #include "quant.h"
 
 #define DEFAULT_BATCH 512
-#define MAX_CTX (1 << 20)
+#define MAX_CTX (1 << 24)
 
 frugal_ctx_params frugal_ctx_default_params(void) {
     frugal_ctx_params p = { 0, 0, 0 };
     return p;
+}
+
+/* MemAvailable from /proc/meminfo in bytes, or 0 when unknown. */
+static uint64_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[128];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+/* Bytes of KV cache a context would allocate. */
+static uint64_t kv_bytes(const frugal_ctx *c) {
+    const frugal_model *m = c->model;
+    uint64_t kv_dim = (uint64_t)m->hp.n_head_kv * m->hp.head_dim, total = 0;
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        int window = m->layers[l].window;
+        int cap = window ? FR_MIN(c->n_ctx, window + c->n_batch) : c->n_ctx;
+        total += 2 * (uint64_t)cap * kv_dim * sizeof(uint16_t);
+    }
+    return total;
+}
+
+/* The KV cache is allocated lazily by the OS: an oversized one would
+ * "succeed" and then get the process killed when it fills. Refuse it up
+ * front with a message that says what to change. */
+static frugal_status check_memory(const frugal_ctx *c) {
+    uint64_t need = kv_bytes(c), avail = mem_available();
+    if (avail && need > avail)
+        return fr_error(FRUGAL_ERR_NOMEM,
+                        "a context of %d tokens needs %.0f MiB of KV cache, but only %.0f MiB of memory "
+                        "are available; use a smaller context", c->n_ctx, need / 1048576.0, avail / 1048576.0);
+    return FRUGAL_OK;
 }
 
 static frugal_status alloc_kv(frugal_ctx *c) {
@@ -77,7 +114,8 @@ frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *param
     c->n_ctx = p.n_ctx ? p.n_ctx : model->hp.n_ctx_train;
     c->n_batch = FR_MIN(p.n_batch ? p.n_batch : DEFAULT_BATCH, c->n_ctx);
     c->n_threads = p.n_threads ? p.n_threads : fr_physical_cores();
-    frugal_status st = alloc_buffers(c);
+    frugal_status st = check_memory(c);
+    if (!st) st = alloc_buffers(c);
     if (!st) st = fr_pool_new(c->n_threads, &c->pool);
     if (st) { frugal_ctx_free(c); return st; }
     *out = c;

@@ -153,3 +153,11 @@ def test_bench_json_reports_sane_figures(smollm2):
     assert r["weight_bytes_per_token"] > 90e6  # every matrix, the tied embedding included
     proc = run_frugal("bench", "-m", smollm2, "-p", "-1", check=False)
     assert proc.returncode == 2
+
+
+def test_context_larger_than_memory_is_refused_up_front(smollm2):
+    """The KV cache is allocated lazily; an impossible one must be refused
+    with a clear message, not "succeed" and get the process killed later."""
+    proc = run_frugal("run", "-m", smollm2, "-c", 16_000_000, "-p", "hi", check=False)
+    assert proc.returncode == 1
+    assert b"MiB of KV cache" in proc.stderr and b"smaller context" in proc.stderr

@@ -75,7 +75,7 @@ static bool parse_args(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "-f")) o->file = v;
         else if (!strcmp(a, "--system")) o->system = v;
         else if (!strcmp(a, "-n")) ok = cli_int(a, v, -1, 1 << 24, &o->n_predict);
-        else if (!strcmp(a, "-c")) ok = cli_int(a, v, 1, 1 << 20, &o->n_ctx);
+        else if (!strcmp(a, "-c")) ok = cli_int(a, v, 1, 1 << 24, &o->n_ctx);
         else if (!strcmp(a, "-t")) ok = cli_int(a, v, 1, 1024, &o->n_threads);
         else if (!strcmp(a, "--temp")) ok = cli_float(a, v, 0, 100, &o->sp.temperature);
         else if (!strcmp(a, "--top-k")) ok = cli_int(a, v, 0, 1 << 24, &o->sp.top_k);
