@@ -26,6 +26,7 @@
 #include <math.h>
 #include <string.h>
 #include "quant.h"
+#include "kernel_loops.h"
 
 #define CHUNK 32 /* blocks whose scales are prepared at once */
 
@@ -372,11 +373,6 @@ static float dot_f16(int64_t n, const void *wv, const void *av) {
 
 /* ---- multi-row and tiles: one dot each (AVX2 has registers for no more) -- */
 
-#define ROWS_OF(name, dot)                                                              \
-    static void name(int64_t n, const void *w, size_t w_stride, const void *a, float *out, \
-                     int nr) {                                                          \
-        for (int r = 0; r < nr; r++) out[r] = dot(n, (const uint8_t *)w + r * w_stride, a); \
-    }
 ROWS_OF(rows_q4_0_q8_0, dot_q4_0_q8_0)
 ROWS_OF(rows_q4_1_q8_1, dot_q4_1_q8_1)
 ROWS_OF(rows_q8_0_q8_0, dot_q8_0_q8_0)
@@ -386,13 +382,6 @@ ROWS_OF(rows_q6_k_q8_k, dot_q6_k_q8_k)
 ROWS_OF(rows_f32, dot_f32)
 ROWS_OF(rows_f16, dot_f16)
 
-#define TILE_OF(name, dot)                                                               \
-    static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, \
-                     int nc, float *out, size_t ldo) {                                   \
-        for (int c = 0; c < nc; c++)                                                     \
-            for (int r = 0; r < nr; r++)                                                 \
-                out[c * ldo + r] = dot(n, (const uint8_t *)w + r * ws, (const uint8_t *)a + c * as); \
-    }
 TILE_OF(tile_q4_0_q8_0, dot_q4_0_q8_0)
 TILE_OF(tile_q4_1_q8_1, dot_q4_1_q8_1)
 TILE_OF(tile_q8_0_q8_0, dot_q8_0_q8_0)

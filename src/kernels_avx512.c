@@ -46,6 +46,7 @@
 #include <math.h>
 #include <string.h>
 #include "quant.h"
+#include "kernel_loops.h"
 
 #define MAXR 4   /* weight rows per tile */
 #define MAXC 2   /* activation rows per tile (prefill) */
@@ -799,21 +800,9 @@ static float dot_f16(int64_t n, const void *wv, const void *av) {
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
-#define ROWS_OF(name, dot)                                                              \
-    static void name(int64_t n, const void *w, size_t w_stride, const void *a, float *out, \
-                     int nr) {                                                          \
-        for (int r = 0; r < nr; r++) out[r] = dot(n, (const uint8_t *)w + r * w_stride, a); \
-    }
 ROWS_OF(rows_f32, dot_f32)
 ROWS_OF(rows_f16, dot_f16)
 
-#define TILE_OF(name, dot)                                                               \
-    static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, \
-                     int nc, float *out, size_t ldo) {                                   \
-        for (int c = 0; c < nc; c++)                                                     \
-            for (int r = 0; r < nr; r++)                                                 \
-                out[c * ldo + r] = dot(n, (const uint8_t *)w + r * ws, (const uint8_t *)a + c * as); \
-    }
 TILE_OF(tile_f32, dot_f32)
 TILE_OF(tile_f16, dot_f16)
 
