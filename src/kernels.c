@@ -14,6 +14,7 @@
 #include <cpuid.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include "quant.h"
 
 static uint64_t read_xcr0(void) {
@@ -106,7 +107,36 @@ int fr_kernels_init_from_env(void) {
     return fr_kernels_select(isa);
 }
 
+/* Non-finite activations come only from a broken model (NaN or Inf
+ * weights), but converting them to integers is undefined behaviour, so a
+ * row holding any is quantized block by block with those values as 0. */
+static void quantize_nonfinite(const fr_type_traits *t, const float *x, void *y, int64_t n) {
+    float block[256];
+    int64_t bl = t->blck <= 256 ? t->blck : 1;
+    for (int64_t b = 0; b + bl <= n; b += bl) {
+        for (int64_t i = 0; i < bl; i++) block[i] = isfinite(x[b + i]) ? x[b + i] : 0.0f;
+        t->quant_fast(block, (uint8_t *)y + b / t->blck * t->bytes, bl);
+    }
+}
+
+/* True when no element has the all-ones exponent of Inf and NaN; four
+ * independent accumulators keep it at a fraction of a cycle per float. */
+static bool all_finite(const float *x, int64_t n) {
+    uint32_t e0 = 0, e1 = 0, e2 = 0, e3 = 0, u[4];
+    const uint32_t inf = 0x7f800000u;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        memcpy(u, x + i, sizeof u);
+        e0 |= (u[0] & inf) == inf; e1 |= (u[1] & inf) == inf;
+        e2 |= (u[2] & inf) == inf; e3 |= (u[3] & inf) == inf;
+    }
+    for (; i < n; i++) e0 |= !isfinite(x[i]);
+    return !(e0 | e1 | e2 | e3);
+}
+
 void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n) {
     const fr_type_traits *t = fr_traits(act_type);
-    if (t && t->quant_fast) t->quant_fast(x, y, n);
+    if (!t || !t->quant_fast) return;
+    if (all_finite(x, n)) t->quant_fast(x, y, n);
+    else quantize_nonfinite(t, x, y, n);
 }

@@ -48,3 +48,21 @@ TEST(ops_rope_rotates_pairs_and_halves) {
     CHECK_NEAR(b[2], sinf(2.0f), 1e-6);
     CHECK_NEAR(b[1], -sinf(0.02f), 1e-6);
 }
+
+TEST(ops_nonfinite_activations_quantize_as_zero) {
+    /* only a broken model produces them; float-to-int of NaN/Inf would be
+     * undefined, so they count as 0 (the rest of the row is unaffected) */
+    uint32_t types[3] = { FR_Q8_0, FR_Q8_1, FR_Q8_K };
+    for (int k = 0; k < 3; k++) {
+        float x[512], z[512];
+        for (int i = 0; i < 512; i++) x[i] = z[i] = sinf(i * 0.1f);
+        x[3] = NAN; z[3] = 0;
+        x[300] = INFINITY; z[300] = 0;
+        x[301] = -INFINITY; z[301] = 0;
+        uint8_t a[1024], b[1024];
+        size_t bytes = fr_row_bytes(types[k], 512);
+        fr_quantize_act(types[k], x, a, 512);
+        fr_quantize_act(types[k], z, b, 512);
+        CHECK(memcmp(a, b, bytes) == 0);
+    }
+}
