@@ -104,7 +104,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 600
 FUZZ_ARGS    ?=
 FUZZ_REPLAY_EXTRA ?=
-FUZZ_TARGETS  = fuzz_gguf fuzz_tokenizer fuzz_chat
+FUZZ_TARGETS  = fuzz_gguf fuzz_tokenizer fuzz_chat fuzz_api
 FUZZ_SEEDS    = $(ASAN_BUILD)/fuzz-seeds
 # UBSan checks stay recoverable so that fuzz/ubsan.supp can silence known
 # findings; halt_on_error makes every other report fatal.
@@ -145,6 +145,15 @@ $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_DEPS) $(FUZZ_BUILD)/libfrugal.a
 $(ASAN_BUILD)/replay_fuzz_%: fuzz/fuzz_%.c fuzz/replay.c $(FUZZ_DEPS) $(ASAN_BUILD)/libfrugal.a
 	$(SAN_CC) $(FUZZ_INC) $(SAN_CFLAGS) $< fuzz/replay.c tests/unit/gguf_builder.c \
 	    $(ASAN_BUILD)/libfrugal.a $(LDLIBS) -o $@
+
+# fuzz_api: the server's request parsers (server/api.c), which need cJSON
+$(FUZZ_BUILD)/fuzz_api: fuzz/fuzz_api.c server/api.c server/api.h $(FUZZ_DEPS) $(FUZZ_BUILD)/libfrugal.a
+	$(FUZZ_CC) $(FUZZ_INC) -Iserver $(FUZZ_CFLAGS) -fsanitize=fuzzer $< server/api.c \
+	    $(FUZZ_BUILD)/libfrugal.a $(LDLIBS) -lcjson -o $@
+
+$(ASAN_BUILD)/replay_fuzz_api: fuzz/fuzz_api.c server/api.c server/api.h fuzz/replay.c $(FUZZ_DEPS) $(ASAN_BUILD)/libfrugal.a
+	$(SAN_CC) $(FUZZ_INC) -Iserver $(SAN_CFLAGS) $< server/api.c fuzz/replay.c \
+	    $(ASAN_BUILD)/libfrugal.a $(LDLIBS) -lcjson -o $@
 
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
 
