@@ -44,27 +44,31 @@ def test_same_seed_same_text(smollm2):
 
 
 def test_greedy_tokens_match_llama_cpp(smollm2):
-    """Our greedy continuation of a raw prompt follows llama.cpp's. Greedy
-    paths split at the first near-tie (logit noise ~0.15, see
-    conformance/test_logits.py), so we require the first 8 tokens to agree."""
+    """Our greedy continuation of a raw prompt follows llama.cpp's until
+    llama.cpp itself faces a near-tie. Logit noise between engines is ~0.15
+    (see conformance/test_logits.py), so where llama.cpp's top two are
+    within 0.5 the paths may split; anywhere else they must agree."""
     from llama_cpp import Llama
     prompt = "The history of the Roman Empire"
     n = 24
     ref = Llama(model_path=str(smollm2), n_ctx=256, n_threads=THREADS, logits_all=True, verbose=False)
     toks = ref.tokenize(prompt.encode(), add_bos=False, special=True)
     ref.eval(toks)
-    want = []
+    want, margins = [], []
     for _ in range(n):
-        t = int(ref.scores[ref.n_tokens - 1].argmax())
+        scores = ref.scores[ref.n_tokens - 1]
+        top2 = sorted(scores)[-2:]
+        t = int(scores.argmax())
         want.append(t)
+        margins.append(float(top2[1] - top2[0]))
         ref.eval([t])
-    want_text = ref.detokenize(want).decode("utf-8", errors="replace")
     got, _ = greedy(smollm2, prompt, n, "--raw")
     got_ids = ref.tokenize(got[:-1].encode(), add_bos=False, special=True)  # we end with a newline
     agree = 0
     while agree < min(len(got_ids), n) and got_ids[agree] == want[agree]:
         agree += 1
-    assert agree >= 8, (got, want_text)
+    assert agree >= 1
+    assert agree == n or margins[agree] < 0.5, (agree, margins[agree], got)
 
 
 def test_raw_mode_from_stdin(smollm2):
