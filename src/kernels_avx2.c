@@ -371,6 +371,30 @@ static float dot_f16(int64_t n, const void *wv, const void *av) {
     return s;
 }
 
+/* BF16 weights against F32 activations: a bf16 is the top half of an
+ * fp32, so widening is a 16-bit shift. */
+static inline __m256 load_bf16x8(const uint16_t *p) {
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+static float dot_bf16(int64_t n, const void *wv, const void *av) {
+    const uint16_t *x = wv;
+    const float *y = av;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(load_bf16x8(x + i), _mm256_loadu_ps(y + i), s0);
+        s1 = _mm256_fmadd_ps(load_bf16x8(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
+        s2 = _mm256_fmadd_ps(load_bf16x8(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
+        s3 = _mm256_fmadd_ps(load_bf16x8(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load_bf16x8(x + i), _mm256_loadu_ps(y + i), s0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += fr_bf16_to_fp32(x[i]) * y[i];
+    return s;
+}
+
 /* ---- multi-row and tiles: one dot each (AVX2 has registers for no more) -- */
 
 ROWS_OF(rows_q4_0_q8_0, dot_q4_0_q8_0)
@@ -381,6 +405,7 @@ ROWS_OF(rows_q4_k_q8_k, dot_q4_k_q8_k)
 ROWS_OF(rows_q6_k_q8_k, dot_q6_k_q8_k)
 ROWS_OF(rows_f32, dot_f32)
 ROWS_OF(rows_f16, dot_f16)
+ROWS_OF(rows_bf16, dot_bf16)
 
 TILE_OF(tile_q4_0_q8_0, dot_q4_0_q8_0)
 TILE_OF(tile_q4_1_q8_1, dot_q4_1_q8_1)
@@ -390,6 +415,7 @@ TILE_OF(tile_q4_k_q8_k, dot_q4_k_q8_k)
 TILE_OF(tile_q6_k_q8_k, dot_q6_k_q8_k)
 TILE_OF(tile_f32, dot_f32)
 TILE_OF(tile_f16, dot_f16)
+TILE_OF(tile_bf16, dot_bf16)
 
 /* ---- activation quantizers -------------------------------------------- */
 
@@ -533,16 +559,19 @@ void fr_kernels_fill_avx2(fr_kernel_table *t) {
     t->dot[FR_Q8_0] = dot_q8_0_q8_0;
     t->dot[FR_F32] = dot_f32;
     t->dot[FR_F16] = dot_f16;
+    t->dot[FR_BF16] = dot_bf16;
     t->dot_rows[FR_Q4_0] = rows_q4_0_q8_0;
     t->dot_rows[FR_Q4_1] = rows_q4_1_q8_1;
     t->dot_rows[FR_Q8_0] = rows_q8_0_q8_0;
     t->dot_rows[FR_F32] = rows_f32;
     t->dot_rows[FR_F16] = rows_f16;
+    t->dot_rows[FR_BF16] = rows_bf16;
     t->dot_tile[FR_Q4_0] = tile_q4_0_q8_0;
     t->dot_tile[FR_Q4_1] = tile_q4_1_q8_1;
     t->dot_tile[FR_Q8_0] = tile_q8_0_q8_0;
     t->dot_tile[FR_F32] = tile_f32;
     t->dot_tile[FR_F16] = tile_f16;
+    t->dot_tile[FR_BF16] = tile_bf16;
     t->quant[FR_Q8_0] = quant_q8_0;
     t->quant[FR_Q8_1] = quant_q8_1;
     t->quant[FR_F16] = quant_f16;
