@@ -333,67 +333,46 @@ static float dot_q6_k_q8_k(int64_t n, const void *wv, const void *av) {
 
 /* ---- float dots ------------------------------------------------------- */
 
-/* Four accumulators hide the FMA latency; the tail goes element by element. */
-static float dot_f32(int64_t n, const void *wv, const void *av) {
-    const float *x = wv, *y = av;
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
-    }
-    for (; i + 8 <= n; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
-    float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += x[i] * y[i];
-    return s;
-}
+/* The float dots differ only in how 8 elements are widened to fp32: one
+ * body, four accumulators to hide the FMA latency, the tail element by
+ * element. */
+static inline __m256 load_f32x8(const float *p) { return _mm256_loadu_ps(p); }
 
 static inline __m256 load_f16x8(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
-static float dot_f16(int64_t n, const void *wv, const void *av) {
-    const uint16_t *x = wv, *y = av;
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(load_f16x8(x + i), load_f16x8(y + i), s0);
-        s1 = _mm256_fmadd_ps(load_f16x8(x + i + 8), load_f16x8(y + i + 8), s1);
-        s2 = _mm256_fmadd_ps(load_f16x8(x + i + 16), load_f16x8(y + i + 16), s2);
-        s3 = _mm256_fmadd_ps(load_f16x8(x + i + 24), load_f16x8(y + i + 24), s3);
-    }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load_f16x8(x + i), load_f16x8(y + i), s0);
-    float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += _cvtsh_ss(x[i]) * _cvtsh_ss(y[i]);
-    return s;
-}
-
-/* BF16 weights against F32 activations: a bf16 is the top half of an
- * fp32, so widening is a 16-bit shift. */
+/* a bf16 is the top half of an fp32, so widening is a 16-bit shift */
 static inline __m256 load_bf16x8(const uint16_t *p) {
     __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
 
-static float dot_bf16(int64_t n, const void *wv, const void *av) {
-    const uint16_t *x = wv;
-    const float *y = av;
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(load_bf16x8(x + i), _mm256_loadu_ps(y + i), s0);
-        s1 = _mm256_fmadd_ps(load_bf16x8(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
-        s2 = _mm256_fmadd_ps(load_bf16x8(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
-        s3 = _mm256_fmadd_ps(load_bf16x8(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
+static inline float f32_of(float v) { return v; }
+static inline float bf16_of(uint16_t v) { return fr_bf16_to_fp32(v); }
+static inline float f16_of(uint16_t v) { return _cvtsh_ss(v); }
+
+#define FLOAT_DOT(name, WT, AT, load_w, load_a, w_of, a_of)                              \
+    static float name(int64_t n, const void *wv, const void *av) {                       \
+        const WT *x = wv;                                                                \
+        const AT *y = av;                                                                \
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;                      \
+        int64_t i = 0;                                                                   \
+        for (; i + 32 <= n; i += 32) {                                                   \
+            s0 = _mm256_fmadd_ps(load_w(x + i), load_a(y + i), s0);                      \
+            s1 = _mm256_fmadd_ps(load_w(x + i + 8), load_a(y + i + 8), s1);              \
+            s2 = _mm256_fmadd_ps(load_w(x + i + 16), load_a(y + i + 16), s2);            \
+            s3 = _mm256_fmadd_ps(load_w(x + i + 24), load_a(y + i + 24), s3);            \
+        }                                                                                \
+        for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load_w(x + i), load_a(y + i), s0); \
+        float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));   \
+        for (; i < n; i++) s += w_of(x[i]) * a_of(y[i]);                                 \
+        return s;                                                                        \
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load_bf16x8(x + i), _mm256_loadu_ps(y + i), s0);
-    float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += fr_bf16_to_fp32(x[i]) * y[i];
-    return s;
-}
+
+FLOAT_DOT(dot_f32, float, float, load_f32x8, load_f32x8, f32_of, f32_of)
+FLOAT_DOT(dot_f16, uint16_t, uint16_t, load_f16x8, load_f16x8, f16_of, f16_of)
+FLOAT_DOT(dot_bf16, uint16_t, float, load_bf16x8, load_f32x8, bf16_of, f32_of)
 
 /* ---- multi-row and tiles: one dot each (AVX2 has registers for no more) -- */
 
