@@ -10,10 +10,13 @@
  * GFLOP/s (2 flops per weight). Then a prefill-like batch of 64 activation
  * rows (tile kernel vs dot_rows vs dot), prefill-shaped products at the
  * best level only (pp512-like: whole matrices against 512 tokens, the
- * output matrix against 64, on one thread), and the activation quantizers.
- * An argument keeps only the lines of types whose name contains it
- * (/tmp/bench_kernels Q5_0); "prefill" first runs only the prefill-shaped
- * products (/tmp/bench_kernels prefill Q4_1).
+ * output matrix against 64, on one thread), the activation quantizers, and
+ * the KV cache page codecs (kv_codec.h): loading one head (64 channels of
+ * 32 slots) of a packed page, as attention does per tile, and packing a
+ * page. An argument keeps only the lines of types whose name contains it
+ * (/tmp/bench_kernels Q5_0; kv_ names the KV cache types: kv_kivi4, or kv
+ * for all); "prefill" first runs only the prefill-shaped products
+ * (/tmp/bench_kernels prefill Q4_1).
  *
  *   hot     one matrix, re-read from cache each pass
  *   stream  enough copies to exceed the caches (64 MiB), read in turn
@@ -21,16 +24,18 @@
  * Build and run (from the repo root):
  *   F="-std=c11 -O2 -D_GNU_SOURCE -Iinclude -Isrc"
  *   gcc $F -mavx2 -mfma -mf16c -c src/kernels_avx2.c -o /tmp/k2.o &&
+ *   gcc $F -mavx2 -mfma -mf16c -c src/kv_codec_avx2.c -o /tmp/kv2.o &&
  *   gcc $F -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c \
  *       -c src/kernels_avx512.c -o /tmp/k5.o &&
- *   gcc $F bench/kernels.c src/quant.c src/kernels.c src/error.c /tmp/k2.o /tmp/k5.o -lm \
- *       -o /tmp/bench_kernels && /tmp/bench_kernels
+ *   gcc $F bench/kernels.c src/quant.c src/kernels.c src/kv_codec.c src/error.c /tmp/k2.o \
+ *       /tmp/kv2.o /tmp/k5.o -lm -o /tmp/bench_kernels && /tmp/bench_kernels
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "quant.h"
+#include "kv_codec.h"
 
 static double now(void) {
     struct timespec ts;
@@ -220,6 +225,41 @@ static void bench_quantize(uint32_t act_type, int64_t n) {
     free(x), free(y);
 }
 
+/* KV cache pages (kv_codec.h) shaped like SmolLM2-135M's: kv_dim 192 (3
+ * KV heads of 64). Load: the middle head's 64 channels of all 32 slots
+ * into a tile, what attention decodes per head and tile at every step;
+ * pack: the whole page, once per 32 tokens and layer. At each level this
+ * CPU runs up to AVX2 (the codec has no AVX-512 level). */
+static void bench_kv(int type) {
+    const int kv_dim = 192, hd = 64;
+    const fr_kv_codec *codecs[2] = { &fr_kv_codec_scalar, &fr_kv_codec_avx2 };
+    uint16_t *page = malloc(sizeof(uint16_t) * FR_KV_PAGE * kv_dim);
+    uint8_t *packed = malloc(fr_kv_page_bytes(type, kv_dim));
+    float tile[FR_KV_PAGE * 64];
+    for (int i = 0; i < FR_KV_PAGE * kv_dim; i++) page[i] = fr_fp32_to_fp16(frand() * (i % 37 ? 1 : 20));
+    for (int lvl = 0; lvl <= FR_MIN(fr_isa_detect(), FR_ISA_AVX2); lvl++)
+        for (int is_key = 1; is_key >= 0; is_key--) {
+            const fr_kv_codec *k = codecs[lvl];
+            double load = 1e9, pack = 1e9;
+            k->pack(type, is_key, page, packed, kv_dim);
+            for (int trial = 0; trial < 15; trial++) {
+                double t0 = now();
+                for (int r = 0; r < 1000; r++) {
+                    k->load(type, is_key, packed, kv_dim, hd, hd, tile, hd);
+                    sink = tile[r & 63];
+                }
+                double t1 = now();
+                for (int r = 0; r < 20; r++) k->pack(type, is_key, page, packed, kv_dim);
+                double t2 = now();
+                load = FR_MIN(load, (t1 - t0) / 1000), pack = FR_MIN(pack, (t2 - t1) / 20);
+            }
+            printf("kv_%-5s %-6s load 32 x %d %-7s %7.1f ns/tile %6.2f ns/32 values   pack 32 x %d %8.1f ns/page\n",
+                   fr_kv_type_name(type), is_key ? "keys" : "values", hd, fr_isa_name(lvl), load * 1e9,
+                   load * 1e9 / (FR_KV_PAGE * hd / 32), kv_dim, pack * 1e9);
+        }
+    free(page), free(packed);
+}
+
 static const char *only; /* type name filter */
 
 static int wanted(uint32_t type) { return !only || strstr(fr_traits(type)->name, only); }
@@ -251,5 +291,10 @@ int main(int argc, char **argv) {
     const shape quants[] = {{FR_Q8_1, 576, 0}, {FR_Q8_0, 1536, 0}, {FR_Q8_0, 640, 0}, {FR_Q8_K, 2048, 0}, {FR_Q8_K, 1024, 0}};
     for (size_t i = 0; i < sizeof quants / sizeof quants[0] && !prefill_only; i++)
         if (wanted(quants[i].type)) bench_quantize(quants[i].type, quants[i].n);
+    for (int type = 0; type < FR_KV_TYPES && !prefill_only; type++) {
+        char name[16];
+        snprintf(name, sizeof name, "kv_%s", fr_kv_type_name(type));
+        if (!only || strstr(name, only)) bench_kv(type);
+    }
     return 0;
 }

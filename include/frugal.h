@@ -143,11 +143,36 @@ void frugal_free(void *p);
 
 /* ---- Context (inference state) ---------------------------------------- */
 
+/* How the KV cache stores keys and values (docs/kv-cache.md). Pages of 32
+ * tokens are written in fp16 and packed once full and older than the
+ * full-precision residual. q8: per token, blocks of 32 channels, int8
+ * with a scale. kivi4/kivi2 (KIVI): asymmetric 4/2-bit, keys per channel
+ * over the page's 32 tokens (after RoPE), values per token in groups of
+ * 32 channels. */
+typedef enum { FRUGAL_KV_F16 = 0, FRUGAL_KV_Q8 = 1, FRUGAL_KV_KIVI4 = 2, FRUGAL_KV_KIVI2 = 3 } frugal_kv_type;
+
+/* Which tokens a budgeted cache keeps. window: the first 4 ("sinks") and
+ * the most recent. scissorhands: the most recent quarter of the budget,
+ * and of the rest those least often under the average attention weight
+ * over the last decoding steps. */
+typedef enum { FRUGAL_KV_POLICY_WINDOW = 0, FRUGAL_KV_POLICY_SCISSORHANDS = 1 } frugal_kv_policy;
+
 typedef struct {
-    int n_ctx;     /* tokens the KV cache holds; 0 = the model's training context */
-    int n_threads; /* 0 = number of physical cores */
-    int n_batch;   /* tokens per forward pass in prefill; 0 = default */
+    int n_ctx;       /* positions a sequence may reach; 0 = the model's training context */
+    int n_threads;   /* 0 = number of physical cores */
+    int n_batch;     /* tokens per forward pass in prefill; 0 = default */
+    int kv_type;     /* frugal_kv_type */
+    int kv_residual; /* recent tokens kept in fp16 by a compressed cache (multiple of 32); 0 = 32 */
+    int kv_budget;   /* at most this many cached tokens per layer (>= 64), older ones evicted; 0 = all */
+    int kv_policy;   /* frugal_kv_policy, with kv_budget */
 } frugal_ctx_params;
+
+/* "f16", "q8", "kivi4", "kivi2" / "window", "scissorhands"; parsing an
+ * unknown name gives -1. */
+const char *frugal_kv_type_name(int type);
+int frugal_kv_type_parse(const char *name);
+const char *frugal_kv_policy_name(int policy);
+int frugal_kv_policy_parse(const char *name);
 
 frugal_ctx_params frugal_ctx_default_params(void);
 frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *params,
@@ -171,13 +196,46 @@ frugal_status frugal_eval_batch(frugal_ctx *const *ctxs, const int32_t *tokens, 
  * NULL if that row was not kept. n_vocab floats. */
 const float *frugal_logits(const frugal_ctx *ctx, int i);
 
-int frugal_ctx_pos(const frugal_ctx *ctx);   /* tokens in the KV cache */
+int frugal_ctx_pos(const frugal_ctx *ctx);   /* position of the next token */
 int frugal_ctx_size(const frugal_ctx *ctx);  /* capacity */
 int frugal_ctx_threads(const frugal_ctx *ctx);
+/* Memory the KV cache's pages use now, and the most tokens any layer holds. */
+size_t frugal_ctx_kv_bytes(const frugal_ctx *ctx);
+int frugal_ctx_kv_tokens(const frugal_ctx *ctx);
 /* Forgets cached tokens from pos on (pos <= frugal_ctx_pos). A model with
  * sliding-window layers keeps only recent positions of those layers, so
  * it may have to forget more (down to 0): check frugal_ctx_pos after. */
 frugal_status frugal_ctx_rewind(frugal_ctx *ctx, int pos);
+
+/* ---- Prefix cache: KV pages shared between contexts ------------------ */
+
+/* Contexts over the same model whose token sequences start alike (a
+ * system prompt, a chat history) can share the KV cache of the common
+ * part: complete blocks of 32 tokens are kept by reference, not copied,
+ * and a context that loads them skips their prefill. Thread-safe.
+ * Contexts with a KV budget never share; all contexts using one cache
+ * must have the same KV type and residual (others are ignored). */
+typedef struct frugal_prefix_cache frugal_prefix_cache;
+typedef struct {
+    int blocks;              /* 32-token blocks held */
+    size_t bytes;            /* KV memory they hold (shared with contexts) */
+    long long hits;          /* loads that found a prefix */
+    long long tokens_reused; /* tokens those loads did not have to compute */
+} frugal_prefix_cache_info;
+
+/* max_bytes: least recently used blocks go when the cache holds more. */
+frugal_status frugal_prefix_cache_new(const frugal_model *model, size_t max_bytes, frugal_prefix_cache **out);
+void frugal_prefix_cache_free(frugal_prefix_cache *pc);
+/* Offers the complete blocks of tokens[0..n), which ctx holds at
+ * positions 0..n-1 (n <= frugal_ctx_pos(ctx)). */
+frugal_status frugal_prefix_cache_put(frugal_prefix_cache *pc, const frugal_ctx *ctx, const int32_t *tokens, int n);
+/* Tokens of tokens[0..n) that a load would provide (a multiple of 32,
+ * always < n so that the last token is left to evaluate). */
+int frugal_prefix_cache_match(frugal_prefix_cache *pc, const int32_t *tokens, int n);
+/* Rewinds ctx to 0 and fills it with the longest cached prefix of
+ * tokens[0..n); returns the tokens loaded (frugal_ctx_pos afterwards). */
+int frugal_prefix_cache_load(frugal_prefix_cache *pc, frugal_ctx *ctx, const int32_t *tokens, int n);
+void frugal_prefix_cache_stats(frugal_prefix_cache *pc, frugal_prefix_cache_info *info);
 
 /* ---- Sampling --------------------------------------------------------- */
 

@@ -34,6 +34,8 @@ struct metrics {
     histogram ttft, tpot;
     int queued, active, slots;
     long kv_tokens, kv_capacity;
+    size_t kv_bytes;
+    frugal_prefix_cache_info prefixes;
 };
 
 metrics *metrics_new(void) {
@@ -87,6 +89,13 @@ void metrics_set_state(metrics *m, int queued, int active, int slots, long kv_to
     m->slots = slots;
     m->kv_tokens = kv_tokens;
     m->kv_capacity = kv_capacity;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_set_kv(metrics *m, size_t kv_bytes, const frugal_prefix_cache_info *prefixes) {
+    pthread_mutex_lock(&m->mu);
+    m->kv_bytes = kv_bytes;
+    m->prefixes = *prefixes;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -163,6 +172,16 @@ char *metrics_render(metrics *m, size_t *len) {
     add(&t, "frugal_kv_cache_tokens %ld\n", m->kv_tokens);
     header(&t, "frugal_kv_cache_capacity_tokens", "gauge", "Tokens the KV caches of all slots can hold.");
     add(&t, "frugal_kv_cache_capacity_tokens %ld\n", m->kv_capacity);
+    header(&t, "frugal_kv_cache_bytes", "gauge", "Memory of the KV cache pages the slots hold (shared pages counted per slot).");
+    add(&t, "frugal_kv_cache_bytes %zu\n", m->kv_bytes);
+    header(&t, "frugal_prefix_cache_blocks", "gauge", "32-token blocks in the shared prefix cache.");
+    add(&t, "frugal_prefix_cache_blocks %d\n", m->prefixes.blocks);
+    header(&t, "frugal_prefix_cache_bytes", "gauge", "KV memory the shared prefix cache holds.");
+    add(&t, "frugal_prefix_cache_bytes %zu\n", m->prefixes.bytes);
+    header(&t, "frugal_prefix_cache_hits_total", "counter", "Requests that loaded a prefix from the shared cache.");
+    add(&t, "frugal_prefix_cache_hits_total %lld\n", m->prefixes.hits);
+    header(&t, "frugal_prefix_cache_tokens_total", "counter", "Prompt tokens loaded from the shared cache instead of computed.");
+    add(&t, "frugal_prefix_cache_tokens_total %lld\n", m->prefixes.tokens_reused);
     pthread_mutex_unlock(&m->mu);
     if (t.failed) { free(t.s); return NULL; }
     *len = t.len;

@@ -8,6 +8,7 @@
 #define FRUGAL_SERVER_METRICS_H
 
 #include <stddef.h>
+#include "frugal.h"
 
 typedef struct metrics metrics;
 
@@ -24,6 +25,8 @@ void metrics_observe_tpot(metrics *m, double seconds);
 /* The scheduler's current state. */
 void metrics_set_state(metrics *m, int queued, int active, int slots, long kv_tokens, long kv_capacity);
 void metrics_get_state(metrics *m, int *queued, int *active);
+/* KV memory of the slots, and the shared prefix cache's figures. */
+void metrics_set_kv(metrics *m, size_t kv_bytes, const frugal_prefix_cache_info *prefixes);
 
 /* The whole text (malloc'd, NUL-terminated), or NULL when out of memory. */
 char *metrics_render(metrics *m, size_t *len);

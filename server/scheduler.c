@@ -15,11 +15,18 @@
  *       call. Decoding one token is bound by reading the weights from
  *       memory; the batch reads them once for all slots.
  *
- * Prefix reuse: a slot keeps its KV cache after a request ends and
- * remembers which tokens it holds. The next request keeps the longest
- * common prefix (chat turns resend the whole conversation, and all
- * requests share the system prompt), and is given the free slot where
- * that prefix is longest.
+ * KV memory: each slot's context allocates its cache in pages of 32
+ * tokens as it grows (kv.h), so nothing is reserved for the maximum
+ * context of a request; -c only caps a sequence's length.
+ *
+ * Prefix reuse, two levels: a slot keeps its KV cache after a request
+ * ends and remembers which tokens it holds, and the next request is given
+ * the free slot with the longest common prefix (chat turns resend the
+ * whole conversation). Across slots, a shared prefix cache
+ * (frugal_prefix_cache) holds the complete 32-token blocks of every
+ * prompt and reply by reference: a request whose prompt starts like an
+ * earlier one on any slot (the same system prompt, a continued chat)
+ * loads those blocks' pages instead of computing them.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +53,7 @@ typedef struct {
 
 struct scheduler {
     frugal_model *model;
+    frugal_prefix_cache *prefixes; /* NULL: --prefix-cache 0 */
     metrics *m;
     slot *slots;
     int n_slots, n_ctx, n_queue;
@@ -155,6 +163,11 @@ static int common_prefix(const slot *sl, const job *j) {
 static void slot_start(scheduler *s, slot *sl, job *j) {
     int keep = common_prefix(sl, j);
     if (keep > j->n_prompt - 1) keep = j->n_prompt - 1;
+    if (frugal_prefix_cache_match(s->prefixes, j->prompt, j->n_prompt) > keep) {
+        int loaded = frugal_prefix_cache_load(s->prefixes, sl->ctx, j->prompt, j->n_prompt);
+        memcpy(sl->cache, j->prompt, (size_t)loaded * sizeof *j->prompt);
+        keep = loaded;
+    }
     frugal_ctx_rewind(sl->ctx, keep);
     sl->n_cache = frugal_ctx_pos(sl->ctx); /* sliding-window models may keep less */
     sl->n_done = sl->n_cache;
@@ -170,11 +183,18 @@ static void slot_start(scheduler *s, slot *sl, job *j) {
 
 static void publish_state(scheduler *s) {
     long kv = 0;
-    for (int i = 0; i < s->n_slots; i++) kv += s->slots[i].n_cache;
+    size_t kv_bytes = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        kv += s->slots[i].n_cache;
+        kv_bytes += frugal_ctx_kv_bytes(s->slots[i].ctx);
+    }
     pthread_mutex_lock(&s->mu);
     int queued = s->q_len, busy = s->n_busy;
     pthread_mutex_unlock(&s->mu);
     metrics_set_state(s->m, queued, busy, s->n_slots, kv, (long)s->n_slots * s->n_ctx);
+    frugal_prefix_cache_info pi;
+    frugal_prefix_cache_stats(s->prefixes, &pi);
+    metrics_set_kv(s->m, kv_bytes, &pi);
 }
 
 /* The job leaves the slot: published as done, counted, released. The
@@ -187,6 +207,8 @@ static void slot_finish(scheduler *s, slot *sl, const char *reason, int status, 
         pthread_mutex_unlock(&j->mu);
         if (!ok) { reason = NULL; status = 500; msg = "out of memory for the reply"; }
     }
+    /* the reply's blocks too: the next chat turn starts with them */
+    if (!status && s->prefixes) frugal_prefix_cache_put(s->prefixes, sl->ctx, sl->cache, sl->n_cache);
     /* metrics first: a client that has its reply sees it counted */
     metrics_count_tokens(s->m, j->n_prompt, j->n_cached, sl->n_gen);
     sl->job = NULL;
@@ -305,6 +327,7 @@ static void prefill(scheduler *s) {
         }
         sl->n_done += chunk;
         budget -= chunk;
+        if (sl->n_done == j->n_prompt && s->prefixes) frugal_prefix_cache_put(s->prefixes, sl->ctx, sl->cache, sl->n_cache);
     }
 }
 
@@ -451,7 +474,12 @@ scheduler *sched_start(frugal_model *model, const sched_params *p, metrics *m, c
         sched_free(s);
         return NULL;
     }
-    frugal_ctx_params cp = frugal_ctx_default_params();
+    if (p->prefix_cache_bytes && frugal_prefix_cache_new(model, p->prefix_cache_bytes, &s->prefixes)) {
+        snprintf(err, errlen, "creating the prefix cache: %s", frugal_last_error());
+        sched_free(s);
+        return NULL;
+    }
+    frugal_ctx_params cp = p->kv;
     cp.n_ctx = p->n_ctx;
     cp.n_threads = p->n_threads;
     for (int i = 0; i < s->n_slots; i++) {
@@ -495,6 +523,7 @@ void sched_free(scheduler *s) {
         free(s->slots[i].gen);
     }
     free(s->slots);
+    frugal_prefix_cache_free(s->prefixes);
     free(s->queue);
     free(s->b_ctx);
     free(s->b_tok);

@@ -63,6 +63,8 @@ typedef struct {
     int n_queue;    /* --queue: jobs that may wait beyond the free slots */
     int n_ctx;      /* tokens per slot */
     int n_threads;  /* per context */
+    frugal_ctx_params kv; /* KV cache options (the kv_* fields) */
+    size_t prefix_cache_bytes; /* shared prefix cache limit, 0 = none */
 } sched_params;
 
 /* Creates the slots (contexts) and starts the thread. NULL on failure,

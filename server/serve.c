@@ -31,7 +31,8 @@
 
 typedef struct {
     const char *model, *host, *api_key;
-    int port, parallel, queue, n_ctx, n_threads, max_body;
+    int port, parallel, queue, n_ctx, n_threads, max_body, prefix_mib;
+    frugal_ctx_params kv;    /* the KV cache options */
     bool verbose;
 } serve_opts;
 
@@ -47,11 +48,13 @@ static void usage(void) {
             "  -t N              threads (default: physical cores)\n"
             "  --api-key KEY     require 'Authorization: Bearer KEY' (or set FRUGAL_API_KEY)\n"
             "  --max-body BYTES  largest request body (default 1048576)\n"
-            "  -v, --verbose     log every request on stderr\n");
+            "  --prefix-cache MIB  KV memory for prompt prefixes shared across requests (default 256; 0 = off)\n"
+            "  -v, --verbose     log every request on stderr\n"
+            CLI_KV_USAGE);
 }
 
 static bool parse_args(int argc, char **argv, serve_opts *o) {
-    *o = (serve_opts){ .host = "127.0.0.1", .port = 8080, .parallel = 4, .queue = 64, .max_body = 1 << 20 };
+    *o = (serve_opts){ .host = "127.0.0.1", .port = 8080, .parallel = 4, .queue = 64, .max_body = 1 << 20, .prefix_mib = 256 };
     o->api_key = getenv("FRUGAL_API_KEY");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -59,11 +62,13 @@ static bool parse_args(int argc, char **argv, serve_opts *o) {
         if (!strcmp(a, "-m")) o->model = v;
         else if (!strcmp(a, "--host")) o->host = v;
         else if (!strcmp(a, "--api-key")) o->api_key = v;
+        else if (v && cli_kv_option(a, v, &o->kv, &ok)) {}
         else if (!strcmp(a, "--port")) ok = cli_int(a, v, 0, 65535, &o->port);
         else if (!strcmp(a, "--parallel")) ok = cli_int(a, v, 1, 64, &o->parallel);
         else if (!strcmp(a, "--queue")) ok = cli_int(a, v, 0, 65536, &o->queue);
         else if (!strcmp(a, "-c")) ok = cli_int(a, v, 16, 1 << 20, &o->n_ctx);
         else if (!strcmp(a, "-t")) ok = cli_int(a, v, 1, 1024, &o->n_threads);
+        else if (!strcmp(a, "--prefix-cache")) ok = cli_int(a, v, 0, 1 << 20, &o->prefix_mib);
         else if (!strcmp(a, "--max-body")) ok = cli_int(a, v, 1024, 1 << 30, &o->max_body);
         else {
             takes = false;
@@ -148,7 +153,7 @@ int cmd_serve(int argc, char **argv) {
     char err[256];
     if (!id || !m) { fprintf(stderr, "frugal serve: out of memory\n"); goto out; }
 
-    sched_params sp = { o.parallel, o.queue, n_ctx, o.n_threads };
+    sched_params sp = { o.parallel, o.queue, n_ctx, o.n_threads, o.kv, (size_t)o.prefix_mib << 20 };
     if (!(sched = sched_start(model, &sp, m, err, sizeof err))) {
         fprintf(stderr, "frugal serve: %s\n", err);
         goto out;

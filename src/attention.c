@@ -3,14 +3,16 @@
  *
  * Queries are grouped by the KV head they share (grouped-query attention);
  * a work item is a block of query rows of one KV head against a range of
- * key positions. Keys and values are visited in tiles of TILE positions:
- * a tile is converted from fp16 once and then used by every query row of
- * the block, and each row keeps a running maximum m, normaliser l and
- * unnormalised output (the online softmax), rescaled once per tile. No
- * [queries x keys] score matrix exists anywhere.
+ * the layer's KV pages (kv.h). Each page is one tile: its slots of that
+ * head are loaded as floats once (converted from fp16, or dequantized
+ * from a compressed page, kv_codec.h) into L1-sized buffers and used by
+ * every query row of the block; each row keeps a running maximum m,
+ * normaliser l and unnormalised output (the online softmax), rescaled
+ * once per tile. No [queries x keys] score matrix and no full-precision
+ * copy of a compressed cache exist anywhere.
  *
  * Decode (one token) has too few query rows to keep every thread busy, so
- * at long contexts the key range is split between threads instead
+ * at long contexts the page range is split between threads instead
  * (FlashDecoding's split-KV); each split leaves a partial (m, l, output)
  * and the splits are merged with the log-sum-exp rule.
  */
@@ -18,8 +20,8 @@
 #include <string.h>
 #include "ops.h"
 #include "quant.h"
+#include "kv.h"
 
-#define TILE 32          /* key positions per tile */
 #define QBLOCK 16        /* query rows per work item */
 #define SPLIT_MIN 256    /* positions per split below which decode is not split */
 #define MAX_HD 512
@@ -62,64 +64,77 @@ static const fr_attn_kernels *kernels(void) {
     return fr_kernels_isa() >= FR_ISA_AVX2 ? &fr_attn_avx2 : &fr_attn_scalar;
 }
 
-void fr_kv_store(frugal_ctx *ctx, int layer, const float *k, const float *v, int n, int pos0) {
-    const fr_hparams *hp = &ctx->model->hp;
-    const fr_kv_layer *kv = &ctx->kv[layer];
-    int kv_dim = hp->n_head_kv * hp->head_dim;
-    const fr_attn_kernels *K = kernels();
-    for (int t = 0; t < n; t++) {
-        size_t slot = (size_t)((pos0 + t) % kv->cap) * kv_dim;
-        K->f32_to_f16(k + (size_t)t * kv_dim, kv->k + slot, kv_dim);
-        K->f32_to_f16(v + (size_t)t * kv_dim, kv->v + slot, kv_dim);
-    }
-}
-
 /* ---- the tiled kernel ---- */
 
 typedef struct {
     frugal_ctx *ctx;
-    int layer, n, pos0;
+    const fr_kv_layer *L;
+    int n, pos0;
     const float *q;
     float *out;
     int group;        /* query heads per KV head */
     int rows;         /* query rows per KV head = n * group */
     int n_qblocks;    /* per KV head */
-    int n_splits;     /* key-range splits (decode only) */
+    int n_splits;     /* page-range splits (decode only) */
     float *partial;   /* [n_splits][n_head][hd + 2] when n_splits > 1 */
+    float *scores;    /* scissorhands: the last token's raw scores, or NULL */
 } attn_job;
 
 /* Running state of one query row. */
-typedef struct { float m, l; float *acc; const float *q; int qpos; } row_state;
+typedef struct { float m, l; float *acc; const float *q; int qpos, head; bool last; } row_state;
 
 /* First key position a query at qpos may see. */
 static int first_visible(int qpos, int window) { return window && qpos - window + 1 > 0 ? qpos - window + 1 : 0; }
 
-/* Attends rows rs[0..nr) to key positions [k0, k1). */
-static void attend_range(const attn_job *j, int kvh, row_state *rs, int nr, int k0, int k1) {
+/* Scores of row st against slots [a, b) of a page whose tile is kt; a
+ * slot the row may not see (evicted, outside its window, in its future)
+ * scores -inf, which exp turns into an exact 0. Returns the maximum. */
+static float row_scores(const attn_job *j, const fr_kv_page *p, const row_state *st, float kt[][MAX_HD],
+                        float *s, int a, int b, bool masked) {
     const fr_hparams *hp = &j->ctx->model->hp;
-    const fr_kv_layer *kv = &j->ctx->kv[j->layer];
     const fr_attn_kernels *K = kernels();
-    int hd = hp->head_dim, kv_dim = hp->n_head_kv * hd;
-    float kt[TILE][MAX_HD], vt[TILE][MAX_HD], s[TILE];
-    for (int t0 = k0; t0 < k1; t0 += TILE) {
-        int nt = FR_MIN(TILE, k1 - t0);
-        for (int i = 0; i < nt; i++) {
-            size_t slot = (size_t)((t0 + i) % kv->cap) * kv_dim + (size_t)kvh * hd;
-            K->f16_to_f32(kv->k + slot, kt[i], hd);
-            K->f16_to_f32(kv->v + slot, vt[i], hd);
-        }
+    int lo = first_visible(st->qpos, j->L->window);
+    float mt = -INFINITY;
+    for (int i = a; i < b; i++) {
+        bool vis = !masked || (p->live >> i & 1 && p->pos[i] >= lo && p->pos[i] <= st->qpos);
+        s[i] = vis ? K->dot(st->q, kt[i], hp->head_dim) * hp->attn_scale : -INFINITY;
+        mt = FR_MAX(mt, s[i]);
+    }
+    return mt;
+}
+
+/* Attends rows rs[0..nr) to the layer's pages [p0, p1). */
+static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int p0, int p1) {
+    const fr_hparams *hp = &j->ctx->model->hp;
+    const fr_kv_cache *kvc = &j->ctx->kv;
+    const fr_attn_kernels *K = kernels();
+    int hd = hp->head_dim, qmax = 0, lo_min = INT32_MAX;
+    for (int r = 0; r < nr; r++) {
+        qmax = FR_MAX(qmax, rs[r].qpos);
+        lo_min = FR_MIN(lo_min, first_visible(rs[r].qpos, j->L->window));
+    }
+    float kt[FR_KV_PAGE][MAX_HD], vt[FR_KV_PAGE][MAX_HD], s[FR_KV_PAGE];
+    for (int pi = p0; pi < p1; pi++) {
+        const fr_kv_page *p = j->L->pages[pi];
+        if (p->n == 0 || p->pos[p->n - 1] < lo_min) continue;
+        if (p->pos[0] > qmax) break; /* positions ascend along the table */
+        fr_kv_load_head(kvc, p, kvh, hd, kt[0], vt[0], MAX_HD);
         for (int r = 0; r < nr; r++) {
             row_state *st = &rs[r];
-            int lo = FR_MAX(t0, first_visible(st->qpos, kv->window)), hi = FR_MIN(t0 + nt, st->qpos + 1);
-            if (lo >= hi) continue;
-            float mt = -INFINITY;
-            for (int p = lo; p < hi; p++) {
-                s[p - t0] = K->dot(st->q, kt[p - t0], hd) * hp->attn_scale;
-                mt = FR_MAX(mt, s[p - t0]);
+            int lo = first_visible(st->qpos, j->L->window), a = 0, b = p->n;
+            if (p->pos[0] > st->qpos || p->pos[p->n - 1] < lo) continue;
+            if (p->dense) { /* visible slots are one run */
+                a = FR_MAX(0, lo - p->pos[0]);
+                b = FR_MIN(p->n, st->qpos - p->pos[0] + 1);
             }
+            float mt = row_scores(j, p, st, kt, s, a, b, !p->dense);
+            if (mt == -INFINITY) continue;
+            if (j->scores && st->last)
+                memcpy(j->scores + (size_t)st->head * kvc->cap_slots + (size_t)pi * FR_KV_PAGE + a, s + a,
+                       (size_t)(b - a) * sizeof *s);
             float m_new = FR_MAX(st->m, mt), c = expf(st->m - m_new);
-            st->l = st->l * c + K->exp_sub(s + lo - t0, m_new, hi - lo);
-            K->pv(st->acc, c, s + lo - t0, vt[lo - t0], MAX_HD, hi - lo, hd);
+            st->l = st->l * c + K->exp_sub(s + a, m_new, b - a);
+            K->pv(st->acc, c, s + a, vt[a], MAX_HD, b - a, hd);
             st->m = m_new;
         }
     }
@@ -129,7 +144,6 @@ static void attend_range(const attn_job *j, int kvh, row_state *rs, int nr, int 
 static void attention_worker(void *arg, int ith, int nth) {
     attn_job *j = arg;
     const fr_hparams *hp = &j->ctx->model->hp;
-    const fr_kv_layer *kv = &j->ctx->kv[j->layer];
     int hd = hp->head_dim;
     int64_t items = (int64_t)hp->n_head_kv * j->n_qblocks * j->n_splits, lo, hi;
     fr_split(items, ith, nth, &lo, &hi);
@@ -139,19 +153,17 @@ static void attention_worker(void *arg, int ith, int nth) {
         int split = (int)(w % j->n_splits), qb = (int)(w / j->n_splits % j->n_qblocks);
         int kvh = (int)(w / j->n_splits / j->n_qblocks);
         int r0 = qb * QBLOCK, nr = FR_MIN(QBLOCK, j->rows - r0);
-        int kmin = INT32_MAX, kmax = 0;
         for (int r = 0; r < nr; r++) {
             int t = (r0 + r) / j->group, h = kvh * j->group + (r0 + r) % j->group;
-            rs[r] = (row_state){ -INFINITY, 0, acc[r], j->q + ((size_t)t * hp->n_head + h) * hd, j->pos0 + t };
+            rs[r] = (row_state){ -INFINITY, 0, acc[r], j->q + ((size_t)t * hp->n_head + h) * hd, j->pos0 + t, h,
+                                 t == j->n - 1 };
             memset(acc[r], 0, (size_t)hd * sizeof(float));
-            kmin = FR_MIN(kmin, first_visible(rs[r].qpos, kv->window));
-            kmax = FR_MAX(kmax, rs[r].qpos + 1);
         }
-        int64_t k0, k1;
-        fr_split(kmax - kmin, split, j->n_splits, &k0, &k1);
-        attend_range(j, kvh, rs, nr, kmin + (int)k0, kmin + (int)k1);
+        int64_t p0, p1;
+        fr_split(j->L->n_pages, split, j->n_splits, &p0, &p1);
+        attend_pages(j, kvh, rs, nr, (int)p0, (int)p1);
         for (int r = 0; r < nr; r++) {
-            int t = (r0 + r) / j->group, h = kvh * j->group + (r0 + r) % j->group;
+            int t = (r0 + r) / j->group, h = rs[r].head;
             if (j->n_splits == 1) {
                 float *o = j->out + ((size_t)t * hp->n_head + h) * hd, inv = 1.0f / rs[r].l;
                 for (int i = 0; i < hd; i++) o[i] = acc[r][i] * inv;
@@ -184,19 +196,27 @@ static void merge_splits(const attn_job *j) {
     }
 }
 
-void fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out) {
+frugal_status fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out) {
     const fr_hparams *hp = &ctx->model->hp;
-    attn_job j = { .ctx = ctx, .layer = layer, .n = n, .pos0 = pos0, .q = q, .out = out };
+    fr_kv_cache *kvc = &ctx->kv;
+    attn_job j = { .ctx = ctx, .L = &kvc->layers[layer], .n = n, .pos0 = pos0, .q = q, .out = out };
     j.group = hp->n_head / hp->n_head_kv;
     j.rows = n * j.group;
     j.n_qblocks = (j.rows + QBLOCK - 1) / QBLOCK;
     j.n_splits = 1;
-    int span = pos0 + 1 - first_visible(pos0, ctx->kv[layer].window);
-    int nth = FR_MIN(fr_pool_size(pool), ctx->n_threads);
-    if (n == 1 && nth > 1 && span >= SPLIT_MIN * 2) {
-        j.n_splits = FR_MIN(nth * 2, span / SPLIT_MIN);
+    int nth = FR_MIN(fr_pool_size(pool), ctx->n_threads), pages = j.L->n_pages;
+    if (n == 1 && nth > 1 && pages * FR_KV_PAGE >= SPLIT_MIN * 2) {
+        j.n_splits = FR_MIN(nth * 2, pages * FR_KV_PAGE / SPLIT_MIN);
         j.partial = ctx->attn_partial;
+    }
+    bool track = kvc->cfg.budget && kvc->cfg.policy == FR_KV_EVICT_SCISSORHANDS;
+    if (track) {
+        frugal_status st = fr_kv_prepare_scores(kvc, layer, hp->n_head);
+        if (st) return st;
+        j.scores = kvc->scores;
     }
     fr_pool_run(pool, attention_worker, &j);
     if (j.n_splits > 1) merge_splits(&j);
+    if (track) fr_kv_track(kvc, layer, hp->n_head);
+    return FRUGAL_OK;
 }

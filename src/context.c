@@ -10,10 +10,26 @@
 
 #define DEFAULT_BATCH 512
 #define MAX_CTX (1 << 24)
+#define MIN_BUDGET 64
 
 frugal_ctx_params frugal_ctx_default_params(void) {
-    frugal_ctx_params p = { 0, 0, 0 };
+    frugal_ctx_params p = { 0 };
     return p;
+}
+
+const char *frugal_kv_type_name(int type) { return fr_kv_type_name(type); }
+int frugal_kv_type_parse(const char *name) { return name ? fr_kv_type_parse(name) : -1; }
+
+static const char *const policy_names[] = { "window", "scissorhands" };
+
+const char *frugal_kv_policy_name(int policy) {
+    return policy >= 0 && policy < 2 ? policy_names[policy] : "unknown";
+}
+
+int frugal_kv_policy_parse(const char *name) {
+    for (int i = 0; name && i < 2; i++)
+        if (!strcmp(name, policy_names[i])) return i;
+    return -1;
 }
 
 /* MemAvailable from /proc/meminfo in bytes, or 0 when unknown. */
@@ -28,14 +44,22 @@ static uint64_t mem_available(void) {
     return (uint64_t)kb * 1024;
 }
 
-/* Bytes of KV cache a context would allocate. */
+/* The most KV cache memory a context can come to hold: every layer full
+ * (a window layer holds its window plus a batch of slack and a batch of
+ * new tokens; a budgeted one its budget, up to twice over in pages with
+ * holes, plus a batch), pages packed except the residual. */
 static uint64_t kv_bytes(const frugal_ctx *c) {
     const frugal_model *m = c->model;
-    uint64_t kv_dim = (uint64_t)m->hp.n_head_kv * m->hp.head_dim, total = 0;
+    const fr_kv_config *cfg = &c->kv.cfg;
+    int kv_dim = m->hp.n_head_kv * m->hp.head_dim;
+    uint64_t total = 0;
     for (int l = 0; l < m->hp.n_layer; l++) {
         int window = m->layers[l].window;
-        int cap = window ? FR_MIN(c->n_ctx, window + c->n_batch) : c->n_ctx;
-        total += 2 * (uint64_t)cap * kv_dim * sizeof(uint16_t);
+        uint64_t cap = c->n_ctx;
+        if (window) cap = FR_MIN(cap, (uint64_t)window + 2 * c->n_batch + FR_KV_PAGE);
+        if (cfg->budget) cap = FR_MIN(cap, 2 * (uint64_t)cfg->budget + c->n_batch + 2 * FR_KV_PAGE);
+        uint64_t fp16 = FR_MIN(cap, (uint64_t)cfg->residual + FR_KV_PAGE);
+        total += (uint64_t)((cap - fp16) * fr_kv_token_bytes(cfg->type, kv_dim)) + fp16 * 4 * kv_dim;
     }
     return total;
 }
@@ -54,21 +78,12 @@ static frugal_status check_memory(const frugal_ctx *c) {
 
 static frugal_status alloc_kv(frugal_ctx *c) {
     const frugal_model *m = c->model;
-    size_t kv_dim = (size_t)m->hp.n_head_kv * m->hp.head_dim, total = 0;
-    c->kv = fr_calloc((size_t)m->hp.n_layer, sizeof *c->kv);
-    if (!c->kv) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the KV cache table");
-    for (int l = 0; l < m->hp.n_layer; l++) {
-        fr_kv_layer *kv = &c->kv[l];
-        kv->window = m->layers[l].window;
-        kv->cap = kv->window ? FR_MIN(c->n_ctx, kv->window + c->n_batch) : c->n_ctx;
-        total += 2 * (size_t)kv->cap * kv_dim * sizeof(uint16_t);
-        kv->k = fr_malloc((size_t)kv->cap * kv_dim * sizeof(uint16_t));
-        kv->v = fr_malloc((size_t)kv->cap * kv_dim * sizeof(uint16_t));
-        if (!kv->k || !kv->v)
-            return fr_error(FRUGAL_ERR_NOMEM, "out of memory for a KV cache of %d tokens (%.1f MiB so far)",
-                            c->n_ctx, total / 1048576.0);
-    }
-    return FRUGAL_OK;
+    int *windows = fr_malloc((size_t)m->hp.n_layer * sizeof *windows);
+    if (!windows) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the KV cache table");
+    for (int l = 0; l < m->hp.n_layer; l++) windows[l] = m->layers[l].window;
+    frugal_status st = fr_kv_init(&c->kv, &c->kv.cfg, m->hp.n_layer, m->hp.n_head_kv * m->hp.head_dim, windows);
+    fr_free(windows);
+    return st;
 }
 
 static frugal_status alloc_buffers(frugal_ctx *c) {
@@ -98,6 +113,27 @@ static frugal_status alloc_buffers(frugal_ctx *c) {
     return alloc_kv(c);
 }
 
+/* Checks the KV cache options and fills in their defaults. */
+static frugal_status kv_config(const frugal_model *m, const frugal_ctx_params *p, fr_kv_config *kc) {
+    if (p->kv_type < 0 || p->kv_type >= FR_KV_TYPES)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "unknown KV cache type %d", p->kv_type);
+    if (p->kv_type != FR_KV_F16 && m->hp.head_dim % 32)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "a %s KV cache needs a head size divisible by 32, not %d",
+                        fr_kv_type_name(p->kv_type), m->hp.head_dim);
+    if (p->kv_residual < 0 || p->kv_residual % FR_KV_PAGE || p->kv_residual > MAX_CTX)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "KV residual %d must be a multiple of %d (0 = %d)",
+                        p->kv_residual, FR_KV_PAGE, FR_KV_PAGE);
+    if (p->kv_budget && (p->kv_budget < MIN_BUDGET || p->kv_budget > MAX_CTX))
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "KV budget %d out of range %d..%d (0 = no budget)",
+                        p->kv_budget, MIN_BUDGET, MAX_CTX);
+    if (p->kv_policy < 0 || p->kv_policy > FR_KV_EVICT_SCISSORHANDS)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "unknown KV eviction policy %d", p->kv_policy);
+    *kc = (fr_kv_config){ .type = p->kv_type, .residual = p->kv_residual ? p->kv_residual : FR_KV_PAGE,
+                          .budget = p->kv_budget, .policy = p->kv_policy, .n_sink = 4,
+                          .n_recent = p->kv_budget / 4, .history = FR_MIN(64, FR_MAX(1, p->kv_budget / 2)) };
+    return FRUGAL_OK;
+}
+
 frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *params, frugal_ctx **out) {
     if (!model || !out) return fr_error(FRUGAL_ERR_INVALID_ARG, "model and output are required");
     *out = NULL;
@@ -108,13 +144,17 @@ frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *param
         return fr_error(FRUGAL_ERR_INVALID_ARG, "thread count %d out of range 1..1024", p.n_threads);
     if (p.n_batch < 0 || p.n_batch > 65536)
         return fr_error(FRUGAL_ERR_INVALID_ARG, "batch size %d out of range 1..65536", p.n_batch);
+    fr_kv_config kc;
+    frugal_status st = kv_config(model, &p, &kc);
+    if (st) return st;
     frugal_ctx *c = fr_calloc(1, sizeof *c);
     if (!c) return fr_error(FRUGAL_ERR_NOMEM, "out of memory creating context");
     c->model = model;
     c->n_ctx = p.n_ctx ? p.n_ctx : model->hp.n_ctx_train;
     c->n_batch = FR_MIN(p.n_batch ? p.n_batch : DEFAULT_BATCH, c->n_ctx);
     c->n_threads = p.n_threads ? p.n_threads : fr_physical_cores();
-    frugal_status st = check_memory(c);
+    c->kv.cfg = kc;
+    st = check_memory(c);
     if (!st) st = alloc_buffers(c);
     if (!st) st = fr_pool_new(c->n_threads, &c->pool);
     if (st) { frugal_ctx_free(c); return st; }
@@ -125,8 +165,7 @@ frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *param
 void frugal_ctx_free(frugal_ctx *c) {
     if (!c) return;
     fr_pool_free(c->pool);
-    for (int l = 0; c->kv && l < c->model->hp.n_layer; l++) { fr_free(c->kv[l].k); fr_free(c->kv[l].v); }
-    fr_free(c->kv);
+    fr_kv_free(&c->kv);
     for (int k = 0; k < FR_MAX_ROPE_BASES; k++) fr_free(c->rope_cs[k]);
     fr_free(c->x); fr_free(c->xb); fr_free(c->q); fr_free(c->k); fr_free(c->v);
     fr_free(c->att); fr_free(c->hb); fr_free(c->hb2); fr_free(c->qbuf); fr_free(c->attn_partial); fr_free(c->logits);
@@ -141,6 +180,16 @@ static frugal_status reserve_logits(frugal_ctx *c, int rows) {
     c->logits = l;
     c->n_logits_cap = rows;
     return FRUGAL_OK;
+}
+
+/* After a failed step: drop what it half-wrote (truncating only frees
+ * whole pages at worst; if even that fails, start over). */
+static frugal_status fail_eval(frugal_ctx *c, frugal_status st) {
+    if (fr_kv_truncate(&c->kv, c->pos)) {
+        fr_kv_truncate(&c->kv, 0);
+        c->pos = 0;
+    }
+    return st;
 }
 
 frugal_status frugal_eval(frugal_ctx *c, const int32_t *tokens, int n, bool all_logits) {
@@ -162,9 +211,16 @@ frugal_status frugal_eval(frugal_ctx *c, const int32_t *tokens, int n, bool all_
         int n_out = all_logits ? nb : (last_batch ? 1 : 0);
         c->logits = all_logits ? all + (size_t)done * n_vocab : all;
         fr_batch b = { &c, &nb, 1 };
-        fr_forward(c, &b, tokens + done, nb, n_out);
-        c->pos += nb;
-        c->pos_max = FR_MAX(c->pos_max, c->pos);
+        st = fr_forward(c, &b, tokens + done, nb, n_out);
+        if (!st) {
+            c->pos += nb;
+            st = fr_kv_commit(&c->kv, c->pos, c->n_batch);
+        }
+        if (st) {
+            c->logits = all;
+            c->logits_count = 0;
+            return fail_eval(c, st);
+        }
     }
     c->logits = all;
     c->logits_first = all_logits ? 0 : n - 1;
@@ -196,7 +252,15 @@ frugal_status frugal_eval_batch(frugal_ctx *const *ctxs, const int32_t *tokens, 
     frugal_status st = reserve_logits(ws, n);
     if (st) return st;
     fr_batch b = { ctxs, ones, n };
-    fr_forward(ws, &b, tokens, n, n);
+    st = fr_forward(ws, &b, tokens, n, n);
+    for (int i = 0; i < n && !st; i++) st = fr_kv_commit(&ctxs[i]->kv, ctxs[i]->pos + 1, ctxs[i]->n_batch);
+    if (st) {
+        for (int i = 0; i < n; i++) {
+            ctxs[i]->logits_count = 0;
+            fail_eval(ctxs[i], st);
+        }
+        return st;
+    }
     /* each sequence gets its own row; ws's row 0 is already in place */
     for (int i = n - 1; i >= 0; i--) {
         frugal_ctx *c = ctxs[i];
@@ -204,7 +268,6 @@ frugal_status frugal_eval_batch(frugal_ctx *const *ctxs, const int32_t *tokens, 
         c->logits_first = 0;
         c->logits_count = 1;
         c->pos++;
-        c->pos_max = FR_MAX(c->pos_max, c->pos);
     }
     return FRUGAL_OK;
 }
@@ -220,19 +283,25 @@ int frugal_ctx_pos(const frugal_ctx *c) { return c->pos; }
 int frugal_ctx_size(const frugal_ctx *c) { return c->n_ctx; }
 int frugal_ctx_threads(const frugal_ctx *c) { return fr_pool_size(c->pool); }
 
-/* A sliding-window layer's ring has overwritten old positions: rewinding
- * to pos needs positions [pos - window, pos) still in the ring, which
- * holds [pos_max - cap, pos_max). When they are gone the cache restarts
- * from empty (frugal_ctx_pos tells the caller what was kept). */
+size_t frugal_ctx_kv_bytes(const frugal_ctx *c) { return fr_kv_bytes(&c->kv); }
+
+int frugal_ctx_kv_tokens(const frugal_ctx *c) {
+    int most = 0;
+    for (int l = 0; l < c->kv.n_layer; l++) most = FR_MAX(most, c->kv.layers[l].live);
+    return most;
+}
+
+/* A sliding-window layer frees pages that fell out of its window (keeping
+ * a batch of slack): rewinding to pos needs the positions a query at pos
+ * sees still there. When they are gone the cache restarts from empty
+ * (frugal_ctx_pos tells the caller what was kept). */
 frugal_status frugal_ctx_rewind(frugal_ctx *c, int pos) {
     if (pos < 0 || pos > c->pos)
         return fr_error(FRUGAL_ERR_INVALID_ARG, "cannot rewind to %d: %d tokens cached", pos, c->pos);
-    for (int l = 0; l < c->model->hp.n_layer; l++) {
-        const fr_kv_layer *kv = &c->kv[l];
-        if (kv->window && pos < c->pos_max && pos - kv->window < c->pos_max - kv->cap) pos = 0;
-    }
-    c->pos = pos;
-    if (pos == 0) c->pos_max = 0;
+    if (!fr_kv_can_rewind(&c->kv, pos)) pos = 0;
     c->logits_count = 0;
-    return FRUGAL_OK;
+    frugal_status st = fr_kv_truncate(&c->kv, pos);
+    if (st) pos = 0, fr_kv_truncate(&c->kv, 0);
+    c->pos = pos;
+    return st;
 }

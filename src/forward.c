@@ -30,7 +30,7 @@ static void add_residual(float *x, const float *y, size_t count) {
 
 /* Per run: RoPE at the sequence's positions, cache the keys and values,
  * attend over the sequence's cache. */
-static void attend_runs(frugal_ctx *ctx, const fr_batch *b, int l) {
+static frugal_status attend_runs(frugal_ctx *ctx, const fr_batch *b, int l) {
     const fr_hparams *hp = &ctx->model->hp;
     const fr_layer *L = &ctx->model->layers[l];
     int hd = hp->head_dim;
@@ -42,12 +42,14 @@ static void attend_runs(frugal_ctx *ctx, const fr_batch *b, int l) {
         const float *cs = ctx->rope_cs[L->rope_table] + (size_t)t0 * hp->rope_dim;
         fr_rope(q, len, hp->n_head, hd, hp->rope_dim, cs, hp->rope_kind);
         fr_rope(k, len, hp->n_head_kv, hd, hp->rope_dim, cs, hp->rope_kind);
-        fr_kv_store(seq, l, k, v, len, seq->pos);
-        fr_attention(seq, ctx->pool, l, q, len, seq->pos, ctx->att + t0 * qd);
+        frugal_status st = fr_kv_append(&seq->kv, l, k, v, len, seq->pos);
+        if (!st) st = fr_attention(seq, ctx->pool, l, q, len, seq->pos, ctx->att + t0 * qd);
+        if (st) return st;
     }
+    return FRUGAL_OK;
 }
 
-static void attention_block(frugal_ctx *ctx, const fr_batch *b, int l, int n) {
+static frugal_status attention_block(frugal_ctx *ctx, const fr_batch *b, int l, int n) {
     const fr_hparams *hp = &ctx->model->hp;
     const fr_layer *L = &ctx->model->layers[l];
     int d = hp->n_embd, hd = hp->head_dim;
@@ -56,10 +58,12 @@ static void attention_block(frugal_ctx *ctx, const fr_batch *b, int l, int n) {
     fr_matmul_multi(ctx, w, y, 3, ctx->x, L->attn_norm.data, n);
     if (L->q_norm.data) fr_rmsnorm(ctx->q, ctx->q, L->q_norm.data, n * hp->n_head, hd, hp->norm_eps);
     if (L->k_norm.data) fr_rmsnorm(ctx->k, ctx->k, L->k_norm.data, n * hp->n_head_kv, hd, hp->norm_eps);
-    attend_runs(ctx, b, l);
+    frugal_status st = attend_runs(ctx, b, l);
+    if (st) return st;
     fr_matmul(ctx, &L->wo, ctx->att, n, ctx->xb);
     if (L->post_attn_norm.data) fr_rmsnorm(ctx->xb, ctx->xb, L->post_attn_norm.data, n, d, hp->norm_eps);
     add_residual(ctx->x, ctx->xb, (size_t)n * d);
+    return FRUGAL_OK;
 }
 
 static void ffn_block(frugal_ctx *ctx, int l, int n) {
@@ -72,7 +76,7 @@ static void ffn_block(frugal_ctx *ctx, int l, int n) {
     add_residual(ctx->x, ctx->xb, (size_t)n * d);
 }
 
-void fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *tokens, int n, int n_out) {
+frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *tokens, int n, int n_out) {
     const frugal_model *m = ctx->model;
     const fr_hparams *hp = &m->hp;
     int d = hp->n_embd;
@@ -89,11 +93,13 @@ void fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *tokens, int n
                 fr_rope_table(ctx->rope_cs[k] + (size_t)(t0 + t) * hp->rope_dim, b->seq[r]->pos + t,
                               hp->rope_dim, m->rope_bases[k]);
     for (int l = 0; l < hp->n_layer; l++) {
-        attention_block(ctx, b, l, n);
+        frugal_status st = attention_block(ctx, b, l, n);
+        if (st) return st;
         ffn_block(ctx, l, n);
     }
-    if (n_out <= 0) return;
+    if (n_out <= 0) return FRUGAL_OK;
     float *xo = ctx->x + (size_t)(n - n_out) * d;
     fr_rmsnorm(xo, xo, m->output_norm.data, n_out, d, hp->norm_eps);
     fr_matmul(ctx, &m->output, xo, n_out, ctx->logits);
+    return FRUGAL_OK;
 }

@@ -13,6 +13,7 @@
 #include "gguf.h"
 #include "tokenizer.h"
 #include "threadpool.h"
+#include "kv.h"
 
 /* A weight matrix (or vector): rows of `cols` elements of `type`. */
 typedef struct {
@@ -93,23 +94,11 @@ frugal_status fr_check_hparams(frugal_model *m);
 
 /* ---- inference context ---- */
 
-/* The KV cache of one layer, fp16, [slot][n_head_kv * head_dim]. A global
- * layer has a slot per position (cap = n_ctx); a sliding-window layer
- * keeps only a ring of cap = window + n_batch slots (position p lives in
- * slot p % cap), enough for the oldest query of a batch to see its whole
- * window while the batch is being written. */
-typedef struct {
-    uint16_t *k, *v;
-    int cap;
-    int window;
-} fr_kv_layer;
-
 struct frugal_ctx {
     frugal_model *model;
     fr_pool *pool;
     int n_ctx, n_batch, pos, n_threads;
-    fr_kv_layer *kv;     /* [n_layer] */
-    int pos_max;         /* highest position ever written + 1 since reset */
+    fr_kv_cache kv;
     /* activations for up to n_batch tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
     void *qbuf;              /* activations quantized for a matmul */
@@ -132,7 +121,8 @@ typedef struct {
 
 /* Runs n <= n_batch tokens through the model using ctx's buffers and
  * thread pool; writes logits for tokens [n - n_out, n) into ctx->logits.
- * Does not advance any position. */
-void fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *tokens, int n, int n_out);
+ * Appends to the sequences' KV caches but does not advance positions.
+ * Fails only when the KV cache cannot grow. */
+frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *tokens, int n, int n_out);
 
 #endif

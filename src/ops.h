@@ -39,12 +39,10 @@ void fr_matmul_multi(frugal_ctx *ctx, const fr_weight *const *ws, float *const *
 void fr_matmul_glu(frugal_ctx *ctx, const fr_weight *w_gate, const fr_weight *w_up, const float *x,
                    const float *norm, int n, float *a, float *tmp, int act);
 
-/* Writes the n new tokens' K and V rows (fp32) into the layer's cache. */
-void fr_kv_store(frugal_ctx *ctx, int layer, const float *k, const float *v, int n, int pos0);
 /* Causal (and, for window layers, windowed) attention of n new tokens at
  * positions pos0.. over the layer's cache, which already holds them.
  * q: [n][n_head * head_dim], out: same shape. */
-void fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out);
+frugal_status fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out);
 
 /* Attention primitives, scalar and AVX2 twins (attention.c, attn_avx2.c). */
 typedef struct {

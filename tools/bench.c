@@ -79,7 +79,8 @@ static void weight_traffic(const frugal_model *m, double *bytes_per_tok, double 
 
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
-    int n_p = 512, n_g = 128, reps = 5, n_threads = 0;
+    int n_p = 512, n_g = 128, reps = 5, n_threads = 0, depth = 0;
+    frugal_ctx_params kv = frugal_ctx_default_params();
     bool json = false, probe_only = false, probe = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -93,10 +94,14 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-n")) ok = cli_int(a, v, 0, 1 << 16, &n_g);
         else if (!strcmp(a, "-r")) ok = cli_int(a, v, 1, 1000, &reps);
         else if (!strcmp(a, "-t")) ok = cli_int(a, v, 1, 1024, &n_threads);
+        else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) ok = cli_int(a, v, 0, 1 << 22, &depth);
+        else if (cli_kv_option(a, v, &kv, &ok)) {}
         else ok = false;
         if (!ok) {
-            fprintf(stderr, "usage: frugal bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [--json] [--no-probe]\n"
-                            "       frugal bench --probe [-t N]   (read bandwidth only)\n");
+            fprintf(stderr, "usage: frugal bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [-d DEPTH] [--json] [--no-probe]\n"
+                            "       frugal bench --probe [-t N]   (read bandwidth only)\n"
+                            "  -d DEPTH         tokens already in the KV cache when pp and tg are timed\n"
+                            CLI_KV_USAGE);
             return 2;
         }
         i++;
@@ -113,33 +118,44 @@ int cmd_bench(int argc, char **argv) {
     frugal_model_info info;
     frugal_model_get_info(m, &info);
     frugal_ctx_params cp = frugal_ctx_default_params();
-    cp.n_ctx = (n_p > n_g ? n_p : n_g) + 1;
+    cp.n_ctx = depth + (n_p > n_g ? n_p : n_g) + 1;
     cp.n_threads = n_threads;
+    cli_kv_apply(&cp, &kv);
     frugal_ctx *ctx = NULL;
     frugal_status st = frugal_ctx_new(m, &cp, &ctx);
     if (st) { cli_die_status(st, "context"); frugal_model_free(m); return 1; }
-    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(n_p > 16 ? n_p : 16));
+    int n_toks = (n_p > 16 ? n_p : 16) > depth ? (n_p > 16 ? n_p : 16) : depth;
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)n_toks);
     srand(1234);
-    for (int i = 0; i < (n_p > 16 ? n_p : 16); i++) toks[i] = rand() % info.n_vocab;
+    for (int i = 0; i < n_toks; i++) toks[i] = rand() % info.n_vocab;
     double bytes_tok, mparams;
     weight_traffic(m, &bytes_tok, &mparams);
     double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
-    /* one warm-up round brings the weights into the page cache */
+    /* one warm-up round brings the weights into the page cache; then the
+     * cache is filled to the depth once (untimed), and each timed run
+     * rewinds back to it */
     st = frugal_eval(ctx, toks, 16 < cp.n_ctx ? 16 : 1, false);
+    if (!st) st = frugal_ctx_rewind(ctx, 0);
+    if (!st && depth) st = frugal_eval(ctx, toks, depth, false);
+    size_t kv_bytes = frugal_ctx_kv_bytes(ctx);
     for (int r = 0; r < reps && !st; r++) {
         if (n_p) {
-            frugal_ctx_rewind(ctx, 0);
+            frugal_ctx_rewind(ctx, depth);
             double t0 = cli_now();
             st = frugal_eval(ctx, toks, n_p, false);
             pp[r] = n_p / (cli_now() - t0);
         }
-        if (n_g) {
-            frugal_ctx_rewind(ctx, 0);
+        if (n_g && !st) {
+            frugal_ctx_rewind(ctx, depth);
             int32_t tok = toks[0];
             double t0 = cli_now();
             for (int i = 0; i < n_g && !st; i++) st = frugal_eval(ctx, &tok, 1, false);
             tg[r] = n_g / (cli_now() - t0);
         }
+    }
+    if (!st && frugal_ctx_pos(ctx) < depth) {
+        fprintf(stderr, "frugal: the cache could not be rewound to depth %d (sliding-window layers)\n", depth);
+        st = FRUGAL_ERR_INVALID_ARG;
     }
     if (st) {
         cli_die_status(st, "bench");
@@ -150,24 +166,34 @@ int cmd_bench(int argc, char **argv) {
     }
     stat2 sp = stats(pp, reps), sg = stats(tg, reps);
     int threads = frugal_ctx_threads(ctx);
+    /* a decode step reads every weight once and the whole KV cache once */
+    double tg_bytes = bytes_tok + (double)kv_bytes;
+    char kvdesc[96] = "", at[32] = "";
+    snprintf(kvdesc, sizeof kvdesc, "%s%s%s", frugal_kv_type_name(kv.kv_type), kv.kv_budget ? " budget " : "",
+             kv.kv_budget ? frugal_kv_policy_name(kv.kv_policy) : "");
+    if (depth) snprintf(at, sizeof at, " @ d%d", depth);
     if (json) {
         printf("{\"model\": \"%s\", \"threads\": %d, \"read_bandwidth_gbs\": %.2f, \"weight_bytes_per_token\": %.0f, \"matrix_params\": %.0f,\n",
                info.name, threads, bw, bytes_tok, mparams);
+        printf(" \"depth\": %d, \"kv_type\": \"%s\", \"kv_budget\": %d, \"kv_bytes\": %zu,\n", depth,
+               frugal_kv_type_name(kv.kv_type), kv.kv_budget, kv_bytes);
         printf(" \"pp\": {\"n\": %d, \"tps\": %.2f, \"sd\": %.2f, \"gflops\": %.1f},\n", n_p, sp.mean, sp.sd, 2 * mparams * sp.mean / 1e9);
         printf(" \"tg\": {\"n\": %d, \"tps\": %.2f, \"sd\": %.2f, \"gbs\": %.2f, \"bw_fraction\": %.3f}}\n", n_g, sg.mean, sg.sd,
-               bytes_tok * sg.mean / 1e9, bw > 0 ? bytes_tok * sg.mean / 1e9 / bw : 0);
+               tg_bytes * sg.mean / 1e9, bw > 0 ? tg_bytes * sg.mean / 1e9 / bw : 0);
     } else {
-        printf("| model | size | params | threads | test | t/s | roofline |\n|---|---|---|---|---|---|---|\n");
+        printf("| model | size | params | threads | kv cache | test | t/s | roofline |\n|---|---|---|---|---|---|---|---|\n");
         if (n_p)
-            printf("| %s | %.1f MiB | %.1f M | %d | pp%d | %.2f ± %.2f | %.1f GFLOP/s |\n", info.name, info.weight_bytes / 1048576.0,
-                   info.n_params / 1e6, threads, n_p, sp.mean, sp.sd, 2 * mparams * sp.mean / 1e9);
+            printf("| %s | %.1f MiB | %.1f M | %d | %s | pp%d%s | %.2f ± %.2f | %.1f GFLOP/s |\n", info.name,
+                   info.weight_bytes / 1048576.0, info.n_params / 1e6, threads, kvdesc, n_p, at, sp.mean, sp.sd,
+                   2 * mparams * sp.mean / 1e9);
         if (n_g) {
             char frac[64] = "";
-            if (bw > 0) snprintf(frac, sizeof frac, " = %.0f%% of %.2f GB/s read", 100 * bytes_tok * sg.mean / 1e9 / bw, bw);
-            printf("| %s | %.1f MiB | %.1f M | %d | tg%d | %.2f ± %.2f | %.2f GB/s%s |\n", info.name,
-                   info.weight_bytes / 1048576.0, info.n_params / 1e6, threads, n_g, sg.mean, sg.sd,
-                   bytes_tok * sg.mean / 1e9, frac);
+            if (bw > 0) snprintf(frac, sizeof frac, " = %.0f%% of %.2f GB/s read", 100 * tg_bytes * sg.mean / 1e9 / bw, bw);
+            printf("| %s | %.1f MiB | %.1f M | %d | %s | tg%d%s | %.2f ± %.2f | %.2f GB/s%s |\n", info.name,
+                   info.weight_bytes / 1048576.0, info.n_params / 1e6, threads, kvdesc, n_g, at, sg.mean, sg.sd,
+                   tg_bytes * sg.mean / 1e9, frac);
         }
+        if (depth) printf("KV cache at depth %d: %.1f MiB\n", depth, kv_bytes / 1048576.0);
     }
     free(pp); free(tg); free(toks);
     frugal_ctx_free(ctx);

@@ -22,6 +22,18 @@ char *cli_read_file(const char *path, size_t *len);
 bool cli_int(const char *opt, const char *s, long lo, long hi, int *out);
 bool cli_float(const char *opt, const char *s, double lo, double hi, float *out);
 double cli_now(void);
+
+/* The KV cache options every subcommand takes: --kv-type, --kv-budget,
+ * --kv-policy, --kv-residual. If `opt` is one of them, parses `val` into
+ * kv (printing an error when bad) and returns true with *ok set. */
+bool cli_kv_option(const char *opt, const char *val, frugal_ctx_params *kv, bool *ok);
+/* Copies the KV fields of src into dst. */
+void cli_kv_apply(frugal_ctx_params *dst, const frugal_ctx_params *src);
+#define CLI_KV_USAGE \
+    "  --kv-type T      KV cache type: f16 (default), q8, kivi4, kivi2\n" \
+    "  --kv-budget N    keep at most N tokens per layer (evicting older ones)\n" \
+    "  --kv-policy P    which tokens a budget keeps: window (default), scissorhands\n" \
+    "  --kv-residual R  recent tokens a compressed cache keeps in fp16 (default 32)\n"
 void cli_die_status(frugal_status st, const char *what);
 
 int cmd_run(int argc, char **argv);

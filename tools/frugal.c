@@ -106,6 +106,33 @@ bool cli_int(const char *opt, const char *s, long lo, long hi, int *out) {
     return true;
 }
 
+bool cli_kv_option(const char *opt, const char *val, frugal_ctx_params *kv, bool *ok) {
+    int *field = NULL, parsed = -1;
+    if (!strcmp(opt, "--kv-type")) field = &kv->kv_type, parsed = frugal_kv_type_parse(val);
+    else if (!strcmp(opt, "--kv-policy")) field = &kv->kv_policy, parsed = frugal_kv_policy_parse(val);
+    else if (!strcmp(opt, "--kv-budget")) { *ok = cli_int(opt, val, 64, 1 << 24, &kv->kv_budget); return true; }
+    else if (!strcmp(opt, "--kv-residual")) {
+        *ok = cli_int(opt, val, 32, 1 << 24, &kv->kv_residual);
+        if (*ok && kv->kv_residual % 32) {
+            fprintf(stderr, "frugal: --kv-residual must be a multiple of 32, got %d\n", kv->kv_residual);
+            *ok = false;
+        }
+        return true;
+    } else return false;
+    *ok = parsed >= 0;
+    if (*ok) *field = parsed;
+    else fprintf(stderr, "frugal: unknown value '%s' for %s (%s)\n", val ? val : "", opt,
+                 field == &kv->kv_type ? "f16, q8, kivi4, kivi2" : "window, scissorhands");
+    return true;
+}
+
+void cli_kv_apply(frugal_ctx_params *dst, const frugal_ctx_params *src) {
+    dst->kv_type = src->kv_type;
+    dst->kv_budget = src->kv_budget;
+    dst->kv_policy = src->kv_policy;
+    dst->kv_residual = src->kv_residual;
+}
+
 bool cli_float(const char *opt, const char *s, double lo, double hi, float *out) {
     char *end;
     errno = 0;

@@ -15,6 +15,7 @@
 typedef struct {
     const char *model, *prompt, *file, *system;
     int n_predict, n_ctx, n_threads, chat; /* chat: -1 auto, 0 raw, 1 chat */
+    frugal_ctx_params kv;                  /* the KV cache options */
     bool stats;
     frugal_sampler_params sp;
 } run_opts;
@@ -57,6 +58,7 @@ static void usage(void) {
             "  --top-k K        (default 40; 0 = off)   --top-p P (default 0.95)   --min-p P (default 0.05)\n"
             "  --repeat-penalty R (default 1.0 = off)   --repeat-last-n N (default 64)\n"
             "  --seed S         RNG seed (default: random)\n"
+            CLI_KV_USAGE
             "  --no-stats       no statistics line on stderr\n");
 }
 
@@ -77,6 +79,7 @@ static bool parse_args(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "-n")) ok = cli_int(a, v, -1, 1 << 24, &o->n_predict);
         else if (!strcmp(a, "-c")) ok = cli_int(a, v, 1, 1 << 24, &o->n_ctx);
         else if (!strcmp(a, "-t")) ok = cli_int(a, v, 1, 1024, &o->n_threads);
+        else if (v && cli_kv_option(a, v, &o->kv, &ok)) {}
         else if (!strcmp(a, "--temp")) ok = cli_float(a, v, 0, 100, &o->sp.temperature);
         else if (!strcmp(a, "--top-k")) ok = cli_int(a, v, 0, 1 << 24, &o->sp.top_k);
         else if (!strcmp(a, "--top-p")) ok = cli_float(a, v, 0, 1, &o->sp.top_p);
@@ -266,6 +269,7 @@ int cmd_run(int argc, char **argv) {
     frugal_ctx_params cp = frugal_ctx_default_params();
     cp.n_ctx = o.n_ctx ? o.n_ctx : (info.n_ctx_train < 4096 ? info.n_ctx_train : 4096);
     cp.n_threads = o.n_threads;
+    cli_kv_apply(&cp, &o.kv);
     frugal_ctx *ctx = NULL;
     frugal_sampler *smp = NULL;
     frugal_status st = frugal_ctx_new(m, &cp, &ctx);

@@ -1,16 +1,18 @@
 /* Attention over the KV cache against a naive double-precision softmax:
  * prefill batches, decode with split-KV, grouped-query heads, sliding
- * windows in a ring buffer, and the AVX2 primitives against the scalar. */
+ * windows, compressed pages (against the dequantized cache), budgeted
+ * caches with holes, and the AVX2 primitives against the scalar. */
 #include <stdlib.h>
 #include "ops.h"
 #include "quant.h"
+#include "kv.h"
+#include "model.h"
 #include "unit.h"
 
 typedef struct {
     frugal_model model;
     fr_layer layer;
     frugal_ctx ctx;
-    fr_kv_layer kv;
 } attn_fixture;
 
 static float frand(unsigned *s) {
@@ -18,8 +20,8 @@ static float frand(unsigned *s) {
     return ((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
 }
 
-static bool fixture_init(attn_fixture *f, int n_head, int n_kv, int hd, int n_ctx, int window,
-                         int n_batch, int threads) {
+static bool fixture_init(attn_fixture *f, int n_head, int n_kv, int hd, int window, int n_batch, int threads,
+                         const fr_kv_config *cfg) {
     memset(f, 0, sizeof *f);
     f->model.hp.n_head = n_head;
     f->model.hp.n_head_kv = n_kv;
@@ -29,76 +31,100 @@ static bool fixture_init(attn_fixture *f, int n_head, int n_kv, int hd, int n_ct
     f->layer.window = window;
     f->model.layers = &f->layer;
     f->ctx.model = &f->model;
-    f->ctx.n_ctx = n_ctx;
     f->ctx.n_batch = n_batch;
     f->ctx.n_threads = threads;
-    f->kv.window = window;
-    f->kv.cap = window ? FR_MIN(n_ctx, window + n_batch) : n_ctx;
-    f->kv.k = calloc((size_t)f->kv.cap * n_kv * hd, 2);
-    f->kv.v = calloc((size_t)f->kv.cap * n_kv * hd, 2);
-    f->ctx.kv = &f->kv;
     f->ctx.attn_partial = calloc((size_t)threads * 2 * n_head * (hd + 2), sizeof(float));
-    return fr_pool_new(threads, &f->ctx.pool) == FRUGAL_OK && f->kv.k && f->kv.v;
+    return fr_kv_init(&f->ctx.kv, cfg, 1, n_kv * hd, &window) == FRUGAL_OK &&
+           fr_pool_new(threads, &f->ctx.pool) == FRUGAL_OK;
 }
 
 static void fixture_free(attn_fixture *f) {
     fr_pool_free(f->ctx.pool);
-    free(f->kv.k);
-    free(f->kv.v);
+    fr_kv_free(&f->ctx.kv);
     free(f->ctx.attn_partial);
 }
 
-/* Reference: softmax(q.k * scale) v over visible positions, in double,
- * from the fp16-rounded keys and values the cache holds. */
-static void reference(const float *q, const float *K, const float *V, int qpos, int window, int n_kv,
-                      int hd, int kvh, float scale, float *out) {
+/* What the cache holds now, as floats by position (Kc/Vc [pos][kv_dim]),
+ * read back through the same page loads attention uses. */
+static void cache_contents(const fr_kv_cache *c, int n_kv, int hd, float *Kc, float *Vc, bool *present, int total) {
+    static float kt[FR_KV_PAGE * 512], vt[FR_KV_PAGE * 512];
+    const fr_kv_layer *L = &c->layers[0];
+    memset(present, 0, (size_t)total);
+    for (int i = 0; i < L->n_pages; i++) {
+        const fr_kv_page *p = L->pages[i];
+        for (int h = 0; h < n_kv; h++) {
+            fr_kv_load_head(c, p, h, hd, kt, vt, hd);
+            for (int s = 0; s < p->n; s++) {
+                if (!(p->live >> s & 1)) continue;
+                memcpy(Kc + ((size_t)p->pos[s] * n_kv + h) * hd, kt + (size_t)s * hd, hd * sizeof(float));
+                memcpy(Vc + ((size_t)p->pos[s] * n_kv + h) * hd, vt + (size_t)s * hd, hd * sizeof(float));
+                present[p->pos[s]] = true;
+            }
+        }
+    }
+}
+
+/* Reference: softmax(q.k * scale) v over the visible cached positions, in
+ * double, from the values the cache holds. */
+static void reference(const float *q, const float *K, const float *V, const bool *present, int qpos, int window,
+                      int n_kv, int hd, int kvh, float scale, float *out) {
     int lo = window && qpos - window + 1 > 0 ? qpos - window + 1 : 0;
     double m = -1e300, l = 0, acc[512] = { 0 };
-    for (int p = lo; p <= qpos; p++) {
-        double s = 0;
-        for (int i = 0; i < hd; i++)
-            s += q[i] * fr_fp16_to_fp32(fr_fp32_to_fp16(K[((size_t)p * n_kv + kvh) * hd + i]));
-        m = s * scale > m ? s * scale : m;
-    }
-    for (int p = lo; p <= qpos; p++) {
-        double s = 0;
-        for (int i = 0; i < hd; i++)
-            s += q[i] * fr_fp16_to_fp32(fr_fp32_to_fp16(K[((size_t)p * n_kv + kvh) * hd + i]));
-        double e = exp(s * scale - m);
-        l += e;
-        for (int i = 0; i < hd; i++) acc[i] += e * fr_fp16_to_fp32(fr_fp32_to_fp16(V[((size_t)p * n_kv + kvh) * hd + i]));
-    }
+    for (int pass = 0; pass < 2; pass++)
+        for (int p = lo; p <= qpos; p++) {
+            if (!present[p]) continue;
+            double s = 0;
+            for (int i = 0; i < hd; i++) s += q[i] * K[((size_t)p * n_kv + kvh) * hd + i];
+            if (pass == 0) { m = s * scale > m ? s * scale : m; continue; }
+            double e = exp(s * scale - m);
+            l += e;
+            for (int i = 0; i < hd; i++) acc[i] += e * V[((size_t)p * n_kv + kvh) * hd + i];
+        }
     for (int i = 0; i < hd; i++) out[i] = (float)(acc[i] / l);
 }
 
-/* Feeds `total` positions in batches of `batch`, checking every output. */
-static double run_case(int n_head, int n_kv, int hd, int total, int batch, int window, int threads) {
+typedef struct { int n_head, n_kv, hd, total, batch, window, threads; fr_kv_config kv; } attn_case;
+
+/* Feeds `total` positions in batches of `batch` through the cache and
+ * attention, checking every output against the reference on what the
+ * cache holds at that moment; returns the worst absolute difference. */
+static double run_cfg(const attn_case *tc) {
     attn_fixture f;
-    if (!fixture_init(&f, n_head, n_kv, hd, total, window, batch, threads)) return 1e9;
+    int n_head = tc->n_head, n_kv = tc->n_kv, hd = tc->hd, total = tc->total, batch = tc->batch;
+    if (!fixture_init(&f, n_head, n_kv, hd, tc->window, batch, tc->threads, &tc->kv)) return 1e9;
     size_t kvd = (size_t)n_kv * hd, qd = (size_t)n_head * hd;
     float *K = malloc(total * kvd * 4), *V = malloc(total * kvd * 4), *Q = malloc(total * qd * 4);
+    float *Kc = malloc(total * kvd * 4), *Vc = malloc(total * kvd * 4);
+    bool *present = malloc(total);
     float *out = malloc(batch * qd * 4), ref[512];
     unsigned seed = 7;
     for (size_t i = 0; i < total * kvd; i++) { K[i] = frand(&seed) * 2; V[i] = frand(&seed); }
     for (size_t i = 0; i < total * qd; i++) Q[i] = frand(&seed) * 2;
     double worst = 0;
-    for (int pos = 0; pos < total; pos += batch) {
+    for (int pos = 0; pos < total && worst < 1e9; pos += batch) {
         int n = FR_MIN(batch, total - pos);
-        fr_kv_store(&f.ctx, 0, K + pos * kvd, V + pos * kvd, n, pos);
-        fr_attention(&f.ctx, f.ctx.pool, 0, Q + pos * qd, n, pos, out);
+        if (fr_kv_append(&f.ctx.kv, 0, K + pos * kvd, V + pos * kvd, n, pos) ||
+            fr_attention(&f.ctx, f.ctx.pool, 0, Q + pos * qd, n, pos, out)) { worst = 1e9; break; }
+        cache_contents(&f.ctx.kv, n_kv, hd, Kc, Vc, present, total);
         for (int t = 0; t < n; t++)
             for (int h = 0; h < n_head; h++) {
-                reference(Q + (pos + t) * qd + h * hd, K, V, pos + t, window, n_kv, hd, h / (n_head / n_kv),
-                          f.model.hp.attn_scale, ref);
+                reference(Q + (pos + t) * qd + h * hd, Kc, Vc, present, pos + t, tc->window, n_kv, hd,
+                          h / (n_head / n_kv), f.model.hp.attn_scale, ref);
                 for (int i = 0; i < hd; i++) {
                     double d = fabs(out[(size_t)t * qd + h * hd + i] - ref[i]);
                     if (d > worst) worst = d;
                 }
             }
+        if (fr_kv_commit(&f.ctx.kv, pos + n, batch)) worst = 1e9;
     }
-    free(K); free(V); free(Q); free(out);
+    free(K); free(V); free(Q); free(Kc); free(Vc); free(present); free(out);
     fixture_free(&f);
     return worst;
+}
+
+static double run_case(int n_head, int n_kv, int hd, int total, int batch, int window, int threads) {
+    attn_case tc = { n_head, n_kv, hd, total, batch, window, threads, { .residual = FR_KV_PAGE } };
+    return run_cfg(&tc);
 }
 
 TEST(attention_prefill_matches_reference) {
@@ -117,8 +143,8 @@ TEST(attention_split_kv_decode_matches_reference) {
     CHECK(run_case(3, 3, 16, 1100, 1, 0, 3) < 2e-5);
 }
 
-TEST(attention_sliding_window_ring_matches_reference) {
-    CHECK(run_case(4, 1, 64, 300, 16, 24, 2) < 2e-5);  /* ring of 40 slots */
+TEST(attention_sliding_window_matches_reference) {
+    CHECK(run_case(4, 1, 64, 300, 16, 24, 2) < 2e-5);
     CHECK(run_case(4, 1, 64, 200, 1, 24, 2) < 2e-5);
     CHECK(run_case(2, 1, 32, 1500, 1, 600, 2) < 2e-5); /* split + window */
 }
@@ -156,4 +182,33 @@ TEST(attention_primitives_avx2_match_scalar) {
         CHECK_NEAR(s1, s2, 1e-6 * (s1 + 1));
         for (int i = 0; i < n; i++) CHECK_NEAR(e1[i], e2[i], 1e-6 * e1[i] + 1e-37);
     }
+}
+
+/* Compressed pages: attention must equal attention over the cache's own
+ * dequantized contents (the reference reads them back), at every type,
+ * in prefill and in split-KV decode, with residuals of 32 and 96. */
+TEST(attention_on_compressed_pages_matches_dequantized_cache) {
+    for (int type = FR_KV_Q8; type < FR_KV_TYPES; type++) {
+        attn_case a = { 9, 3, 64, 200, 64, 0, 2, { .type = type, .residual = 32 } };
+        CHECK_MSG(run_cfg(&a) < 2e-5, "%s prefill", fr_kv_type_name(type));
+        attn_case b = { 4, 1, 64, 700, 1, 0, 2, { .type = type, .residual = 96 } };
+        CHECK_MSG(run_cfg(&b) < 2e-5, "%s decode", fr_kv_type_name(type));
+        attn_case c = { 4, 2, 32, 300, 7, 40, 2, { .type = type, .residual = 32 } };
+        CHECK_MSG(run_cfg(&c) < 2e-5, "%s window", fr_kv_type_name(type));
+    }
+}
+
+/* Budgeted caches evict single tokens, leaving pages with holes and
+ * merged pages of scattered positions: attention must see exactly the
+ * tokens that are left. */
+TEST(attention_on_budgeted_cache_matches_reference) {
+    for (int policy = 0; policy < 2; policy++)
+        for (int type = FR_KV_F16; type < FR_KV_TYPES; type += 2) {
+            fr_kv_config kv = { .type = type, .residual = 32, .budget = 100, .policy = policy, .n_sink = 4,
+                                .n_recent = 25, .history = 50 };
+            attn_case a = { 4, 2, 64, 600, 1, 0, 2, kv };
+            CHECK_MSG(run_cfg(&a) < 2e-5, "policy %d type %d decode", policy, type);
+            attn_case b = { 4, 2, 64, 400, 16, 0, 1, kv };
+            CHECK_MSG(run_cfg(&b) < 2e-5, "policy %d type %d batches", policy, type);
+        }
 }

@@ -118,3 +118,51 @@ TEST(model_context_full_is_an_error_not_a_crash) {
     frugal_ctx_free(c);
     frugal_model_free(m);
 }
+
+/* A context that loads a shared prefix from the prefix cache and goes on
+ * computes exactly (bitwise) what one that computed it all does; a prompt
+ * that differs inside a block reuses only the blocks before it. */
+TEST(model_prefix_cache_load_is_bit_identical) {
+    frugal_model *m = load_default();
+    if (!m) return;
+    int32_t a[120], b[120];
+    for (int i = 0; i < 120; i++) a[i] = b[i] = 100 + (i * 37) % 5000;
+    b[70] = 7; /* differs in block 2 (positions 64..95) */
+    frugal_prefix_cache *pc = NULL;
+    CHECK(frugal_prefix_cache_new(m, 64 << 20, &pc) == FRUGAL_OK);
+    frugal_ctx *first = new_ctx(m, 2, 64), *shared = new_ctx(m, 2, 64), *alone = new_ctx(m, 2, 64);
+    CHECK(first && shared && alone);
+    CHECK(frugal_eval(first, a, 100, false) == FRUGAL_OK);
+    CHECK(frugal_prefix_cache_put(pc, first, a, 100) == FRUGAL_OK);
+    frugal_prefix_cache_info info;
+    frugal_prefix_cache_stats(pc, &info);
+    CHECK(info.blocks == 3 && info.bytes > 0);
+    CHECK(frugal_prefix_cache_match(pc, a, 96) == 64); /* the last token stays to evaluate */
+    CHECK(frugal_prefix_cache_match(pc, a, 97) == 96);
+    CHECK(frugal_prefix_cache_load(pc, shared, b, 120) == 64);
+    CHECK(frugal_ctx_pos(shared) == 64);
+    frugal_ctx_free(first); /* the cache keeps its pages alive */
+    CHECK(frugal_eval(shared, b + 64, 56, true) == FRUGAL_OK);
+    CHECK(frugal_eval(alone, b, 120, true) == FRUGAL_OK);
+    int V = frugal_n_vocab(m);
+    for (int i = 0; i < 56; i++)
+        CHECK_MSG(!memcmp(frugal_logits(shared, i), frugal_logits(alone, 64 + i), (size_t)V * sizeof(float)),
+                  "token %d", 64 + i);
+    /* rewinding into a shared page copies it; the cache's copy is intact */
+    CHECK(frugal_ctx_rewind(shared, 40) == FRUGAL_OK);
+    CHECK(frugal_eval(shared, b + 40, 80, true) == FRUGAL_OK);
+    CHECK(!memcmp(frugal_logits(shared, 79), frugal_logits(alone, 119), (size_t)V * sizeof(float)));
+    frugal_prefix_cache_stats(pc, &info);
+    CHECK(info.hits == 1 && info.tokens_reused == 64);
+    /* a tiny limit evicts down to what fits */
+    frugal_prefix_cache *small = NULL;
+    CHECK(frugal_prefix_cache_new(m, 1, &small) == FRUGAL_OK);
+    CHECK(frugal_prefix_cache_put(small, alone, b, 120) == FRUGAL_OK);
+    frugal_prefix_cache_stats(small, &info);
+    CHECK(info.blocks == 0 && info.bytes == 0);
+    frugal_prefix_cache_free(small);
+    frugal_ctx_free(shared);
+    frugal_ctx_free(alone);
+    frugal_prefix_cache_free(pc);
+    frugal_model_free(m);
+}

@@ -1,0 +1,432 @@
+/*
+ * kv.c - the paged KV cache (see kv.h): appending tokens, packing pages
+ * into the compressed type, window freeing, budgeted eviction and
+ * compaction, truncation for rewinds.
+ */
+#include <math.h>
+#include <string.h>
+#include "kv.h"
+#include "ops.h"
+#include "quant.h"
+
+#define MAX_PAGES (1 << 22)
+
+static const fr_attn_kernels *attn_kernels(void) {
+    return fr_kernels_isa() >= FR_ISA_AVX2 ? &fr_attn_avx2 : &fr_attn_scalar;
+}
+
+static size_t data_bytes(const fr_kv_cache *c, bool packed) {
+    return packed ? fr_kv_page_bytes(c->cfg.type, c->kv_dim) : (size_t)FR_KV_PAGE * c->kv_dim * sizeof(uint16_t);
+}
+
+/* One allocation: header, then K, then V. */
+static fr_kv_page *page_new(fr_kv_cache *c, bool packed) {
+    size_t db = data_bytes(c, packed), bytes = sizeof(fr_kv_page) + 2 * db;
+    fr_kv_page *p = fr_malloc(bytes);
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    p->refs = 1;
+    p->packed = packed;
+    p->dense = true;
+    p->k = (uint8_t *)(p + 1);
+    p->v = p->k + db;
+    p->bytes = bytes;
+    (void)c;
+    return p;
+}
+
+/* Pages may be shared between contexts used from different threads. */
+void fr_kv_page_ref(fr_kv_page *p) { __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED); }
+
+void fr_kv_page_unref(fr_kv_page *p) {
+    if (p && __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0) fr_free(p);
+}
+
+static void page_unref(fr_kv_cache *c, fr_kv_page *p) {
+    (void)c;
+    fr_kv_page_unref(p);
+}
+
+size_t fr_kv_bytes(const fr_kv_cache *c) {
+    size_t total = 0;
+    for (int l = 0; l < c->n_layer; l++)
+        for (int i = 0; i < c->layers[l].n_pages; i++) total += c->layers[l].pages[i]->bytes;
+    return total;
+}
+
+frugal_status fr_kv_init(fr_kv_cache *c, const fr_kv_config *cfg, int n_layer, int kv_dim, const int *windows) {
+    fr_kv_config copy = *cfg; /* cfg may point into c */
+    memset(c, 0, sizeof *c);
+    c->cfg = copy;
+    c->n_layer = n_layer;
+    c->kv_dim = kv_dim;
+    c->layers = fr_calloc((size_t)n_layer, sizeof *c->layers);
+    if (!c->layers) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the KV cache table");
+    for (int l = 0; l < n_layer; l++) c->layers[l].window = windows ? windows[l] : 0;
+    return FRUGAL_OK;
+}
+
+void fr_kv_free(fr_kv_cache *c) {
+    for (int l = 0; c->layers && l < c->n_layer; l++) {
+        fr_kv_layer *L = &c->layers[l];
+        for (int i = 0; i < L->n_pages; i++) page_unref(c, L->pages[i]);
+        fr_free(L->pages);
+    }
+    fr_free(c->layers);
+    fr_free(c->scores);
+    memset(c, 0, sizeof *c);
+}
+
+static frugal_status push_page(fr_kv_cache *c, fr_kv_layer *L, fr_kv_page *p) {
+    if (L->n_pages == L->cap_pages) {
+        int cap = L->cap_pages ? L->cap_pages * 2 : 16;
+        fr_kv_page **t = cap <= MAX_PAGES ? fr_realloc(L->pages, (size_t)cap * sizeof *t) : NULL;
+        if (!t) { page_unref(c, p); return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the KV page table"); }
+        L->pages = t;
+        L->cap_pages = cap;
+    }
+    L->pages[L->n_pages++] = p;
+    return FRUGAL_OK;
+}
+
+frugal_status fr_kv_adopt(fr_kv_cache *c, int l, fr_kv_page *p) {
+    fr_kv_layer *L = &c->layers[l];
+    fr_kv_page_ref(p);
+    frugal_status st = push_page(c, L, p); /* drops the reference on failure */
+    if (!st) L->live += __builtin_popcount(p->live);
+    return st;
+}
+
+/* The page the next token goes to: the last one while it is private,
+ * fp16 and not full; else a new one. */
+static fr_kv_page *open_page(fr_kv_cache *c, fr_kv_layer *L) {
+    fr_kv_page *p = L->n_pages ? L->pages[L->n_pages - 1] : NULL;
+    if (p && p->n < FR_KV_PAGE && !p->packed && __atomic_load_n(&p->refs, __ATOMIC_ACQUIRE) == 1) return p;
+    p = page_new(c, false);
+    if (!p) return NULL;
+    return push_page(c, L, p) ? NULL : p;
+}
+
+frugal_status fr_kv_append(fr_kv_cache *c, int l, const float *k, const float *v, int n, int pos0) {
+    fr_kv_layer *L = &c->layers[l];
+    const fr_attn_kernels *K = attn_kernels();
+    int kv_dim = c->kv_dim;
+    for (int t = 0; t < n; t++) {
+        fr_kv_page *p = open_page(c, L);
+        if (!p) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the KV cache (%.1f MiB in use)",
+                                fr_kv_bytes(c) / 1048576.0);
+        int s = p->n++;
+        K->f32_to_f16(k + (size_t)t * kv_dim, (uint16_t *)p->k + (size_t)s * kv_dim, kv_dim);
+        K->f32_to_f16(v + (size_t)t * kv_dim, (uint16_t *)p->v + (size_t)s * kv_dim, kv_dim);
+        p->pos[s] = pos0 + t;
+        p->unimportant[s] = 0;
+        p->live |= 1u << s;
+        if (s > 0 && p->pos[s - 1] + 1 != pos0 + t) p->dense = false;
+        L->live++;
+    }
+    return FRUGAL_OK;
+}
+
+/* ---- packing ---- */
+
+static void unpack_rows(const fr_kv_cache *c, const fr_kv_page *p, bool key, float *rows) {
+    const uint8_t *src = key ? p->k : p->v;
+    if (!p->packed) {
+        attn_kernels()->f16_to_f32((const uint16_t *)src, rows, p->n * c->kv_dim);
+        return;
+    }
+    fr_kv_codec_get()->load(c->cfg.type, key, src, c->kv_dim, 0, c->kv_dim, rows, c->kv_dim);
+}
+
+/* Packs an fp16 page (n <= 32 slots; a short page is padded with copies of
+ * slot 0, which leaves every group's min and max unchanged). */
+static fr_kv_page *pack_page(fr_kv_cache *c, const fr_kv_page *p) {
+    fr_kv_page *q = page_new(c, true);
+    if (!q) return NULL;
+    size_t row = (size_t)c->kv_dim * sizeof(uint16_t);
+    uint16_t *tmp = fr_malloc(FR_KV_PAGE * row);
+    if (!tmp) { page_unref(c, q); return NULL; }
+    const fr_kv_codec *codec = fr_kv_codec_get();
+    for (int key = 0; key < 2; key++) {
+        const uint8_t *src = key ? p->k : p->v;
+        memcpy(tmp, src, p->n * row);
+        for (int s = p->n; s < FR_KV_PAGE; s++) memcpy((uint8_t *)tmp + s * row, src, row);
+        codec->pack(c->cfg.type, key, tmp, key ? q->k : q->v, c->kv_dim);
+    }
+    fr_free(tmp);
+    q->n = p->n;
+    q->dense = p->dense;
+    q->live = p->live;
+    memcpy(q->pos, p->pos, sizeof p->pos);
+    memcpy(q->unimportant, p->unimportant, sizeof p->unimportant);
+    return q;
+}
+
+/* A page stays fp16 while fewer than residual - FR_KV_PAGE slots were
+ * written after it: the last R tokens (KIVI's residual) stay exact. */
+static frugal_status pack_old_pages(fr_kv_cache *c, fr_kv_layer *L) {
+    if (c->cfg.type == FR_KV_F16) return FRUGAL_OK;
+    int after = 0;
+    for (int i = L->n_pages - 1; i >= 0; i--) {
+        fr_kv_page *p = L->pages[i];
+        int n = p->n;
+        bool ready = i < L->n_pages - 1 || n == FR_KV_PAGE;
+        if (!p->packed && ready && after >= c->cfg.residual - FR_KV_PAGE) {
+            fr_kv_page *q = pack_page(c, p);
+            if (!q) return fr_error(FRUGAL_ERR_NOMEM, "out of memory packing the KV cache");
+            page_unref(c, p);
+            L->pages[i] = q;
+        }
+        after += n;
+    }
+    return FRUGAL_OK;
+}
+
+/* ---- window freeing, eviction, compaction ---- */
+
+static void drop_front(fr_kv_cache *c, fr_kv_layer *L, int count) {
+    for (int i = 0; i < count; i++) {
+        L->live -= __builtin_popcount(L->pages[i]->live);
+        page_unref(c, L->pages[i]);
+    }
+    memmove(L->pages, L->pages + count, (size_t)(L->n_pages - count) * sizeof *L->pages);
+    L->n_pages -= count;
+}
+
+/* Frees leading pages no query at `next` or later can see, keeping
+ * `slack` more positions for rewinds. */
+static void free_out_of_window(fr_kv_cache *c, fr_kv_layer *L, int next, int slack) {
+    int i = 0;
+    while (i < L->n_pages - 1 && L->pages[i]->pos[L->pages[i]->n - 1] < next - L->window + 1 - slack) i++;
+    if (i) drop_front(c, L, i);
+}
+
+static int score_count(uint64_t bits, int history) {
+    uint64_t mask = history >= 64 ? ~0ull : (1ull << history) - 1;
+    return __builtin_popcountll(bits & mask);
+}
+
+void fr_kv_choose_evictions(const fr_kv_config *cfg, int n, const int32_t *pos, const int *cnt, bool *evict) {
+    int drop = n - cfg->budget;
+    for (int i = 0; i < n; i++) evict[i] = false;
+    if (drop <= 0) return;
+    if (cfg->policy == FR_KV_EVICT_WINDOW) {
+        /* sinks [0, n_sink) and the newest budget - n_sink stay */
+        int sink = FR_MIN(cfg->n_sink, cfg->budget);
+        for (int i = sink; i < sink + drop; i++) evict[i] = true;
+        return;
+    }
+    /* scissorhands: among all but the n_recent newest, drop the tokens
+     * most often unimportant, the oldest first on ties */
+    int candidates = FR_MAX(n - cfg->n_recent, drop);
+    for (int k = 0; k < drop; k++) {
+        int best = -1;
+        for (int i = 0; i < candidates; i++)
+            if (!evict[i] && (best < 0 || cnt[i] > cnt[best])) best = i;
+        evict[best] = true;
+    }
+    (void)pos;
+}
+
+/* Merges adjacent pages whose live tokens fit in one, keeping order; the
+ * last page is left alone (it is being filled). After this no two
+ * neighbours hold 32 or fewer tokens together, so a layer of T tokens has
+ * at most 2T/32 + 2 pages. A merged page is rebuilt in fp16 and repacked
+ * by the next pack_old_pages (KIVI keys get one more rounding). */
+static frugal_status compact(fr_kv_cache *c, fr_kv_layer *L) {
+    int kv_dim = c->kv_dim;
+    float *rows = NULL;
+    const fr_attn_kernels *K = attn_kernels();
+    for (int i = 0; i + 2 < L->n_pages; i++) {
+        fr_kv_page *a = L->pages[i], *b = L->pages[i + 1];
+        int la = __builtin_popcount(a->live), lb = __builtin_popcount(b->live);
+        if (la + lb > FR_KV_PAGE || (a->live == (1ull << a->n) - 1 && b->live == (1ull << b->n) - 1)) continue;
+        if (!rows && !(rows = fr_malloc((size_t)FR_KV_PAGE * kv_dim * sizeof(float))))
+            return fr_error(FRUGAL_ERR_NOMEM, "out of memory compacting the KV cache");
+        fr_kv_page *m = page_new(c, false);
+        if (!m) { fr_free(rows); return fr_error(FRUGAL_ERR_NOMEM, "out of memory compacting the KV cache"); }
+        m->dense = false;
+        for (int side = 0; side < 2; side++) {
+            fr_kv_page *p = side ? b : a;
+            for (int key = 0; key < 2; key++) {
+                unpack_rows(c, p, key, rows);
+                for (int s = 0, d = m->n; s < p->n; s++)
+                    if (p->live >> s & 1)
+                        K->f32_to_f16(rows + (size_t)s * kv_dim, (uint16_t *)(key ? m->k : m->v) + (size_t)d++ * kv_dim, kv_dim);
+            }
+            for (int s = 0; s < p->n; s++)
+                if (p->live >> s & 1) {
+                    m->pos[m->n] = p->pos[s];
+                    m->unimportant[m->n] = p->unimportant[s];
+                    m->live |= 1u << m->n++;
+                }
+        }
+        page_unref(c, a);
+        page_unref(c, b);
+        L->pages[i] = m;
+        memmove(L->pages + i + 1, L->pages + i + 2, (size_t)(L->n_pages - i - 2) * sizeof *L->pages);
+        L->n_pages--;
+        i--; /* the merged page may merge again with its new neighbour */
+    }
+    fr_free(rows);
+    return FRUGAL_OK;
+}
+
+/* Evicts down to the budget (the policy decides which), then compacts. */
+static frugal_status enforce_budget(fr_kv_cache *c, fr_kv_layer *L) {
+    int n = L->live;
+    if (!c->cfg.budget || n <= c->cfg.budget) return FRUGAL_OK;
+    int32_t *pos = fr_malloc((size_t)n * sizeof *pos);
+    int *cnt = fr_malloc((size_t)n * sizeof *cnt);
+    bool *evict = fr_malloc((size_t)n * sizeof *evict);
+    frugal_status st = FRUGAL_OK;
+    if (!pos || !cnt || !evict) { st = fr_error(FRUGAL_ERR_NOMEM, "out of memory evicting from the KV cache"); goto out; }
+    int k = 0;
+    for (int i = 0; i < L->n_pages; i++)
+        for (int s = 0; s < L->pages[i]->n; s++)
+            if (L->pages[i]->live >> s & 1) {
+                pos[k] = L->pages[i]->pos[s];
+                cnt[k++] = score_count(L->pages[i]->unimportant[s], c->cfg.history);
+            }
+    fr_kv_choose_evictions(&c->cfg, n, pos, cnt, evict);
+    k = 0;
+    for (int i = 0; i < L->n_pages; i++) {
+        fr_kv_page *p = L->pages[i];
+        for (int s = 0; s < p->n; s++)
+            if (p->live >> s & 1 && evict[k++]) {
+                p->live &= ~(1u << s);
+                p->dense = false;
+                L->live--;
+            }
+    }
+    /* pages left empty go at once */
+    int w = 0;
+    for (int i = 0; i < L->n_pages; i++) {
+        if (L->pages[i]->live || i == L->n_pages - 1) L->pages[w++] = L->pages[i];
+        else page_unref(c, L->pages[i]);
+    }
+    L->n_pages = w;
+    st = compact(c, L);
+out:
+    fr_free(pos); fr_free(cnt); fr_free(evict);
+    return st;
+}
+
+frugal_status fr_kv_commit(fr_kv_cache *c, int next, int slack) {
+    for (int l = 0; l < c->n_layer; l++) {
+        fr_kv_layer *L = &c->layers[l];
+        if (L->window) free_out_of_window(c, L, next, slack);
+        frugal_status st = enforce_budget(c, L);
+        if (!st) st = pack_old_pages(c, L);
+        if (st) return st;
+    }
+    return FRUGAL_OK;
+}
+
+/* ---- truncation ---- */
+
+/* A private fp16 copy of the first n slots of p. */
+static fr_kv_page *unpack_page(fr_kv_cache *c, const fr_kv_page *p, int n) {
+    fr_kv_page *q = page_new(c, false);
+    float *rows = fr_malloc((size_t)FR_KV_PAGE * c->kv_dim * sizeof(float));
+    if (!q || !rows) { page_unref(c, q); fr_free(rows); return NULL; }
+    for (int key = 0; key < 2; key++) {
+        unpack_rows(c, p, key, rows);
+        attn_kernels()->f32_to_f16(rows, (uint16_t *)(key ? q->k : q->v), n * c->kv_dim);
+    }
+    fr_free(rows);
+    q->n = n;
+    q->dense = p->dense;
+    q->live = p->live & (n == 32 ? ~0u : (1u << n) - 1);
+    memcpy(q->pos, p->pos, sizeof p->pos);
+    memcpy(q->unimportant, p->unimportant, sizeof p->unimportant);
+    return q;
+}
+
+frugal_status fr_kv_truncate(fr_kv_cache *c, int pos) {
+    for (int l = 0; l < c->n_layer; l++) {
+        fr_kv_layer *L = &c->layers[l];
+        while (L->n_pages && L->pages[L->n_pages - 1]->pos[0] >= pos) {
+            fr_kv_page *p = L->pages[--L->n_pages];
+            L->live -= __builtin_popcount(p->live);
+            page_unref(c, p);
+        }
+        if (!L->n_pages) continue;
+        fr_kv_page *p = L->pages[L->n_pages - 1];
+        int keep = 0;
+        while (keep < p->n && p->pos[keep] < pos) keep++;
+        if (keep == p->n) continue;
+        /* the last page must become writable: private and fp16 */
+        fr_kv_page *q = unpack_page(c, p, keep);
+        if (!q) return fr_error(FRUGAL_ERR_NOMEM, "out of memory rewinding the KV cache");
+        L->live -= __builtin_popcount(p->live) - __builtin_popcount(q->live);
+        page_unref(c, p);
+        L->pages[L->n_pages - 1] = q;
+    }
+    return FRUGAL_OK;
+}
+
+bool fr_kv_can_rewind(const fr_kv_cache *c, int pos) {
+    for (int l = 0; l < c->n_layer; l++) {
+        const fr_kv_layer *L = &c->layers[l];
+        if (L->window && L->n_pages && L->pages[0]->pos[0] > FR_MAX(0, pos - L->window + 1)) return false;
+    }
+    return true;
+}
+
+/* ---- reading ---- */
+
+void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, float *kt, float *vt, int stride) {
+    if (p->packed) {
+        const fr_kv_codec *codec = fr_kv_codec_get();
+        codec->load(c->cfg.type, true, p->k, c->kv_dim, h * hd, hd, kt, stride);
+        codec->load(c->cfg.type, false, p->v, c->kv_dim, h * hd, hd, vt, stride);
+        return;
+    }
+    const fr_attn_kernels *K = attn_kernels();
+    for (int s = 0; s < p->n; s++) {
+        size_t off = (size_t)s * c->kv_dim + (size_t)h * hd;
+        K->f16_to_f32((const uint16_t *)p->k + off, kt + (size_t)s * stride, hd);
+        K->f16_to_f32((const uint16_t *)p->v + off, vt + (size_t)s * stride, hd);
+    }
+}
+
+/* ---- scissorhands bookkeeping ---- */
+
+frugal_status fr_kv_prepare_scores(fr_kv_cache *c, int l, int n_head) {
+    int slots = c->layers[l].n_pages * FR_KV_PAGE;
+    if (slots > c->cap_slots) {
+        int cap = FR_MAX(slots, c->cap_slots * 2);
+        float *s = fr_realloc(c->scores, (size_t)cap * n_head * sizeof *s);
+        if (!s) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for attention scores");
+        c->scores = s;
+        c->cap_slots = cap;
+    }
+    for (size_t i = 0; i < (size_t)c->cap_slots * n_head; i++) c->scores[i] = -INFINITY;
+    return FRUGAL_OK;
+}
+
+void fr_kv_track(fr_kv_cache *c, int l, int n_head) {
+    fr_kv_layer *L = &c->layers[l];
+    int slots = L->n_pages * FR_KV_PAGE, visible = 0;
+    float *avg = fr_calloc((size_t)slots, sizeof *avg);
+    if (!avg) return; /* bookkeeping only: skipping a step is harmless */
+    for (int h = 0; h < n_head; h++) {
+        const float *s = c->scores + (size_t)h * c->cap_slots;
+        float m = -INFINITY, sum = 0;
+        for (int i = 0; i < slots; i++) m = FR_MAX(m, s[i]);
+        if (m == -INFINITY) continue;
+        for (int i = 0; i < slots; i++) sum += expf(s[i] - m);
+        for (int i = 0; i < slots; i++) avg[i] += expf(s[i] - m) / (sum * n_head);
+    }
+    for (int i = 0; i < slots; i++) visible += c->scores[i] != -INFINITY;
+    for (int i = 0; i < L->n_pages; i++) {
+        fr_kv_page *p = L->pages[i];
+        for (int s = 0; s < p->n; s++) {
+            int k = i * FR_KV_PAGE + s;
+            if (!(p->live >> s & 1) || c->scores[k] == -INFINITY) continue;
+            p->unimportant[s] = p->unimportant[s] << 1 | (avg[k] * visible < 1.0f);
+        }
+    }
+    fr_free(avg);
+}

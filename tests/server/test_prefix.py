@@ -1,0 +1,57 @@
+"""The shared prefix cache: a request whose prompt starts like one that
+another slot holds loads those KV blocks instead of computing them, and
+its output is exactly what it would be without the cache."""
+import threading
+
+from .util import MODEL_ID
+
+PREFIX = ("The following is a transcript of a long meeting of the town council about the new bridge, "
+          "the budget for the coming year, the repairs to the library roof, and the summer festival. ") * 3
+
+
+def complete(client, prompt, n):
+    r = client.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=n, temperature=0)
+    return r.choices[0].text
+
+
+def test_second_slot_loads_shared_prefix(server_factory, cli_greedy):
+    import openai
+    srv = server_factory("--parallel", 2, "-c", 1024)
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    before = srv.metrics()
+    assert before["frugal_prefix_cache_blocks"] == 0
+    # A holds slot 1 (streaming a long reply) while B arrives and takes slot 2,
+    # whose own cache is empty: only the shared cache can give it the prefix
+    first_token = threading.Event()
+    out_a = []
+
+    def run_a():
+        stream = client.completions.create(model=MODEL_ID, prompt=PREFIX + "The first item was", max_tokens=48,
+                                           temperature=0, stream=True)
+        for ch in stream:
+            first_token.set()
+            out_a.append(ch.choices[0].text if ch.choices else "")
+
+    t = threading.Thread(target=run_a)
+    t.start()
+    assert first_token.wait(60)
+    b = complete(client, PREFIX + "The second item was", 16)
+    t.join(120)
+    after = srv.metrics()
+    assert after["frugal_prefix_cache_hits_total"] >= before["frugal_prefix_cache_hits_total"] + 1
+    assert after["frugal_prefix_cache_tokens_total"] >= 64
+    assert after["frugal_prefix_cache_blocks"] >= 2
+    assert after["frugal_prefix_cache_bytes"] > 0
+    # exactly what the engine gives without any cache
+    assert b == cli_greedy(PREFIX + "The second item was", 16, raw=True)
+    assert "".join(out_a) == cli_greedy(PREFIX + "The first item was", 48, raw=True)
+
+
+def test_prefix_cache_can_be_turned_off(server_factory):
+    import openai
+    srv = server_factory("--parallel", 1, "-c", 512, "--prefix-cache", 0)
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    complete(client, PREFIX + "One", 4)
+    complete(client, PREFIX + "Two", 4)
+    m = srv.metrics()
+    assert m["frugal_prefix_cache_blocks"] == 0 and m["frugal_prefix_cache_hits_total"] == 0
