@@ -57,8 +57,17 @@ static void pv_scalar(float *acc, float c, const float *e, const float *v, int v
     }
 }
 
+static float dots_scalar(const float *q, const float *k, int k_stride, int np, int n, float scale, float *s) {
+    float m = -INFINITY;
+    for (int p = 0; p < np; p++) {
+        s[p] = dot_scalar(q, k + (size_t)p * k_stride, n) * scale;
+        m = FR_MAX(m, s[p]);
+    }
+    return m;
+}
+
 const fr_attn_kernels fr_attn_scalar = { f16_to_f32_scalar, f32_to_f16_scalar, dot_scalar, scale_add_scalar,
-                                         exp_sub_scalar, pv_scalar };
+                                         exp_sub_scalar, pv_scalar, dots_scalar };
 
 static const fr_attn_kernels *kernels(void) {
     return fr_kernels_isa() >= FR_ISA_AVX2 ? &fr_attn_avx2 : &fr_attn_scalar;
@@ -89,15 +98,15 @@ static int first_visible(int qpos, int window) { return window && qpos - window 
 /* Scores of row st against slots [a, b) of a page whose tile is kt; a
  * slot the row may not see (evicted, outside its window, in its future)
  * scores -inf, which exp turns into an exact 0. Returns the maximum. */
-static float row_scores(const attn_job *j, const fr_kv_page *p, const row_state *st, float kt[][MAX_HD],
+static float row_scores(const attn_job *j, const fr_kv_page *p, const row_state *st, const float *kt,
                         float *s, int a, int b, bool masked) {
     const fr_hparams *hp = &j->ctx->model->hp;
-    const fr_attn_kernels *K = kernels();
-    int lo = first_visible(st->qpos, j->L->window);
-    float mt = -INFINITY;
+    int hd = hp->head_dim, lo = first_visible(st->qpos, j->L->window);
+    float mt = kernels()->dots(st->q, kt + (size_t)a * hd, hd, b - a, hd, hp->attn_scale, s + a);
+    if (!masked) return mt;
+    mt = -INFINITY;
     for (int i = a; i < b; i++) {
-        bool vis = !masked || (p->live >> i & 1 && p->pos[i] >= lo && p->pos[i] <= st->qpos);
-        s[i] = vis ? K->dot(st->q, kt[i], hp->head_dim) * hp->attn_scale : -INFINITY;
+        if (!(p->live >> i & 1 && p->pos[i] >= lo && p->pos[i] <= st->qpos)) s[i] = -INFINITY;
         mt = FR_MAX(mt, s[i]);
     }
     return mt;
@@ -113,12 +122,14 @@ static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int 
         qmax = FR_MAX(qmax, rs[r].qpos);
         lo_min = FR_MIN(lo_min, first_visible(rs[r].qpos, j->L->window));
     }
-    float kt[FR_KV_PAGE][MAX_HD], vt[FR_KV_PAGE][MAX_HD], s[FR_KV_PAGE];
+    /* tiles packed at a stride of hd: rows 2 KiB apart would all fall in
+     * the same few L1 sets and evict each other */
+    float kt[FR_KV_PAGE * MAX_HD], vt[FR_KV_PAGE * MAX_HD], s[FR_KV_PAGE];
     for (int pi = p0; pi < p1; pi++) {
         const fr_kv_page *p = j->L->pages[pi];
         if (p->n == 0 || p->pos[p->n - 1] < lo_min) continue;
         if (p->pos[0] > qmax) break; /* positions ascend along the table */
-        fr_kv_load_head(kvc, p, kvh, hd, kt[0], vt[0], MAX_HD);
+        fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd);
         for (int r = 0; r < nr; r++) {
             row_state *st = &rs[r];
             int lo = first_visible(st->qpos, j->L->window), a = 0, b = p->n;
@@ -134,7 +145,7 @@ static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int 
                        (size_t)(b - a) * sizeof *s);
             float m_new = FR_MAX(st->m, mt), c = expf(st->m - m_new);
             st->l = st->l * c + K->exp_sub(s + a, m_new, b - a);
-            K->pv(st->acc, c, s + a, vt[a], MAX_HD, b - a, hd);
+            K->pv(st->acc, c, s + a, vt + (size_t)a * hd, hd, b - a, hd);
             st->m = m_new;
         }
     }

@@ -42,6 +42,42 @@ static float dot(const float *a, const float *b, int n) {
     return s;
 }
 
+/* s[i] = scale * q.k_i for np keys: eight keys at a time, their eight
+ * partial-sum vectors reduced together by a tree of horizontal adds (one
+ * per pair instead of a full horizontal sum per key). */
+static float dots(const float *q, const float *k, int k_stride, int np, int n, float scale, float *s) {
+    int i = 0;
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    if (n % 8 == 0)
+        for (; i + 8 <= np; i += 8) {
+            __m256 acc[8];
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+            for (int c = 0; c < n; c += 8) {
+                __m256 qc = _mm256_loadu_ps(q + c);
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++)
+                    acc[j] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(k + (size_t)(i + j) * k_stride + c), acc[j]);
+            }
+            __m256 h01 = _mm256_hadd_ps(acc[0], acc[1]), h23 = _mm256_hadd_ps(acc[2], acc[3]);
+            __m256 h45 = _mm256_hadd_ps(acc[4], acc[5]), h67 = _mm256_hadd_ps(acc[6], acc[7]);
+            __m256 h0123 = _mm256_hadd_ps(h01, h23), h4567 = _mm256_hadd_ps(h45, h67);
+            /* lanes: [0 1 2 3 | 0 1 2 3] halves of keys 0-3 and of 4-7 */
+            __m256 lo = _mm256_permute2f128_ps(h0123, h4567, 0x20), hi = _mm256_permute2f128_ps(h0123, h4567, 0x31);
+            __m256 r = _mm256_mul_ps(_mm256_add_ps(lo, hi), _mm256_set1_ps(scale));
+            _mm256_storeu_ps(s + i, r);
+            vmax = _mm256_max_ps(vmax, r);
+        }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    for (; i < np; i++) {
+        s[i] = dot(q, k + (size_t)i * k_stride, n) * scale;
+        m = s[i] > m ? s[i] : m;
+    }
+    return m;
+}
+
 static void scale_add(float *acc, float c, float p, const float *v, int n) {
     __m256 vc = _mm256_set1_ps(c), vp = _mm256_set1_ps(p);
     int i = 0;
@@ -88,11 +124,26 @@ static float exp_sub(float *s, float m, int n) {
     return total;
 }
 
-/* acc = acc * c + sum_p e[p] * v[p]: eight output lanes at a time stay in
- * registers across all the tile's keys. */
+/* acc = acc * c + sum_p e[p] * v[p]: 64 output lanes at a time stay in
+ * eight registers across all the tile's keys, so the FMAs of one key are
+ * independent of each other (a narrower block would wait on the latency
+ * of one accumulator per key). */
 static void pv(float *acc, float c, const float *e, const float *v, int v_stride, int np, int n) {
     int i = 0;
     __m256 vc = _mm256_set1_ps(c);
+    for (; i + 64 <= n; i += 64) {
+        __m256 a[8];
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) a[k] = _mm256_mul_ps(vc, _mm256_loadu_ps(acc + i + 8 * k));
+        for (int p = 0; p < np; p++) {
+            __m256 ep = _mm256_set1_ps(e[p]);
+            const float *vp = v + (size_t)p * v_stride + i;
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(ep, _mm256_loadu_ps(vp + 8 * k), a[k]);
+        }
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(acc + i + 8 * k, a[k]);
+    }
     for (; i + 16 <= n; i += 16) {
         __m256 a0 = _mm256_mul_ps(vc, _mm256_loadu_ps(acc + i)), a1 = _mm256_mul_ps(vc, _mm256_loadu_ps(acc + i + 8));
         for (int p = 0; p < np; p++) {
@@ -110,4 +161,4 @@ static void pv(float *acc, float c, const float *e, const float *v, int v_stride
     }
 }
 
-const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv };
+const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv, dots };

@@ -53,6 +53,8 @@ typedef struct {
     float (*exp_sub)(float *s, float m, int n); /* s[i] = exp(s[i] - m); returns the sum */
     /* acc[i] = acc[i]*c + sum_p e[p] * v[p*v_stride + i], i < n, p < np */
     void (*pv)(float *acc, float c, const float *e, const float *v, int v_stride, int np, int n);
+    /* s[p] = scale * dot(q, k + p*k_stride, n), p < np; returns the largest */
+    float (*dots)(const float *q, const float *k, int k_stride, int np, int n, float scale, float *s);
 } fr_attn_kernels;
 extern const fr_attn_kernels fr_attn_scalar, fr_attn_avx2;
 
