@@ -397,7 +397,8 @@ frugal_status fr_kv_prepare_scores(fr_kv_cache *c, int l, int n_head) {
     int slots = c->layers[l].n_pages * FR_KV_PAGE;
     if (slots > c->cap_slots) {
         int cap = FR_MAX(slots, c->cap_slots * 2);
-        float *s = fr_realloc(c->scores, (size_t)cap * n_head * sizeof *s);
+        /* n_head rows of scores and one of averages (fr_kv_track) */
+        float *s = fr_realloc(c->scores, (size_t)cap * (n_head + 1) * sizeof *s);
         if (!s) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for attention scores");
         c->scores = s;
         c->cap_slots = cap;
@@ -409,8 +410,8 @@ frugal_status fr_kv_prepare_scores(fr_kv_cache *c, int l, int n_head) {
 void fr_kv_track(fr_kv_cache *c, int l, int n_head) {
     fr_kv_layer *L = &c->layers[l];
     int slots = L->n_pages * FR_KV_PAGE, visible = 0;
-    float *avg = fr_calloc((size_t)slots, sizeof *avg);
-    if (!avg) return; /* bookkeeping only: skipping a step is harmless */
+    float *avg = c->scores + (size_t)c->cap_slots * n_head;
+    memset(avg, 0, (size_t)slots * sizeof *avg);
     for (int h = 0; h < n_head; h++) {
         const float *s = c->scores + (size_t)h * c->cap_slots;
         float m = -INFINITY, sum = 0;
@@ -428,5 +429,4 @@ void fr_kv_track(fr_kv_cache *c, int l, int n_head) {
             p->unimportant[s] = p->unimportant[s] << 1 | (avg[k] * visible < 1.0f);
         }
     }
-    fr_free(avg);
 }

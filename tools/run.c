@@ -50,7 +50,8 @@ static void usage(void) {
             "  -p PROMPT        prompt text;  -f FILE: prompt from a file\n"
             "                   (neither: interactive chat on a terminal, else stdin)\n"
             "  -n N             tokens to generate (default 256; -1 until end or context full)\n"
-            "  -c N             context size in tokens (default min(training context, 4096))\n"
+            "  -c N             context size in tokens (default min(training context, 4096);\n"
+            "                   with --kv-budget, positions up to 2^20)\n"
             "  -t N             threads (default: physical cores)\n"
             "  --chat / --raw   apply the model's chat template or not (default: chat if it has one)\n"
             "  --system TEXT    system message (chat mode)\n"
@@ -268,6 +269,8 @@ int cmd_run(int argc, char **argv) {
     if (o.chat < 0) o.chat = strcmp(info.chat_template, "unknown") && strcmp(info.chat_template, "none");
     frugal_ctx_params cp = frugal_ctx_default_params();
     cp.n_ctx = o.n_ctx ? o.n_ctx : (info.n_ctx_train < 4096 ? info.n_ctx_train : 4096);
+    /* with a budget, memory follows the budget: positions may run on */
+    if (!o.n_ctx && o.kv.kv_budget) cp.n_ctx = 1 << 20;
     cp.n_threads = o.n_threads;
     cli_kv_apply(&cp, &o.kv);
     frugal_ctx *ctx = NULL;

@@ -289,6 +289,48 @@ TEST(faults_every_allocation_of_tokenize_chat_sampler_stream) {
     CHECK(n >= 5);
 }
 
+/* A budgeted context (scissorhands: score tracking, eviction, compaction)
+ * fed one token at a time past its budget. */
+static frugal_status budget_chain(frugal_model *m, int n_tokens, int *max_kv_tokens, size_t *kv_bytes) {
+    frugal_ctx_params p = frugal_ctx_default_params();
+    p.n_ctx = 4096; /* positions: far past the model's 128 */
+    p.n_threads = 1;
+    p.kv_budget = 64;
+    p.kv_policy = FRUGAL_KV_POLICY_SCISSORHANDS;
+    frugal_ctx *c = NULL;
+    frugal_status st = frugal_ctx_new(m, &p, &c);
+    for (int t = 0; t < n_tokens && !st; t++) {
+        int32_t tok = 3 + (t * 7) % 200;
+        st = frugal_eval(c, &tok, 1, false);
+        if (!st && max_kv_tokens && frugal_ctx_kv_tokens(c) > *max_kv_tokens) *max_kv_tokens = frugal_ctx_kv_tokens(c);
+        if (!st && kv_bytes && t == n_tokens / 4) kv_bytes[0] = frugal_ctx_kv_bytes(c);
+        if (!st && kv_bytes && t > n_tokens / 4 && frugal_ctx_kv_bytes(c) > kv_bytes[1]) kv_bytes[1] = frugal_ctx_kv_bytes(c);
+    }
+    frugal_ctx_free(c);
+    return st;
+}
+
+TEST(faults_budgeted_cache_runs_past_training_context_in_bounded_memory) {
+    const char *path = model_file();
+    CHECK(path != NULL);
+    char p[64];
+    snprintf(p, sizeof p, "%s", path);
+    frugal_model *m = NULL;
+    frugal_status st = frugal_model_load(p, &m);
+    unlink(p);
+    CHECK(st == FRUGAL_OK);
+    int most = 0;
+    size_t bytes[2] = { 0, 0 };
+    CHECK(budget_chain(m, 1200, &most, bytes) == FRUGAL_OK); /* 1200 positions; trained on 128 */
+    CHECK_MSG(most <= 64, "%d tokens held", most);
+    /* pages with holes: at most twice the budget's pages, plus the open one */
+    CHECK_MSG(bytes[1] <= bytes[0] * 3 / 2, "KV memory grew from %zu to %zu bytes", bytes[0], bytes[1]);
+    long n = 0;
+    FAULT_SWEEP(n, budget_chain(m, 90, NULL, NULL));
+    CHECK(n >= 10);
+    frugal_model_free(m);
+}
+
 /* ---- truncated files and I/O errors -------------------------------------- */
 
 static int add_cut(size_t *cuts, int n, int cap, uint64_t at, size_t size) {
