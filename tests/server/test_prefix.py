@@ -55,3 +55,24 @@ def test_prefix_cache_can_be_turned_off(server_factory):
     complete(client, PREFIX + "Two", 4)
     m = srv.metrics()
     assert m["frugal_prefix_cache_blocks"] == 0 and m["frugal_prefix_cache_hits_total"] == 0
+
+
+def test_compressed_budgeted_cache_serves(server_factory):
+    """--kv-type and --kv-budget reach every slot: replies come, and the
+    budget keeps each slot's cache small (budgeted slots never share)."""
+    import openai
+    srv = server_factory("--parallel", 2, "-c", 1024, "--kv-type", "kivi4", "--kv-budget", 64)
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    text = complete(client, PREFIX + "The first item was", 24)
+    assert len(text) > 0
+    m = srv.metrics()
+    assert m["frugal_prefix_cache_blocks"] == 0
+    assert 0 < m["frugal_kv_cache_bytes"] < 2 * 30 * 192 * 4 * 200  # well under 200 fp16 tokens per slot
+
+
+def test_bad_kv_option_stops_the_server(tmp_path):
+    import subprocess
+    from .util import FRUGAL, MODEL
+    proc = subprocess.run([str(FRUGAL), "serve", "-m", str(MODEL), "--port", "0", "--kv-type", "fp8"],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 2 and b"unknown value 'fp8' for --kv-type" in proc.stderr
