@@ -377,10 +377,11 @@ bool fr_kv_can_rewind(const fr_kv_cache *c, int pos) {
 /* ---- reading ---- */
 
 void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, float *kt, float *vt, int stride) {
-    if (p->packed) {
+    if (p->packed || p->n == FR_KV_PAGE) { /* a full fp16 page is the F16 format */
         const fr_kv_codec *codec = fr_kv_codec_get();
-        codec->load(c->cfg.type, true, p->k, c->kv_dim, h * hd, hd, kt, stride);
-        codec->load(c->cfg.type, false, p->v, c->kv_dim, h * hd, hd, vt, stride);
+        int type = p->packed ? c->cfg.type : FR_KV_F16;
+        codec->load(type, true, p->k, c->kv_dim, h * hd, hd, kt, stride);
+        codec->load(type, false, p->v, c->kv_dim, h * hd, hd, vt, stride);
         return;
     }
     const fr_attn_kernels *K = attn_kernels();
