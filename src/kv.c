@@ -15,18 +15,17 @@ static const fr_attn_kernels *attn_kernels(void) {
     return fr_kernels_isa() >= FR_ISA_AVX2 ? &fr_attn_avx2 : &fr_attn_scalar;
 }
 
-static size_t data_bytes(const fr_kv_cache *c, bool packed) {
-    return packed ? fr_kv_page_bytes(c->cfg.type, c->kv_dim) : (size_t)FR_KV_PAGE * c->kv_dim * sizeof(uint16_t);
-}
-
-/* One allocation: header, then K, then V. */
-static fr_kv_page *page_new(fr_kv_cache *c, bool packed) {
-    size_t db = data_bytes(c, packed), bytes = sizeof(fr_kv_page) + 2 * db;
+/* One allocation: header, then K, then V, in `format` (F16 = unpacked). */
+static fr_kv_page *page_new(fr_kv_cache *c, int format) {
+    bool packed = format != FR_KV_F16;
+    size_t db = packed ? fr_kv_page_bytes(format, c->kv_dim) : (size_t)FR_KV_PAGE * c->kv_dim * sizeof(uint16_t);
+    size_t bytes = sizeof(fr_kv_page) + 2 * db;
     fr_kv_page *p = fr_malloc(bytes);
     if (!p) return NULL;
     memset(p, 0, sizeof *p);
     p->refs = 1;
     p->packed = packed;
+    p->format = (int8_t)format;
     p->dense = true;
     p->k = (uint8_t *)(p + 1);
     p->v = p->k + db;
@@ -102,7 +101,7 @@ frugal_status fr_kv_adopt(fr_kv_cache *c, int l, fr_kv_page *p) {
 static fr_kv_page *open_page(fr_kv_cache *c, fr_kv_layer *L) {
     fr_kv_page *p = L->n_pages ? L->pages[L->n_pages - 1] : NULL;
     if (p && p->n < FR_KV_PAGE && !p->packed && __atomic_load_n(&p->refs, __ATOMIC_ACQUIRE) == 1) return p;
-    p = page_new(c, false);
+    p = page_new(c, FR_KV_F16);
     if (!p) return NULL;
     return push_page(c, L, p) ? NULL : p;
 }
@@ -135,13 +134,13 @@ static void unpack_rows(const fr_kv_cache *c, const fr_kv_page *p, bool key, flo
         attn_kernels()->f16_to_f32((const uint16_t *)src, rows, p->n * c->kv_dim);
         return;
     }
-    fr_kv_codec_get()->load(c->cfg.type, key, src, c->kv_dim, 0, c->kv_dim, rows, c->kv_dim);
+    fr_kv_codec_get()->load(p->format, key, src, c->kv_dim, 0, c->kv_dim, rows, c->kv_dim);
 }
 
 /* Packs an fp16 page (n <= 32 slots; a short page is padded with copies of
  * slot 0, which leaves every group's min and max unchanged). */
-static fr_kv_page *pack_page(fr_kv_cache *c, const fr_kv_page *p) {
-    fr_kv_page *q = page_new(c, true);
+static fr_kv_page *pack_page(fr_kv_cache *c, const fr_kv_page *p, int format) {
+    fr_kv_page *q = page_new(c, format);
     if (!q) return NULL;
     size_t row = (size_t)c->kv_dim * sizeof(uint16_t);
     uint16_t *tmp = fr_malloc(FR_KV_PAGE * row);
@@ -151,15 +150,27 @@ static fr_kv_page *pack_page(fr_kv_cache *c, const fr_kv_page *p) {
         const uint8_t *src = key ? p->k : p->v;
         memcpy(tmp, src, p->n * row);
         for (int s = p->n; s < FR_KV_PAGE; s++) memcpy((uint8_t *)tmp + s * row, src, row);
-        codec->pack(c->cfg.type, key, tmp, key ? q->k : q->v, c->kv_dim);
+        codec->pack(format, key, tmp, key ? q->k : q->v, c->kv_dim);
     }
     fr_free(tmp);
     q->n = p->n;
     q->dense = p->dense;
+    q->merged = p->merged;
     q->live = p->live;
     memcpy(q->pos, p->pos, sizeof p->pos);
     memcpy(q->unimportant, p->unimportant, sizeof p->unimportant);
     return q;
+}
+
+/* The format a page is packed into: the cache's type, except for pages
+ * rebuilt by compaction in a KIVI cache. KIVI keys share a range per
+ * channel across the page's tokens, so regrouping tokens rounds their
+ * keys again, and a token that survives many compactions (the ones
+ * scissorhands keeps) would drift further each time. Merged pages use the
+ * per-token Q8 format instead, which survives regrouping unchanged. */
+static int pack_format(const fr_kv_cache *c, const fr_kv_page *p) {
+    bool kivi = c->cfg.type == FR_KV_KIVI4 || c->cfg.type == FR_KV_KIVI2;
+    return p->merged && kivi ? FR_KV_Q8 : c->cfg.type;
 }
 
 /* A page stays fp16 while fewer than residual - FR_KV_PAGE slots were
@@ -172,7 +183,7 @@ static frugal_status pack_old_pages(fr_kv_cache *c, fr_kv_layer *L) {
         int n = p->n;
         bool ready = i < L->n_pages - 1 || n == FR_KV_PAGE;
         if (!p->packed && ready && after >= c->cfg.residual - FR_KV_PAGE) {
-            fr_kv_page *q = pack_page(c, p);
+            fr_kv_page *q = pack_page(c, p, pack_format(c, p));
             if (!q) return fr_error(FRUGAL_ERR_NOMEM, "out of memory packing the KV cache");
             page_unref(c, p);
             L->pages[i] = q;
@@ -232,7 +243,7 @@ void fr_kv_choose_evictions(const fr_kv_config *cfg, int n, const int32_t *pos, 
  * last page is left alone (it is being filled). After this no two
  * neighbours hold 32 or fewer tokens together, so a layer of T tokens has
  * at most 2T/32 + 2 pages. A merged page is rebuilt in fp16 and repacked
- * by the next pack_old_pages (KIVI keys get one more rounding). */
+ * by the next pack_old_pages (see pack_format). */
 static frugal_status compact(fr_kv_cache *c, fr_kv_layer *L) {
     int kv_dim = c->kv_dim;
     float *rows = NULL;
@@ -243,9 +254,10 @@ static frugal_status compact(fr_kv_cache *c, fr_kv_layer *L) {
         if (la + lb > FR_KV_PAGE || (a->live == (1ull << a->n) - 1 && b->live == (1ull << b->n) - 1)) continue;
         if (!rows && !(rows = fr_malloc((size_t)FR_KV_PAGE * kv_dim * sizeof(float))))
             return fr_error(FRUGAL_ERR_NOMEM, "out of memory compacting the KV cache");
-        fr_kv_page *m = page_new(c, false);
+        fr_kv_page *m = page_new(c, FR_KV_F16);
         if (!m) { fr_free(rows); return fr_error(FRUGAL_ERR_NOMEM, "out of memory compacting the KV cache"); }
         m->dense = false;
+        m->merged = true;
         for (int side = 0; side < 2; side++) {
             fr_kv_page *p = side ? b : a;
             for (int key = 0; key < 2; key++) {
@@ -327,7 +339,7 @@ frugal_status fr_kv_commit(fr_kv_cache *c, int next, int slack) {
 
 /* A private fp16 copy of the first n slots of p. */
 static fr_kv_page *unpack_page(fr_kv_cache *c, const fr_kv_page *p, int n) {
-    fr_kv_page *q = page_new(c, false);
+    fr_kv_page *q = page_new(c, FR_KV_F16);
     float *rows = fr_malloc((size_t)FR_KV_PAGE * c->kv_dim * sizeof(float));
     if (!q || !rows) { page_unref(c, q); fr_free(rows); return NULL; }
     for (int key = 0; key < 2; key++) {
@@ -337,6 +349,7 @@ static fr_kv_page *unpack_page(fr_kv_cache *c, const fr_kv_page *p, int n) {
     fr_free(rows);
     q->n = n;
     q->dense = p->dense;
+    q->merged = p->merged;
     q->live = p->live & (n == 32 ? ~0u : (1u << n) - 1);
     memcpy(q->pos, p->pos, sizeof p->pos);
     memcpy(q->unimportant, p->unimportant, sizeof p->unimportant);
@@ -379,7 +392,7 @@ bool fr_kv_can_rewind(const fr_kv_cache *c, int pos) {
 void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, float *kt, float *vt, int stride) {
     if (p->packed || p->n == FR_KV_PAGE) { /* a full fp16 page is the F16 format */
         const fr_kv_codec *codec = fr_kv_codec_get();
-        int type = p->packed ? c->cfg.type : FR_KV_F16;
+        int type = p->format; /* F16 when not packed */
         codec->load(type, true, p->k, c->kv_dim, h * hd, hd, kt, stride);
         codec->load(type, false, p->v, c->kv_dim, h * hd, hd, vt, stride);
         return;

@@ -25,7 +25,9 @@
 typedef struct fr_kv_page {
     int refs;                    /* page tables holding it */
     int n;                       /* slots written, 0..FR_KV_PAGE */
-    bool packed;                 /* data in the cache's type, else fp16 */
+    bool packed;                 /* data in a compressed format, else fp16 */
+    bool merged;                 /* rebuilt by compaction from scattered tokens */
+    int8_t format;               /* enum fr_kv_type of the data (F16 when not packed) */
     bool dense;                  /* every written slot live, pos[i] = pos[0] + i */
     uint32_t live;               /* bit i: slot i holds a token (not evicted) */
     int32_t pos[FR_KV_PAGE];     /* position of the token in each slot */

@@ -175,14 +175,17 @@ TEST(attention_primitives_avx2_match_scalar) {
         fr_attn_scalar.pv(pv1, 0.7f, b, a, 41, 7 * (n > 300), w);
         fr_attn_avx2.pv(pv2, 0.7f, b, a, 41, 7 * (n > 300), w);
         for (int i = 0; i < n; i++) CHECK_NEAR(pv1[i], pv2[i], 1e-3);
+        /* scores of up to 40 keys of up to 64 channels */
+        static float keys[40 * 64];
+        for (int i = 0; i < 40 * 64; i++) keys[i] = frand(&seed);
         float s1v[40], s2v[40];
-        int np = n / 8 < 40 ? n / 8 : 40, kn = n >= 8 ? 8 * ((n / 8 < 8 ? n / 8 : 8)) : 0;
-        float m1 = fr_attn_scalar.dots(a, b, kn, np, kn, 0.125f, s1v);
-        float m2 = fr_attn_avx2.dots(a, b, kn, np, kn, 0.125f, s2v);
+        int np = n / 8 < 40 ? n / 8 : 40, kn = 8 * (n / 8 < 8 ? n / 8 : 8);
+        float m1 = fr_attn_scalar.dots(a, keys, kn, np, kn, 0.125f, s1v);
+        float m2 = fr_attn_avx2.dots(a, keys, kn, np, kn, 0.125f, s2v);
         for (int i = 0; i < np; i++) CHECK_NEAR(s1v[i], s2v[i], 1e-4 * (1 + fabsf(s1v[i])));
         if (np) CHECK_NEAR(m1, m2, 1e-4 * (1 + fabsf(m1)));
-        fr_attn_scalar.dots(a, b, 5, np, 5, 1.0f, s1v); /* widths not a multiple of 8 */
-        fr_attn_avx2.dots(a, b, 5, np, 5, 1.0f, s2v);
+        fr_attn_scalar.dots(a, keys, 5, np, 5, 1.0f, s1v); /* widths not a multiple of 8 */
+        fr_attn_avx2.dots(a, keys, 5, np, 5, 1.0f, s2v);
         for (int i = 0; i < np; i++) CHECK_NEAR(s1v[i], s2v[i], 1e-4 * (1 + fabsf(s1v[i])));
         /* exp(s - m): relative error well under 1e-6, down to underflow */
         float e1[301], e2[301];
