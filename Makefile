@@ -3,6 +3,7 @@
 #   make          library + CLI (installs libpcre2-dev with apt-get if missing)
 #   make run      + fetch the default model, one chat reply
 #   make test     + unit tests, conformance tests against llama.cpp
+#   make bench-serve  serving benchmark: frugal serve vs llama.cpp's server (bench/serve)
 #   make clean
 #
 # The generic code is built for the baseline x86-64 ISA; the SIMD kernels
@@ -29,7 +30,7 @@ DEPS_STAMP = $(BUILD)/.deps-ok
 
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all run test unit conformance clean deps model models venv
+.PHONY: all run test unit conformance clean deps model models venv bench-serve
 all: $(BUILD)/frugal
 
 $(DEPS_STAMP): scripts/install-deps
@@ -76,6 +77,15 @@ test: all $(BUILD)/unit_tests models venv
 	$(BUILD)/unit_tests
 	$(MAKE) --no-print-directory fuzz-replay test-sanitize
 	.venv/bin/python -m pytest -q tests/
+
+# Serving benchmark (bench/serve): frugal serve and llama-cpp-python's
+# server at concurrency 1..16; installs the server's extras
+# (bench/requirements.txt) into .venv. BENCH_SERVE_ARGS passes options,
+# e.g. BENCH_SERVE_ARGS='--engines frugal --levels 1,8'.
+BENCH_SERVE_ARGS ?=
+bench-serve: all model venv
+	@.venv/bin/pip install -q -r bench/requirements.txt
+	.venv/bin/python bench/serve $(BENCH_SERVE_ARGS)
 
 clean:
 	rm -rf $(BUILD)
