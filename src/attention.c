@@ -129,6 +129,7 @@ static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int 
         const fr_kv_page *p = j->L->pages[pi];
         if (p->n == 0 || p->pos[p->n - 1] < lo_min) continue;
         if (p->pos[0] > qmax) break; /* positions ascend along the table */
+        if (pi + 1 < p1) fr_kv_prefetch_head(kvc, j->L->pages[pi + 1], kvh, hd);
         fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd);
         for (int r = 0; r < nr; r++) {
             row_state *st = &rs[r];
@@ -151,40 +152,56 @@ static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int 
     }
 }
 
-/* Work item w: (KV head, query block, split). */
-static void attention_worker(void *arg, int ith, int nth) {
-    attn_job *j = arg;
+/* Work item w of job j: (KV head, query block, split). */
+static void attend_item(const attn_job *j, int64_t w) {
     const fr_hparams *hp = &j->ctx->model->hp;
     int hd = hp->head_dim;
-    int64_t items = (int64_t)hp->n_head_kv * j->n_qblocks * j->n_splits, lo, hi;
-    fr_split(items, ith, nth, &lo, &hi);
     float acc[QBLOCK][MAX_HD];
     row_state rs[QBLOCK];
-    for (int64_t w = lo; w < hi; w++) {
-        int split = (int)(w % j->n_splits), qb = (int)(w / j->n_splits % j->n_qblocks);
-        int kvh = (int)(w / j->n_splits / j->n_qblocks);
-        int r0 = qb * QBLOCK, nr = FR_MIN(QBLOCK, j->rows - r0);
-        for (int r = 0; r < nr; r++) {
-            int t = (r0 + r) / j->group, h = kvh * j->group + (r0 + r) % j->group;
-            rs[r] = (row_state){ -INFINITY, 0, acc[r], j->q + ((size_t)t * hp->n_head + h) * hd, j->pos0 + t, h,
-                                 t == j->n - 1 };
-            memset(acc[r], 0, (size_t)hd * sizeof(float));
+    int split = (int)(w % j->n_splits), qb = (int)(w / j->n_splits % j->n_qblocks);
+    int kvh = (int)(w / j->n_splits / j->n_qblocks);
+    int r0 = qb * QBLOCK, nr = FR_MIN(QBLOCK, j->rows - r0);
+    for (int r = 0; r < nr; r++) {
+        int t = (r0 + r) / j->group, h = kvh * j->group + (r0 + r) % j->group;
+        rs[r] = (row_state){ -INFINITY, 0, acc[r], j->q + ((size_t)t * hp->n_head + h) * hd, j->pos0 + t, h,
+                             t == j->n - 1 };
+        memset(acc[r], 0, (size_t)hd * sizeof(float));
+    }
+    int64_t p0, p1;
+    fr_split(j->L->n_pages, split, j->n_splits, &p0, &p1);
+    attend_pages(j, kvh, rs, nr, (int)p0, (int)p1);
+    for (int r = 0; r < nr; r++) {
+        int t = (r0 + r) / j->group, h = rs[r].head;
+        if (j->n_splits == 1) {
+            float *o = j->out + ((size_t)t * hp->n_head + h) * hd, inv = 1.0f / rs[r].l;
+            for (int i = 0; i < hd; i++) o[i] = acc[r][i] * inv;
+        } else {
+            float *p = j->partial + ((size_t)split * hp->n_head + h) * (hd + 2);
+            p[0] = rs[r].m;
+            p[1] = rs[r].l;
+            memcpy(p + 2, acc[r], (size_t)hd * sizeof(float));
         }
-        int64_t p0, p1;
-        fr_split(j->L->n_pages, split, j->n_splits, &p0, &p1);
-        attend_pages(j, kvh, rs, nr, (int)p0, (int)p1);
-        for (int r = 0; r < nr; r++) {
-            int t = (r0 + r) / j->group, h = rs[r].head;
-            if (j->n_splits == 1) {
-                float *o = j->out + ((size_t)t * hp->n_head + h) * hd, inv = 1.0f / rs[r].l;
-                for (int i = 0; i < hd; i++) o[i] = acc[r][i] * inv;
-            } else {
-                float *p = j->partial + ((size_t)split * hp->n_head + h) * (hd + 2);
-                p[0] = rs[r].m;
-                p[1] = rs[r].l;
-                memcpy(p + 2, acc[r], (size_t)hd * sizeof(float));
-            }
-        }
+    }
+}
+
+static int64_t job_items(const attn_job *j) {
+    return (int64_t)j->ctx->model->hp.n_head_kv * j->n_qblocks * j->n_splits;
+}
+
+/* The work items of all sequences of a batch, numbered job after job and
+ * split into one contiguous range per thread: a decode step of eight
+ * sequences is one pool run of 8 x n_head_kv items, not eight runs of
+ * n_head_kv items each (too few to keep the threads busy). */
+typedef struct { const attn_job *jobs; int n_jobs; int64_t items; } attn_batch;
+
+static void attention_worker(void *arg, int ith, int nth) {
+    const attn_batch *ab = arg;
+    int64_t lo, hi, base = 0;
+    fr_split(ab->items, ith, nth, &lo, &hi);
+    for (int i = 0; i < ab->n_jobs && base < hi; i++) {
+        int64_t n = job_items(&ab->jobs[i]);
+        for (int64_t w = FR_MAX(lo, base); w < FR_MIN(hi, base + n); w++) attend_item(&ab->jobs[i], w - base);
+        base += n;
     }
 }
 
@@ -207,27 +224,60 @@ static void merge_splits(const attn_job *j) {
     }
 }
 
-frugal_status fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out) {
-    const fr_hparams *hp = &ctx->model->hp;
-    fr_kv_cache *kvc = &ctx->kv;
-    attn_job j = { .ctx = ctx, .L = &kvc->layers[layer], .n = n, .pos0 = pos0, .q = q, .out = out };
-    j.group = hp->n_head / hp->n_head_kv;
-    j.rows = n * j.group;
-    j.n_qblocks = (j.rows + QBLOCK - 1) / QBLOCK;
-    j.n_splits = 1;
-    int nth = FR_MIN(fr_pool_size(pool), ctx->n_threads), pages = j.L->n_pages;
+/* One sequence's job. How a decode is split depends only on the sequence
+ * (its pages, its thread count), never on the rest of the batch, so the
+ * result is the same alone and in any batch. */
+static frugal_status job_init(attn_job *j, frugal_ctx *seq, int nth, int layer, const float *q, int n, int pos0,
+                              float *out) {
+    const fr_hparams *hp = &seq->model->hp;
+    fr_kv_cache *kvc = &seq->kv;
+    *j = (attn_job){ .ctx = seq, .L = &kvc->layers[layer], .n = n, .pos0 = pos0, .q = q, .out = out };
+    j->group = hp->n_head / hp->n_head_kv;
+    j->rows = n * j->group;
+    j->n_qblocks = (j->rows + QBLOCK - 1) / QBLOCK;
+    j->n_splits = 1;
+    int pages = j->L->n_pages;
+    nth = FR_MIN(nth, seq->n_threads);
     if (n == 1 && nth > 1 && pages * FR_KV_PAGE >= SPLIT_MIN * 2) {
-        j.n_splits = FR_MIN(nth * 2, pages * FR_KV_PAGE / SPLIT_MIN);
-        j.partial = ctx->attn_partial;
+        j->n_splits = FR_MIN(nth * 2, pages * FR_KV_PAGE / SPLIT_MIN);
+        j->partial = seq->attn_partial;
     }
-    bool track = kvc->cfg.budget && kvc->cfg.policy == FR_KV_EVICT_SCISSORHANDS;
-    if (track) {
+    if (kvc->cfg.budget && kvc->cfg.policy == FR_KV_EVICT_SCISSORHANDS) {
         frugal_status st = fr_kv_prepare_scores(kvc, layer, hp->n_head);
         if (st) return st;
-        j.scores = kvc->scores;
+        j->scores = kvc->scores;
     }
-    fr_pool_run(pool, attention_worker, &j);
-    if (j.n_splits > 1) merge_splits(&j);
-    if (track) fr_kv_track(kvc, layer, hp->n_head);
+    return FRUGAL_OK;
+}
+
+static void run_jobs(fr_pool *pool, const attn_job *jobs, int n_jobs, int layer) {
+    attn_batch ab = { jobs, n_jobs, 0 };
+    for (int i = 0; i < n_jobs; i++) ab.items += job_items(&jobs[i]);
+    fr_pool_run(pool, attention_worker, &ab);
+    for (int i = 0; i < n_jobs; i++) {
+        if (jobs[i].n_splits > 1) merge_splits(&jobs[i]);
+        if (jobs[i].scores) fr_kv_track(&jobs[i].ctx->kv, layer, jobs[i].ctx->model->hp.n_head);
+    }
+}
+
+frugal_status fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out) {
+    attn_job j;
+    frugal_status st = job_init(&j, ctx, fr_pool_size(pool), layer, q, n, pos0, out);
+    if (!st) run_jobs(pool, &j, 1, layer);
+    return st;
+}
+
+frugal_status fr_attention_batch(frugal_ctx *ctx, const fr_batch *b, int layer, const float *q, float *out) {
+    const fr_hparams *hp = &ctx->model->hp;
+    size_t qd = (size_t)hp->n_head * hp->head_dim;
+    attn_job jobs[FR_MAX_BATCH_SEQS];
+    if (b->n_runs > FR_MAX_BATCH_SEQS) return fr_error(FRUGAL_ERR_INVALID_ARG, "too many sequences in a batch");
+    for (int r = 0, t0 = 0; r < b->n_runs; t0 += b->run_len[r], r++) {
+        frugal_ctx *seq = b->seq[r];
+        frugal_status st = job_init(&jobs[r], seq, fr_pool_size(ctx->pool), layer, q + t0 * qd, b->run_len[r],
+                                    seq->pos, out + t0 * qd);
+        if (st) return st;
+    }
+    run_jobs(ctx->pool, jobs, b->n_runs, layer);
     return FRUGAL_OK;
 }

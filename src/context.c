@@ -228,15 +228,13 @@ frugal_status frugal_eval(frugal_ctx *c, const int32_t *tokens, int n, bool all_
     return FRUGAL_OK;
 }
 
-#define MAX_BATCH_SEQS 256
-
 frugal_status frugal_eval_batch(frugal_ctx *const *ctxs, const int32_t *tokens, int n) {
-    if (!ctxs || !tokens || n < 1 || n > MAX_BATCH_SEQS)
-        return fr_error(FRUGAL_ERR_INVALID_ARG, "frugal_eval_batch needs 1..%d contexts", MAX_BATCH_SEQS);
+    if (!ctxs || !tokens || n < 1 || n > FR_MAX_BATCH_SEQS)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "frugal_eval_batch needs 1..%d contexts", FR_MAX_BATCH_SEQS);
     frugal_ctx *ws = ctxs[0];
     if (n > ws->n_batch)
         return fr_error(FRUGAL_ERR_INVALID_ARG, "%d sequences exceed the batch size %d", n, ws->n_batch);
-    int n_vocab = ws->model->hp.n_vocab, ones[MAX_BATCH_SEQS];
+    int n_vocab = ws->model->hp.n_vocab, ones[FR_MAX_BATCH_SEQS];
     for (int i = 0; i < n; i++) {
         const frugal_ctx *c = ctxs[i];
         if (!c || c->model != ws->model)

@@ -28,8 +28,8 @@ static void add_residual(float *x, const float *y, size_t count) {
     for (size_t i = 0; i < count; i++) x[i] += y[i];
 }
 
-/* Per run: RoPE at the sequence's positions, cache the keys and values,
- * attend over the sequence's cache. */
+/* Per run: RoPE at the sequence's positions, cache the keys and values;
+ * then attention of all runs over their sequences' caches together. */
 static frugal_status attend_runs(frugal_ctx *ctx, const fr_batch *b, int l) {
     const fr_hparams *hp = &ctx->model->hp;
     const fr_layer *L = &ctx->model->layers[l];
@@ -43,10 +43,9 @@ static frugal_status attend_runs(frugal_ctx *ctx, const fr_batch *b, int l) {
         fr_rope(q, len, hp->n_head, hd, hp->rope_dim, cs, hp->rope_kind);
         fr_rope(k, len, hp->n_head_kv, hd, hp->rope_dim, cs, hp->rope_kind);
         frugal_status st = fr_kv_append(&seq->kv, l, k, v, len, seq->pos);
-        if (!st) st = fr_attention(seq, ctx->pool, l, q, len, seq->pos, ctx->att + t0 * qd);
         if (st) return st;
     }
-    return FRUGAL_OK;
+    return fr_attention_batch(ctx, b, l, ctx->q, ctx->att);
 }
 
 static frugal_status attention_block(frugal_ctx *ctx, const fr_batch *b, int l, int n) {

@@ -405,6 +405,26 @@ void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, f
     }
 }
 
+/* Asks for KV head h of a page ahead of its load: in fp16, the head's
+ * slice of every slot (rows kv_dim apart, which the hardware prefetchers
+ * do not follow); packed pages are small and prefetched whole. */
+void fr_kv_prefetch_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd) {
+    if (p->packed) {
+        size_t bytes = fr_kv_page_bytes(p->format, c->kv_dim);
+        for (size_t o = 0; o < bytes; o += 64) {
+            __builtin_prefetch(p->k + o);
+            __builtin_prefetch(p->v + o);
+        }
+        return;
+    }
+    size_t row = (size_t)c->kv_dim * 2, off = (size_t)h * hd * 2, len = (size_t)hd * 2;
+    for (int s = 0; s < p->n; s++)
+        for (size_t o = 0; o < len; o += 64) {
+            __builtin_prefetch(p->k + s * row + off + o);
+            __builtin_prefetch(p->v + s * row + off + o);
+        }
+}
+
 /* ---- scissorhands bookkeeping ---- */
 
 frugal_status fr_kv_prepare_scores(fr_kv_cache *c, int l, int n_head) {

@@ -91,6 +91,8 @@ bool fr_kv_can_rewind(const fr_kv_cache *c, int pos);
  * kt/vt [FR_KV_PAGE][stride]. */
 void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, float *kt, float *vt, int stride);
 
+/* Prefetches what fr_kv_load_head(c, p, h, ...) will read. */
+void fr_kv_prefetch_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd);
 /* Scissorhands bookkeeping: before layer l's attention, prepare_scores
  * sizes c->scores and fills it with -inf; after it, c->scores holds the
  * last query's scores; a token whose attention probability, averaged over

@@ -111,6 +111,8 @@ struct frugal_ctx {
     int logits_count;        /* rows valid */
 };
 
+#define FR_MAX_BATCH_SEQS 256 /* runs (sequences) in one batch */
+
 /* A batch: runs of consecutive tokens, run r belonging to sequence
  * seq[r] (a context whose KV cache and position it uses). */
 typedef struct {

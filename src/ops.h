@@ -43,6 +43,9 @@ void fr_matmul_glu(frugal_ctx *ctx, const fr_weight *w_gate, const fr_weight *w_
  * positions pos0.. over the layer's cache, which already holds them.
  * q: [n][n_head * head_dim], out: same shape. */
 frugal_status fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out);
+/* Attention of every run of a batch, in one pool run; each run's cache
+ * must already hold its new keys and values. q and out: the batch's rows. */
+frugal_status fr_attention_batch(frugal_ctx *ctx, const fr_batch *b, int layer, const float *q, float *out);
 
 /* Attention primitives, scalar and AVX2 twins (attention.c, attn_avx2.c). */
 typedef struct {

@@ -157,6 +157,12 @@ def test_bench_json_reports_sane_figures(smollm2):
     assert r["weight_bytes_per_token"] > 90e6  # every matrix, the tied embedding included
     proc = run_frugal("bench", "-m", smollm2, "-p", "-1", check=False)
     assert proc.returncode == 2
+    # -b: several sequences decoded together, aggregate tokens/s
+    out = run_frugal("bench", "-m", smollm2, "-p", 0, "-n", 4, "-r", 1, "-b", 3, "-t", THREADS, "--json", "--no-probe")
+    r = json.loads(out.stdout)
+    assert r["batch"] == 3 and 1 < r["tg"]["tps"] < 1e5
+    for bad in ("0", "65", "x"):
+        assert run_frugal("bench", "-m", smollm2, "-b", bad, check=False).returncode == 2
 
 
 def test_context_larger_than_memory_is_refused_up_front(smollm2):

@@ -5,6 +5,10 @@
  *   tg: weight bytes read per token x tokens/s = achieved bandwidth, and its
  *       fraction of the machine's read bandwidth measured by --probe;
  *   pp: 2 x matrix parameters x tokens/s = achieved GFLOP/s.
+ * With -b B, tg decodes B sequences in lockstep (one frugal_eval_batch per
+ * step, as the server does) and reports their aggregate tokens/s: the
+ * weights are read once per step for all B, so the roofline bytes are
+ * per step, not per token.
  * Tokens are random ids; tokenization and sampling are not timed.
  */
 #include <math.h>
@@ -79,7 +83,7 @@ static void weight_traffic(const frugal_model *m, double *bytes_per_tok, double 
 
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
-    int n_p = 512, n_g = 128, reps = 5, n_threads = 0, depth = 0;
+    int n_p = 512, n_g = 128, reps = 5, n_threads = 0, depth = 0, n_seq = 1;
     frugal_ctx_params kv = frugal_ctx_default_params();
     bool json = false, probe_only = false, probe = true;
     for (int i = 1; i < argc; i++) {
@@ -95,12 +99,14 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-r")) ok = cli_int(a, v, 1, 1000, &reps);
         else if (!strcmp(a, "-t")) ok = cli_int(a, v, 1, 1024, &n_threads);
         else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) ok = cli_int(a, v, 0, 1 << 22, &depth);
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) ok = cli_int(a, v, 1, 64, &n_seq);
         else if (cli_kv_option(a, v, &kv, &ok)) {}
         else ok = false;
         if (!ok) {
-            fprintf(stderr, "usage: frugal bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [-d DEPTH] [--json] [--no-probe]\n"
+            fprintf(stderr, "usage: frugal bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [-d DEPTH] [-b B] [--json] [--no-probe]\n"
                             "       frugal bench --probe [-t N]   (read bandwidth only)\n"
                             "  -d DEPTH         tokens already in the KV cache when pp and tg are timed\n"
+                            "  -b B             tg decodes B sequences together (aggregate t/s; default 1)\n"
                             CLI_KV_USAGE);
             return 2;
         }
@@ -121,9 +127,16 @@ int cmd_bench(int argc, char **argv) {
     cp.n_ctx = depth + (n_p > n_g ? n_p : n_g) + 1;
     cp.n_threads = n_threads;
     cli_kv_apply(&cp, &kv);
-    frugal_ctx *ctx = NULL;
-    frugal_status st = frugal_ctx_new(m, &cp, &ctx);
-    if (st) { cli_die_status(st, "context"); frugal_model_free(m); return 1; }
+    frugal_ctx *seqs[64] = { 0 }, *ctx = NULL;
+    frugal_status st = FRUGAL_OK;
+    for (int b = 0; b < n_seq && !st; b++) st = frugal_ctx_new(m, &cp, &seqs[b]);
+    ctx = seqs[0];
+    if (st) {
+        cli_die_status(st, "context");
+        for (int b = 0; b < n_seq; b++) frugal_ctx_free(seqs[b]);
+        frugal_model_free(m);
+        return 1;
+    }
     int n_toks = (n_p > 16 ? n_p : 16) > depth ? (n_p > 16 ? n_p : 16) : depth;
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)n_toks);
     srand(1234);
@@ -131,13 +144,16 @@ int cmd_bench(int argc, char **argv) {
     double bytes_tok, mparams;
     weight_traffic(m, &bytes_tok, &mparams);
     double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
-    /* one warm-up round brings the weights into the page cache; then the
-     * cache is filled to the depth once (untimed), and each timed run
-     * rewinds back to it */
+    /* one warm-up round brings the weights into the page cache; then each
+     * sequence's cache is filled to the depth once (untimed), and each
+     * timed run rewinds back to it */
     st = frugal_eval(ctx, toks, 16 < cp.n_ctx ? 16 : 1, false);
     if (!st) st = frugal_ctx_rewind(ctx, 0);
-    if (!st && depth) st = frugal_eval(ctx, toks, depth, false);
-    size_t kv_bytes = frugal_ctx_kv_bytes(ctx);
+    for (int b = 0; b < n_seq && !st && depth; b++) st = frugal_eval(seqs[b], toks, depth, false);
+    size_t kv_bytes = 0;
+    for (int b = 0; b < n_seq; b++) kv_bytes += frugal_ctx_kv_bytes(seqs[b]);
+    int32_t step[64];
+    for (int b = 0; b < n_seq; b++) step[b] = toks[b];
     for (int r = 0; r < reps && !st; r++) {
         if (n_p) {
             frugal_ctx_rewind(ctx, depth);
@@ -146,11 +162,11 @@ int cmd_bench(int argc, char **argv) {
             pp[r] = n_p / (cli_now() - t0);
         }
         if (n_g && !st) {
-            frugal_ctx_rewind(ctx, depth);
-            int32_t tok = toks[0];
+            for (int b = 0; b < n_seq; b++) frugal_ctx_rewind(seqs[b], depth);
             double t0 = cli_now();
-            for (int i = 0; i < n_g && !st; i++) st = frugal_eval(ctx, &tok, 1, false);
-            tg[r] = n_g / (cli_now() - t0);
+            for (int i = 0; i < n_g && !st; i++)
+                st = n_seq == 1 ? frugal_eval(ctx, step, 1, false) : frugal_eval_batch(seqs, step, n_seq);
+            tg[r] = (double)n_g * n_seq / (cli_now() - t0);
         }
     }
     if (!st && frugal_ctx_pos(ctx) < depth) {
@@ -160,22 +176,24 @@ int cmd_bench(int argc, char **argv) {
     if (st) {
         cli_die_status(st, "bench");
         free(pp); free(tg); free(toks);
-        frugal_ctx_free(ctx);
+        for (int b = 0; b < n_seq; b++) frugal_ctx_free(seqs[b]);
         frugal_model_free(m);
         return 1;
     }
     stat2 sp = stats(pp, reps), sg = stats(tg, reps);
     int threads = frugal_ctx_threads(ctx);
-    /* a decode step reads every weight once and the whole KV cache once */
-    double tg_bytes = bytes_tok + (double)kv_bytes;
+    /* a decode step reads every weight once and every cache once; per
+     * token that is 1/n_seq of it */
+    double tg_bytes = (bytes_tok + (double)kv_bytes) / n_seq;
     char kvdesc[96] = "", at[32] = "";
     snprintf(kvdesc, sizeof kvdesc, "%s%s%s", frugal_kv_type_name(kv.kv_type), kv.kv_budget ? " budget " : "",
              kv.kv_budget ? frugal_kv_policy_name(kv.kv_policy) : "");
     if (depth) snprintf(at, sizeof at, " @ d%d", depth);
+    if (n_seq > 1) snprintf(at + strlen(at), sizeof at - strlen(at), " x%d seqs", n_seq);
     if (json) {
         printf("{\"model\": \"%s\", \"threads\": %d, \"read_bandwidth_gbs\": %.2f, \"weight_bytes_per_token\": %.0f, \"matrix_params\": %.0f,\n",
                info.name, threads, bw, bytes_tok, mparams);
-        printf(" \"depth\": %d, \"kv_type\": \"%s\", \"kv_budget\": %d, \"kv_bytes\": %zu,\n", depth,
+        printf(" \"batch\": %d, \"depth\": %d, \"kv_type\": \"%s\", \"kv_budget\": %d, \"kv_bytes\": %zu,\n", n_seq, depth,
                frugal_kv_type_name(kv.kv_type), kv.kv_budget, kv_bytes);
         printf(" \"pp\": {\"n\": %d, \"tps\": %.2f, \"sd\": %.2f, \"gflops\": %.1f},\n", n_p, sp.mean, sp.sd, 2 * mparams * sp.mean / 1e9);
         printf(" \"tg\": {\"n\": %d, \"tps\": %.2f, \"sd\": %.2f, \"gbs\": %.2f, \"bw_fraction\": %.3f}}\n", n_g, sg.mean, sg.sd,
@@ -196,7 +214,7 @@ int cmd_bench(int argc, char **argv) {
         if (depth) printf("KV cache at depth %d: %.1f MiB\n", depth, kv_bytes / 1048576.0);
     }
     free(pp); free(tg); free(toks);
-    frugal_ctx_free(ctx);
+    for (int b = 0; b < n_seq; b++) frugal_ctx_free(seqs[b]);
     frugal_model_free(m);
     return 0;
 }

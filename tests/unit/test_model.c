@@ -20,14 +20,16 @@ static frugal_model *load_default(void) {
     return frugal_model_load(path, &m) == FRUGAL_OK ? m : NULL;
 }
 
-static frugal_ctx *new_ctx(frugal_model *m, int threads, int n_batch) {
+static frugal_ctx *new_ctx_n(frugal_model *m, int threads, int n_batch, int n_ctx) {
     frugal_ctx_params p = frugal_ctx_default_params();
-    p.n_ctx = 256;
+    p.n_ctx = n_ctx;
     p.n_threads = threads;
     p.n_batch = n_batch;
     frugal_ctx *c = NULL;
     return frugal_ctx_new(m, &p, &c) == FRUGAL_OK ? c : NULL;
 }
+
+static frugal_ctx *new_ctx(frugal_model *m, int threads, int n_batch) { return new_ctx_n(m, threads, n_batch, 256); }
 
 static int tokenize(frugal_model *m, const char *s, int32_t *out, int cap) {
     return (int)frugal_tokenize(m, s, strlen(s), out, cap, FRUGAL_TOKENIZE_PARSE_SPECIAL);
@@ -46,10 +48,14 @@ TEST(model_batched_decode_is_bit_identical_to_single) {
     frugal_ctx *batch[3], *alone[3];
     int V = frugal_n_vocab(m);
     for (int i = 0; i < 3; i++) {
-        int32_t t[64];
-        int n = tokenize(m, prompts[i], t, 64);
-        batch[i] = new_ctx(m, 2, 64);
-        alone[i] = new_ctx(m, 2, 64);
+        /* the third sequence is long enough for its decode attention to
+         * be split between threads, next to two that are not */
+        int32_t t[560];
+        int n = tokenize(m, prompts[i], t, 64), len = i == 2 ? 560 : n;
+        for (int k = n; k < len; k++) t[k] = t[k % n];
+        n = len;
+        batch[i] = new_ctx_n(m, 2, 64, 600);
+        alone[i] = new_ctx_n(m, 2, 64, 600);
         CHECK(batch[i] && alone[i]);
         CHECK(frugal_eval(batch[i], t, n, false) == FRUGAL_OK);
         CHECK(frugal_eval(alone[i], t, n, false) == FRUGAL_OK);
