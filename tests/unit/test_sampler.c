@@ -1,8 +1,11 @@
 /* Sampler behaviour: greedy, penalties, top-k/top-p/min-p truncation,
  * temperature, seeding, parameter validation. */
+#include <math.h>
 #include <stdlib.h>
 #include "common.h"
 #include "unit.h"
+
+static const float *ref_logits; /* for ref_order */
 
 static frugal_sampler *make(float temp, int top_k, float top_p, float min_p, float pen, uint64_t seed, int n_vocab) {
     frugal_sampler_params p = frugal_sampler_default_params();
@@ -50,6 +53,49 @@ TEST(sampler_top_k_one_is_greedy) {
     frugal_sampler *s = make(1.5f, 1, 1.0f, 0, 1.0f, 7, 6);
     CHECK(s);
     for (int i = 0; i < 200; i++) CHECK(frugal_sampler_sample(s, logits) == 1);
+    frugal_sampler_free(s);
+}
+
+/* The reference order: logit descending, NaN last, ties by id. */
+static int ref_order(const void *a, const void *b) {
+    const float *l = ref_logits;
+    int x = *(const int *)a, y = *(const int *)b;
+    if (isnan(l[x]) != isnan(l[y])) return isnan(l[x]) ? 1 : -1;
+    if (!isnan(l[x]) && l[x] != l[y]) return l[x] > l[y] ? -1 : 1;
+    return x - y;
+}
+
+/* Top-k picks exactly the k best by that order, ties at the cut included:
+ * at a temperature of 100 every one of them is drawn, and nothing else. */
+TEST(sampler_top_k_keeps_exactly_the_k_best) {
+    enum { V = 5000, K = 37, DRAWS = 4000 };
+    static float logits[V];
+    static int order[V], seen[V];
+    for (int i = 0; i < V; i++) {
+        logits[i] = (float)((i * 7919) % 1000) / 100.0f; /* each value about five times */
+        order[i] = i;
+    }
+    logits[17] = NAN;
+    logits[4000] = NAN;
+    logits[99] = -INFINITY;
+    ref_logits = logits;
+    qsort(order, V, sizeof *order, ref_order);
+    frugal_sampler *s = make(100.0f, K, 1.0f, 0, 1.0f, 3, V);
+    CHECK(s);
+    for (int i = 0; i < DRAWS && s; i++) {
+        int32_t t = frugal_sampler_sample(s, logits);
+        CHECK(t >= 0 && t < V);
+        if (t >= 0 && t < V) seen[t]++;
+    }
+    int inside = 0, outside = 0;
+    for (int i = 0; i < V; i++) {
+        bool top = false;
+        for (int j = 0; j < K; j++) top |= order[j] == i;
+        if (top) inside += seen[i] > 0;
+        else outside += seen[i];
+    }
+    CHECK(inside == K);
+    CHECK(outside == 0);
     frugal_sampler_free(s);
 }
 
