@@ -95,14 +95,20 @@ typedef struct { float m, l; float *acc; const float *q; int qpos, head; bool la
 /* First key position a query at qpos may see. */
 static int first_visible(int qpos, int window) { return window && qpos - window + 1 > 0 ? qpos - window + 1 : 0; }
 
-/* Scores of row st against slots [a, b) of a page whose tile is kt; a
- * slot the row may not see (evicted, outside its window, in its future)
+/* Scores of row st against slots [a, b) of a page: computed from its
+ * tile kt, or copied from pre (scored from packed keys already); a slot
+ * the row may not see (evicted, outside its window, in its future)
  * scores -inf, which exp turns into an exact 0. Returns the maximum. */
 static float row_scores(const attn_job *j, const fr_kv_page *p, const row_state *st, const float *kt,
-                        float *s, int a, int b, bool masked) {
+                        const float *pre, float *s, int a, int b, bool masked) {
     const fr_hparams *hp = &j->ctx->model->hp;
     int hd = hp->head_dim, lo = first_visible(st->qpos, j->L->window);
-    float mt = kernels()->dots(st->q, kt + (size_t)a * hd, hd, b - a, hd, hp->attn_scale, s + a);
+    float mt = -INFINITY;
+    if (pre) {
+        for (int i = a; i < b; i++) mt = FR_MAX(mt, s[i] = pre[i]);
+    } else {
+        mt = kernels()->dots(st->q, kt + (size_t)a * hd, hd, b - a, hd, hp->attn_scale, s + a);
+    }
     if (!masked) return mt;
     mt = -INFINITY;
     for (int i = a; i < b; i++) {
@@ -124,13 +130,19 @@ static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int 
     }
     /* tiles packed at a stride of hd: rows 2 KiB apart would all fall in
      * the same few L1 sets and evict each other */
-    float kt[FR_KV_PAGE * MAX_HD], vt[FR_KV_PAGE * MAX_HD], s[FR_KV_PAGE];
+    float kt[FR_KV_PAGE * MAX_HD], vt[FR_KV_PAGE * MAX_HD], s[FR_KV_PAGE], pre[QBLOCK * FR_KV_PAGE];
+    const float *qrows[QBLOCK];
+    for (int r = 0; r < nr; r++) qrows[r] = rs[r].q;
     for (int pi = p0; pi < p1; pi++) {
         const fr_kv_page *p = j->L->pages[pi];
         if (p->n == 0 || p->pos[p->n - 1] < lo_min) continue;
         if (p->pos[0] > qmax) break; /* positions ascend along the table */
         if (pi + 1 < p1) fr_kv_prefetch_head(kvc, j->L->pages[pi + 1], kvh, hd);
-        fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd);
+        /* packed KIVI keys are scored from their codes, for all rows at
+         * once (kv_codec.h); other pages are loaded as a key tile */
+        bool fused = fr_kv_scores_fused(p);
+        if (fused) fr_kv_key_scores(kvc, p, kvh, hd, qrows, nr, hp->attn_scale, pre);
+        fr_kv_load_head(kvc, p, kvh, hd, fused ? NULL : kt, vt, hd);
         for (int r = 0; r < nr; r++) {
             row_state *st = &rs[r];
             int lo = first_visible(st->qpos, j->L->window), a = 0, b = p->n;
@@ -139,7 +151,7 @@ static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int 
                 a = FR_MAX(0, lo - p->pos[0]);
                 b = FR_MIN(p->n, st->qpos - p->pos[0] + 1);
             }
-            float mt = row_scores(j, p, st, kt, s, a, b, !p->dense);
+            float mt = row_scores(j, p, st, kt, fused ? pre + r * FR_KV_PAGE : NULL, s, a, b, !p->dense);
             if (mt == -INFINITY) continue;
             if (j->scores && st->last)
                 memcpy(j->scores + (size_t)st->head * kvc->cap_slots + (size_t)pi * FR_KV_PAGE + a, s + a,

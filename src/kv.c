@@ -393,16 +393,25 @@ void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, f
     if (p->packed || p->n == FR_KV_PAGE) { /* a full fp16 page is the F16 format */
         const fr_kv_codec *codec = fr_kv_codec_get();
         int type = p->format; /* F16 when not packed */
-        codec->load(type, true, p->k, c->kv_dim, h * hd, hd, kt, stride);
+        if (kt) codec->load(type, true, p->k, c->kv_dim, h * hd, hd, kt, stride);
         codec->load(type, false, p->v, c->kv_dim, h * hd, hd, vt, stride);
         return;
     }
     const fr_attn_kernels *K = attn_kernels();
     for (int s = 0; s < p->n; s++) {
         size_t off = (size_t)s * c->kv_dim + (size_t)h * hd;
-        K->f16_to_f32((const uint16_t *)p->k + off, kt + (size_t)s * stride, hd);
+        if (kt) K->f16_to_f32((const uint16_t *)p->k + off, kt + (size_t)s * stride, hd);
         K->f16_to_f32((const uint16_t *)p->v + off, vt + (size_t)s * stride, hd);
     }
+}
+
+bool fr_kv_scores_fused(const fr_kv_page *p) {
+    return p->packed && (p->format == FR_KV_KIVI4 || p->format == FR_KV_KIVI2);
+}
+
+void fr_kv_key_scores(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, const float *const *q, int nq,
+                      float scale, float *s) {
+    fr_kv_codec_get()->kivi_scores(p->format == FR_KV_KIVI4 ? 4 : 2, p->k, c->kv_dim, h * hd, hd, q, nq, scale, s);
 }
 
 /* Asks for KV head h of a page ahead of its load: in fp16, the head's

@@ -88,9 +88,16 @@ frugal_status fr_kv_truncate(fr_kv_cache *c, int pos);
 bool fr_kv_can_rewind(const fr_kv_cache *c, int pos);
 
 /* Loads slots [0, page->n) of KV head h of a page into float tiles
- * kt/vt [FR_KV_PAGE][stride]. */
+ * kt/vt [FR_KV_PAGE][stride]; kt NULL: the values only. */
 void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, float *kt, float *vt, int stride);
 
+/* Whether a page's keys are scored by fr_kv_key_scores instead of loaded
+ * (packed KIVI pages). */
+bool fr_kv_scores_fused(const fr_kv_page *p);
+/* Scores of nq query rows against the 32 slots of KV head h of such a
+ * page: s[r * FR_KV_PAGE + t] = scale * q[r] . k_t (kv_codec.h). */
+void fr_kv_key_scores(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, const float *const *q, int nq,
+                      float scale, float *s);
 /* Prefetches what fr_kv_load_head(c, p, h, ...) will read. */
 void fr_kv_prefetch_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd);
 /* Scissorhands bookkeeping: before layer l's attention, prepare_scores

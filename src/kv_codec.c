@@ -202,4 +202,22 @@ static void load_scalar(int type, bool is_key, const void *src, int kv_dim, int 
     }
 }
 
-const fr_kv_codec fr_kv_codec_scalar = { pack_scalar, load_scalar };
+/* ---- scores from KIVI keys ---- */
+
+static void kivi_scores_scalar(int bits, const void *src_, int kv_dim, int c0, int n, const float *const *q, int nq,
+                               float scale, float *s) {
+    const uint8_t *src = src_;
+    for (int r = 0; r < nq; r++) {
+        float acc[FR_KV_PAGE] = { 0 }, bias = 0;
+        for (int i = 0; i < n; i++) {
+            int c = c0 + i;
+            float sc = get_half(src + (size_t)4 * c), z = get_half(src + (size_t)4 * c + 2), qs = q[r][i] * sc;
+            const uint8_t *codes = src + (size_t)4 * kv_dim + (size_t)4 * bits * c;
+            bias = fmaf(q[r][i], z, bias);
+            for (int t = 0; t < FR_KV_PAGE; t++) acc[t] = fmaf(qs, (float)code_at(codes, bits, t), acc[t]);
+        }
+        for (int t = 0; t < FR_KV_PAGE; t++) s[r * FR_KV_PAGE + t] = (acc[t] + bias) * scale;
+    }
+}
+
+const fr_kv_codec fr_kv_codec_scalar = { pack_scalar, load_scalar, kivi_scores_scalar };

@@ -53,6 +53,17 @@ typedef struct {
     /* Loads channels [c0, c0 + n) of all 32 slots of a packed page into
      * tile[slot * stride + i], i < n. c0 and n are multiples of 32. */
     void (*load)(int type, bool is_key, const void *src, int kv_dim, int c0, int n, float *tile, int stride);
+    /* Attention scores of nq query rows q[r][0..n) against the 32 slots of
+     * a KIVI key page (bits 4 or 2), channels [c0, c0 + n), straight from
+     * the codes, fused with the dot product:
+     *   q.k_t = sum_i q_i (s_i code_it + z_i) = sum_i (q_i s_i) code_it + sum_i q_i z_i,
+     * so no key is dequantized; each channel's 32 codes are widened once for
+     * all rows, and the sums run along the slots (no horizontal adds).
+     * s[r * 32 + t] = scale * ((sum_i (q_i s_i) code_it) + sum_i q_i z_i),
+     * each sum a chain of fused multiply-adds in channel order (the twins
+     * agree bit for bit). */
+    void (*kivi_scores)(int bits, const void *src, int kv_dim, int c0, int n, const float *const *q, int nq,
+                        float scale, float *s);
 } fr_kv_codec;
 
 extern const fr_kv_codec fr_kv_codec_scalar;

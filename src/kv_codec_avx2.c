@@ -326,4 +326,71 @@ static void pack_avx2(int type, bool is_key, const uint16_t *src, void *dst, int
     }
 }
 
-const fr_kv_codec fr_kv_codec_avx2 = { pack_avx2, load_avx2 };
+/* ---- scores from KIVI keys ---- */
+
+/* A key channel's 32 codes as floats, slots 8m..8m+7 in k[m]. 4 bits:
+ * slots 0-15 are the low nibbles of the 16 bytes, 16-31 the high ones;
+ * 2 bits: bits 2m, 2m+1 of the 8 bytes are slots 8m..8m+7. (A 16-bit
+ * shift moves bits of the next byte into the top of each byte, which the
+ * mask drops.) */
+static ALWAYS_INLINE void key_codes(const uint8_t *codes, int bits, __m256 k[4]) {
+    if (bits == 4) {
+        __m128i b = _mm_loadu_si128((const __m128i *)codes), m = _mm_set1_epi8(15);
+        __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+        k[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+        k[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+        k[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+        k[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+    } else {
+        __m128i b = _mm_loadl_epi64((const __m128i *)codes), m = _mm_set1_epi8(3);
+        k[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_and_si128(b, m)));
+        k[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 2), m)));
+        k[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), m)));
+        k[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 6), m)));
+    }
+}
+
+/* Up to four rows at a time: 16 accumulators of 8 slots. */
+static ALWAYS_INLINE void kivi_scores_rows(int bits, const uint8_t *src, int kv_dim, int c0, int n, const float *const *q,
+                                           const int nr, float scale, float *s) {
+    const uint8_t *codes = src + (size_t)4 * kv_dim;
+    const size_t len = (size_t)4 * bits;
+    __m256 acc[4][4];
+    float bias[4] = { 0, 0, 0, 0 };
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+        for (int m = 0; m < 4; m++) acc[r][m] = _mm256_setzero_ps();
+    for (int i = 0; i < n; i++) {
+        int c = c0 + i;
+        float sc = get_half(src + (size_t)4 * c), z = get_half(src + (size_t)4 * c + 2);
+        __m256 k[4];
+        key_codes(codes + len * c, bits, k);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            float qi = q[r][i];
+            bias[r] = fmaf(qi, z, bias[r]);
+            __m256 qs = _mm256_set1_ps(qi * sc);
+#pragma GCC unroll 4
+            for (int m = 0; m < 4; m++) acc[r][m] = _mm256_fmadd_ps(qs, k[m], acc[r][m]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        __m256 b = _mm256_set1_ps(bias[r]), sv = _mm256_set1_ps(scale);
+        for (int m = 0; m < 4; m++)
+            _mm256_storeu_ps(s + r * FR_KV_PAGE + 8 * m, _mm256_mul_ps(_mm256_add_ps(acc[r][m], b), sv));
+    }
+}
+
+static void kivi_scores_avx2(int bits, const void *src, int kv_dim, int c0, int n, const float *const *q, int nq,
+                             float scale, float *s) {
+    int r = 0;
+    for (; r + 4 <= nq; r += 4) kivi_scores_rows(bits, src, kv_dim, c0, n, q + r, 4, scale, s + r * FR_KV_PAGE);
+    switch (nq - r) {
+    case 3: kivi_scores_rows(bits, src, kv_dim, c0, n, q + r, 3, scale, s + r * FR_KV_PAGE); break;
+    case 2: kivi_scores_rows(bits, src, kv_dim, c0, n, q + r, 2, scale, s + r * FR_KV_PAGE); break;
+    case 1: kivi_scores_rows(bits, src, kv_dim, c0, n, q + r, 1, scale, s + r * FR_KV_PAGE); break;
+    }
+}
+
+const fr_kv_codec fr_kv_codec_avx2 = { pack_avx2, load_avx2, kivi_scores_avx2 };
