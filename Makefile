@@ -21,6 +21,7 @@ BUILD    ?= build
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
+AMX_FLAGS    = $(AVX512_FLAGS) -mamx-tile -mamx-int8
 
 LIB_SRC   = $(wildcard src/*.c)
 LIB_OBJ   = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
@@ -39,7 +40,7 @@ $(DEPS_STAMP): scripts/install-deps
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h include/*.h) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLFLAGS) $(if $(findstring avx512,$*),$(AVX512_FLAGS),$(if $(findstring avx2,$*),$(AVX2_FLAGS))) -c $< -o $@
+	$(CC) $(ALLFLAGS) $(if $(findstring amx,$*),$(AMX_FLAGS),$(if $(findstring avx512,$*),$(AVX512_FLAGS),$(if $(findstring avx2,$*),$(AVX2_FLAGS)))) -c $< -o $@
 
 $(BUILD)/obj/test_%.o: tests/unit/%.c tests/unit/unit.h $(wildcard src/*.h include/*.h) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)

@@ -8,14 +8,27 @@
  * with AVX-512 under an OS that does not enable it must not use it).
  *
  * Selection overlays the levels: start from the scalar references, then
- * let AVX2 and then AVX-512 replace what they implement. A type missing at
+ * let AVX2, AVX-512 and AMX replace what they implement. A type missing at
  * a level keeps the kernel of the level below.
  */
 #include <cpuid.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 #include "quant.h"
+
+/* Linux hands out the 8 KiB of AMX tile state per process, on request;
+ * without it the first tile instruction raises SIGILL. Asked once. */
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static int amx_permitted(void) {
+    static int state = -1;
+    if (state < 0) state = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    return state;
+}
 
 static uint64_t read_xcr0(void) {
     uint32_t lo, hi;
@@ -36,9 +49,13 @@ int fr_isa_detect(void) {
     /* AVX-512 F, DQ, BW, VL and VNNI, plus opmask/ZMM state enabled by the OS. */
     const unsigned f = 1u << 16, dq = 1u << 17, bw = 1u << 30, vl = 1u << 31;
     const unsigned vnni = 1u << 11;
-    if ((b & (f | dq | bw | vl)) == (f | dq | bw | vl) && (c & vnni) && (xcr0 & 0xe0) == 0xe0)
-        return FR_ISA_AVX512;
-    return FR_ISA_AVX2;
+    if ((b & (f | dq | bw | vl)) != (f | dq | bw | vl) || !(c & vnni) || (xcr0 & 0xe0) != 0xe0)
+        return FR_ISA_AVX2;
+    /* AMX-TILE and AMX-INT8, tile state enabled by the OS, and permission. */
+    const unsigned amx_tile = 1u << 24, amx_int8 = 1u << 25;
+    if ((d & (amx_tile | amx_int8)) == (amx_tile | amx_int8) && (xcr0 & 0x60000) == 0x60000 && amx_permitted())
+        return FR_ISA_AMX;
+    return FR_ISA_AVX512;
 }
 
 const char *fr_isa_name(int isa) {
@@ -46,6 +63,7 @@ const char *fr_isa_name(int isa) {
     case FR_ISA_SCALAR: return "scalar";
     case FR_ISA_AVX2: return "avx2";
     case FR_ISA_AVX512: return "avx512";
+    case FR_ISA_AMX: return "amx";
     }
     return "unknown";
 }
@@ -90,6 +108,11 @@ int fr_kernels_select(int isa) {
         fr_kernels_fill_avx512(&level);
         overlay(&tab, &level);
     }
+    if (isa >= FR_ISA_AMX) {
+        memset(&level, 0, sizeof level);
+        fr_kernels_fill_amx(&level);
+        overlay(&tab, &level);
+    }
     for (uint32_t t = 0; t < FR_TYPE_COUNT; t++)
         fr_traits_set_kernels(t, tab.dot[t], tab.dot_rows[t], tab.dot_tile[t], tab.quant[t]);
     current_isa = isa;
@@ -103,6 +126,7 @@ int fr_kernels_init_from_env(void) {
         if (!strcmp(env, "scalar")) isa = FR_ISA_SCALAR;
         else if (!strcmp(env, "avx2")) isa = FR_ISA_AVX2;
         else if (!strcmp(env, "avx512")) isa = FR_ISA_AVX512;
+        else if (!strcmp(env, "amx")) isa = FR_ISA_AMX;
     }
     return fr_kernels_select(isa);
 }

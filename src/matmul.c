@@ -9,15 +9,14 @@
  * matmuls), the RMSNorm is done in the same pass, row by row, just
  * before the row is quantized.
  * The output rows of one or several matrices are then split into
- * contiguous ranges, one per thread; a thread walks its rows in blocks of
- * ROW_BLOCK, and for each block goes through all tokens, so the weights
- * are read from memory once per product and the activations stay in cache.
+ * contiguous ranges, one per thread, and each range goes to one kernel
+ * call, which reads its weights from memory once for all tokens.
  */
 #include <string.h>
 #include "ops.h"
 #include "quant.h"
 
-#define ROW_BLOCK 4          /* rows per dot_rows call */
+#define ROW_BLOCK 16         /* threads' ranges start at multiples of this (the AMX level's row group) */
 #define SERIAL_QUANT_ROWS 4  /* up to this many tokens are quantized serially */
 #define MAX_MATS 4
 
@@ -39,38 +38,30 @@ typedef struct {
 
 /* Rows [lo, hi) of matrix i for every token. Several tokens: the tile
  * kernel, which expands each weight row once for a group of tokens
- * (prefill). One token: blocks of rows against it (decode). */
+ * (prefill, batched decode). One token: the rows kernel (decode). */
 static void mm_rows(const mm_job *j, int i, int64_t lo, int64_t hi) {
     const fr_weight *w = j->w[i];
     const fr_type_traits *tt = fr_traits(w->type);
-    if (j->n > 1 && tt->dot_tile) {
-        const uint8_t *row = (const uint8_t *)w->data + lo * w->row_bytes;
+    const uint8_t *row = (const uint8_t *)w->data + lo * w->row_bytes;
+    if (j->n > 1)
         tt->dot_tile(w->cols, row, w->row_bytes, (int)(hi - lo), j->xq[i], j->xq_row[i], j->n,
                      j->y[i] + lo, (size_t)w->rows);
-        return;
-    }
-    float out[ROW_BLOCK];
-    for (int64_t r = lo; r < hi; r += ROW_BLOCK) {
-        int nr = (int)FR_MIN(ROW_BLOCK, hi - r);
-        const uint8_t *row = (const uint8_t *)w->data + r * w->row_bytes;
-        for (int t = 0; t < j->n; t++) {
-            const void *a = (const uint8_t *)j->xq[i] + t * j->xq_row[i];
-            float *y = j->y[i] + (size_t)t * w->rows + r;
-            if (tt->dot_rows) {
-                tt->dot_rows(w->cols, row, w->row_bytes, a, out, nr);
-                memcpy(y, out, (size_t)nr * sizeof(float));
-            } else {
-                for (int k = 0; k < nr; k++) y[k] = tt->dot(w->cols, row + k * w->row_bytes, a);
-            }
-        }
-    }
+    else
+        tt->dot_rows(w->cols, row, w->row_bytes, j->xq[i], j->y[i] + lo, (int)(hi - lo));
+}
+
+/* Thread ith's range [lo, hi) of `rows`, cut at multiples of ROW_BLOCK. */
+static void split_rows(int64_t rows, int ith, int nth, int64_t *lo, int64_t *hi) {
+    fr_split((rows + ROW_BLOCK - 1) / ROW_BLOCK, ith, nth, lo, hi);
+    *lo = FR_MIN(*lo * ROW_BLOCK, rows);
+    *hi = FR_MIN(*hi * ROW_BLOCK, rows);
 }
 
 /* Thread ith's share of the concatenated rows of all matrices. */
 static void mm_worker(void *arg, int ith, int nth) {
     mm_job *j = arg;
     int64_t lo, hi, base = 0;
-    fr_split(j->total_rows, ith, nth, &lo, &hi);
+    split_rows(j->total_rows, ith, nth, &lo, &hi);
     for (int i = 0; i < j->nw; i++) {
         int64_t rows = j->w[i]->rows;
         int64_t a = FR_MAX(lo, base), b = FR_MIN(hi, base + rows);
@@ -84,9 +75,7 @@ static void mm_worker(void *arg, int ith, int nth) {
 static void glu_worker(void *arg, int ith, int nth) {
     mm_job *j = arg;
     int64_t rows = j->w[0]->rows, lo, hi;
-    fr_split(rows / ROW_BLOCK, ith, nth, &lo, &hi);
-    lo *= ROW_BLOCK;
-    hi = ith == nth - 1 ? rows : hi * ROW_BLOCK;
+    split_rows(rows, ith, nth, &lo, &hi);
     if (lo >= hi) return;
     mm_rows(j, 0, lo, hi);
     mm_rows(j, 1, lo, hi);

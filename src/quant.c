@@ -656,6 +656,67 @@ DOT_ROWS_REF(rows_q5_0_q8_0, dot_q5_0_q8_0)
 DOT_ROWS_REF(rows_q4_k_q8_k, dot_q4_k_q8_k)
 DOT_ROWS_REF(rows_q6_k_q8_k, dot_q6_k_q8_k)
 
+/* ---- block-exact dots ---------------------------------------------------
+ *
+ * The arithmetic of the AMX level (kernels_amx.c), whose tile unit hands
+ * back one exact integer sum per block: for each block in order,
+ *   acc = fma(d_w * d_a, (float) sum_i w_i a_i, acc)   (then, for Q4_1,
+ *   acc = fma(m_w, s_a, acc)),
+ * with w_i the signed codes. These scalar twins are what the tests hold the
+ * AMX level's dot_rows and dot_tile to, bit for bit. d_w * d_a is a product
+ * of two fp16 values, exact in fp32, so only the FMAs round. */
+static void signed_codes(uint32_t type, const uint8_t *b, int8_t q[32]) {
+    uint8_t u[32];
+    int offset = 0;
+    switch (type) {
+    case FR_Q8_0: memcpy(q, b + Q8_0_QS, 32); return;
+    case FR_Q5_0: q5_0_codes(b, u); offset = 16; break;
+    case FR_Q4_0:
+    case FR_Q4_1: {
+        const uint8_t *qs = b + (type == FR_Q4_0 ? Q4_0_QS : Q4_1_QS);
+        for (int j = 0; j < 16; j++) u[j] = qs[j] & 15, u[j + 16] = qs[j] >> 4;
+        offset = type == FR_Q4_0 ? 8 : 0;
+        break;
+    }
+    }
+    for (int j = 0; j < 32; j++) q[j] = (int8_t)(u[j] - offset);
+}
+
+static float dot_exact(uint32_t type, int64_t n, const uint8_t *x, const uint8_t *y) {
+    const int q41 = type == FR_Q4_1;
+    const size_t wb = type == FR_Q8_0 ? sizeof(block_q8_0) : type == FR_Q4_1 ? sizeof(block_q4_1)
+                      : type == FR_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q5_0);
+    const size_t ab = q41 ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const size_t qa_off = q41 ? Q8_1_QS : Q8_0_QS;
+    float acc = 0;
+    for (int64_t i = 0; i < n / 32; i++, x += wb, y += ab) {
+        int8_t q[32];
+        signed_codes(type, x, q);
+        const int8_t *qa = (const int8_t *)(y + qa_off);
+        int32_t isum = 0;
+        for (int j = 0; j < 32; j++) isum += q[j] * qa[j];
+        float dd = half_at(x) * half_at(y);
+        acc = fmaf(dd, (float)isum, acc);
+        if (q41) acc = fmaf(half_at(x + Q4_1_M), half_at(y + Q8_1_S), acc);
+    }
+    return acc;
+}
+
+static float dot_exact_q4_0(int64_t n, const void *w, const void *a) { return dot_exact(FR_Q4_0, n, w, a); }
+static float dot_exact_q4_1(int64_t n, const void *w, const void *a) { return dot_exact(FR_Q4_1, n, w, a); }
+static float dot_exact_q8_0(int64_t n, const void *w, const void *a) { return dot_exact(FR_Q8_0, n, w, a); }
+static float dot_exact_q5_0(int64_t n, const void *w, const void *a) { return dot_exact(FR_Q5_0, n, w, a); }
+
+fr_dot_fn fr_dot_exact_ref(uint32_t type) {
+    switch (type) {
+    case FR_Q4_0: return dot_exact_q4_0;
+    case FR_Q4_1: return dot_exact_q4_1;
+    case FR_Q8_0: return dot_exact_q8_0;
+    case FR_Q5_0: return dot_exact_q5_0;
+    }
+    return NULL;
+}
+
 /* ---- the table -------------------------------------------------------- */
 
 /* Implemented types start with dot = dot_ref so the table works before any

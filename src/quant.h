@@ -115,7 +115,9 @@ const fr_type_traits *fr_traits(uint32_t type);
 /* Bytes of a row of n elements (n a multiple of the block size). */
 size_t fr_row_bytes(uint32_t type, int64_t n);
 
-enum fr_isa { FR_ISA_SCALAR = 0, FR_ISA_AVX2 = 1, FR_ISA_AVX512 = 2 };
+/* AMX = AVX-512 plus the AMX tile unit, whose 32-element block dots use the
+ * block-exact arithmetic of fr_dot_exact_ref (decode included). */
+enum fr_isa { FR_ISA_SCALAR = 0, FR_ISA_AVX2 = 1, FR_ISA_AVX512 = 2, FR_ISA_AMX = 3 };
 /* Highest level this CPU runs. */
 int fr_isa_detect(void);
 /* Points every dot at the kernels of the given level (capped at what the
@@ -124,9 +126,12 @@ int fr_isa_detect(void);
 int fr_kernels_select(int isa);
 int fr_kernels_isa(void);
 const char *fr_isa_name(int isa);
-/* Selects the level named by env FRUGAL_ISA (scalar|avx2|avx512), else the
+/* Selects the level named by env FRUGAL_ISA (scalar|avx2|avx512|amx), else the
  * detected one; returns the level in use. */
 int fr_kernels_init_from_env(void);
+/* The scalar twin of the AMX level's Q4_0, Q4_1, Q5_0 and Q8_0 dots (block
+ * sums exact, one FMA per block in order); NULL for other types. */
+fr_dot_fn fr_dot_exact_ref(uint32_t type);
 
 /* Quantizes an activation row of n floats to act_type (F32, F16, BF16,
  * Q8_0, Q8_1, Q8_K) with the dispatched quantizer. Inputs must be finite. */
@@ -144,6 +149,7 @@ typedef struct {
 } fr_kernel_table;
 void fr_kernels_fill_avx2(fr_kernel_table *t);
 void fr_kernels_fill_avx512(fr_kernel_table *t);
+void fr_kernels_fill_amx(fr_kernel_table *t);
 /* Internal: installs a type's dispatched kernels (quant.c owns the table). */
 void fr_traits_set_kernels(uint32_t type, fr_dot_fn dot, fr_dot_rows_fn dot_rows,
                            fr_dot_tile_fn dot_tile, fr_quant_fn quant_fast);

@@ -650,17 +650,83 @@ TEST(quant_dot_tile_bit_identical_to_dot_rows) {
     }
 }
 
+/* The block-exact scalar twin (the AMX level's arithmetic) is a dot like
+ * the others: within rounding of the double-precision sum. At the AMX
+ * level, dot_rows and dot_tile give exactly its bits for every row and
+ * token: row counts around the group of 16, token counts around the panel
+ * of 16 and the chunk of 64, odd addresses and strides, long rows. A
+ * kernel that summed in another order, or skipped a row of a group, fails. */
+TEST(quant_amx_level_is_block_exact) {
+    enum { MAXN = 2048, MAXR = 35, MAXC = 70, LDO = MAXR + 1 };
+    static const uint32_t types[] = {FR_Q4_0, FR_Q4_1, FR_Q5_0, FR_Q8_0};
+    static const int nrs[] = {1, 5, 15, 16, 17, 33, 35}, ncs[] = {1, 2, 3, 4, 16, 17, 40, 64, 65, 70};
+    static const int64_t sizes[] = {32, 64, 96, 576, 2048};
+    static uint8_t w[MAXR * MAXN * 2], a[MAXC * MAXN * 2], x[MAXN * 2];
+    static uint8_t wb[MAXR * (MAXN * 2 + 8) + 16], ab[MAXC * (MAXN * 2 + 8) + 16];
+    static float out[MAXC * LDO], ref[MAXR];
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        const fr_type_traits *tt = fr_traits(types[t]);
+        fr_dot_fn exact = fr_dot_exact_ref(types[t]);
+        CHECK(exact != NULL);
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            int64_t n = sizes[s];
+            size_t rb = fr_row_bytes(types[t], n), arb = fr_row_bytes(tt->act_type, n);
+            make_rows(types[t], n, MAXR, w, x);
+            for (int c = 0; c < MAXC; c++) {
+                make_rows(types[t], n, 0, w + MAXR * rb, x); /* fresh activations */
+                memcpy(a + c * arb, x, arb);
+            }
+            for (int r = 0; r < MAXR; r++) {
+                float got = exact(n, w + r * rb, a);
+                double tol = 1e-5 * abs_terms(types[t], n, w + r * rb, a) + 1e-30;
+                CHECK_MSG(fabs((double)got - tt->dot_ref(n, w + r * rb, a)) <= tol, "%s n=%lld r=%d", tt->name,
+                          (long long)n, r);
+            }
+            if (fr_isa_detect() < FR_ISA_AMX) continue;
+            int saved = fr_kernels_isa();
+            fr_kernels_select(FR_ISA_AMX);
+            size_t ws = rb + 7, as = arb + 3;
+            for (int r = 0; r < MAXR; r++) memcpy(wb + 1 + r * ws, w + r * rb, rb);
+            for (int c = 0; c < MAXC; c++) memcpy(ab + 5 + c * as, a + c * arb, arb);
+            for (size_t ir = 0; ir < sizeof nrs / sizeof nrs[0]; ir++) {
+                int nr = nrs[ir];
+                tt->dot_rows(n, wb + 1, ws, ab + 5, ref, nr);
+                int bad = 0;
+                for (int r = 0; r < nr; r++) {
+                    float want = exact(n, w + r * rb, a);
+                    bad |= memcmp(&ref[r], &want, sizeof want) != 0;
+                }
+                CHECK_MSG(!bad, "%s n=%lld nr=%d: dot_rows is not the exact twin", tt->name, (long long)n, nr);
+                for (size_t ic = 0; ic < sizeof ncs / sizeof ncs[0]; ic++) {
+                    int nc = ncs[ic];
+                    for (int i = 0; i < MAXC * LDO; i++) out[i] = 12345.0f;
+                    tt->dot_tile(n, wb + 1, ws, nr, ab + 5, as, nc, out, LDO);
+                    for (int c = 0; c < MAXC && !bad; c++)
+                        for (int r = 0; r < LDO; r++) {
+                            float got = out[c * LDO + r];
+                            if (c >= nc || r >= nr) { bad |= got != 12345.0f; continue; }
+                            float want = exact(n, w + r * rb, a + c * arb);
+                            bad |= memcmp(&got, &want, sizeof got) != 0;
+                        }
+                    CHECK_MSG(!bad, "%s n=%lld %dx%d: dot_tile is not the exact twin", tt->name, (long long)n, nr, nc);
+                }
+            }
+            fr_kernels_select(saved);
+        }
+    }
+}
+
 /* ---- ISA selection ------------------------------------------------------------ */
 
 TEST(quant_isa_selection) {
     int best = fr_isa_detect(), saved = fr_kernels_isa();
-    CHECK(best >= FR_ISA_SCALAR && best <= FR_ISA_AVX512);
+    CHECK(best >= FR_ISA_SCALAR && best <= FR_ISA_AMX);
     CHECK(fr_kernels_select(FR_ISA_SCALAR) == FR_ISA_SCALAR && fr_kernels_isa() == FR_ISA_SCALAR);
     CHECK(fr_traits(FR_Q4_1)->dot == fr_traits(FR_Q4_1)->dot_ref);
     CHECK(fr_kernels_select(99) == best);
     if (best > FR_ISA_SCALAR) CHECK(fr_traits(FR_Q4_1)->dot != fr_traits(FR_Q4_1)->dot_ref);
     CHECK(!strcmp(fr_isa_name(FR_ISA_SCALAR), "scalar") && !strcmp(fr_isa_name(FR_ISA_AVX2), "avx2"));
-    CHECK(!strcmp(fr_isa_name(FR_ISA_AVX512), "avx512"));
+    CHECK(!strcmp(fr_isa_name(FR_ISA_AVX512), "avx512") && !strcmp(fr_isa_name(FR_ISA_AMX), "amx"));
     const char *old = getenv("FRUGAL_ISA");
     char *saved_env = old ? strdup(old) : NULL;
     setenv("FRUGAL_ISA", "scalar", 1);
@@ -668,6 +734,8 @@ TEST(quant_isa_selection) {
     setenv("FRUGAL_ISA", "avx2", 1);
     CHECK(fr_kernels_init_from_env() == FR_MIN(FR_ISA_AVX2, best));
     setenv("FRUGAL_ISA", "avx512", 1);
+    CHECK(fr_kernels_init_from_env() == FR_MIN(FR_ISA_AVX512, best));
+    setenv("FRUGAL_ISA", "amx", 1);
     CHECK(fr_kernels_init_from_env() == best);
     unsetenv("FRUGAL_ISA");
     CHECK(fr_kernels_init_from_env() == best);

@@ -1,0 +1,394 @@
+/*
+ * kernels_amx.c - the AMX level: the 32-element block formats (Q4_0, Q4_1,
+ * Q5_0, Q8_0) with matrix products on the AMX tile unit and
+ * matrix-vector products with AVX-512 VNNI. Built with the AVX-512 and AMX
+ * flags; only called after kernels.c has checked the CPU and obtained the
+ * kernel's permission to use the tile registers.
+ *
+ * Why a new arithmetic: a tile product (TDPBSSD) hands back one exact int32
+ * sum per (row, token, block), and cannot reproduce the AVX-512 level's
+ * float sums of per-lane partials. Batched, chunked and token-by-token
+ * evaluation must agree bit for bit (see fr_dot_tile_fn), so at this level
+ * decode computes the same thing as the tiles:
+ *
+ *   acc = 0; for each block b in order:
+ *       acc = fma(d_w * d_a, (float) sum_i w_i a_i, acc)   (exact int sum)
+ *       acc = fma(m_w, s_a, acc)                           (Q4_1 only)
+ *
+ * with w_i the signed codes (Q4_0: q - 8, Q5_0: q - 16, Q4_1: q, Q8_0: q).
+ * quant.c's fr_dot_exact_ref is the scalar twin; the tests hold both
+ * kernels to it bit for bit.
+ *
+ * Decode (rows): 16 weight rows at a time, block pairs loaded as in
+ * kernels_avx512.c (one VPDPBUSD per row and pair), then a tree of unpacks
+ * and adds (reduce_pairs) turns the 16 registers of lane partials into two
+ * holding each row's exact sum for each block, so that scaling is one
+ * multiply and one FMA per block for 16 rows, their scales fetched with one
+ * gather.
+ *
+ * Prefill and batched decode (tile): per block, C (16 rows x 16 tokens,
+ * int32) = A (16 rows x 32 codes) . B (32 codes x 16 tokens), one TDPBSSD.
+ * A: the weight codes as signed bytes, unpacked once per group of 16 rows
+ * (Q8_0 rows are loaded in place). B: the tokens' codes rearranged once per
+ * panel of 16 into the layout TDPBSSD wants (four consecutive codes of a
+ * token side by side, tokens across a 64-byte row). C is stored and scaled
+ * into 16 accumulators, one per weight row with the tokens in its lanes,
+ * by the same multiply and FMA as decode. Two C tiles alternate so that the
+ * tile unit works on the next block while the vector units scale this one.
+ */
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "quant.h"
+#include "simd512.h"
+
+#define GR 16          /* weight rows per group */
+#define PT 16          /* tokens per panel */
+#define CHUNK_PANELS 8 /* panels prepared together: each row group is unpacked once per chunk */
+#define MIN_TOKENS 3   /* fewer tokens: the rows kernel per token is as fast */
+
+/* ---- decode -------------------------------------------------------------- */
+
+/* x[r]: row r's lane partials of a block pair (lanes 0-7 block b, 8-15
+ * block b + 1). Returns in lane r of *s0 row r's sum for block b, of *s1
+ * for block b + 1: pairs of rows fold 32-bit lanes, pairs of those fold
+ * 64-bit lanes, leaving 128-bit chunks of one row each; then the two
+ * chunks of each block are added and gathered in row order. */
+static ALWAYS_INLINE void reduce_pairs(const __m512i x[GR], __m512i *s0, __m512i *s1) {
+    __m512i y[8], z[4], w[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        y[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(x[2 * i], x[2 * i + 1]),
+                                _mm512_unpackhi_epi32(x[2 * i], x[2 * i + 1]));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        z[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(y[2 * i], y[2 * i + 1]),
+                                _mm512_unpackhi_epi64(y[2 * i], y[2 * i + 1]));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) /* chunks (0, 2) + (1, 3) of each */
+        w[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(z[2 * i], z[2 * i + 1], 0x88),
+                                _mm512_shuffle_i32x4(z[2 * i], z[2 * i + 1], 0xdd));
+    *s0 = _mm512_shuffle_i32x4(w[0], w[1], 0x88);
+    *s1 = _mm512_shuffle_i32x4(w[0], w[1], 0xdd);
+}
+
+/* acc += d_w d_a isum (+ m_w s_a) for 16 rows of one block; the rows'
+ * 4-byte headers (d, or d and m) come with one gather. */
+static ALWAYS_INLINE __m512 scale_block(__m512 acc, __m512i isum, const uint8_t *wb, __m512i off,
+                                        const uint8_t *ab, const int fmt) {
+    __m512i h = _mm512_i32gather_epi32(off, wb, 1);
+    __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h));
+    __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(load16(ab))));
+    acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum), acc);
+    if (fmt == FMT_Q4_1) {
+        __m512 mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16)));
+        acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(_cvtsh_ss(load16(ab + 2))), acc);
+    }
+    return acc;
+}
+
+/* m (1..16) rows at w against one activation row; rows past m repeat the
+ * last one and are not stored. */
+static ALWAYS_INLINE void rows16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *out,
+                                 int m, const int fmt) {
+    const int64_t nb = n / 32;
+    int32_t offs[GR];
+    for (int r = 0; r < GR; r++) offs[r] = (int32_t)((r < m ? r : m - 1) * ws);
+    const __m512i off = _mm512_loadu_si512(offs);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int two = b + 1 < nb;
+        const uint8_t *wb = w + b * W_SZ(fmt), *ab = a + b * A_SZ(fmt);
+        __m512i av = load_pair(ab + A_QS(fmt), A_SZ(fmt), two), corr = pair_corr(av, fmt), x[GR];
+#pragma GCC unroll 16
+        for (int r = 0; r < GR; r++) x[r] = _mm512_dpbusd_epi32(corr, weight_pair(wb + offs[r], two, fmt), av);
+        __m512i s0, s1;
+        reduce_pairs(x, &s0, &s1);
+        acc = scale_block(acc, s0, wb, off, ab, fmt);
+        if (two) acc = scale_block(acc, s1, wb + W_SZ(fmt), off, ab + A_SZ(fmt), fmt);
+    }
+    _mm512_mask_storeu_ps(out, (__mmask16)((1u << m) - 1), acc);
+}
+
+static ALWAYS_INLINE void rows_exact(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *out,
+                                     int nr, const int fmt) {
+    if (ws > (size_t)INT32_MAX / GR) { /* offsets do not fit the gather: scalar twin, same bits */
+        fr_dot_fn dot = fr_dot_exact_ref(fmt == FMT_Q4_0 ? FR_Q4_0 : fmt == FMT_Q4_1 ? FR_Q4_1
+                                         : fmt == FMT_Q5_0 ? FR_Q5_0 : FR_Q8_0);
+        for (int r = 0; r < nr; r++) out[r] = dot(n, w + r * ws, a);
+        return;
+    }
+    for (int r = 0; r < nr; r += GR) rows16(n, w + r * ws, ws, a, out + r, nr - r < GR ? nr - r : GR, fmt);
+}
+
+/* ---- tiles ----------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((aligned(64))) tile_config;
+
+/* Tile registers: C 0-3 (two pairs), A 4-5, B 6-7. Literal numbers: the
+ * intrinsics paste them into the instruction. */
+#define TC0 0
+#define TC1 1
+#define TC2 2
+#define TC3 3
+#define TA0 4
+#define TA1 5
+#define TB0 6
+#define TB1 7
+
+/* A constant in memory: LDTILECFG's intrinsic tells the compiler it reads
+ * only a pointer's worth of bytes, so a config built on the stack could
+ * lose its stores. */
+static const tile_config tiles = {
+    .palette = 1,
+    .colsb = {PT * 4, PT * 4, PT * 4, PT * 4, 32, 32, PT * 4, PT * 4},
+    .rows = {GR, GR, GR, GR, GR, GR, 8, 8},
+};
+
+/* Per-thread work space, grown as needed and freed with the thread: a row
+ * group's codes and scales, a chunk's panels, the stored C tiles. */
+typedef struct {
+    size_t cap;
+    int8_t *a;      /* [nb / 2][GR][64] weight codes */
+    float *aw, *am; /* [nb][GR] d_w, m_w */
+    int8_t *b;      /* [panel][nb][8][PT * 4] activation codes */
+    float *bd, *bs; /* [panel][nb][PT] d_a, s_a */
+    int32_t *c;     /* [2][GR][PT] */
+} work;
+
+static pthread_key_t work_key;
+static pthread_once_t work_once = PTHREAD_ONCE_INIT;
+
+static void work_free(void *p) { free(p); }
+static void work_key_make(void) { (void)pthread_key_create(&work_key, work_free); }
+
+static work *work_get(int64_t nb) {
+    if (pthread_once(&work_once, work_key_make) != 0) return NULL;
+    const size_t per = (size_t)(nb + 1) * (GR * 32 + 2 * GR * 4 + CHUNK_PANELS * (8 * PT * 4 + 2 * PT * 4));
+    const size_t need = sizeof(work) + 64 + per + 2 * GR * PT * 4;
+    work *w = pthread_getspecific(work_key);
+    if (!w || w->cap < need) {
+        free(w);
+        w = malloc(need);
+        if (pthread_setspecific(work_key, w) != 0 && w) free(w), w = NULL;
+        if (!w) return NULL;
+        w->cap = need;
+    }
+    uint8_t *p = (uint8_t *)(((uintptr_t)(w + 1) + 63) & ~(uintptr_t)63);
+    w->c = (int32_t *)p, p += 2 * GR * PT * 4;
+    w->a = (int8_t *)p, p += (size_t)(nb + 1) / 2 * GR * 64;
+    w->b = (int8_t *)p, p += (size_t)nb * CHUNK_PANELS * 8 * PT * 4;
+    w->aw = (float *)p, p += (size_t)nb * GR * 4;
+    w->am = (float *)p, p += (size_t)nb * GR * 4;
+    w->bd = (float *)p, p += (size_t)nb * CHUNK_PANELS * PT * 4;
+    w->bs = (float *)p;
+    return w;
+}
+
+/* A block pair's 64 signed codes of a weight row (zeros for a missing
+ * second block). */
+static ALWAYS_INLINE __m512i signed_pair(const uint8_t *x, int two, const int fmt) {
+    if (fmt == FMT_Q8_0) return load_pair(x + Q8_0_QS, Q8_0_SZ, two);
+    __m512i u = weight_pair(x, two, fmt);
+    if (fmt == FMT_Q4_0) return _mm512_sub_epi8(u, _mm512_set1_epi8(8));
+    if (fmt == FMT_Q5_0) return _mm512_sub_epi8(u, _mm512_set1_epi8(16));
+    return u;
+}
+
+/* A row group's codes (rows past m repeat the last), pair by pair: row r's
+ * 64 codes of pair b / 2 at (b / 2 * GR + r) * 64, so that a block's A tile
+ * has a stride of 64. Q8_0's codes are read in place when the group is
+ * whole (codes = 0 then). The scales come with one gather per block. */
+static ALWAYS_INLINE void prepare_rows(work *k, int64_t nb, const uint8_t *w, __m512i off, int m, int codes,
+                                       size_t ws, const int fmt) {
+    if (codes)
+        for (int r = 0; r < GR; r++) {
+            const uint8_t *x = w + (size_t)(r < m ? r : m - 1) * ws;
+            for (int64_t b = 0; b < nb; b += 2)
+                _mm512_store_si512(k->a + (b / 2 * GR + r) * 64, signed_pair(x + b * W_SZ(fmt), b + 1 < nb, fmt));
+        }
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i h = _mm512_i32gather_epi32(off, w + b * W_SZ(fmt), 1);
+        _mm512_store_ps(k->aw + b * GR, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)));
+        if (fmt == FMT_Q4_1)
+            _mm512_store_ps(k->am + b * GR, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))));
+    }
+}
+
+/* Panel p of the chunk: tokens a .. a + (nt - 1) as; missing tokens are zeros. */
+static ALWAYS_INLINE void prepare_panel(work *k, int p, int64_t nb, const uint8_t *a, size_t as, int nt,
+                                        const int fmt) {
+    int8_t *bp = k->b + (size_t)p * nb * 8 * PT * 4;
+    float *bd = k->bd + (size_t)p * nb * PT, *bs = k->bs + (size_t)p * nb * PT;
+    for (int64_t b = 0; b < nb; b++) {
+        uint32_t *row = (uint32_t *)(bp + b * 8 * PT * 4);
+        for (int t = 0; t < PT; t++) {
+            const uint8_t *y = a + (size_t)t * as + b * A_SZ(fmt);
+            for (int kk = 0; kk < 8; kk++) row[kk * PT + t] = t < nt ? load32(y + A_QS(fmt) + 4 * kk) : 0;
+            bd[b * PT + t] = t < nt ? _cvtsh_ss(load16(y)) : 0.0f;
+            if (fmt == FMT_Q4_1) bs[b * PT + t] = t < nt ? _cvtsh_ss(load16(y + 2)) : 0.0f;
+        }
+    }
+}
+
+/* acc[r] (lanes = tokens) += d_w d_a isum (+ m_w s_a) for block b. */
+static ALWAYS_INLINE void scale_tile(__m512 acc[GR], const int32_t *c, const work *k, int64_t b, const float *bd,
+                                     const float *bs, const int fmt) {
+    __m512 da = _mm512_load_ps(bd + b * PT), sa = _mm512_setzero_ps();
+    if (fmt == FMT_Q4_1) sa = _mm512_load_ps(bs + b * PT);
+#pragma GCC unroll 16
+    for (int r = 0; r < GR; r++) {
+        __m512 dd = _mm512_mul_ps(_mm512_set1_ps(k->aw[b * GR + r]), da);
+        acc[r] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(_mm512_load_si512(c + r * PT)), acc[r]);
+        if (fmt == FMT_Q4_1) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(k->am[b * GR + r]), sa, acc[r]);
+    }
+}
+
+/* x[r][c] -> x[c][r] for a 16 x 16 float matrix in registers: 2 x 2
+ * blocks within 128-bit lanes, then 4 x 4, then the lanes themselves. */
+static ALWAYS_INLINE void transpose16(__m512 x[16]) {
+    __m512 t[16], u[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(x[2 * i], x[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(x[2 * i], x[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* u[4i + j], lane L: column 4L + j of rows 4i .. 4i + 3 */
+        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m512 x0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), x1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        __m512 y0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd), y1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+        x[j] = _mm512_shuffle_f32x4(x0, x1, 0x88);
+        x[8 + j] = _mm512_shuffle_f32x4(x0, x1, 0xdd);
+        x[4 + j] = _mm512_shuffle_f32x4(y0, y1, 0x88);
+        x[12 + j] = _mm512_shuffle_f32x4(y0, y1, 0xdd);
+    }
+}
+
+/* TDPBSSD of blocks blk and blk + 1 (if any) into tiles t0 and t1. */
+#define ISSUE(t0, t1, blk)                                                    \
+    do {                                                                      \
+        _tile_zero(t0);                                                       \
+        _tile_loadd(TA0, A_OF(blk), (long)astride);                           \
+        _tile_loadd(TB0, bp + (blk) * 8 * PT * 4, PT * 4);                    \
+        _tile_dpbssd(t0, TA0, TB0);                                           \
+        if ((blk) + 1 < nb) {                                                 \
+            _tile_zero(t1);                                                   \
+            _tile_loadd(TA1, A_OF((blk) + 1), (long)astride);                 \
+            _tile_loadd(TB1, bp + ((blk) + 1) * 8 * PT * 4, PT * 4);          \
+            _tile_dpbssd(t1, TA1, TB1);                                       \
+        }                                                                     \
+    } while (0)
+
+/* Stores tiles t0, t1 and scales them into acc, block blk first. */
+#define DRAIN(t0, t1, blk)                                                    \
+    do {                                                                      \
+        _tile_stored(t0, k->c, PT * 4);                                       \
+        scale_tile(acc, k->c, k, blk, bd, bs, fmt);                           \
+        if ((blk) + 1 < nb) {                                                 \
+            _tile_stored(t1, k->c + GR * PT, PT * 4);                         \
+            scale_tile(acc, k->c + GR * PT, k, (blk) + 1, bd, bs, fmt);       \
+        }                                                                     \
+    } while (0)
+
+/* One row group against panel p: out[t * ldo + r] for r < m, t < nt. The
+ * blocks go in pairs through two sets of C tiles, so that the tile unit
+ * computes the next pair while the vector units scale this one; the
+ * scaling still runs block by block in order. */
+static ALWAYS_INLINE void tile_panel(const work *k, int64_t nb, const uint8_t *w, size_t ws, int in_place, int p,
+                                     int m, int nt, float *out, size_t ldo, const uint8_t *pf, size_t pf_bytes,
+                                     const int fmt) {
+    const int8_t *bp = k->b + (size_t)p * nb * 8 * PT * 4;
+    const float *bd = k->bd + (size_t)p * nb * PT, *bs = k->bs + (size_t)p * nb * PT;
+    const size_t astride = in_place ? ws : 64;
+#define A_OF(bb) (in_place ? (const void *)(w + (bb) * W_SZ(fmt) + Q8_0_QS) : (const void *)(k->a + (bb) / 2 * GR * 64 + (bb) % 2 * 32))
+    __m512 acc[GR];
+#pragma GCC unroll 16
+    for (int r = 0; r < GR; r++) acc[r] = _mm512_setzero_ps();
+    ISSUE(TC0, TC1, 0);
+    for (int64_t b = 0; b < nb; b += 4) {
+        /* a slice of the next row group's bytes, fetched while this runs */
+        for (size_t o = pf_bytes * b / nb & ~(size_t)63, e = pf_bytes * (b + 4) / nb; o < e; o += 64)
+            _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
+        if (b + 2 < nb) ISSUE(TC2, TC3, b + 2);
+        DRAIN(TC0, TC1, b);
+        if (b + 2 >= nb) break;
+        if (b + 4 < nb) ISSUE(TC0, TC1, b + 4);
+        DRAIN(TC2, TC3, b + 2);
+    }
+#undef A_OF
+    transpose16(acc);
+    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(out + t * ldo, (__mmask16)((1u << m) - 1), acc[t]);
+}
+
+static ALWAYS_INLINE void tile_exact(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as,
+                                     int nc, float *out, size_t ldo, const int fmt) {
+    const int64_t nb = n / 32;
+    work *k = nc >= MIN_TOKENS && ws <= (size_t)INT32_MAX / GR ? work_get(nb) : NULL;
+    if (!k) { /* a few tokens, strides past the gather's reach, or no memory for the
+                work space: the rows kernel, same bits */
+        for (int c = 0; c < nc; c++) rows_exact(n, w, ws, a + c * as, out + c * ldo, nr, fmt);
+        return;
+    }
+    _tile_loadconfig(&tiles);
+    for (int t0 = 0; t0 < nc; t0 += CHUNK_PANELS * PT) {
+        const int np = (nc - t0 + PT - 1) / PT < CHUNK_PANELS ? (nc - t0 + PT - 1) / PT : CHUNK_PANELS;
+        for (int p = 0; p < np; p++) {
+            int t = t0 + p * PT;
+            prepare_panel(k, p, nb, a + t * as, as, nc - t < PT ? nc - t : PT, fmt);
+        }
+        for (int r0 = 0; r0 < nr; r0 += GR) {
+            const int m = nr - r0 < GR ? nr - r0 : GR, in_place = fmt == FMT_Q8_0 && m == GR;
+            const uint8_t *wr = w + r0 * ws;
+            int32_t offs[GR];
+            for (int r = 0; r < GR; r++) offs[r] = (int32_t)((r < m ? r : m - 1) * ws);
+            /* The next group's weights are fetched from memory in slices
+             * while this group's first panel computes: its rows are
+             * contiguous, but unpacking them in one burst would wait on
+             * memory with the tile unit idle. */
+            size_t next_bytes = r0 + GR < nr ? (size_t)(nr - r0 - GR < GR ? nr - r0 - GR : GR) * ws : 0;
+            prepare_rows(k, nb, wr, _mm512_loadu_si512(offs), m, !in_place, ws, fmt);
+            for (int p = 0; p < np; p++) {
+                int t = t0 + p * PT;
+                tile_panel(k, nb, wr, ws, in_place, p, m, nc - t < PT ? nc - t : PT, out + t * ldo + r0, ldo,
+                           wr + GR * ws, p == 0 ? next_bytes : 0, fmt);
+            }
+        }
+    }
+    _tile_release();
+}
+
+#define EXACT_ENTRIES(suffix, fmt)                                                              \
+    static void rows_##suffix(int64_t n, const void *w, size_t ws, const void *a, float *out, int nr) { \
+        rows_exact(n, w, ws, a, out, nr, fmt);                                                  \
+    }                                                                                           \
+    static void tile_##suffix(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, \
+                              int nc, float *out, size_t ldo) {                                 \
+        tile_exact(n, w, ws, nr, a, as, nc, out, ldo, fmt);                                     \
+    }
+EXACT_ENTRIES(q4_0_q8_0, FMT_Q4_0)
+EXACT_ENTRIES(q4_1_q8_1, FMT_Q4_1)
+EXACT_ENTRIES(q8_0_q8_0, FMT_Q8_0)
+EXACT_ENTRIES(q5_0_q8_0, FMT_Q5_0)
+
+void fr_kernels_fill_amx(fr_kernel_table *t) {
+    t->dot_rows[FR_Q4_0] = rows_q4_0_q8_0;
+    t->dot_rows[FR_Q4_1] = rows_q4_1_q8_1;
+    t->dot_rows[FR_Q8_0] = rows_q8_0_q8_0;
+    t->dot_rows[FR_Q5_0] = rows_q5_0_q8_0;
+    t->dot_tile[FR_Q4_0] = tile_q4_0_q8_0;
+    t->dot_tile[FR_Q4_1] = tile_q4_1_q8_1;
+    t->dot_tile[FR_Q8_0] = tile_q8_0_q8_0;
+    t->dot_tile[FR_Q5_0] = tile_q5_0_q8_0;
+}

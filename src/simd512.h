@@ -1,0 +1,98 @@
+/*
+ * simd512.h - the AVX-512 pieces shared by kernels_avx512.c and kernels_amx.c:
+ * block layouts as byte offsets, loading a pair of 32-element blocks into
+ * one register as VPDPBUSD operands, and the offset correction of the
+ * formats whose codes are stored unsigned. Include only from files built
+ * with the AVX-512 flags.
+ */
+#ifndef FR_SIMD512_H
+#define FR_SIMD512_H
+
+#include <immintrin.h>
+#include <string.h>
+#include "quant.h"
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* Block sizes and field offsets; rows may sit at any byte address, so
+ * blocks are addressed as bytes (d is always at offset 0). */
+enum {
+    Q4_0_SZ = sizeof(block_q4_0), Q4_1_SZ = sizeof(block_q4_1),
+    Q8_0_SZ = sizeof(block_q8_0), Q8_1_SZ = sizeof(block_q8_1), Q5_0_SZ = sizeof(block_q5_0),
+    Q4_0_QS = 2, Q4_1_QS = 4, Q8_0_QS = 2, Q8_1_QS = 4, Q5_0_QH = 2, Q5_0_QS = 6,
+    Q4_K_SZ = sizeof(block_q4_K), Q6_K_SZ = sizeof(block_q6_K), Q8_K_SZ = sizeof(block_q8_K),
+    Q4_K_SC = 4, Q4_K_QS = 16, Q6_K_QL = 0, Q6_K_QH = 128, Q6_K_SC = 192, Q6_K_D = 208,
+    Q8_K_QS = 4, Q8_K_BS = 260,
+};
+
+/* Two consecutive blocks' 32 quant bytes (at q and q + stride): the first
+ * block in the low half, the second in the high half, or zeros there when
+ * there is no second block. */
+static ALWAYS_INLINE __m512i load_pair(const uint8_t *q, size_t stride, int two) {
+    __m256i lo = _mm256_loadu_si256((const __m256i *)q);
+    if (!two) return _mm512_zextsi256_si512(lo);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256((const __m256i *)(q + stride)), 1);
+}
+
+/* Two 4-bit blocks' 16-byte quants: each block's bytes in two 128-bit
+ * lanes, the second of which is shifted right by 4, so that the low
+ * nibbles are elements 0..15 and the high nibbles 16..31 (the bits above
+ * them are garbage until masked). */
+static ALWAYS_INLINE __m512i q4_pair_raw(const uint8_t *qs, size_t stride, int two) {
+    const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+    __m512i v;
+    if (two) {
+        v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)qs));
+        v = _mm512_mask_broadcast_i32x4(v, 0xff00, _mm_loadu_si128((const __m128i *)(qs + stride)));
+    } else {
+        v = _mm512_maskz_broadcast_i32x4(0x00ff, _mm_loadu_si128((const __m128i *)qs));
+    }
+    return _mm512_srlv_epi64(v, shift);
+}
+
+/* ... as 64 bytes 0..15 in element order. */
+static ALWAYS_INLINE __m512i q4_pair(const uint8_t *qs, size_t stride, int two) {
+    return _mm512_and_si512(q4_pair_raw(qs, stride, two), _mm512_set1_epi8(15));
+}
+
+/* The 32-element block formats: Q4_0 . Q8_0, Q4_1 . Q8_1, Q8_0 . Q8_0,
+ * Q5_0 . Q8_0. fmt is a compile-time constant in every instance (the
+ * functions are always inlined), so each format gets its own straight-line
+ * code. */
+enum { FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, FMT_Q5_0 };
+
+#define W_SZ(fmt) ((fmt) == FMT_Q4_0 ? Q4_0_SZ : (fmt) == FMT_Q4_1 ? Q4_1_SZ \
+                   : (fmt) == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ)
+#define A_SZ(fmt) ((fmt) == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ)
+#define A_QS(fmt) ((fmt) == FMT_Q4_1 ? Q8_1_QS : Q8_0_QS)
+
+static ALWAYS_INLINE uint32_t load32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+static ALWAYS_INLINE uint16_t load16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+/* A weight row's block pair as VPDPBUSD's unsigned operand. Q5_0's two
+ * 32-bit qh fields, bit j = element j's 5th bit, are exactly a byte mask
+ * over the pair's 64 codes in element order: add 16 where it is set. */
+static ALWAYS_INLINE __m512i weight_pair(const uint8_t *x, int two, const int fmt) {
+    if (fmt == FMT_Q4_1) return q4_pair(x + Q4_1_QS, Q4_1_SZ, two);
+    if (fmt == FMT_Q4_0) return q4_pair(x + Q4_0_QS, Q4_0_SZ, two);
+    if (fmt == FMT_Q5_0) {
+        uint64_t hb = load32(x + Q5_0_QH);
+        if (two) hb |= (uint64_t)load32(x + Q5_0_SZ + Q5_0_QH) << 32;
+        __m512i high = _mm512_maskz_mov_epi8(_cvtu64_mask64(hb), _mm512_set1_epi8(16));
+        /* nibble | high: VPTERNLOG (a & 15) | b */
+        return _mm512_ternarylogic_epi32(q4_pair_raw(x + Q5_0_QS, Q5_0_SZ, two), high, _mm512_set1_epi8(15), 0xec);
+    }
+    return _mm512_xor_si512(load_pair(x + Q8_0_QS, Q8_0_SZ, two), _mm512_set1_epi8((char)0x80));
+}
+
+/* -sum(offset * a) per lane: 8 for Q4_0's nibbles, 16 for Q5_0's codes,
+ * 128 for Q8_0's w ^ 0x80; the integer dot starts from it, which removes
+ * the offset. */
+static ALWAYS_INLINE __m512i pair_corr(__m512i av, const int fmt) {
+    if (fmt == FMT_Q4_1) return _mm512_setzero_si512();
+    __m512i offset = _mm512_set1_epi8(fmt == FMT_Q4_0 ? 8 : fmt == FMT_Q5_0 ? 16 : (char)0x80);
+    return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, av));
+}
+
+#endif
