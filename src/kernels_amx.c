@@ -91,15 +91,18 @@ static ALWAYS_INLINE __m512 scale_block(__m512 acc, __m512i isum, const uint8_t 
 /* m (1..16) rows at w against one activation row; rows past m repeat the
  * last one and are not stored. */
 static ALWAYS_INLINE void rows16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *out,
-                                 int m, const int fmt) {
+                                 int m, size_t pf_bytes, const int fmt) {
     const int64_t nb = n / 32;
     int32_t offs[GR];
     for (int r = 0; r < GR; r++) offs[r] = (int32_t)((r < m ? r : m - 1) * ws);
     const __m512i off = _mm512_loadu_si512(offs);
     __m512 acc = _mm512_setzero_ps();
+    const uint8_t *pf = w + GR * ws;
     for (int64_t b = 0; b < nb; b += 2) {
         const int two = b + 1 < nb;
         const uint8_t *wb = w + b * W_SZ(fmt), *ab = a + b * A_SZ(fmt);
+        for (size_t o = pf_bytes * b / nb & ~(size_t)63, e = pf_bytes * (b + 2) / nb; o < e; o += 64)
+            _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
         __m512i av = load_pair(ab + A_QS(fmt), A_SZ(fmt), two), corr = pair_corr(av, fmt), x[GR];
 #pragma GCC unroll 16
         for (int r = 0; r < GR; r++) x[r] = _mm512_dpbusd_epi32(corr, weight_pair(wb + offs[r], two, fmt), av);
@@ -119,7 +122,13 @@ static ALWAYS_INLINE void rows_exact(int64_t n, const uint8_t *w, size_t ws, con
         for (int r = 0; r < nr; r++) out[r] = dot(n, w + r * ws, a);
         return;
     }
-    for (int r = 0; r < nr; r += GR) rows16(n, w + r * ws, ws, a, out + r, nr - r < GR ? nr - r : GR, fmt);
+    /* Each group of 16 reads its rows at 16 places at once, which the
+     * hardware prefetcher follows poorly: the next group's bytes are
+     * requested in slices while this one computes. */
+    for (int r = 0; r < nr; r += GR) {
+        size_t next = r + GR < nr ? (size_t)(nr - r - GR < GR ? nr - r - GR : GR) * ws : 0;
+        rows16(n, w + r * ws, ws, a, out + r, nr - r < GR ? nr - r : GR, next, fmt);
+    }
 }
 
 /* ---- tiles ----------------------------------------------------------------- */
