@@ -15,8 +15,14 @@ void fr_rmsnorm(float *y, const float *x, const float *w, int n, int d, float ep
     for (int t = 0; t < n; t++) {
         const float *xr = x + (size_t)t * d;
         float *yr = y + (size_t)t * d;
-        double ss = 0;
-        for (int i = 0; i < d; i++) ss += (double)xr[i] * xr[i];
+        /* eight independent partial sums: one chain would wait on the
+         * add latency for every element */
+        double p[8] = {0};
+        int i = 0;
+        for (; i + 8 <= d; i += 8)
+            for (int k = 0; k < 8; k++) p[k] += (double)xr[i + k] * xr[i + k];
+        for (; i < d; i++) p[0] += (double)xr[i] * xr[i];
+        double ss = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
         float scale = 1.0f / sqrtf((float)(ss / d) + eps);
         for (int i = 0; i < d; i++) yr[i] = xr[i] * scale * w[i];
     }
