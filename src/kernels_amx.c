@@ -160,7 +160,9 @@ static const tile_config tiles = {
 };
 
 /* Per-thread work space, grown as needed and freed with the thread: a row
- * group's codes and scales, a chunk's panels, the stored C tiles. */
+ * group's codes and scales, a chunk's panels, the stored C tiles. Plain
+ * malloc, not the library's counted allocator: failing here is not an
+ * error, the tile falls back to the rows kernel (same bits). */
 typedef struct {
     size_t cap;
     int8_t *a;      /* [nb / 2][GR][64] weight codes */
