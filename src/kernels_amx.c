@@ -114,11 +114,76 @@ static ALWAYS_INLINE void rows16(int64_t n, const uint8_t *w, size_t ws, const u
     _mm512_mask_storeu_ps(out, (__mmask16)((1u << m) - 1), acc);
 }
 
+/* ---- decode, Q4_K ----------------------------------------------------------
+ *
+ * Per super-block of 256, exact integers (quant.c's dot_exact_q4_k):
+ * isum = sum_j sc_j (sub-block j's q . a) and msum = sum_j m_j (sub-block
+ * j's sum of a); then acc = fma(d d_a, isum, acc), acc = fma(-(dmin d_a),
+ * msum, acc). A row's isum comes as 16 lanes (VPMADDUBSW pair sums,
+ * VPDPWSSD by each pair's sub-block scale, as in kernels_avx512.c), its
+ * msum as 8 (the mins against the bsums summed in pairs); reduce_pairs
+ * folds 16 rows of each into one register. */
+enum { FMT_Q4_K = FMT_Q5_0 + 1 };
+
+static ALWAYS_INLINE __m512i q4_k_isum(const uint8_t *x, const __m512i qa[4]) {
+    __m512i w = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(q4_k_scales(x + Q4_K_SC)));
+    __m512i s = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)
+        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(q4_k_codes(x, k), qa[k]),
+                                _mm512_permutexvar_epi16(_mm512_load_si512(perm_q4_k[k]), w));
+    return s;
+}
+
+static ALWAYS_INLINE __m512i q4_k_msum(const uint8_t *x, __m256i bsp) {
+    return _mm512_zextsi256_si512(_mm256_madd_epi16(_mm256_cvtepu8_epi16(q4_k_scales(x + Q4_K_SC)), bsp));
+}
+
+static ALWAYS_INLINE __m512i sum_rows(const __m512i x[GR]) {
+    __m512i s0, s1;
+    reduce_pairs(x, &s0, &s1);
+    return _mm512_add_epi32(s0, s1);
+}
+
+static void rows16_q4_k(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *out, int m,
+                        size_t pf_bytes) {
+    const int64_t nsb = n / QK_K;
+    int32_t offs[GR];
+    for (int r = 0; r < GR; r++) offs[r] = (int32_t)((r < m ? r : m - 1) * ws);
+    const __m512i off = _mm512_loadu_si512(offs);
+    const uint8_t *pf = w + GR * ws;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        for (size_t o = pf_bytes * s / nsb & ~(size_t)63, e = pf_bytes * (s + 1) / nsb; o < e; o += 64)
+            _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
+        const uint8_t *x = w + s * Q4_K_SZ, *y = a + s * Q8_K_SZ;
+        __m512i qa[4], v[GR];
+        for (int k = 0; k < 4; k++) qa[k] = _mm512_loadu_si512(y + Q8_K_QS + 64 * k);
+        /* bsums summed in pairs, at the words of the mins: [0 x4, p0..p3, 0 x4, p4..p7] */
+        __m256i bsp = _mm256_packs_epi32(_mm256_setzero_si256(),
+                                         _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(y + Q8_K_BS)),
+                                                           _mm256_set1_epi16(1)));
+#pragma GCC unroll 16
+        for (int r = 0; r < GR; r++) v[r] = q4_k_isum(x + offs[r], qa);
+        __m512i isum = sum_rows(v);
+#pragma GCC unroll 16
+        for (int r = 0; r < GR; r++) v[r] = q4_k_msum(x + offs[r], bsp);
+        __m512i msum = sum_rows(v);
+        __m512i h = _mm512_i32gather_epi32(off, x, 1); /* d, dmin */
+        __m512 da = _mm512_set1_ps(load_f32(y));
+        __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)), da);
+        __m512 dm = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))), da);
+        acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum), acc);
+        acc = _mm512_fnmadd_ps(dm, _mm512_cvtepi32_ps(msum), acc);
+    }
+    _mm512_mask_storeu_ps(out, (__mmask16)((1u << m) - 1), acc);
+}
+
 static ALWAYS_INLINE void rows_exact(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *out,
                                      int nr, const int fmt) {
     if (ws > (size_t)INT32_MAX / GR) { /* offsets do not fit the gather: scalar twin, same bits */
         fr_dot_fn dot = fr_dot_exact_ref(fmt == FMT_Q4_0 ? FR_Q4_0 : fmt == FMT_Q4_1 ? FR_Q4_1
-                                         : fmt == FMT_Q5_0 ? FR_Q5_0 : FR_Q8_0);
+                                         : fmt == FMT_Q5_0 ? FR_Q5_0 : fmt == FMT_Q4_K ? FR_Q4_K : FR_Q8_0);
         for (int r = 0; r < nr; r++) out[r] = dot(n, w + r * ws, a);
         return;
     }
@@ -127,7 +192,10 @@ static ALWAYS_INLINE void rows_exact(int64_t n, const uint8_t *w, size_t ws, con
      * requested in slices while this one computes. */
     for (int r = 0; r < nr; r += GR) {
         size_t next = r + GR < nr ? (size_t)(nr - r - GR < GR ? nr - r - GR : GR) * ws : 0;
-        rows16(n, w + r * ws, ws, a, out + r, nr - r < GR ? nr - r : GR, next, fmt);
+        if (fmt == FMT_Q4_K)
+            rows16_q4_k(n, w + r * ws, ws, a, out + r, nr - r < GR ? nr - r : GR, next);
+        else
+            rows16(n, w + r * ws, ws, a, out + r, nr - r < GR ? nr - r : GR, next, fmt);
     }
 }
 
@@ -170,6 +238,9 @@ typedef struct {
     int8_t *b;      /* [panel][nb][8][PT * 4] activation codes */
     float *bd, *bs; /* [panel][nb][PT] d_a, s_a */
     int32_t *c;     /* [2][GR][PT] */
+    int32_t *ksc;   /* Q4_K: [super-block][GR][16] scales and mins, as q4_k_scales orders them */
+    float *kmf;     /* Q4_K: the same as floats (the mins' terms are summed in float, exactly) */
+    float *accm;    /* Q4_K: [GR][PT] the float accumulators (the registers hold the integer sums) */
 } work;
 
 static pthread_key_t work_key;
@@ -181,7 +252,7 @@ static void work_key_make(void) { (void)pthread_key_create(&work_key, work_free)
 static work *work_get(int64_t nb) {
     if (pthread_once(&work_once, work_key_make) != 0) return NULL;
     const size_t per = (size_t)(nb + 1) * (GR * 32 + 2 * GR * 4 + CHUNK_PANELS * (8 * PT * 4 + 2 * PT * 4));
-    const size_t need = sizeof(work) + 64 + per + 2 * GR * PT * 4;
+    const size_t need = sizeof(work) + 64 + per + 3 * GR * PT * 4 + 2 * (size_t)(nb / 8 + 1) * GR * 16 * 4;
     work *w = pthread_getspecific(work_key);
     if (!w || w->cap < need) {
         free(w);
@@ -197,7 +268,10 @@ static work *work_get(int64_t nb) {
     w->aw = (float *)p, p += (size_t)nb * GR * 4;
     w->am = (float *)p, p += (size_t)nb * GR * 4;
     w->bd = (float *)p, p += (size_t)nb * CHUNK_PANELS * PT * 4;
-    w->bs = (float *)p;
+    w->bs = (float *)p, p += (size_t)nb * CHUNK_PANELS * PT * 4;
+    w->accm = (float *)p, p += GR * PT * 4;
+    w->ksc = (int32_t *)p, p += (size_t)(nb / 8 + 1) * GR * 16 * 4;
+    w->kmf = (float *)p;
     return w;
 }
 
@@ -217,6 +291,24 @@ static ALWAYS_INLINE __m512i signed_pair(const uint8_t *x, int two, const int fm
  * whole (codes = 0 then). The scales come with one gather per block. */
 static ALWAYS_INLINE void prepare_rows(work *k, int64_t nb, const uint8_t *w, __m512i off, int m, int codes,
                                        size_t ws, const int fmt) {
+    if (fmt == FMT_Q4_K) { /* chunk c of super-block s: sub-blocks 8s + 2c, 8s + 2c + 1 */
+        const int64_t nsb = nb / 8;
+        for (int r = 0; r < GR; r++) {
+            const uint8_t *x = w + (size_t)(r < m ? r : m - 1) * ws;
+            for (int64_t s = 0; s < nsb; s++, x += Q4_K_SZ) {
+                for (int c = 0; c < 4; c++) _mm512_store_si512(k->a + ((s * 4 + c) * GR + r) * 64, q4_k_codes(x, c));
+                __m512i v = _mm512_cvtepu8_epi32(q4_k_scales(x + Q4_K_SC));
+                _mm512_store_si512(k->ksc + (s * GR + r) * 16, v);
+                _mm512_store_ps(k->kmf + (s * GR + r) * 16, _mm512_cvtepi32_ps(v));
+            }
+        }
+        for (int64_t s = 0; s < nsb; s++) { /* d, dmin */
+            __m512i h = _mm512_i32gather_epi32(off, w + s * Q4_K_SZ, 1);
+            _mm512_store_ps(k->aw + s * GR, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)));
+            _mm512_store_ps(k->am + s * GR, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))));
+        }
+        return;
+    }
     if (codes)
         for (int r = 0; r < GR; r++) {
             const uint8_t *x = w + (size_t)(r < m ? r : m - 1) * ws;
@@ -236,6 +328,21 @@ static ALWAYS_INLINE void prepare_panel(work *k, int p, int64_t nb, const uint8_
                                         const int fmt) {
     int8_t *bp = k->b + (size_t)p * nb * 8 * PT * 4;
     float *bd = k->bd + (size_t)p * nb * PT, *bs = k->bs + (size_t)p * nb * PT;
+    if (fmt == FMT_Q4_K) { /* sub-block g of 32 codes; d_a per super-block, bs = the sub-block's sum of a */
+        for (int64_t g = 0; g < nb; g++) {
+            const int64_t sb = g / 8;
+            const int j = (int)(g % 8);
+            uint32_t *row = (uint32_t *)(bp + g * 8 * PT * 4);
+            for (int t = 0; t < PT; t++) {
+                const uint8_t *y = a + (size_t)t * as + sb * Q8_K_SZ;
+                for (int kk = 0; kk < 8; kk++) row[kk * PT + t] = t < nt ? load32(y + Q8_K_QS + 32 * j + 4 * kk) : 0;
+                if (j == 0) bd[sb * PT + t] = t < nt ? load_f32(y) : 0.0f;
+                int sum = (int16_t)load16(y + Q8_K_BS + 4 * j) + (int16_t)load16(y + Q8_K_BS + 4 * j + 2);
+                bs[g * PT + t] = t < nt ? (float)sum : 0.0f;
+            }
+        }
+        return;
+    }
     for (int64_t b = 0; b < nb; b++) {
         uint32_t *row = (uint32_t *)(bp + b * 8 * PT * 4);
         for (int t = 0; t < PT; t++) {
@@ -247,9 +354,43 @@ static ALWAYS_INLINE void prepare_panel(work *k, int p, int64_t nb, const uint8_
     }
 }
 
+/* Q4_K, sub-block g: the integer sums in acc[r] (int32 bits in a float
+ * register) += sc_j * C; after the super-block's last, the float
+ * accumulators in accm take fma(d d_a, isum) and fma(-(dmin d_a), msum),
+ * msum summed in float from exact integer products (below 2^24, so
+ * exactly). */
+static ALWAYS_INLINE void scale_tile_q4_k(__m512 acc[GR], const int32_t *c, const work *k, int64_t g,
+                                          const float *bd, const float *bs) {
+    const int64_t sb = g / 8;
+    const int j = (int)(g % 8), si = j < 4 ? j : j + 4;
+#pragma GCC unroll 16
+    for (int r = 0; r < GR; r++) {
+        __m512i p = _mm512_mullo_epi32(_mm512_load_si512(c + r * PT), _mm512_set1_epi32(k->ksc[(sb * GR + r) * 16 + si]));
+        acc[r] = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(acc[r]), p));
+    }
+    if (j < 7) return;
+    const __m512 da = _mm512_load_ps(bd + sb * PT);
+    for (int r = 0; r < GR; r++) {
+        const float *mf = k->kmf + (sb * GR + r) * 16;
+        __m512 msum = _mm512_setzero_ps();
+        for (int jj = 0; jj < 8; jj++)
+            msum = _mm512_fmadd_ps(_mm512_set1_ps(mf[jj < 4 ? 4 + jj : 8 + jj]), _mm512_load_ps(bs + (sb * 8 + jj) * PT), msum);
+        __m512 dd = _mm512_mul_ps(_mm512_set1_ps(k->aw[sb * GR + r]), da);
+        __m512 dm = _mm512_mul_ps(_mm512_set1_ps(k->am[sb * GR + r]), da);
+        __m512 f = _mm512_load_ps(k->accm + r * PT);
+        f = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(_mm512_castps_si512(acc[r])), f);
+        _mm512_store_ps(k->accm + r * PT, _mm512_fnmadd_ps(dm, msum, f));
+        acc[r] = _mm512_setzero_ps();
+    }
+}
+
 /* acc[r] (lanes = tokens) += d_w d_a isum (+ m_w s_a) for block b. */
 static ALWAYS_INLINE void scale_tile(__m512 acc[GR], const int32_t *c, const work *k, int64_t b, const float *bd,
                                      const float *bs, const int fmt) {
+    if (fmt == FMT_Q4_K) {
+        scale_tile_q4_k(acc, c, k, b, bd, bs);
+        return;
+    }
     __m512 da = _mm512_load_ps(bd + b * PT), sa = _mm512_setzero_ps();
     if (fmt == FMT_Q4_1) sa = _mm512_load_ps(bs + b * PT);
 #pragma GCC unroll 16
@@ -327,6 +468,7 @@ static ALWAYS_INLINE void tile_panel(const work *k, int64_t nb, const uint8_t *w
     __m512 acc[GR];
 #pragma GCC unroll 16
     for (int r = 0; r < GR; r++) acc[r] = _mm512_setzero_ps();
+    if (fmt == FMT_Q4_K) memset(k->accm, 0, GR * PT * sizeof(float));
     ISSUE(TC0, TC1, 0);
     for (int64_t b = 0; b < nb; b += 4) {
         /* a slice of the next row group's bytes, fetched while this runs */
@@ -339,6 +481,8 @@ static ALWAYS_INLINE void tile_panel(const work *k, int64_t nb, const uint8_t *w
         DRAIN(TC2, TC3, b + 2);
     }
 #undef A_OF
+    if (fmt == FMT_Q4_K)
+        for (int r = 0; r < GR; r++) acc[r] = _mm512_load_ps(k->accm + r * PT);
     transpose16(acc);
     for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(out + t * ldo, (__mmask16)((1u << m) - 1), acc[t]);
 }
@@ -392,6 +536,7 @@ EXACT_ENTRIES(q4_0_q8_0, FMT_Q4_0)
 EXACT_ENTRIES(q4_1_q8_1, FMT_Q4_1)
 EXACT_ENTRIES(q8_0_q8_0, FMT_Q8_0)
 EXACT_ENTRIES(q5_0_q8_0, FMT_Q5_0)
+EXACT_ENTRIES(q4_k_q8_k, FMT_Q4_K)
 
 void fr_kernels_fill_amx(fr_kernel_table *t) {
     t->dot_rows[FR_Q4_0] = rows_q4_0_q8_0;
@@ -402,4 +547,6 @@ void fr_kernels_fill_amx(fr_kernel_table *t) {
     t->dot_tile[FR_Q4_1] = tile_q4_1_q8_1;
     t->dot_tile[FR_Q8_0] = tile_q8_0_q8_0;
     t->dot_tile[FR_Q5_0] = tile_q5_0_q8_0;
+    t->dot_rows[FR_Q4_K] = rows_q4_k_q8_k;
+    t->dot_tile[FR_Q4_K] = tile_q4_k_q8_k;
 }

@@ -481,30 +481,14 @@ QDOT_ENTRIES(q5_0_q8_0, FMT_Q5_0)
  * depend on the tile shape. */
 enum { KFMT_Q4_K, KFMT_Q6_K };
 
-static ALWAYS_INLINE uint64_t load64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static ALWAYS_INLINE float load_f32(const uint8_t *p) { float v; memcpy(&v, p, 4); return v; }
 
-/* VPERMW indices: register k of a super-block takes the scale of each of
- * its 32 s16 pair sums. Q4_K: words 2k, 2k+1 of [sc0..3, m0..3, sc4..7,
- * m4..7] (sc_j is word j + 4 (j >= 4)), 16 lanes each; Q6_K: words 4k..4k+3
- * of sc0..15, 8 lanes each. */
-#define W16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+/* VPERMW indices for Q6_K (perm_q4_k, in simd512.h, has the Q4_K ones):
+ * register k of a super-block takes the scales of words 4k..4k+3 of
+ * sc0..15, 8 lanes each. */
 #define W8(v) v, v, v, v, v, v, v, v
-static const int16_t perm_q4_k[4][32] __attribute__((aligned(64))) = {
-    {W16(0), W16(1)}, {W16(2), W16(3)}, {W16(8), W16(9)}, {W16(10), W16(11)}};
 static const int16_t perm_q6_k[4][32] __attribute__((aligned(64))) = {
     {W8(0), W8(1), W8(2), W8(3)}, {W8(4), W8(5), W8(6), W8(7)},
     {W8(8), W8(9), W8(10), W8(11)}, {W8(12), W8(13), W8(14), W8(15)}};
-
-/* Q4_K's 12 scale bytes as 16 bytes [sc0..3, m0..3, sc4..7, m4..7]: the
- * low 6 bits of bytes 0..7, then for sub-blocks 4..7 the nibbles of bytes
- * 8..11 with the top 2 bits of bytes 0..7 above them. */
-static ALWAYS_INLINE __m128i q4_k_scales(const uint8_t *s) {
-    uint64_t lo = load64(s), hi = load32(s + 8);
-    hi = (hi | (hi >> 4) << 32) & 0x0f0f0f0f0f0f0f0full;
-    hi |= (lo >> 2) & 0x3030303030303030ull;
-    return _mm_set_epi64x((long long)hi, (long long)(lo & 0x3f3f3f3f3f3f3f3full));
-}
 
 /* One weight row's super-block, ready for the tile: the codes q[4], the
  * scale vectors sv[4], the widened scales w16 (Q4_K: with the mins, for
@@ -518,15 +502,11 @@ typedef struct {
 static ALWAYS_INLINE void k_weights(const uint8_t *x, kblock *b, const int fmt) {
     const __m512i m4 = _mm512_set1_epi8(15);
     if (fmt == KFMT_Q4_K) {
-        /* chunk c's 32 bytes in both halves, the high half shifted to the
-         * high nibbles: elements 64c .. 64c + 63 */
-        const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
         b->w16 = _mm256_cvtepu8_epi16(q4_k_scales(x + Q4_K_SC));
         __m512i w = _mm512_castsi256_si512(b->w16);
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
-            __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + Q4_K_QS + 32 * k)));
-            b->q[k] = _mm512_and_si512(_mm512_srlv_epi64(v, shift), m4);
+            b->q[k] = q4_k_codes(x, k);
             b->sv[k] = _mm512_permutexvar_epi16(_mm512_load_si512(perm_q4_k[k]), w);
         }
         b->d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load32(x)));

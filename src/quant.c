@@ -702,6 +702,35 @@ static float dot_exact(uint32_t type, int64_t n, const uint8_t *x, const uint8_t
     return acc;
 }
 
+/* Q4_K at the AMX level: per super-block the exact integers
+ * isum = sum_j sc_j (sum over sub-block j of q a) and msum = sum_j m_j
+ * (sum over j of a), then acc = fma(d d_a, isum, acc) and
+ * acc = fma(-(dmin d_a), msum, acc). */
+static float dot_exact_q4_k(int64_t n, const void *w, const void *a) {
+    const uint8_t *x = w, *y = a;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK_K; i++, x += sizeof(block_q4_K), y += sizeof(block_q8_K)) {
+        int sc[8], m[8];
+        q4_k_scales(x + Q4_K_SC, sc, m);
+        int32_t isum = 0, msum = 0;
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *qs = x + Q4_K_QS + 32 * (j / 2);
+            const int8_t *qa = (const int8_t *)(y + Q8_K_QS) + 32 * j;
+            int32_t s = 0, as = 0;
+            for (int l = 0; l < 32; l++) {
+                s += (j & 1 ? qs[l] >> 4 : qs[l] & 15) * qa[l];
+                as += qa[l];
+            }
+            isum += sc[j] * s;
+            msum += m[j] * as;
+        }
+        float da = f32_at(y), dd = half_at(x) * da, dm = half_at(x + Q4_K_DMIN) * da;
+        acc = fmaf(dd, (float)isum, acc);
+        acc = fmaf(-dm, (float)msum, acc);
+    }
+    return acc;
+}
+
 static float dot_exact_q4_0(int64_t n, const void *w, const void *a) { return dot_exact(FR_Q4_0, n, w, a); }
 static float dot_exact_q4_1(int64_t n, const void *w, const void *a) { return dot_exact(FR_Q4_1, n, w, a); }
 static float dot_exact_q8_0(int64_t n, const void *w, const void *a) { return dot_exact(FR_Q8_0, n, w, a); }
@@ -713,6 +742,7 @@ fr_dot_fn fr_dot_exact_ref(uint32_t type) {
     case FR_Q4_1: return dot_exact_q4_1;
     case FR_Q8_0: return dot_exact_q8_0;
     case FR_Q5_0: return dot_exact_q5_0;
+    case FR_Q4_K: return dot_exact_q4_k;
     }
     return NULL;
 }

@@ -95,4 +95,35 @@ static ALWAYS_INLINE __m512i pair_corr(__m512i av, const int fmt) {
     return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, av));
 }
 
+/* ---- Q4_K ---- */
+
+static ALWAYS_INLINE uint64_t load64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static ALWAYS_INLINE float load_f32(const uint8_t *p) { float v; memcpy(&v, p, 4); return v; }
+
+/* Q4_K's 12 scale bytes as 16 bytes [sc0..3, m0..3, sc4..7, m4..7]: the
+ * low 6 bits of bytes 0..7, then for sub-blocks 4..7 the nibbles of bytes
+ * 8..11 with the top 2 bits of bytes 0..7 above them. */
+static ALWAYS_INLINE __m128i q4_k_scales(const uint8_t *s) {
+    uint64_t lo = load64(s), hi = load32(s + 8);
+    hi = (hi | (hi >> 4) << 32) & 0x0f0f0f0f0f0f0f0full;
+    hi |= (lo >> 2) & 0x3030303030303030ull;
+    return _mm_set_epi64x((long long)hi, (long long)(lo & 0x3f3f3f3f3f3f3f3full));
+}
+
+/* Chunk k (0..3) of a Q4_K super-block's codes: its 32 bytes in both
+ * halves, the high half shifted to the high nibbles, so elements 64k ..
+ * 64k + 63 (sub-blocks 2k and 2k + 1) in order, as u8 0..15. */
+static ALWAYS_INLINE __m512i q4_k_codes(const uint8_t *x, int k) {
+    const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+    __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + Q4_K_QS + 32 * k)));
+    return _mm512_and_si512(_mm512_srlv_epi64(v, shift), _mm512_set1_epi8(15));
+}
+
+/* VPERMW indices: chunk k's 32 s16 pair sums take their sub-block scales
+ * from words 2k, 2k+1 of [sc0..3, m0..3, sc4..7, m4..7] (sc_j is word j + 4
+ * for j >= 4), 16 lanes each. */
+#define W16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+static const int16_t perm_q4_k[4][32] __attribute__((aligned(64))) = {
+    {W16(0), W16(1)}, {W16(2), W16(3)}, {W16(8), W16(9)}, {W16(10), W16(11)}};
+
 #endif
