@@ -1,9 +1,9 @@
 /*
  * kernels_amx.c - the AMX level: the 32-element block formats (Q4_0, Q4_1,
- * Q5_0, Q8_0) with matrix products on the AMX tile unit and
- * matrix-vector products with AVX-512 VNNI. Built with the AVX-512 and AMX
- * flags; only called after kernels.c has checked the CPU and obtained the
- * kernel's permission to use the tile registers.
+ * Q5_0, Q8_0) and the K-quants (Q4_K, Q6_K), with matrix products on the
+ * AMX tile unit and matrix-vector products with AVX-512 VNNI. Built with
+ * the AVX-512 and AMX flags; only called after kernels.c has checked the
+ * CPU and obtained the kernel's permission to use the tile registers.
  *
  * Why a new arithmetic: a tile product (TDPBSSD) hands back one exact int32
  * sum per (row, token, block), and cannot reproduce the AVX-512 level's
@@ -16,25 +16,29 @@
  *       acc = fma(m_w, s_a, acc)                           (Q4_1 only)
  *
  * with w_i the signed codes (Q4_0: q - 8, Q5_0: q - 16, Q4_1: q, Q8_0: q).
- * quant.c's fr_dot_exact_ref is the scalar twin; the tests hold both
- * kernels to it bit for bit.
+ * The K-quants sum a whole super-block of 256 exactly in integers (the
+ * sub-block scales multiply integer sums) and then take one FMA per
+ * super-block, two for Q4_K's mins. quant.c's fr_dot_exact_ref is the
+ * scalar twin; the tests hold both kernels to it bit for bit.
  *
  * Decode (rows): 16 weight rows at a time, block pairs loaded as in
  * kernels_avx512.c (one VPDPBUSD per row and pair), then a tree of unpacks
  * and adds (reduce_pairs) turns the 16 registers of lane partials into two
  * holding each row's exact sum for each block, so that scaling is one
  * multiply and one FMA per block for 16 rows, their scales fetched with one
- * gather.
+ * gather. The next 16 rows' bytes are requested in slices meanwhile.
  *
  * Prefill and batched decode (tile): per block, C (16 rows x 16 tokens,
- * int32) = A (16 rows x 32 codes) . B (32 codes x 16 tokens), one TDPBSSD.
- * A: the weight codes as signed bytes, unpacked once per group of 16 rows
- * (Q8_0 rows are loaded in place). B: the tokens' codes rearranged once per
- * panel of 16 into the layout TDPBSSD wants (four consecutive codes of a
- * token side by side, tokens across a 64-byte row). C is stored and scaled
- * into 16 accumulators, one per weight row with the tokens in its lanes,
- * by the same multiply and FMA as decode. Two C tiles alternate so that the
- * tile unit works on the next block while the vector units scale this one.
+ * int32) = A (16 rows x 32 codes) . B (32 codes x 16 tokens), one TDPBSSD
+ * (16 codes for Q6_K's sub-blocks). A: the weight codes as signed bytes,
+ * unpacked once per group of 16 rows (Q8_0 rows are loaded in place). B:
+ * the tokens' codes rearranged once per panel of 16 into the layout
+ * TDPBSSD wants (four consecutive codes of a token side by side, tokens
+ * across a 64-byte row). C is stored and scaled into 16 accumulators, one
+ * per weight row with the tokens in its lanes, by the same multiply and
+ * FMA as decode (the K-quants first sum C times the sub-block scales in
+ * integers). Two pairs of C tiles alternate so that the tile unit works on
+ * the next blocks while the vector units scale these.
  */
 #include <immintrin.h>
 #include <pthread.h>
@@ -114,16 +118,17 @@ static ALWAYS_INLINE void rows16(int64_t n, const uint8_t *w, size_t ws, const u
     _mm512_mask_storeu_ps(out, (__mmask16)((1u << m) - 1), acc);
 }
 
-/* ---- decode, Q4_K ----------------------------------------------------------
+/* ---- decode, K-quants ------------------------------------------------------
  *
- * Per super-block of 256, exact integers (quant.c's dot_exact_q4_k):
+ * Q6_K: isum = sum_k sc_k (sub-block k's (q - 32) . a), one FMA. Q4_K, per
+ * super-block of 256, exact integers (quant.c's dot_exact_q4_k):
  * isum = sum_j sc_j (sub-block j's q . a) and msum = sum_j m_j (sub-block
  * j's sum of a); then acc = fma(d d_a, isum, acc), acc = fma(-(dmin d_a),
  * msum, acc). A row's isum comes as 16 lanes (VPMADDUBSW pair sums,
  * VPDPWSSD by each pair's sub-block scale, as in kernels_avx512.c), its
  * msum as 8 (the mins against the bsums summed in pairs); reduce_pairs
  * folds 16 rows of each into one register. */
-enum { FMT_Q4_K = FMT_Q5_0 + 1 };
+enum { FMT_Q4_K = FMT_Q5_0 + 1, FMT_Q6_K };
 
 static ALWAYS_INLINE __m512i q4_k_isum(const uint8_t *x, const __m512i qa[4]) {
     __m512i w = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(q4_k_scales(x + Q4_K_SC)));
@@ -139,15 +144,31 @@ static ALWAYS_INLINE __m512i q4_k_msum(const uint8_t *x, __m256i bsp) {
     return _mm512_zextsi256_si512(_mm256_madd_epi16(_mm256_cvtepu8_epi16(q4_k_scales(x + Q4_K_SC)), bsp));
 }
 
+/* Q6_K: isum = sum_k sc_k (sub-block k's (q - 32) . a), sub-blocks of 16:
+ * the codes' offset comes off as 32 sum_k sc_k bsums_k. */
+static ALWAYS_INLINE __m512i q6_k_isum(const uint8_t *x, const __m512i qa[4], __m256i bs) {
+    __m512i q[4], s = _mm512_setzero_si512();
+    q6_k_codes(x, 0, &q[0], &q[1]);
+    q6_k_codes(x, 1, &q[2], &q[3]);
+    __m256i w16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + Q6_K_SC)));
+    __m512i w = _mm512_castsi256_si512(w16);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)
+        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(q[k], qa[k]),
+                                _mm512_permutexvar_epi16(_mm512_load_si512(perm_q6_k[k]), w));
+    return _mm512_sub_epi32(s, _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_madd_epi16(w16, bs), 5)));
+}
+
 static ALWAYS_INLINE __m512i sum_rows(const __m512i x[GR]) {
     __m512i s0, s1;
     reduce_pairs(x, &s0, &s1);
     return _mm512_add_epi32(s0, s1);
 }
 
-static void rows16_q4_k(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *out, int m,
-                        size_t pf_bytes) {
+static ALWAYS_INLINE void rows16_k(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *out, int m,
+                                   size_t pf_bytes, const int fmt) {
     const int64_t nsb = n / QK_K;
+    const size_t wsz = fmt == FMT_Q4_K ? Q4_K_SZ : Q6_K_SZ;
     int32_t offs[GR];
     for (int r = 0; r < GR; r++) offs[r] = (int32_t)((r < m ? r : m - 1) * ws);
     const __m512i off = _mm512_loadu_si512(offs);
@@ -156,13 +177,22 @@ static void rows16_q4_k(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a
     for (int64_t s = 0; s < nsb; s++) {
         for (size_t o = pf_bytes * s / nsb & ~(size_t)63, e = pf_bytes * (s + 1) / nsb; o < e; o += 64)
             _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
-        const uint8_t *x = w + s * Q4_K_SZ, *y = a + s * Q8_K_SZ;
+        const uint8_t *x = w + s * wsz, *y = a + s * Q8_K_SZ;
         __m512i qa[4], v[GR];
         for (int k = 0; k < 4; k++) qa[k] = _mm512_loadu_si512(y + Q8_K_QS + 64 * k);
+        __m256i bs = _mm256_loadu_si256((const __m256i *)(y + Q8_K_BS));
+        __m512 da = _mm512_set1_ps(load_f32(y));
+        if (fmt == FMT_Q6_K) {
+#pragma GCC unroll 16
+            for (int r = 0; r < GR; r++) v[r] = q6_k_isum(x + offs[r], qa, bs);
+            /* d is the block's last field: read with the two scale bytes before it */
+            __m512i h = _mm512_i32gather_epi32(off, x + Q6_K_D - 2, 1);
+            __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))), da);
+            acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(sum_rows(v)), acc);
+            continue;
+        }
         /* bsums summed in pairs, at the words of the mins: [0 x4, p0..p3, 0 x4, p4..p7] */
-        __m256i bsp = _mm256_packs_epi32(_mm256_setzero_si256(),
-                                         _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(y + Q8_K_BS)),
-                                                           _mm256_set1_epi16(1)));
+        __m256i bsp = _mm256_packs_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(bs, _mm256_set1_epi16(1)));
 #pragma GCC unroll 16
         for (int r = 0; r < GR; r++) v[r] = q4_k_isum(x + offs[r], qa);
         __m512i isum = sum_rows(v);
@@ -170,7 +200,6 @@ static void rows16_q4_k(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a
         for (int r = 0; r < GR; r++) v[r] = q4_k_msum(x + offs[r], bsp);
         __m512i msum = sum_rows(v);
         __m512i h = _mm512_i32gather_epi32(off, x, 1); /* d, dmin */
-        __m512 da = _mm512_set1_ps(load_f32(y));
         __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)), da);
         __m512 dm = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))), da);
         acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum), acc);
@@ -183,7 +212,8 @@ static ALWAYS_INLINE void rows_exact(int64_t n, const uint8_t *w, size_t ws, con
                                      int nr, const int fmt) {
     if (ws > (size_t)INT32_MAX / GR) { /* offsets do not fit the gather: scalar twin, same bits */
         fr_dot_fn dot = fr_dot_exact_ref(fmt == FMT_Q4_0 ? FR_Q4_0 : fmt == FMT_Q4_1 ? FR_Q4_1
-                                         : fmt == FMT_Q5_0 ? FR_Q5_0 : fmt == FMT_Q4_K ? FR_Q4_K : FR_Q8_0);
+                                         : fmt == FMT_Q5_0 ? FR_Q5_0 : fmt == FMT_Q4_K ? FR_Q4_K
+                                         : fmt == FMT_Q6_K ? FR_Q6_K : FR_Q8_0);
         for (int r = 0; r < nr; r++) out[r] = dot(n, w + r * ws, a);
         return;
     }
@@ -192,8 +222,8 @@ static ALWAYS_INLINE void rows_exact(int64_t n, const uint8_t *w, size_t ws, con
      * requested in slices while this one computes. */
     for (int r = 0; r < nr; r += GR) {
         size_t next = r + GR < nr ? (size_t)(nr - r - GR < GR ? nr - r - GR : GR) * ws : 0;
-        if (fmt == FMT_Q4_K)
-            rows16_q4_k(n, w + r * ws, ws, a, out + r, nr - r < GR ? nr - r : GR, next);
+        if (fmt == FMT_Q4_K || fmt == FMT_Q6_K)
+            rows16_k(n, w + r * ws, ws, a, out + r, nr - r < GR ? nr - r : GR, next, fmt);
         else
             rows16(n, w + r * ws, ws, a, out + r, nr - r < GR ? nr - r : GR, next, fmt);
     }
@@ -225,6 +255,12 @@ static const tile_config tiles = {
     .palette = 1,
     .colsb = {PT * 4, PT * 4, PT * 4, PT * 4, 32, 32, PT * 4, PT * 4},
     .rows = {GR, GR, GR, GR, GR, GR, 8, 8},
+};
+/* Q6_K's sub-blocks of 16: A 16 rows x 16 codes, B 4 rows. */
+static const tile_config tiles_k16 = {
+    .palette = 1,
+    .colsb = {PT * 4, PT * 4, PT * 4, PT * 4, 16, 16, PT * 4, PT * 4},
+    .rows = {GR, GR, GR, GR, GR, GR, 4, 4},
 };
 
 /* Per-thread work space, grown as needed and freed with the thread: a row
@@ -291,6 +327,26 @@ static ALWAYS_INLINE __m512i signed_pair(const uint8_t *x, int two, const int fm
  * whole (codes = 0 then). The scales come with one gather per block. */
 static ALWAYS_INLINE void prepare_rows(work *k, int64_t nb, const uint8_t *w, __m512i off, int m, int codes,
                                        size_t ws, const int fmt) {
+    if (fmt == FMT_Q6_K) { /* chunk c of super-block s: sub-blocks 16s + 4c .. 16s + 4c + 3 */
+        const int64_t nsb = nb / 8;
+        for (int r = 0; r < GR; r++) {
+            const uint8_t *x = w + (size_t)(r < m ? r : m - 1) * ws;
+            for (int64_t s = 0; s < nsb; s++, x += Q6_K_SZ) {
+                __m512i q[4];
+                q6_k_codes(x, 0, &q[0], &q[1]);
+                q6_k_codes(x, 1, &q[2], &q[3]);
+                for (int c = 0; c < 4; c++)
+                    _mm512_store_si512(k->a + ((s * 4 + c) * GR + r) * 64, _mm512_sub_epi8(q[c], _mm512_set1_epi8(32)));
+                _mm512_store_si512(k->ksc + (s * GR + r) * 16,
+                                   _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(x + Q6_K_SC))));
+            }
+        }
+        for (int64_t s = 0; s < nsb; s++) { /* d, read with the two scale bytes before it */
+            __m512i h = _mm512_i32gather_epi32(off, w + s * Q6_K_SZ + Q6_K_D - 2, 1);
+            _mm512_store_ps(k->aw + s * GR, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))));
+        }
+        return;
+    }
     if (fmt == FMT_Q4_K) { /* chunk c of super-block s: sub-blocks 8s + 2c, 8s + 2c + 1 */
         const int64_t nsb = nb / 8;
         for (int r = 0; r < GR; r++) {
@@ -328,6 +384,19 @@ static ALWAYS_INLINE void prepare_panel(work *k, int p, int64_t nb, const uint8_
                                         const int fmt) {
     int8_t *bp = k->b + (size_t)p * nb * 8 * PT * 4;
     float *bd = k->bd + (size_t)p * nb * PT, *bs = k->bs + (size_t)p * nb * PT;
+    if (fmt == FMT_Q6_K) { /* sub-block g of 16 codes: B is 4 rows; d_a per super-block */
+        for (int64_t g = 0; g < 2 * nb; g++) {
+            const int64_t sb = g / 16;
+            const int j = (int)(g % 16);
+            uint32_t *row = (uint32_t *)(bp + g * 4 * PT * 4);
+            for (int t = 0; t < PT; t++) {
+                const uint8_t *y = a + (size_t)t * as + sb * Q8_K_SZ;
+                for (int kk = 0; kk < 4; kk++) row[kk * PT + t] = t < nt ? load32(y + Q8_K_QS + 16 * j + 4 * kk) : 0;
+                if (j == 0) bd[sb * PT + t] = t < nt ? load_f32(y) : 0.0f;
+            }
+        }
+        return;
+    }
     if (fmt == FMT_Q4_K) { /* sub-block g of 32 codes; d_a per super-block, bs = the sub-block's sum of a */
         for (int64_t g = 0; g < nb; g++) {
             const int64_t sb = g / 8;
@@ -384,11 +453,36 @@ static ALWAYS_INLINE void scale_tile_q4_k(__m512 acc[GR], const int32_t *c, cons
     }
 }
 
+/* Q6_K, sub-block g of 16: the integer sums in acc[r] += sc_k * C; after
+ * the super-block's last, accm takes fma(d d_a, isum). */
+static ALWAYS_INLINE void scale_tile_q6_k(__m512 acc[GR], const int32_t *c, const work *k, int64_t g,
+                                          const float *bd) {
+    const int64_t sb = g / 16;
+    const int j = (int)(g % 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < GR; r++) {
+        __m512i p = _mm512_mullo_epi32(_mm512_load_si512(c + r * PT), _mm512_set1_epi32(k->ksc[(sb * GR + r) * 16 + j]));
+        acc[r] = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(acc[r]), p));
+    }
+    if (j < 15) return;
+    const __m512 da = _mm512_load_ps(bd + sb * PT);
+    for (int r = 0; r < GR; r++) {
+        __m512 dd = _mm512_mul_ps(_mm512_set1_ps(k->aw[sb * GR + r]), da);
+        __m512 f = _mm512_load_ps(k->accm + r * PT);
+        _mm512_store_ps(k->accm + r * PT, _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(_mm512_castps_si512(acc[r])), f));
+        acc[r] = _mm512_setzero_ps();
+    }
+}
+
 /* acc[r] (lanes = tokens) += d_w d_a isum (+ m_w s_a) for block b. */
 static ALWAYS_INLINE void scale_tile(__m512 acc[GR], const int32_t *c, const work *k, int64_t b, const float *bd,
                                      const float *bs, const int fmt) {
     if (fmt == FMT_Q4_K) {
         scale_tile_q4_k(acc, c, k, b, bd, bs);
+        return;
+    }
+    if (fmt == FMT_Q6_K) {
+        scale_tile_q6_k(acc, c, k, b, bd);
         return;
     }
     __m512 da = _mm512_load_ps(bd + b * PT), sa = _mm512_setzero_ps();
@@ -433,12 +527,12 @@ static ALWAYS_INLINE void transpose16(__m512 x[16]) {
     do {                                                                      \
         _tile_zero(t0);                                                       \
         _tile_loadd(TA0, A_OF(blk), (long)astride);                           \
-        _tile_loadd(TB0, bp + (blk) * 8 * PT * 4, PT * 4);                    \
+        _tile_loadd(TB0, B_OF(blk), PT * 4);                                  \
         _tile_dpbssd(t0, TA0, TB0);                                           \
-        if ((blk) + 1 < nb) {                                                 \
+        if ((blk) + 1 < ns) {                                                 \
             _tile_zero(t1);                                                   \
             _tile_loadd(TA1, A_OF((blk) + 1), (long)astride);                 \
-            _tile_loadd(TB1, bp + ((blk) + 1) * 8 * PT * 4, PT * 4);          \
+            _tile_loadd(TB1, B_OF((blk) + 1), PT * 4);                        \
             _tile_dpbssd(t1, TA1, TB1);                                       \
         }                                                                     \
     } while (0)
@@ -448,7 +542,7 @@ static ALWAYS_INLINE void transpose16(__m512 x[16]) {
     do {                                                                      \
         _tile_stored(t0, k->c, PT * 4);                                       \
         scale_tile(acc, k->c, k, blk, bd, bs, fmt);                           \
-        if ((blk) + 1 < nb) {                                                 \
+        if ((blk) + 1 < ns) {                                                 \
             _tile_stored(t1, k->c + GR * PT, PT * 4);                         \
             scale_tile(acc, k->c + GR * PT, k, (blk) + 1, bd, bs, fmt);       \
         }                                                                     \
@@ -464,24 +558,31 @@ static ALWAYS_INLINE void tile_panel(const work *k, int64_t nb, const uint8_t *w
     const int8_t *bp = k->b + (size_t)p * nb * 8 * PT * 4;
     const float *bd = k->bd + (size_t)p * nb * PT, *bs = k->bs + (size_t)p * nb * PT;
     const size_t astride = in_place ? ws : 64;
-#define A_OF(bb) (in_place ? (const void *)(w + (bb) * W_SZ(fmt) + Q8_0_QS) : (const void *)(k->a + (bb) / 2 * GR * 64 + (bb) % 2 * 32))
+    /* ns tile products: one per block of 32, or per sub-block of 16 for Q6_K
+     * (whose codes sit four sub-blocks to a 64-byte row of k->a) */
+    const int64_t ns = fmt == FMT_Q6_K ? 2 * nb : nb;
+#define A_OF(bb) (in_place ? (const void *)(w + (bb) * W_SZ(fmt) + Q8_0_QS)                           \
+                  : fmt == FMT_Q6_K ? (const void *)(k->a + (bb) / 4 * GR * 64 + (bb) % 4 * 16)      \
+                  : (const void *)(k->a + (bb) / 2 * GR * 64 + (bb) % 2 * 32))
+#define B_OF(bb) (bp + (bb) * (fmt == FMT_Q6_K ? 4 : 8) * PT * 4)
     __m512 acc[GR];
 #pragma GCC unroll 16
     for (int r = 0; r < GR; r++) acc[r] = _mm512_setzero_ps();
-    if (fmt == FMT_Q4_K) memset(k->accm, 0, GR * PT * sizeof(float));
+    if (fmt == FMT_Q4_K || fmt == FMT_Q6_K) memset(k->accm, 0, GR * PT * sizeof(float));
     ISSUE(TC0, TC1, 0);
-    for (int64_t b = 0; b < nb; b += 4) {
+    for (int64_t b = 0; b < ns; b += 4) {
         /* a slice of the next row group's bytes, fetched while this runs */
-        for (size_t o = pf_bytes * b / nb & ~(size_t)63, e = pf_bytes * (b + 4) / nb; o < e; o += 64)
+        for (size_t o = pf_bytes * b / ns & ~(size_t)63, e = pf_bytes * (b + 4) / ns; o < e; o += 64)
             _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
-        if (b + 2 < nb) ISSUE(TC2, TC3, b + 2);
+        if (b + 2 < ns) ISSUE(TC2, TC3, b + 2);
         DRAIN(TC0, TC1, b);
-        if (b + 2 >= nb) break;
-        if (b + 4 < nb) ISSUE(TC0, TC1, b + 4);
+        if (b + 2 >= ns) break;
+        if (b + 4 < ns) ISSUE(TC0, TC1, b + 4);
         DRAIN(TC2, TC3, b + 2);
     }
 #undef A_OF
-    if (fmt == FMT_Q4_K)
+#undef B_OF
+    if (fmt == FMT_Q4_K || fmt == FMT_Q6_K)
         for (int r = 0; r < GR; r++) acc[r] = _mm512_load_ps(k->accm + r * PT);
     transpose16(acc);
     for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(out + t * ldo, (__mmask16)((1u << m) - 1), acc[t]);
@@ -496,7 +597,7 @@ static ALWAYS_INLINE void tile_exact(int64_t n, const uint8_t *w, size_t ws, int
         for (int c = 0; c < nc; c++) rows_exact(n, w, ws, a + c * as, out + c * ldo, nr, fmt);
         return;
     }
-    _tile_loadconfig(&tiles);
+    _tile_loadconfig(fmt == FMT_Q6_K ? &tiles_k16 : &tiles);
     for (int t0 = 0; t0 < nc; t0 += CHUNK_PANELS * PT) {
         const int np = (nc - t0 + PT - 1) / PT < CHUNK_PANELS ? (nc - t0 + PT - 1) / PT : CHUNK_PANELS;
         for (int p = 0; p < np; p++) {
@@ -537,6 +638,7 @@ EXACT_ENTRIES(q4_1_q8_1, FMT_Q4_1)
 EXACT_ENTRIES(q8_0_q8_0, FMT_Q8_0)
 EXACT_ENTRIES(q5_0_q8_0, FMT_Q5_0)
 EXACT_ENTRIES(q4_k_q8_k, FMT_Q4_K)
+EXACT_ENTRIES(q6_k_q8_k, FMT_Q6_K)
 
 void fr_kernels_fill_amx(fr_kernel_table *t) {
     t->dot_rows[FR_Q4_0] = rows_q4_0_q8_0;
@@ -549,4 +651,6 @@ void fr_kernels_fill_amx(fr_kernel_table *t) {
     t->dot_tile[FR_Q5_0] = tile_q5_0_q8_0;
     t->dot_rows[FR_Q4_K] = rows_q4_k_q8_k;
     t->dot_tile[FR_Q4_K] = tile_q4_k_q8_k;
+    t->dot_rows[FR_Q6_K] = rows_q6_k_q8_k;
+    t->dot_tile[FR_Q6_K] = tile_q6_k_q8_k;
 }

@@ -482,13 +482,6 @@ QDOT_ENTRIES(q5_0_q8_0, FMT_Q5_0)
 enum { KFMT_Q4_K, KFMT_Q6_K };
 
 
-/* VPERMW indices for Q6_K (perm_q4_k, in simd512.h, has the Q4_K ones):
- * register k of a super-block takes the scales of words 4k..4k+3 of
- * sc0..15, 8 lanes each. */
-#define W8(v) v, v, v, v, v, v, v, v
-static const int16_t perm_q6_k[4][32] __attribute__((aligned(64))) = {
-    {W8(0), W8(1), W8(2), W8(3)}, {W8(4), W8(5), W8(6), W8(7)},
-    {W8(8), W8(9), W8(10), W8(11)}, {W8(12), W8(13), W8(14), W8(15)}};
 
 /* One weight row's super-block, ready for the tile: the codes q[4], the
  * scale vectors sv[4], the widened scales w16 (Q4_K: with the mins, for
@@ -500,7 +493,6 @@ typedef struct {
 } kblock;
 
 static ALWAYS_INLINE void k_weights(const uint8_t *x, kblock *b, const int fmt) {
-    const __m512i m4 = _mm512_set1_epi8(15);
     if (fmt == KFMT_Q4_K) {
         b->w16 = _mm256_cvtepu8_epi16(q4_k_scales(x + Q4_K_SC));
         __m512i w = _mm512_castsi256_si512(b->w16);
@@ -511,22 +503,10 @@ static ALWAYS_INLINE void k_weights(const uint8_t *x, kblock *b, const int fmt) 
         }
         b->d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load32(x)));
     } else {
-        /* half h: the 64 bytes of ql give elements 128h + 0..63 (low
-         * nibbles) and + 64..127 (high nibbles); qh's 32 bytes, in both
-         * halves of a register, give bits 0-1 / 2-3 (low) and 4-5 / 6-7
-         * (high), shifted to bits 4-5 and merged by VPTERNLOG (a | b & c). */
-        const __m512i m2 = _mm512_set1_epi8(0x30);
-        const __m512i sl = _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4), sr = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0);
         b->w16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + Q6_K_SC)));
         __m512i w = _mm512_castsi256_si512(b->w16);
 #pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            __m512i l = _mm512_loadu_si512(x + Q6_K_QL + 64 * h);
-            __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + Q6_K_QH + 32 * h)));
-            b->q[2 * h] = _mm512_ternarylogic_epi32(_mm512_and_si512(l, m4), _mm512_sllv_epi64(qh, sl), m2, 0xf8);
-            b->q[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi64(l, 4), m4),
-                                                        _mm512_srlv_epi64(qh, sr), m2, 0xf8);
-        }
+        for (int h = 0; h < 2; h++) q6_k_codes(x, h, &b->q[2 * h], &b->q[2 * h + 1]);
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) b->sv[k] = _mm512_permutexvar_epi16(_mm512_load_si512(perm_q6_k[k]), w);
         b->d = _mm_set_ss(_cvtsh_ss(load16(x + Q6_K_D)));

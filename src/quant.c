@@ -731,6 +731,28 @@ static float dot_exact_q4_k(int64_t n, const void *w, const void *a) {
     return acc;
 }
 
+/* Q6_K at the AMX level: per super-block the exact integer
+ * isum = sum_k sc_k (sub-block k's (q - 32) . a), sub-blocks of 16, then
+ * acc = fma(d d_a, isum, acc). */
+static float dot_exact_q6_k(int64_t n, const void *w, const void *a) {
+    const uint8_t *x = w, *y = a;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK_K; i++, x += sizeof(block_q6_K), y += sizeof(block_q8_K)) {
+        uint8_t q[QK_K];
+        q6_k_codes(x, q);
+        const int8_t *sc = (const int8_t *)(x + Q6_K_SC), *qa = (const int8_t *)(y + Q8_K_QS);
+        int32_t isum = 0;
+        for (int k = 0; k < 16; k++) {
+            int32_t s = 0;
+            for (int l = 0; l < 16; l++) s += (q[16 * k + l] - 32) * qa[16 * k + l];
+            isum += sc[k] * s;
+        }
+        float dd = half_at(x + Q6_K_D) * f32_at(y);
+        acc = fmaf(dd, (float)isum, acc);
+    }
+    return acc;
+}
+
 static float dot_exact_q4_0(int64_t n, const void *w, const void *a) { return dot_exact(FR_Q4_0, n, w, a); }
 static float dot_exact_q4_1(int64_t n, const void *w, const void *a) { return dot_exact(FR_Q4_1, n, w, a); }
 static float dot_exact_q8_0(int64_t n, const void *w, const void *a) { return dot_exact(FR_Q8_0, n, w, a); }
@@ -743,6 +765,7 @@ fr_dot_fn fr_dot_exact_ref(uint32_t type) {
     case FR_Q8_0: return dot_exact_q8_0;
     case FR_Q5_0: return dot_exact_q5_0;
     case FR_Q4_K: return dot_exact_q4_k;
+    case FR_Q6_K: return dot_exact_q6_k;
     }
     return NULL;
 }

@@ -129,8 +129,8 @@ const char *fr_isa_name(int isa);
 /* Selects the level named by env FRUGAL_ISA (scalar|avx2|avx512|amx), else the
  * detected one; returns the level in use. */
 int fr_kernels_init_from_env(void);
-/* The scalar twin of the AMX level's Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K dots
- * (block sums exact, FMAs per block in order); NULL for other types. */
+/* The scalar twin of the AMX level's Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K
+ * dots (block sums exact, FMAs per block in order); NULL for other types. */
 fr_dot_fn fr_dot_exact_ref(uint32_t type);
 
 /* Quantizes an activation row of n floats to act_type (F32, F16, BF16,

@@ -126,4 +126,27 @@ static ALWAYS_INLINE __m512i q4_k_codes(const uint8_t *x, int k) {
 static const int16_t perm_q4_k[4][32] __attribute__((aligned(64))) = {
     {W16(0), W16(1)}, {W16(2), W16(3)}, {W16(8), W16(9)}, {W16(10), W16(11)}};
 
+/* ---- Q6_K ---- */
+
+/* Half h of a Q6_K super-block's codes (u8 0..63) in element order: *lo =
+ * elements 128h + 0..63, *hi = 128h + 64..127. The 64 bytes of ql give the
+ * low 4 bits (low nibbles, then high nibbles); qh's 32 bytes, in both
+ * halves of a register, give bits 0-1 / 2-3 (lo) and 4-5 / 6-7 (hi),
+ * shifted to bits 4-5 and merged by VPTERNLOG (a | b & c). */
+static ALWAYS_INLINE void q6_k_codes(const uint8_t *x, int h, __m512i *lo, __m512i *hi) {
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30);
+    const __m512i sl = _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4), sr = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0);
+    __m512i l = _mm512_loadu_si512(x + Q6_K_QL + 64 * h);
+    __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + Q6_K_QH + 32 * h)));
+    *lo = _mm512_ternarylogic_epi32(_mm512_and_si512(l, m4), _mm512_sllv_epi64(qh, sl), m2, 0xf8);
+    *hi = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi64(l, 4), m4), _mm512_srlv_epi64(qh, sr), m2, 0xf8);
+}
+
+/* VPERMW indices: register k of a Q6_K super-block takes the scales of its
+ * sub-blocks 4k .. 4k + 3 (words of the widened sc0..15), 8 lanes each. */
+#define W8(v) v, v, v, v, v, v, v, v
+static const int16_t perm_q6_k[4][32] __attribute__((aligned(64))) = {
+    {W8(0), W8(1), W8(2), W8(3)}, {W8(4), W8(5), W8(6), W8(7)},
+    {W8(8), W8(9), W8(10), W8(11)}, {W8(12), W8(13), W8(14), W8(15)}};
+
 #endif

@@ -650,15 +650,15 @@ TEST(quant_dot_tile_bit_identical_to_dot_rows) {
     }
 }
 
-/* The block-exact scalar twins (the AMX level's arithmetic; Q4_K's sums
- * its super-blocks exactly) are dots like the others: within rounding of the double-precision sum. At the AMX
+/* The block-exact scalar twins (the AMX level's arithmetic; the K-quants'
+ * sum their super-blocks exactly) are dots like the others: within rounding of the double-precision sum. At the AMX
  * level, dot_rows and dot_tile give exactly its bits for every row and
  * token: row counts around the group of 16, token counts around the panel
  * of 16 and the chunk of 64, odd addresses and strides, long rows. A
  * kernel that summed in another order, or skipped a row of a group, fails. */
 TEST(quant_amx_level_is_block_exact) {
     enum { MAXN = 2048, MAXR = 35, MAXC = 70, LDO = MAXR + 1 };
-    static const uint32_t types[] = {FR_Q4_0, FR_Q4_1, FR_Q5_0, FR_Q8_0, FR_Q4_K};
+    static const uint32_t types[] = {FR_Q4_0, FR_Q4_1, FR_Q5_0, FR_Q8_0, FR_Q4_K, FR_Q6_K};
     static const int nrs[] = {1, 5, 15, 16, 17, 33, 35}, ncs[] = {1, 2, 3, 4, 16, 17, 40, 64, 65, 70};
     static const int64_t sizes[] = {32, 64, 96, 576, 2048}, ksizes[] = {256, 512, 768, 2048};
     static uint8_t w[MAXR * MAXN * 2], a[MAXC * MAXN * 2], x[MAXN * 2];
