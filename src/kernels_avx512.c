@@ -443,12 +443,21 @@ static ALWAYS_INLINE void qdot_packed(int64_t n, const uint8_t *w, size_t ws, in
     for (int r = nr4; r < nr; r++) qdot_cols(n, w + r * ws, ws, a, as, nc, out + r, ldo, 1, fmt);
 }
 
+/* Decode (rows_*) asks for the rows AHEAD rows on while it computes a
+ * group of four: four rows read side by side are streams the hardware
+ * prefetcher follows too late (1.4x on SmolLM2's tg128, 1.15x on Gemma
+ * 3's, measured at this level). */
+#define AHEAD (4 * MAXR)
+
 #define QDOT_ENTRIES(suffix, fmt)                                                          \
     static void rows_##suffix(int64_t n, const void *w, size_t ws, const void *a, float *out, \
                               int nr) {                                                    \
         const uint8_t *wp = w;                                                             \
         int r = 0;                                                                         \
-        for (; r + MAXR <= nr; r += MAXR) qdot_tile(n, wp + r * ws, ws, a, 0, out + r, 1, MAXR, 1, fmt); \
+        for (; r + MAXR <= nr; r += MAXR) {                                                \
+            prefetch_rows(wp, ws, (size_t)(n / 32) * W_SZ(fmt), r + AHEAD, MAXR, nr);      \
+            qdot_tile(n, wp + r * ws, ws, a, 0, out + r, 1, MAXR, 1, fmt);                 \
+        }                                                                                  \
         for (; r < nr; r++) qdot_tile(n, wp + r * ws, ws, a, 0, out + r, 1, 1, 1, fmt);   \
     }                                                                                      \
     static void tile_##suffix(int64_t n, const void *w, size_t ws, int nr, const void *a,  \
@@ -627,7 +636,10 @@ static ALWAYS_INLINE void k_tiles(int64_t n, const uint8_t *w, size_t ws, int nr
                               int nr) {                                                    \
         const uint8_t *wp = w;                                                             \
         int r = 0;                                                                         \
-        for (; r + MAXR <= nr; r += MAXR) k_tile(n, wp + r * ws, ws, a, 0, out + r, 1, MAXR, 1, fmt); \
+        for (; r + MAXR <= nr; r += MAXR) {                                                \
+            prefetch_rows(wp, ws, (size_t)(n / QK_K) * (fmt == KFMT_Q4_K ? Q4_K_SZ : Q6_K_SZ), r + AHEAD, MAXR, nr); \
+            k_tile(n, wp + r * ws, ws, a, 0, out + r, 1, MAXR, 1, fmt);                    \
+        }                                                                                  \
         for (; r < nr; r++) k_tile(n, wp + r * ws, ws, a, 0, out + r, 1, 1, 1, fmt);      \
     }                                                                                      \
     static void tile_##suffix(int64_t n, const void *w, size_t ws, int nr, const void *a,  \
