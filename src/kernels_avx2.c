@@ -26,6 +26,7 @@
 #include <math.h>
 #include <string.h>
 #include "quant.h"
+#include "simd_common.h"
 #include "kernel_loops.h"
 
 #define CHUNK 32 /* blocks whose scales are prepared at once */
@@ -37,8 +38,6 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline uint32_t load32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint16_t load16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
 /* 32 nibbles of a 4-bit block as 32 bytes 0..15 in element order: the low
  * nibbles (elements 0..15) then the high ones (16..31). */
@@ -52,17 +51,6 @@ static inline __m256i q4_block(const uint8_t *qs) {
 static inline __m256i dot_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
-
-/* Block sizes and field offsets; rows may sit at any byte address, so
- * blocks are addressed as bytes (d is always at offset 0). */
-enum {
-    Q4_0_SZ = sizeof(block_q4_0), Q4_1_SZ = sizeof(block_q4_1),
-    Q8_0_SZ = sizeof(block_q8_0), Q8_1_SZ = sizeof(block_q8_1), Q5_0_SZ = sizeof(block_q5_0),
-    Q4_0_QS = 2, Q4_1_QS = 4, Q8_0_QS = 2, Q8_1_QS = 4, Q5_0_QH = 2, Q5_0_QS = 6,
-    Q4_K_SZ = sizeof(block_q4_K), Q6_K_SZ = sizeof(block_q6_K), Q8_K_SZ = sizeof(block_q8_K),
-    Q4_K_SC = 4, Q4_K_QS = 16, Q6_K_QL = 0, Q6_K_QH = 128, Q6_K_SC = 192, Q6_K_D = 208,
-    Q8_K_QS = 4, Q8_K_BS = 260,
-};
 
 static inline __m256i load256(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
@@ -232,18 +220,7 @@ static float dot_q5_0_q8_0(int64_t n, const void *w, const void *a) { return qdo
  * terms that do not depend on the weight codes (Q4_K's mins, Q6_K's
  * offset 32) come from the activation block's bsums. */
 
-static inline float load_f32(const uint8_t *p) { float v; memcpy(&v, p, 4); return v; }
-static inline uint64_t load64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
-/* Q4_K's 12 scale bytes as 16 bytes [sc0..3, m0..3, sc4..7, m4..7]: the
- * low 6 bits of bytes 0..7, then for sub-blocks 4..7 the nibbles of bytes
- * 8..11 with the top 2 bits of bytes 0..7 above them. */
-static inline __m128i q4_k_scales(const uint8_t *s) {
-    uint64_t lo = load64(s), hi = load32(s + 8);
-    hi = (hi | (hi >> 4) << 32) & 0x0f0f0f0f0f0f0f0full;
-    hi |= (lo >> 2) & 0x3030303030303030ull;
-    return _mm_set_epi64x((long long)hi, (long long)(lo & 0x3f3f3f3f3f3f3f3full));
-}
 
 /* The 16 activation bsums summed in pairs (one per 32-element sub-block),
  * as s16 at the lanes of the mins in q4_k_scales' order, zeros at the

@@ -1,9 +1,9 @@
 /*
  * simd512.h - the AVX-512 pieces shared by kernels_avx512.c and kernels_amx.c:
- * block layouts as byte offsets, loading a pair of 32-element blocks into
- * one register as VPDPBUSD operands, and the offset correction of the
- * formats whose codes are stored unsigned. Include only from files built
- * with the AVX-512 flags.
+ * loading a pair of 32-element blocks into one register as VPDPBUSD
+ * operands, the offset correction of the formats whose codes are stored
+ * unsigned, and the K-quants' code unpacking. Include only from files
+ * built with the AVX-512 flags (block layouts: simd_common.h).
  */
 #ifndef FR_SIMD512_H
 #define FR_SIMD512_H
@@ -11,19 +11,9 @@
 #include <immintrin.h>
 #include <string.h>
 #include "quant.h"
+#include "simd_common.h"
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
-
-/* Block sizes and field offsets; rows may sit at any byte address, so
- * blocks are addressed as bytes (d is always at offset 0). */
-enum {
-    Q4_0_SZ = sizeof(block_q4_0), Q4_1_SZ = sizeof(block_q4_1),
-    Q8_0_SZ = sizeof(block_q8_0), Q8_1_SZ = sizeof(block_q8_1), Q5_0_SZ = sizeof(block_q5_0),
-    Q4_0_QS = 2, Q4_1_QS = 4, Q8_0_QS = 2, Q8_1_QS = 4, Q5_0_QH = 2, Q5_0_QS = 6,
-    Q4_K_SZ = sizeof(block_q4_K), Q6_K_SZ = sizeof(block_q6_K), Q8_K_SZ = sizeof(block_q8_K),
-    Q4_K_SC = 4, Q4_K_QS = 16, Q6_K_QL = 0, Q6_K_QH = 128, Q6_K_SC = 192, Q6_K_D = 208,
-    Q8_K_QS = 4, Q8_K_BS = 260,
-};
 
 /* Two consecutive blocks' 32 quant bytes (at q and q + stride): the first
  * block in the low half, the second in the high half, or zeros there when
@@ -66,9 +56,6 @@ enum { FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, FMT_Q5_0 };
 #define A_SZ(fmt) ((fmt) == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ)
 #define A_QS(fmt) ((fmt) == FMT_Q4_1 ? Q8_1_QS : Q8_0_QS)
 
-static ALWAYS_INLINE uint32_t load32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-
-static ALWAYS_INLINE uint16_t load16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
 /* A weight row's block pair as VPDPBUSD's unsigned operand. Q5_0's two
  * 32-bit qh fields, bit j = element j's 5th bit, are exactly a byte mask
@@ -96,19 +83,6 @@ static ALWAYS_INLINE __m512i pair_corr(__m512i av, const int fmt) {
 }
 
 /* ---- Q4_K ---- */
-
-static ALWAYS_INLINE uint64_t load64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static ALWAYS_INLINE float load_f32(const uint8_t *p) { float v; memcpy(&v, p, 4); return v; }
-
-/* Q4_K's 12 scale bytes as 16 bytes [sc0..3, m0..3, sc4..7, m4..7]: the
- * low 6 bits of bytes 0..7, then for sub-blocks 4..7 the nibbles of bytes
- * 8..11 with the top 2 bits of bytes 0..7 above them. */
-static ALWAYS_INLINE __m128i q4_k_scales(const uint8_t *s) {
-    uint64_t lo = load64(s), hi = load32(s + 8);
-    hi = (hi | (hi >> 4) << 32) & 0x0f0f0f0f0f0f0f0full;
-    hi |= (lo >> 2) & 0x3030303030303030ull;
-    return _mm_set_epi64x((long long)hi, (long long)(lo & 0x3f3f3f3f3f3f3f3full));
-}
 
 /* Chunk k (0..3) of a Q4_K super-block's codes: its 32 bytes in both
  * halves, the high half shifted to the high nibbles, so elements 64k ..
