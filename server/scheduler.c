@@ -34,7 +34,11 @@
 #include <time.h>
 #include "scheduler.h"
 
-#define PREFILL_BUDGET 128 /* prompt tokens evaluated per step */
+/* Prompt tokens evaluated per step. 256 rather than 128 since prefill
+ * runs on the AMX tiles: at concurrency 8, 512-token prompts, it measured
+ * 4 % more output and a 10 % lower TTFT p99 (3.01-3.11 s vs 3.32-3.44 s)
+ * with the same TPOT (bench/serve, interleaved). */
+#define PREFILL_BUDGET 256
 #define PIECE_CAP 1024      /* bytes of text one token can complete */
 
 typedef struct {
