@@ -12,6 +12,7 @@
  * a level keeps the kernel of the level below.
  */
 #include <cpuid.h>
+#include <emmintrin.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
@@ -143,19 +144,26 @@ static void quantize_nonfinite(const fr_type_traits *t, const float *x, void *y,
     }
 }
 
-/* True when no element has the all-ones exponent of Inf and NaN; four
- * independent accumulators keep it at a fraction of a cycle per float. */
+/* True when no element has the all-ones exponent of Inf and NaN: SSE2
+ * (every x86-64 has it), 16 floats per step in four independent
+ * accumulators; it runs over every activation row before it is quantized,
+ * so a scalar loop here cost about as much as the quantizer itself. */
 static bool all_finite(const float *x, int64_t n) {
-    uint32_t e0 = 0, e1 = 0, e2 = 0, e3 = 0, u[4];
-    const uint32_t inf = 0x7f800000u;
+    const __m128i e = _mm_set1_epi32(0x7f800000);
+    __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        memcpy(u, x + i, sizeof u);
-        e0 |= (u[0] & inf) == inf; e1 |= (u[1] & inf) == inf;
-        e2 |= (u[2] & inf) == inf; e3 |= (u[3] & inf) == inf;
+#define INF_LANES(acc, k) \
+    acc = _mm_or_si128(acc, _mm_cmpeq_epi32(_mm_and_si128(_mm_loadu_si128((const __m128i *)(x + i + (k))), e), e))
+    for (; i + 16 <= n; i += 16) {
+        INF_LANES(a0, 0);
+        INF_LANES(a1, 4);
+        INF_LANES(a2, 8);
+        INF_LANES(a3, 12);
     }
-    for (; i < n; i++) e0 |= !isfinite(x[i]);
-    return !(e0 | e1 | e2 | e3);
+#undef INF_LANES
+    bool bad = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a0, a1), _mm_or_si128(a2, a3))) != 0;
+    for (; i < n; i++) bad |= !isfinite(x[i]);
+    return !bad;
 }
 
 void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n) {
