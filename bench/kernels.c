@@ -21,14 +21,10 @@
  *   hot     one matrix, re-read from cache each pass
  *   stream  enough copies to exceed the caches (64 MiB), read in turn
  *
- * Build and run (from the repo root):
- *   F="-std=c11 -O2 -D_GNU_SOURCE -Iinclude -Isrc"
- *   gcc $F -mavx2 -mfma -mf16c -c src/kernels_avx2.c -o /tmp/k2.o &&
- *   gcc $F -mavx2 -mfma -mf16c -c src/kv_codec_avx2.c -o /tmp/kv2.o &&
- *   gcc $F -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c \
- *       -c src/kernels_avx512.c -o /tmp/k5.o &&
- *   gcc $F bench/kernels.c src/quant.c src/kernels.c src/kv_codec.c src/error.c /tmp/k2.o \
- *       /tmp/kv2.o /tmp/k5.o -lm -o /tmp/bench_kernels && /tmp/bench_kernels
+ * Build and run (from the repo root, after `make`, which builds every
+ * level's kernels with their flags into the library):
+ *   gcc -std=c11 -O2 -D_GNU_SOURCE -Iinclude -Isrc bench/kernels.c build/libfrugal.a \
+ *       -lm -lpthread -o /tmp/bench_kernels && /tmp/bench_kernels
  */
 #include <stdio.h>
 #include <stdlib.h>
