@@ -17,6 +17,7 @@
  * and the splits are merged with the log-sum-exp rule.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 #include "ops.h"
 #include "quant.h"
@@ -200,20 +201,25 @@ static int64_t job_items(const attn_job *j) {
     return (int64_t)j->ctx->model->hp.n_head_kv * j->n_qblocks * j->n_splits;
 }
 
-/* The work items of all sequences of a batch, numbered job after job and
- * split into one contiguous range per thread: a decode step of eight
- * sequences is one pool run of 8 x n_head_kv items, not eight runs of
- * n_head_kv items each (too few to keep the threads busy). */
-typedef struct { const attn_job *jobs; int n_jobs; int64_t items; } attn_batch;
+/* The work items of all sequences of a batch, numbered job after job: a
+ * decode step of eight sequences is one pool run of 8 x n_head_kv items,
+ * not eight runs of n_head_kv items each (too few to keep the threads
+ * busy). Threads claim items one at a time: in a causal prefill a query
+ * block's cost grows with its position, so fixed ranges leave one thread
+ * waiting; each job's items are taken last first, the costly blocks
+ * before the cheap ones. An item's result does not depend on which thread
+ * computes it. */
+typedef struct { const attn_job *jobs; int n_jobs; int64_t items; atomic_llong next; } attn_batch;
 
 static void attention_worker(void *arg, int ith, int nth) {
-    const attn_batch *ab = arg;
-    int64_t lo, hi, base = 0;
-    fr_split(ab->items, ith, nth, &lo, &hi);
-    for (int i = 0; i < ab->n_jobs && base < hi; i++) {
-        int64_t n = job_items(&ab->jobs[i]);
-        for (int64_t w = FR_MAX(lo, base); w < FR_MIN(hi, base + n); w++) attend_item(&ab->jobs[i], w - base);
-        base += n;
+    (void)ith, (void)nth;
+    attn_batch *ab = arg;
+    for (;;) {
+        int64_t w = atomic_fetch_add_explicit(&ab->next, 1, memory_order_relaxed), base = 0;
+        if (w >= ab->items) return;
+        int i = 0;
+        while (w >= base + job_items(&ab->jobs[i])) base += job_items(&ab->jobs[i++]);
+        attend_item(&ab->jobs[i], base + job_items(&ab->jobs[i]) - 1 - w);
     }
 }
 
@@ -263,7 +269,8 @@ static frugal_status job_init(attn_job *j, frugal_ctx *seq, int nth, int layer, 
 }
 
 static void run_jobs(fr_pool *pool, const attn_job *jobs, int n_jobs, int layer) {
-    attn_batch ab = { jobs, n_jobs, 0 };
+    attn_batch ab = { .jobs = jobs, .n_jobs = n_jobs };
+    atomic_init(&ab.next, 0);
     for (int i = 0; i < n_jobs; i++) ab.items += job_items(&jobs[i]);
     fr_pool_run(pool, attention_worker, &ab);
     for (int i = 0; i < n_jobs; i++) {
