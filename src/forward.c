@@ -24,25 +24,57 @@
 #include "ops.h"
 #include "quant.h"
 
-static void add_residual(float *x, const float *y, size_t count) {
-    for (size_t i = 0; i < count; i++) x[i] += y[i];
+#define PARALLEL_TOKENS 16 /* fewer: RoPE and residual adds on the calling thread (no hand-off) */
+
+typedef struct { float *x; const float *y; int n, d; } residual_job;
+
+static void residual_worker(void *arg, int ith, int nth) {
+    const residual_job *j = arg;
+    int64_t lo, hi;
+    fr_split(j->n, ith, nth, &lo, &hi);
+    fr_add(j->x + lo * j->d, j->y + lo * j->d, (hi - lo) * j->d);
 }
 
-/* Per run: RoPE at the sequence's positions, cache the keys and values;
- * then attention of all runs over their sequences' caches together. */
-static frugal_status attend_runs(frugal_ctx *ctx, const fr_batch *b, int l) {
-    const fr_hparams *hp = &ctx->model->hp;
-    const fr_layer *L = &ctx->model->layers[l];
+/* x += y for n tokens of d values. */
+static void add_residual(frugal_ctx *ctx, float *x, const float *y, int n, int d) {
+    residual_job j = { x, y, n, d };
+    if (n >= PARALLEL_TOKENS) fr_pool_run(ctx->pool, residual_worker, &j);
+    else fr_add(x, y, (int64_t)n * d);
+}
+
+/* RoPE of tokens [lo, hi) of the batch: the cos/sin tables are per batch
+ * token, so a range may cross runs. */
+typedef struct { frugal_ctx *ctx; const fr_layer *L; int n; } rope_job;
+
+static void rope_range(const rope_job *j, int64_t lo, int64_t hi) {
+    const fr_hparams *hp = &j->ctx->model->hp;
     int hd = hp->head_dim;
     size_t qd = (size_t)hp->n_head * hd, kvd = (size_t)hp->n_head_kv * hd;
+    const float *cs = j->ctx->rope_cs[j->L->rope_table] + (size_t)lo * hp->rope_dim;
+    fr_rope(j->ctx->q + lo * qd, (int)(hi - lo), hp->n_head, hd, hp->rope_dim, cs, hp->rope_kind);
+    fr_rope(j->ctx->k + lo * kvd, (int)(hi - lo), hp->n_head_kv, hd, hp->rope_dim, cs, hp->rope_kind);
+}
+
+static void rope_worker(void *arg, int ith, int nth) {
+    int64_t lo, hi;
+    const rope_job *j = arg;
+    fr_split(j->n, ith, nth, &lo, &hi);
+    if (lo < hi) rope_range(j, lo, hi);
+}
+
+/* RoPE at the sequences' positions (in parallel for a prompt), cache each
+ * run's keys and values; then attention of all runs over their
+ * sequences' caches together. */
+static frugal_status attend_runs(frugal_ctx *ctx, const fr_batch *b, int l, int n) {
+    const fr_hparams *hp = &ctx->model->hp;
+    size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+    rope_job rj = { ctx, &ctx->model->layers[l], n };
+    if (n >= PARALLEL_TOKENS) fr_pool_run(ctx->pool, rope_worker, &rj);
+    else rope_range(&rj, 0, n);
     for (int r = 0, t0 = 0; r < b->n_runs; t0 += b->run_len[r], r++) {
         frugal_ctx *seq = b->seq[r];
         int len = b->run_len[r];
-        float *q = ctx->q + t0 * qd, *k = ctx->k + t0 * kvd, *v = ctx->v + t0 * kvd;
-        const float *cs = ctx->rope_cs[L->rope_table] + (size_t)t0 * hp->rope_dim;
-        fr_rope(q, len, hp->n_head, hd, hp->rope_dim, cs, hp->rope_kind);
-        fr_rope(k, len, hp->n_head_kv, hd, hp->rope_dim, cs, hp->rope_kind);
-        frugal_status st = fr_kv_append(&seq->kv, l, k, v, len, seq->pos);
+        frugal_status st = fr_kv_append(&seq->kv, l, ctx->k + t0 * kvd, ctx->v + t0 * kvd, len, seq->pos);
         if (st) return st;
     }
     return fr_attention_batch(ctx, b, l, ctx->q, ctx->att);
@@ -57,11 +89,11 @@ static frugal_status attention_block(frugal_ctx *ctx, const fr_batch *b, int l, 
     fr_matmul_multi(ctx, w, y, 3, ctx->x, L->attn_norm.data, n);
     if (L->q_norm.data) fr_rmsnorm(ctx->q, ctx->q, L->q_norm.data, n * hp->n_head, hd, hp->norm_eps);
     if (L->k_norm.data) fr_rmsnorm(ctx->k, ctx->k, L->k_norm.data, n * hp->n_head_kv, hd, hp->norm_eps);
-    frugal_status st = attend_runs(ctx, b, l);
+    frugal_status st = attend_runs(ctx, b, l, n);
     if (st) return st;
     fr_matmul(ctx, &L->wo, ctx->att, n, ctx->xb);
     if (L->post_attn_norm.data) fr_rmsnorm(ctx->xb, ctx->xb, L->post_attn_norm.data, n, d, hp->norm_eps);
-    add_residual(ctx->x, ctx->xb, (size_t)n * d);
+    add_residual(ctx, ctx->x, ctx->xb, n, d);
     return FRUGAL_OK;
 }
 
@@ -72,7 +104,7 @@ static void ffn_block(frugal_ctx *ctx, int l, int n) {
     fr_matmul_glu(ctx, &L->w_gate, &L->w_up, ctx->x, L->ffn_norm.data, n, ctx->hb, ctx->hb2, hp->ffn_act);
     fr_matmul(ctx, &L->w_down, ctx->hb, n, ctx->xb);
     if (L->post_ffn_norm.data) fr_rmsnorm(ctx->xb, ctx->xb, L->post_ffn_norm.data, n, d, hp->norm_eps);
-    add_residual(ctx->x, ctx->xb, (size_t)n * d);
+    add_residual(ctx, ctx->x, ctx->xb, n, d);
 }
 
 frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *tokens, int n, int n_out) {

@@ -166,6 +166,17 @@ static bool all_finite(const float *x, int64_t n) {
     return !bad;
 }
 
+/* x += y (the residual adds), SSE2: the generic code's -O2 leaves the
+ * plain loop scalar, and a prompt's residual is n_embd floats a token. */
+void fr_add(float *x, const float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm_storeu_ps(x + i, _mm_add_ps(_mm_loadu_ps(x + i), _mm_loadu_ps(y + i)));
+        _mm_storeu_ps(x + i + 4, _mm_add_ps(_mm_loadu_ps(x + i + 4), _mm_loadu_ps(y + i + 4)));
+    }
+    for (; i < n; i++) x[i] += y[i];
+}
+
 void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n) {
     const fr_type_traits *t = fr_traits(act_type);
     if (!t || !t->quant_fast) return;

@@ -18,6 +18,7 @@ void fr_rope_table(float *cs, int pos, int rope_dim, float theta);
 void fr_rope(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind);
 /* a = silu(a) * b (SwiGLU) or gelu_tanh(a) * b (GeGLU), count elements. */
 void fr_glu(float *a, const float *b, int64_t count, int act);
+void fr_add(float *x, const float *y, int64_t count); /* x += y */
 /* Its scalar reference and AVX2 twin (act_avx2.c). */
 void fr_glu_scalar(float *a, const float *b, int64_t count, int act);
 void fr_glu_avx2(float *a, const float *b, int64_t count, int act);
