@@ -50,7 +50,8 @@
 #define GR 16          /* weight rows per group */
 #define PT 16          /* tokens per panel */
 #define CHUNK_PANELS 8 /* panels prepared together: each row group is unpacked once per chunk */
-#define MIN_TOKENS 3   /* fewer tokens: the rows kernel per token is as fast */
+#define MIN_TOKENS 4   /* fewer tokens: the rows kernel, the tokens sharing each weight read */
+#define MAX_ROW_TOKENS 3 /* tokens the rows kernel takes at once */
 
 /* ---- decode -------------------------------------------------------------- */
 
@@ -92,30 +93,37 @@ static ALWAYS_INLINE __m512 scale_block(__m512 acc, __m512i isum, const uint8_t 
     return acc;
 }
 
-/* m (1..16) rows at w against one activation row; rows past m repeat the
- * last one and are not stored. */
-static ALWAYS_INLINE void rows16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *out,
-                                 int m, size_t pf_bytes, const int fmt) {
+/* m (1..16) rows at w against nt (1..MAX_ROW_TOKENS) activation rows at
+ * a, a + as, ...; rows past m repeat the last one and are not stored. The
+ * tokens take turns on each block pair, so the weights are read from
+ * memory once for all of them (the later turns find them in L1); each
+ * token's arithmetic is the single token's, so the bits are too. */
+static ALWAYS_INLINE void rows16(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, size_t as, int nt,
+                                 float *out, size_t ldo, int m, size_t pf_bytes, const int fmt) {
     const int64_t nb = n / 32;
     int32_t offs[GR];
     for (int r = 0; r < GR; r++) offs[r] = (int32_t)((r < m ? r : m - 1) * ws);
     const __m512i off = _mm512_loadu_si512(offs);
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc[MAX_ROW_TOKENS];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
     const uint8_t *pf = w + GR * ws;
     for (int64_t b = 0; b < nb; b += 2) {
         const int two = b + 1 < nb;
-        const uint8_t *wb = w + b * W_SZ(fmt), *ab = a + b * A_SZ(fmt);
+        const uint8_t *wb = w + b * W_SZ(fmt);
         for (size_t o = pf_bytes * b / nb & ~(size_t)63, e = pf_bytes * (b + 2) / nb; o < e; o += 64)
             _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
-        __m512i av = load_pair(ab + A_QS(fmt), A_SZ(fmt), two), corr = pair_corr(av, fmt), x[GR];
+        for (int t = 0; t < nt; t++) {
+            const uint8_t *ab = a + t * as + b * A_SZ(fmt);
+            __m512i av = load_pair(ab + A_QS(fmt), A_SZ(fmt), two), corr = pair_corr(av, fmt), x[GR];
 #pragma GCC unroll 16
-        for (int r = 0; r < GR; r++) x[r] = _mm512_dpbusd_epi32(corr, weight_pair(wb + offs[r], two, fmt), av);
-        __m512i s0, s1;
-        reduce_pairs(x, &s0, &s1);
-        acc = scale_block(acc, s0, wb, off, ab, fmt);
-        if (two) acc = scale_block(acc, s1, wb + W_SZ(fmt), off, ab + A_SZ(fmt), fmt);
+            for (int r = 0; r < GR; r++) x[r] = _mm512_dpbusd_epi32(corr, weight_pair(wb + offs[r], two, fmt), av);
+            __m512i s0, s1;
+            reduce_pairs(x, &s0, &s1);
+            acc[t] = scale_block(acc[t], s0, wb, off, ab, fmt);
+            if (two) acc[t] = scale_block(acc[t], s1, wb + W_SZ(fmt), off, ab + A_SZ(fmt), fmt);
+        }
     }
-    _mm512_mask_storeu_ps(out, (__mmask16)((1u << m) - 1), acc);
+    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(out + t * ldo, (__mmask16)((1u << m) - 1), acc[t]);
 }
 
 /* ---- decode, K-quants ------------------------------------------------------
@@ -208,24 +216,27 @@ static ALWAYS_INLINE void rows16_k(int64_t n, const uint8_t *w, size_t ws, const
     _mm512_mask_storeu_ps(out, (__mmask16)((1u << m) - 1), acc);
 }
 
-static ALWAYS_INLINE void rows_exact(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *out,
-                                     int nr, const int fmt) {
+/* nr rows against nt (1..MAX_ROW_TOKENS) activation rows: out[t * ldo + r]. */
+static ALWAYS_INLINE void rows_exact(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as,
+                                     int nt, float *out, size_t ldo, const int fmt) {
     if (ws > (size_t)INT32_MAX / GR) { /* offsets do not fit the gather: scalar twin, same bits */
         fr_dot_fn dot = fr_dot_exact_ref(fmt == FMT_Q4_0 ? FR_Q4_0 : fmt == FMT_Q4_1 ? FR_Q4_1
                                          : fmt == FMT_Q5_0 ? FR_Q5_0 : fmt == FMT_Q4_K ? FR_Q4_K
                                          : fmt == FMT_Q6_K ? FR_Q6_K : FR_Q8_0);
-        for (int r = 0; r < nr; r++) out[r] = dot(n, w + r * ws, a);
+        for (int t = 0; t < nt; t++)
+            for (int r = 0; r < nr; r++) out[t * ldo + r] = dot(n, w + r * ws, a + t * as);
         return;
     }
     /* Each group of 16 reads its rows at 16 places at once, which the
      * hardware prefetcher follows poorly: the next group's bytes are
      * requested in slices while this one computes. */
     for (int r = 0; r < nr; r += GR) {
+        const int m = nr - r < GR ? nr - r : GR;
         size_t next = r + GR < nr ? (size_t)(nr - r - GR < GR ? nr - r - GR : GR) * ws : 0;
         if (fmt == FMT_Q4_K || fmt == FMT_Q6_K)
-            rows16_k(n, w + r * ws, ws, a, out + r, nr - r < GR ? nr - r : GR, next, fmt);
+            for (int t = 0; t < nt; t++) rows16_k(n, w + r * ws, ws, a + t * as, out + t * ldo + r, m, next, fmt);
         else
-            rows16(n, w + r * ws, ws, a, out + r, nr - r < GR ? nr - r : GR, next, fmt);
+            rows16(n, w + r * ws, ws, a, as, nt, out + r, ldo, m, next, fmt);
     }
 }
 
@@ -594,7 +605,9 @@ static ALWAYS_INLINE void tile_exact(int64_t n, const uint8_t *w, size_t ws, int
     work *k = nc >= MIN_TOKENS && ws <= (size_t)INT32_MAX / GR ? work_get(nb) : NULL;
     if (!k) { /* a few tokens, strides past the gather's reach, or no memory for the
                 work space: the rows kernel, same bits */
-        for (int c = 0; c < nc; c++) rows_exact(n, w, ws, a + c * as, out + c * ldo, nr, fmt);
+        for (int c = 0; c < nc; c += MAX_ROW_TOKENS)
+            rows_exact(n, w, ws, nr, a + c * as, as, nc - c < MAX_ROW_TOKENS ? nc - c : MAX_ROW_TOKENS,
+                       out + c * ldo, ldo, fmt);
         return;
     }
     _tile_loadconfig(fmt == FMT_Q6_K ? &tiles_k16 : &tiles);
@@ -627,7 +640,7 @@ static ALWAYS_INLINE void tile_exact(int64_t n, const uint8_t *w, size_t ws, int
 
 #define EXACT_ENTRIES(suffix, fmt)                                                              \
     static void rows_##suffix(int64_t n, const void *w, size_t ws, const void *a, float *out, int nr) { \
-        rows_exact(n, w, ws, a, out, nr, fmt);                                                  \
+        rows_exact(n, w, ws, nr, a, 0, 1, out, 0, fmt);                                         \
     }                                                                                           \
     static void tile_##suffix(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, \
                               int nc, float *out, size_t ldo) {                                 \
