@@ -173,47 +173,51 @@ static ALWAYS_INLINE __m512i sum_rows(const __m512i x[GR]) {
     return _mm512_add_epi32(s0, s1);
 }
 
-static ALWAYS_INLINE void rows16_k(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *out, int m,
-                                   size_t pf_bytes, const int fmt) {
+static ALWAYS_INLINE void rows16_k(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, size_t as, int nt,
+                                   float *out, size_t ldo, int m, size_t pf_bytes, const int fmt) {
     const int64_t nsb = n / QK_K;
     const size_t wsz = fmt == FMT_Q4_K ? Q4_K_SZ : Q6_K_SZ;
     int32_t offs[GR];
     for (int r = 0; r < GR; r++) offs[r] = (int32_t)((r < m ? r : m - 1) * ws);
     const __m512i off = _mm512_loadu_si512(offs);
     const uint8_t *pf = w + GR * ws;
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc[MAX_ROW_TOKENS];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t s = 0; s < nsb; s++) {
         for (size_t o = pf_bytes * s / nsb & ~(size_t)63, e = pf_bytes * (s + 1) / nsb; o < e; o += 64)
             _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
-        const uint8_t *x = w + s * wsz, *y = a + s * Q8_K_SZ;
-        __m512i qa[4], v[GR];
-        for (int k = 0; k < 4; k++) qa[k] = _mm512_loadu_si512(y + Q8_K_QS + 64 * k);
-        __m256i bs = _mm256_loadu_si256((const __m256i *)(y + Q8_K_BS));
-        __m512 da = _mm512_set1_ps(load_f32(y));
-        if (fmt == FMT_Q6_K) {
+        const uint8_t *x = w + s * wsz;
+        for (int t = 0; t < nt; t++) { /* the tokens take turns, as in rows16 */
+            const uint8_t *y = a + t * as + s * Q8_K_SZ;
+            __m512i qa[4], v[GR];
+            for (int k = 0; k < 4; k++) qa[k] = _mm512_loadu_si512(y + Q8_K_QS + 64 * k);
+            __m256i bs = _mm256_loadu_si256((const __m256i *)(y + Q8_K_BS));
+            __m512 da = _mm512_set1_ps(load_f32(y));
+            if (fmt == FMT_Q6_K) {
 #pragma GCC unroll 16
-            for (int r = 0; r < GR; r++) v[r] = q6_k_isum(x + offs[r], qa, bs);
-            /* d is the block's last field: read with the two scale bytes before it */
-            __m512i h = _mm512_i32gather_epi32(off, x + Q6_K_D - 2, 1);
-            __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))), da);
-            acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(sum_rows(v)), acc);
-            continue;
+                for (int r = 0; r < GR; r++) v[r] = q6_k_isum(x + offs[r], qa, bs);
+                /* d is the block's last field: read with the two scale bytes before it */
+                __m512i h = _mm512_i32gather_epi32(off, x + Q6_K_D - 2, 1);
+                __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))), da);
+                acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(sum_rows(v)), acc[t]);
+                continue;
+            }
+            /* bsums summed in pairs, at the words of the mins: [0 x4, p0..p3, 0 x4, p4..p7] */
+            __m256i bsp = _mm256_packs_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(bs, _mm256_set1_epi16(1)));
+#pragma GCC unroll 16
+            for (int r = 0; r < GR; r++) v[r] = q4_k_isum(x + offs[r], qa);
+            __m512i isum = sum_rows(v);
+#pragma GCC unroll 16
+            for (int r = 0; r < GR; r++) v[r] = q4_k_msum(x + offs[r], bsp);
+            __m512i msum = sum_rows(v);
+            __m512i h = _mm512_i32gather_epi32(off, x, 1); /* d, dmin */
+            __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)), da);
+            __m512 dm = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))), da);
+            acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(dm, _mm512_cvtepi32_ps(msum), acc[t]);
         }
-        /* bsums summed in pairs, at the words of the mins: [0 x4, p0..p3, 0 x4, p4..p7] */
-        __m256i bsp = _mm256_packs_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(bs, _mm256_set1_epi16(1)));
-#pragma GCC unroll 16
-        for (int r = 0; r < GR; r++) v[r] = q4_k_isum(x + offs[r], qa);
-        __m512i isum = sum_rows(v);
-#pragma GCC unroll 16
-        for (int r = 0; r < GR; r++) v[r] = q4_k_msum(x + offs[r], bsp);
-        __m512i msum = sum_rows(v);
-        __m512i h = _mm512_i32gather_epi32(off, x, 1); /* d, dmin */
-        __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)), da);
-        __m512 dm = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))), da);
-        acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum), acc);
-        acc = _mm512_fnmadd_ps(dm, _mm512_cvtepi32_ps(msum), acc);
     }
-    _mm512_mask_storeu_ps(out, (__mmask16)((1u << m) - 1), acc);
+    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(out + t * ldo, (__mmask16)((1u << m) - 1), acc[t]);
 }
 
 /* nr rows against nt (1..MAX_ROW_TOKENS) activation rows: out[t * ldo + r]. */
@@ -234,7 +238,7 @@ static ALWAYS_INLINE void rows_exact(int64_t n, const uint8_t *w, size_t ws, int
         const int m = nr - r < GR ? nr - r : GR;
         size_t next = r + GR < nr ? (size_t)(nr - r - GR < GR ? nr - r - GR : GR) * ws : 0;
         if (fmt == FMT_Q4_K || fmt == FMT_Q6_K)
-            for (int t = 0; t < nt; t++) rows16_k(n, w + r * ws, ws, a + t * as, out + t * ldo + r, m, next, fmt);
+            rows16_k(n, w + r * ws, ws, a, as, nt, out + r, ldo, m, next, fmt);
         else
             rows16(n, w + r * ws, ws, a, as, nt, out + r, ldo, m, next, fmt);
     }
