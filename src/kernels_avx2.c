@@ -20,7 +20,9 @@
  * K-quants (256-element super-blocks against Q8_K) scale each 32 (Q4_K) or
  * 16 (Q6_K) weights' s16 pair sums by their small integer scale with madd,
  * so a whole super-block's integer sum is exact before its one FMA; see
- * the K-quant section. Multi-row and tile entries are one dot per output.
+ * the K-quant section. The tiles of the 32-element formats unpack each
+ * weight block once for four tokens (see "tiles" below); the other
+ * multi-row and tile entries are one dot per output.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -119,29 +121,6 @@ static inline void scales_d(const uint8_t *x, size_t x_blk, const uint8_t *y, in
 
 /* ---- quantized dots --------------------------------------------------- */
 
-/* Integer dot of one block pair, per weight format: 8 s32 partial sums. */
-
-/* Q4_1 . Q8_1: q in 0..15, a in -127..127, so |pair| <= 2*15*127. */
-static inline __m256i idot_q4_1(const uint8_t *x, const uint8_t *y) {
-    return dot_u8s8(q4_block(x + Q4_1_QS), load256(y + Q8_1_QS));
-}
-
-/* Q4_0 . Q8_0: sum (q-8) a = sum q a - sum 8 a, both maddubs with q and 8
- * unsigned; the s16 difference is exact (|pair| <= 2*15*127). */
-static inline __m256i idot_q4_0(const uint8_t *x, const uint8_t *y) {
-    __m256i a = load256(y + Q8_0_QS);
-    __m256i d16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_block(x + Q4_0_QS), a),
-                                   _mm256_maddubs_epi16(_mm256_set1_epi8(8), a));
-    return _mm256_madd_epi16(d16, _mm256_set1_epi16(1));
-}
-
-/* Q8_0 . Q8_0: maddubs needs one operand unsigned, so move w's sign onto a:
- * |w| x sign(w)*a. |w| <= 128 and |a| <= 127 keep pairs below 2^15. */
-static inline __m256i idot_q8_0(const uint8_t *x, const uint8_t *y) {
-    __m256i w = load256(x + Q8_0_QS), a = load256(y + Q8_0_QS);
-    return dot_u8s8(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w));
-}
-
 /* Q5_0's 5th bits as 16 or 0 per byte, in element order: each byte takes
  * the qh byte holding its bit (shuffle), then tests that bit. */
 static inline __m256i q5_high(const uint8_t *qh) {
@@ -153,63 +132,205 @@ static inline __m256i q5_high(const uint8_t *qh) {
     return _mm256_and_si256(v, _mm256_set1_epi8(16));
 }
 
-/* Q5_0 . Q8_0: like Q4_0 with q in 0..31 and offset 16 (|pair| <= 2*31*128). */
-static inline __m256i idot_q5_0(const uint8_t *x, const uint8_t *y) {
-    __m256i a = load256(y + Q8_0_QS);
-    __m256i q = _mm256_or_si256(q4_block(x + Q5_0_QS), q5_high(x + Q5_0_QH));
-    __m256i d16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), _mm256_maddubs_epi16(_mm256_set1_epi8(16), a));
-    return _mm256_madd_epi16(d16, _mm256_set1_epi16(1));
-}
 
 enum { FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, FMT_Q5_0 };
 
-/* acc += one block's integer dot times its scale product *sc. */
-static inline __attribute__((always_inline)) __m256 block_fma(const uint8_t *xb, const uint8_t *yb,
-                                                              const float *sc, __m256 acc,
-                                                              const int fmt) {
-    __m256i p = fmt == FMT_Q4_0 ? idot_q4_0(xb, yb)
-              : fmt == FMT_Q4_1 ? idot_q4_1(xb, yb)
-              : fmt == FMT_Q5_0 ? idot_q5_0(xb, yb) : idot_q8_0(xb, yb);
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(sc), acc);
+#define NT 4 /* activation rows (tokens) that share each unpacked weight block */
+
+/* A weight block as the operand each token's activations meet: the codes
+ * as unsigned bytes (Q4_0, Q4_1, Q5_0) or the raw signed bytes (Q8_0). */
+static inline __attribute__((always_inline)) __m256i weight_block(const uint8_t *xb, const int fmt) {
+    if (fmt == FMT_Q8_0) return load256(xb + Q8_0_QS);
+    if (fmt == FMT_Q5_0) return _mm256_or_si256(q4_block(xb + Q5_0_QS), q5_high(xb + Q5_0_QH));
+    return q4_block(xb + (fmt == FMT_Q4_0 ? Q4_0_QS : Q4_1_QS));
 }
 
-/* The block loop shared by the three formats (fmt is a constant after
- * inlining): scales for a chunk, then two blocks per step into two
- * accumulators to cover the FMA latency. For Q4_1, sc interleaves d_w d_a
- * with the min terms, so block j's scale is sc[2j]. */
-static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t *x,
-                                                        const uint8_t *y, const int fmt) {
+/* Integer dot of a weight block (as weight_block gives it) with an
+ * activation block: 8 s32 partial sums. Q4_1: q in 0..15, a in -127..127,
+ * |pair| <= 2*15*127. Q4_0 / Q5_0: sum (q-o) a = sum q a - sum o a, both
+ * maddubs with unsigned q and o (8 or 16); the s16 difference is exact
+ * (|pair| <= 2*31*128). Q8_0: maddubs needs one operand unsigned, so w's
+ * sign moves onto a: |w| x sign(w)*a, |w| <= 128 and |a| <= 127. */
+static inline __attribute__((always_inline)) __m256i block_idot(__m256i w, const uint8_t *yb, const int fmt) {
+    if (fmt == FMT_Q4_1) return dot_u8s8(w, load256(yb + Q8_1_QS));
+    __m256i a = load256(yb + Q8_0_QS);
+    if (fmt == FMT_Q8_0) return dot_u8s8(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w));
+    __m256i d16 = _mm256_sub_epi16(_mm256_maddubs_epi16(w, a),
+                                   _mm256_maddubs_epi16(_mm256_set1_epi8(fmt == FMT_Q5_0 ? 16 : 8), a));
+    return _mm256_madd_epi16(d16, _mm256_set1_epi16(1));
+}
+
+/* The blocks of one chunk (m blocks at xc) against nt (1..NT) activation
+ * rows yc, yc + ys, ...: two blocks per step, each unpacked once and met
+ * by every token, into two accumulators per token to cover the FMA
+ * latency; sc[t] holds token t's scale products (for Q4_1 interleaved with
+ * the min terms, so block j's is sc[t][2j]). The single dot and the tiles
+ * both run this, so each token gets the same float operations in the same
+ * order either way. */
+static inline __attribute__((always_inline)) void chunk_blocks(const uint8_t *xc, int m, const uint8_t *yc,
+                                                               size_t ys, int nt, float (*sc)[2 * CHUNK],
+                                                               __m256 *acc0, __m256 *acc1, const int fmt) {
     const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ
                      : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
     const size_t ysz = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
     const int step = fmt == FMT_Q4_1 ? 2 : 1;
-    const int64_t nb = n / 32;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
-    float sc[2 * CHUNK];
-    for (int64_t c0 = 0; c0 < nb; c0 += CHUNK) {
-        const int m = (int)FR_MIN(CHUNK, nb - c0);
-        const uint8_t *xc = x + c0 * xsz, *yc = y + c0 * ysz;
-        if (fmt == FMT_Q4_1) macc = scales_q4_1(xc, yc, m, sc, macc);
-        else scales_d(xc, xsz, yc, m, sc);
-        int j = 0;
-        for (; j + 1 < m; j += 2) {
-            acc0 = block_fma(xc + j * xsz, yc + j * ysz, sc + step * j, acc0, fmt);
-            acc1 = block_fma(xc + (j + 1) * xsz, yc + (j + 1) * ysz, sc + step * (j + 1), acc1, fmt);
+    int j = 0;
+    for (; j + 1 < m; j += 2) {
+        __m256i w0 = weight_block(xc + j * xsz, fmt), w1 = weight_block(xc + (j + 1) * xsz, fmt);
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) {
+            const uint8_t *yb = yc + t * ys + j * ysz;
+            acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w0, yb, fmt)),
+                                      _mm256_broadcast_ss(sc[t] + step * j), acc0[t]);
+            acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w1, yb + ysz, fmt)),
+                                      _mm256_broadcast_ss(sc[t] + step * (j + 1)), acc1[t]);
         }
-        if (j < m) acc0 = block_fma(xc + j * xsz, yc + j * ysz, sc + step * j, acc0, fmt);
     }
+    if (j < m) {
+        __m256i w0 = weight_block(xc + j * xsz, fmt);
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++)
+            acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w0, yc + t * ys + j * ysz, fmt)),
+                                      _mm256_broadcast_ss(sc[t] + step * j), acc0[t]);
+    }
+}
+
+/* The dot's result from its accumulators: the block sums, plus for Q4_1
+ * the m_w s_a terms that the odd lanes of macc collected. */
+static inline __attribute__((always_inline)) float finish(__m256 acc0, __m256 acc1, __m256 macc, const int fmt) {
     float s = hsum256(_mm256_add_ps(acc0, acc1));
-    if (fmt == FMT_Q4_1) { /* odd lanes of macc hold the m_w s_a sums */
+    if (fmt == FMT_Q4_1) {
         __m256 odd = _mm256_castsi256_ps(_mm256_set_epi32(-1, 0, -1, 0, -1, 0, -1, 0));
         s += hsum256(_mm256_and_ps(macc, odd));
     }
     return s;
 }
 
+/* One dot: per chunk, the scale products from the blocks' fp16 headers,
+ * then the chunk's blocks. */
+static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t *x, const uint8_t *y,
+                                                        const int fmt) {
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ
+                     : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+    const size_t ysz = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
+    const int64_t nb = n / 32;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
+    float sc[1][2 * CHUNK];
+    for (int64_t c0 = 0; c0 < nb; c0 += CHUNK) {
+        const int m = (int)FR_MIN(CHUNK, nb - c0);
+        const uint8_t *xc = x + c0 * xsz, *yc = y + c0 * ysz;
+        if (fmt == FMT_Q4_1) macc = scales_q4_1(xc, yc, m, sc[0], macc);
+        else scales_d(xc, xsz, yc, m, sc[0]);
+        chunk_blocks(xc, m, yc, 0, 1, sc, &acc0, &acc1, fmt);
+    }
+    return finish(acc0, acc1, macc, fmt);
+}
+
+/* ---- tiles of the 32-element formats ------------------------------------
+ *
+ * A tile call runs every weight row against groups of up to TILE_TOKENS
+ * activation rows (kernel_loops.h), NT tokens at a time sharing each
+ * unpacked weight block. The fp16 headers are converted once: a group's
+ * activation headers when the group starts, a row's weight headers once per
+ * group; a (row, token) pair's scale products are then plain multiplies of
+ * those floats in groups of 8 lanes, which are the very products (and, for
+ * Q4_1, the very sums in macc) that scales_q4_1 / scales_d form for the
+ * single dot: the same floats multiplied, zeros past the last block as
+ * there. */
+#define HDR_MAX (2 * 1024) /* header floats per row on the stack: 1024 blocks (32768 columns) */
+
+/* nb blocks' headers as floats: Q4_1 (d, m) or (d, s) pairs, the others
+ * d; zeros up to a multiple of 8 blocks. */
+static inline __attribute__((always_inline)) void headers_f32(const uint8_t *p, size_t stride, int64_t nb,
+                                                              float *f, const int pairs) {
+    const int64_t padded = (nb + 7) / 8 * 8;
+    for (int64_t j = 0; j < padded; j++) {
+        f[(1 + pairs) * j] = j < nb ? _cvtsh_ss(load16(p + j * stride)) : 0.0f;
+        if (pairs) f[2 * j + 1] = j < nb ? _cvtsh_ss(load16(p + j * stride + 2)) : 0.0f;
+    }
+}
+
+/* One weight row (its header floats in wf) against nt tokens (theirs in
+ * af, HDR_MAX apart): out[t * ldo]. */
+static inline __attribute__((always_inline)) void row_tokens(int64_t n, const uint8_t *row, const float *wf,
+                                                             const uint8_t *a, size_t as, const float *af, const int nt,
+                                                             float *out, size_t ldo, const int fmt) {
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ
+                     : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+    const size_t ysz = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
+    const int per = fmt == FMT_Q4_1 ? 2 : 1, lanes = fmt == FMT_Q4_1 ? 4 : 8;
+    const int64_t nb = n / 32;
+    __m256 acc0[NT], acc1[NT], macc[NT];
+    float sc[NT][2 * CHUNK];
+#pragma GCC unroll 4
+    for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = macc[t] = _mm256_setzero_ps();
+    for (int64_t b0 = 0; b0 < nb; b0 += CHUNK) {
+        const int m = (int)FR_MIN(CHUNK, nb - b0);
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++)
+            for (int j = 0; j < m; j += lanes) {
+                __m256 P = _mm256_mul_ps(_mm256_load_ps(wf + per * (b0 + j)),
+                                         _mm256_load_ps(af + (size_t)t * HDR_MAX + per * (b0 + j)));
+                _mm256_storeu_ps(sc[t] + per * j, P);
+                if (fmt == FMT_Q4_1) macc[t] = _mm256_add_ps(macc[t], P);
+            }
+        chunk_blocks(row + b0 * xsz, m, a + b0 * ysz, as, nt, sc, acc0, acc1, fmt);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < nt; t++) out[t * ldo] = finish(acc0[t], acc1[t], macc[t], fmt);
+}
+
+static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t *w, size_t ws, int nr,
+                                                        const uint8_t *a, size_t as, int nc, float *out,
+                                                        size_t ldo, const int fmt) {
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ
+                     : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+    const size_t ysz = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
+    const int pairs = fmt == FMT_Q4_1, per = 1 + pairs;
+    const int64_t nb = n / 32, padded = (nb + 7) / 8 * 8;
+    if (per * padded > HDR_MAX) { /* rows too long for the header buffers: one dot each */
+        for (int c = 0; c < nc; c++)
+            for (int r = 0; r < nr; r++) out[c * ldo + r] = qdot(n, w + r * ws, a + c * as, fmt);
+        return;
+    }
+    float wf[HDR_MAX] __attribute__((aligned(32)));
+    static _Thread_local float af[TILE_TOKENS][HDR_MAX] __attribute__((aligned(32)));
+    for (int c0 = 0; c0 < nc; c0 += TILE_TOKENS) {
+        int c1 = nc - c0 < TILE_TOKENS ? nc : c0 + TILE_TOKENS;
+        for (int c = c0; c < c1; c++) headers_f32(a + c * as, ysz, nb, af[c - c0], pairs);
+        for (int r = 0; r < nr; r++) {
+            const uint8_t *row = w + r * ws;
+            if (r + ROWS_AHEAD < nr) prefetch_row(row + ROWS_AHEAD * ws, ws);
+            headers_f32(row, xsz, nb, wf, pairs);
+            for (int c = c0; c < c1; c += NT) {
+                const float *at = af[c - c0];
+                float *o = out + c * ldo + r;
+                const uint8_t *ac = a + c * as;
+                switch (c1 - c < NT ? c1 - c : NT) { /* a constant count keeps the accumulators in registers */
+                case 1: row_tokens(n, row, wf, ac, as, at, 1, o, ldo, fmt); break;
+                case 2: row_tokens(n, row, wf, ac, as, at, 2, o, ldo, fmt); break;
+                case 3: row_tokens(n, row, wf, ac, as, at, 3, o, ldo, fmt); break;
+                default: row_tokens(n, row, wf, ac, as, at, 4, o, ldo, fmt); break;
+                }
+            }
+        }
+    }
+}
+
 static float dot_q4_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q4_0); }
 static float dot_q4_1_q8_1(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q4_1); }
 static float dot_q8_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q8_0); }
 static float dot_q5_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q5_0); }
+
+#define QTILE(name, fmt)                                                                           \
+    static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc, \
+                     float *out, size_t ldo) {                                                     \
+        qtile(n, w, ws, nr, a, as, nc, out, ldo, fmt);                                             \
+    }
+QTILE(tile_q4_0_q8_0, FMT_Q4_0)
+QTILE(tile_q4_1_q8_1, FMT_Q4_1)
+QTILE(tile_q8_0_q8_0, FMT_Q8_0)
+QTILE(tile_q5_0_q8_0, FMT_Q5_0)
 
 /* ---- K-quant dots (super-blocks of 256 against Q8_K) -------------------------
  *
@@ -351,7 +472,7 @@ FLOAT_DOT(dot_f32, float, float, load_f32x8, load_f32x8, f32_of, f32_of)
 FLOAT_DOT(dot_f16, uint16_t, uint16_t, load_f16x8, load_f16x8, f16_of, f16_of)
 FLOAT_DOT(dot_bf16, uint16_t, float, load_bf16x8, load_f32x8, bf16_of, f32_of)
 
-/* ---- multi-row and tiles: one dot each (AVX2 has registers for no more) -- */
+/* ---- multi-row (all) and tiles (K-quants, floats): one dot each ---------- */
 
 ROWS_OF(rows_q4_0_q8_0, dot_q4_0_q8_0)
 ROWS_OF(rows_q4_1_q8_1, dot_q4_1_q8_1)
@@ -363,10 +484,6 @@ ROWS_OF(rows_f32, dot_f32)
 ROWS_OF(rows_f16, dot_f16)
 ROWS_OF(rows_bf16, dot_bf16)
 
-TILE_OF(tile_q4_0_q8_0, dot_q4_0_q8_0)
-TILE_OF(tile_q4_1_q8_1, dot_q4_1_q8_1)
-TILE_OF(tile_q8_0_q8_0, dot_q8_0_q8_0)
-TILE_OF(tile_q5_0_q8_0, dot_q5_0_q8_0)
 TILE_OF(tile_q4_k_q8_k, dot_q4_k_q8_k)
 TILE_OF(tile_q6_k_q8_k, dot_q6_k_q8_k)
 TILE_OF(tile_f32, dot_f32)
