@@ -351,37 +351,6 @@ static inline __m256i q8_k_pair_sums(const uint8_t *bsums) {
     return _mm256_packs_epi32(_mm256_setzero_si256(), p);
 }
 
-static float dot_q4_k_q8_k(int64_t n, const void *wv, const void *av) {
-    const uint8_t *x = wv, *y = av;
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++, x += Q4_K_SZ, y += Q8_K_SZ) {
-        __m256i s16 = _mm256_cvtepu8_epi16(q4_k_scales(x + Q4_K_SC));
-        /* sub-block j's scale is word j (j < 4) or j + 4 of s16: broadcast
-         * each 128-bit half, then pick words with a shuffle */
-        __m256i slo = _mm256_permute2x128_si256(s16, s16, 0x00), shi = _mm256_permute2x128_si256(s16, s16, 0x11);
-        __m256i msum = _mm256_madd_epi16(s16, q8_k_pair_sums(y + Q8_K_BS));
-        const uint8_t *qs = x + Q4_K_QS, *qa = y + Q8_K_QS;
-        __m256i isum = _mm256_setzero_si256();
-#pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) {
-            __m256i q = load256(qs + 32 * c);
-            __m256i lo = _mm256_and_si256(q, _mm256_set1_epi8(15));
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(15));
-            __m256i src = c < 2 ? slo : shi;
-            const int w0 = 2 * (2 * c % 4), w1 = w0 + 2; /* byte of the scale word in its half */
-            __m256i sc0 = _mm256_shuffle_epi8(src, _mm256_set1_epi16((short)(w0 | (w0 + 1) << 8)));
-            __m256i sc1 = _mm256_shuffle_epi8(src, _mm256_set1_epi16((short)(w1 | (w1 + 1) << 8)));
-            __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(qa + 64 * c)), sc0);
-            __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(qa + 64 * c + 32)), sc1);
-            isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
-        }
-        __m128 dd = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)load32(x))), _mm_set1_ps(load_f32(y)));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(dd), acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_broadcastss_ps(_mm_movehdup_ps(dd)), accm);
-    }
-    return hsum256(_mm256_sub_ps(acc, accm));
-}
-
 /* Q6_K codes of one half (128 elements) as four 32-byte vectors in
  * element order: low nibbles of ql[0..31], ql[32..63], then their high
  * nibbles, each with two bits of qh above (bits 0-1, 2-3, 4-5, 6-7). */
@@ -395,39 +364,152 @@ static inline void q6_k_half(const uint8_t *ql, const uint8_t *qh, __m256i q[4])
                            _mm256_and_si256(_mm256_srli_epi16(h, 2), m2));
 }
 
-/* sum (q - 32) a = sum q a - 32 sum a: codes 0..63 go to maddubs unsigned,
- * and 32 * sum_k sc_k bsums_k is taken off the block's sum at the end. */
+/* A super-block unpacked for its integer dot with activations: 8 vectors
+ * of 32 codes (in the order of the activation's 32-byte groups), for each
+ * the scale words madd multiplies their pair sums by, the widened scales
+ * (for Q4_K's mins, Q6_K's offset) and the fp16 d (Q4_K: d, dmin) as
+ * floats. The single dots unpack one at a time (it stays in registers);
+ * the tiles unpack a row's super-blocks once into a buffer that every
+ * token of the group then reads. */
+typedef struct { __m256i q[8], sc[8], s16; __m128 d; } ksb;
+
+/* Q4_K: sub-block j's scale is word j (j < 4) or j + 4 of s16: broadcast
+ * each 128-bit half, then pick words with a shuffle. */
+static inline __attribute__((always_inline)) void q4_k_unpack(const uint8_t *x, ksb *u) {
+    u->s16 = _mm256_cvtepu8_epi16(q4_k_scales(x + Q4_K_SC));
+    __m256i slo = _mm256_permute2x128_si256(u->s16, u->s16, 0x00), shi = _mm256_permute2x128_si256(u->s16, u->s16, 0x11);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        __m256i q = load256(x + Q4_K_QS + 32 * c);
+        u->q[2 * c] = _mm256_and_si256(q, _mm256_set1_epi8(15));
+        u->q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(15));
+        __m256i src = c < 2 ? slo : shi;
+        const int w0 = 2 * (2 * c % 4), w1 = w0 + 2; /* byte of the scale word in its half */
+        u->sc[2 * c] = _mm256_shuffle_epi8(src, _mm256_set1_epi16((short)(w0 | (w0 + 1) << 8)));
+        u->sc[2 * c + 1] = _mm256_shuffle_epi8(src, _mm256_set1_epi16((short)(w1 | (w1 + 1) << 8)));
+    }
+    u->d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load32(x)));
+}
+
+/* Q6_K: the 32 codes at 32g cover scales 2g and 2g + 1, one per 128-bit half. */
+static inline __attribute__((always_inline)) void q6_k_unpack(const uint8_t *x, ksb *u) {
+    u->s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + Q6_K_SC)));
+    __m256i slo = _mm256_permute2x128_si256(u->s16, u->s16, 0x00), shi = _mm256_permute2x128_si256(u->s16, u->s16, 0x11);
+    q6_k_half(x + Q6_K_QL, x + Q6_K_QH, u->q);
+    q6_k_half(x + Q6_K_QL + 64, x + Q6_K_QH + 32, u->q + 4);
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; g++) {
+        const int b0 = 4 * g % 16; /* byte of scale word 2g in its half */
+        __m256i idx = _mm256_setr_epi8(b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0,
+                                       b0 + 1, b0, b0 + 1, b0, b0 + 1, b0 + 2, b0 + 3, b0 + 2, b0 + 3,
+                                       b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3,
+                                       b0 + 2, b0 + 3, b0 + 2, b0 + 3);
+        u->sc[g] = _mm256_shuffle_epi8(g < 4 ? slo : shi, idx);
+    }
+    u->d = _mm_set_ss(_cvtsh_ss(load16(x + Q6_K_D)));
+}
+
+/* sum_g sc_g (codes_g . a_g), exact: maddubs pairs stay below 2^15
+ * (2*63*128 for Q6_K's 6-bit codes), madd by the small scales to s32. */
+static inline __attribute__((always_inline)) __m256i ksb_isum(const ksb *u, const uint8_t *y) {
+    __m256i isum = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; g++)
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(u->q[g], load256(y + Q8_K_QS + 32 * g)),
+                                                        u->sc[g]));
+    return isum;
+}
+
+/* One super-block of one token into the accumulators. Q4_K: d d_a isum
+ * into acc, dmin d_a msum into accm (subtracted at the end). Q6_K:
+ * sum (q - 32) a = sum q a - 32 sum a: codes 0..63 go to maddubs
+ * unsigned, and 32 * sum_k sc_k bsums_k comes off the sum. */
+static inline __attribute__((always_inline)) void q4_k_step(const ksb *u, const uint8_t *y, __m256 *acc, __m256 *accm) {
+    __m256i msum = _mm256_madd_epi16(u->s16, q8_k_pair_sums(y + Q8_K_BS));
+    __m256i isum = ksb_isum(u, y);
+    __m128 dd = _mm_mul_ps(u->d, _mm_set1_ps(load_f32(y)));
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(dd), *acc);
+    *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_broadcastss_ps(_mm_movehdup_ps(dd)), *accm);
+}
+
+static inline __attribute__((always_inline)) void q6_k_step(const ksb *u, const uint8_t *y, __m256 *acc) {
+    __m256i corr = _mm256_madd_epi16(u->s16, load256(y + Q8_K_BS));
+    __m256i isum = _mm256_sub_epi32(ksb_isum(u, y), _mm256_slli_epi32(corr, 5));
+    float dd = _mm_cvtss_f32(u->d) * load_f32(y);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dd), *acc);
+}
+
+static float dot_q4_k_q8_k(int64_t n, const void *wv, const void *av) {
+    const uint8_t *x = wv, *y = av;
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++, x += Q4_K_SZ, y += Q8_K_SZ) {
+        ksb u;
+        q4_k_unpack(x, &u);
+        q4_k_step(&u, y, &acc, &accm);
+    }
+    return hsum256(_mm256_sub_ps(acc, accm));
+}
+
 static float dot_q6_k_q8_k(int64_t n, const void *wv, const void *av) {
     const uint8_t *x = wv, *y = av;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++, x += Q6_K_SZ, y += Q8_K_SZ) {
-        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + Q6_K_SC)));
-        __m256i corr = _mm256_madd_epi16(sc16, load256(y + Q8_K_BS));
-        /* the 32 codes at 32g cover scales 2g and 2g + 1: one per 128-bit half */
-        __m256i slo = _mm256_permute2x128_si256(sc16, sc16, 0x00), shi = _mm256_permute2x128_si256(sc16, sc16, 0x11);
-        __m256i isum = _mm256_setzero_si256();
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            __m256i q[4];
-            q6_k_half(x + Q6_K_QL + 64 * h, x + Q6_K_QH + 32 * h, q);
-#pragma GCC unroll 4
-            for (int k = 0; k < 4; k++) {
-                const int g = 4 * h + k, b0 = 4 * g % 16; /* byte of scale word 2g in its half */
-                __m256i idx = _mm256_setr_epi8(b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0,
-                                               b0 + 1, b0, b0 + 1, b0, b0 + 1, b0 + 2, b0 + 3, b0 + 2, b0 + 3,
-                                               b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3,
-                                               b0 + 2, b0 + 3, b0 + 2, b0 + 3);
-                __m256i sc = _mm256_shuffle_epi8(g < 4 ? slo : shi, idx);
-                __m256i p = _mm256_maddubs_epi16(q[k], load256(y + Q8_K_QS + 32 * g));
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, sc));
-            }
-        }
-        isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(corr, 5));
-        float dd = _cvtsh_ss(load16(x + Q6_K_D)) * load_f32(y);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dd), acc);
+        ksb u;
+        q6_k_unpack(x, &u);
+        q6_k_step(&u, y, &acc);
     }
     return hsum256(acc);
 }
+
+/* K-quant tiles: tokens in groups of TILE_TOKENS; each weight row is
+ * unpacked once per group into buf, and every token of the group runs the
+ * single dot's steps on it. */
+#define KSB_MAX 64 /* super-blocks per staged row: 16384 columns */
+
+static inline __attribute__((always_inline)) void ktile(int64_t n, const uint8_t *w, size_t ws, int nr,
+                                                        const uint8_t *a, size_t as, int nc, float *out,
+                                                        size_t ldo, const int q6) {
+    const int64_t nsb = n / QK_K;
+    const size_t xsz = q6 ? Q6_K_SZ : Q4_K_SZ;
+    if (nsb > KSB_MAX) {
+        for (int c = 0; c < nc; c++)
+            for (int r = 0; r < nr; r++)
+                out[c * ldo + r] = q6 ? dot_q6_k_q8_k(n, w + r * ws, a + c * as) : dot_q4_k_q8_k(n, w + r * ws, a + c * as);
+        return;
+    }
+    static _Thread_local ksb buf[KSB_MAX];
+    for (int c0 = 0; c0 < nc; c0 += TILE_TOKENS) {
+        int c1 = nc - c0 < TILE_TOKENS ? nc : c0 + TILE_TOKENS;
+        for (int r = 0; r < nr; r++) {
+            const uint8_t *row = w + r * ws;
+            if (r + ROWS_AHEAD < nr) prefetch_row(row + ROWS_AHEAD * ws, ws);
+            for (int64_t i = 0; i < nsb; i++) {
+                if (q6) q6_k_unpack(row + i * xsz, &buf[i]);
+                else q4_k_unpack(row + i * xsz, &buf[i]);
+            }
+            for (int c = c0; c < c1; c++) {
+                const uint8_t *y = a + c * as;
+                __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+                for (int64_t i = 0; i < nsb; i++, y += Q8_K_SZ) {
+                    if (q6) q6_k_step(&buf[i], y, &acc);
+                    else q4_k_step(&buf[i], y, &acc, &accm);
+                }
+                out[c * ldo + r] = q6 ? hsum256(acc) : hsum256(_mm256_sub_ps(acc, accm));
+            }
+        }
+    }
+}
+
+static void tile_q4_k_q8_k(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc,
+                           float *out, size_t ldo) {
+    ktile(n, w, ws, nr, a, as, nc, out, ldo, 0);
+}
+
+static void tile_q6_k_q8_k(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc,
+                           float *out, size_t ldo) {
+    ktile(n, w, ws, nr, a, as, nc, out, ldo, 1);
+}
+
 
 /* ---- float dots ------------------------------------------------------- */
 
@@ -472,7 +554,7 @@ FLOAT_DOT(dot_f32, float, float, load_f32x8, load_f32x8, f32_of, f32_of)
 FLOAT_DOT(dot_f16, uint16_t, uint16_t, load_f16x8, load_f16x8, f16_of, f16_of)
 FLOAT_DOT(dot_bf16, uint16_t, float, load_bf16x8, load_f32x8, bf16_of, f32_of)
 
-/* ---- multi-row (all) and tiles (K-quants, floats): one dot each ---------- */
+/* ---- multi-row (all) and float tiles: one dot each ------------------------ */
 
 ROWS_OF(rows_q4_0_q8_0, dot_q4_0_q8_0)
 ROWS_OF(rows_q4_1_q8_1, dot_q4_1_q8_1)
@@ -484,8 +566,6 @@ ROWS_OF(rows_f32, dot_f32)
 ROWS_OF(rows_f16, dot_f16)
 ROWS_OF(rows_bf16, dot_bf16)
 
-TILE_OF(tile_q4_k_q8_k, dot_q4_k_q8_k)
-TILE_OF(tile_q6_k_q8_k, dot_q6_k_q8_k)
 TILE_OF(tile_f32, dot_f32)
 TILE_OF(tile_f16, dot_f16)
 TILE_OF(tile_bf16, dot_bf16)
