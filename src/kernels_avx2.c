@@ -26,6 +26,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "quant.h"
 #include "simd_common.h"
@@ -137,27 +138,37 @@ enum { FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, FMT_Q5_0 };
 
 #define NT 4 /* activation rows (tokens) that share each unpacked weight block */
 
-/* A weight block as the operand each token's activations meet: the codes
- * as unsigned bytes (Q4_0, Q4_1, Q5_0) or the raw signed bytes (Q8_0). */
-static inline __attribute__((always_inline)) __m256i weight_block(const uint8_t *xb, const int fmt) {
-    if (fmt == FMT_Q8_0) return load256(xb + Q8_0_QS);
-    if (fmt == FMT_Q5_0) return _mm256_or_si256(q4_block(xb + Q5_0_QS), q5_high(xb + Q5_0_QH));
-    return q4_block(xb + (fmt == FMT_Q4_0 ? Q4_0_QS : Q4_1_QS));
+/* A weight block as the operands each token's activations meet. maddubs
+ * wants one operand unsigned: u holds the codes as unsigned bytes (Q4_0,
+ * Q4_1, Q5_0), or |w| for Q8_0, whose sign w moves onto the activations
+ * (sign(a, w)). */
+typedef struct { __m256i w, u; } wblock;
+
+static inline __attribute__((always_inline)) wblock weight_block(const uint8_t *xb, const int fmt) {
+    wblock b;
+    if (fmt == FMT_Q8_0) {
+        b.w = load256(xb + Q8_0_QS);
+        b.u = _mm256_abs_epi8(b.w);
+    } else if (fmt == FMT_Q5_0) {
+        b.u = b.w = _mm256_or_si256(q4_block(xb + Q5_0_QS), q5_high(xb + Q5_0_QH));
+    } else {
+        b.u = b.w = q4_block(xb + (fmt == FMT_Q4_0 ? Q4_0_QS : Q4_1_QS));
+    }
+    return b;
 }
 
-/* Integer dot of a weight block (as weight_block gives it) with an
- * activation block: 8 s32 partial sums. Q4_1: q in 0..15, a in -127..127,
- * |pair| <= 2*15*127. Q4_0 / Q5_0: sum (q-o) a = sum q a - sum o a, both
- * maddubs with unsigned q and o (8 or 16); the s16 difference is exact
- * (|pair| <= 2*31*128). Q8_0: maddubs needs one operand unsigned, so w's
- * sign moves onto a: |w| x sign(w)*a, |w| <= 128 and |a| <= 127. */
-static inline __attribute__((always_inline)) __m256i block_idot(__m256i w, const uint8_t *yb, const int fmt) {
-    if (fmt == FMT_Q4_1) return dot_u8s8(w, load256(yb + Q8_1_QS));
+/* Integer dot of a weight block with an activation block: 8 s32 partial
+ * sums of four products each, exact. Q4_1: q in 0..15, a in -127..127,
+ * |pair| <= 2*15*127. Q4_0 / Q5_0: q a and o a pairs both by maddubs
+ * with q and o unsigned; their s16 difference is exact (|pair| <=
+ * 2*31*128, for any activation byte). Q8_0: |w| x sign(w)*a, |w| <= 128
+ * and |a| <= 127. */
+static inline __attribute__((always_inline)) __m256i block_idot(wblock b, const uint8_t *yb, const int fmt) {
+    if (fmt == FMT_Q4_1) return dot_u8s8(b.u, load256(yb + Q8_1_QS));
     __m256i a = load256(yb + Q8_0_QS);
-    if (fmt == FMT_Q8_0) return dot_u8s8(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w));
-    __m256i d16 = _mm256_sub_epi16(_mm256_maddubs_epi16(w, a),
-                                   _mm256_maddubs_epi16(_mm256_set1_epi8(fmt == FMT_Q5_0 ? 16 : 8), a));
-    return _mm256_madd_epi16(d16, _mm256_set1_epi16(1));
+    if (fmt == FMT_Q8_0) return dot_u8s8(b.u, _mm256_sign_epi8(a, b.w));
+    __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(fmt == FMT_Q5_0 ? 16 : 8), a);
+    return _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(b.u, a), o), _mm256_set1_epi16(1));
 }
 
 /* The blocks of one chunk (m blocks at xc) against nt (1..NT) activation
@@ -176,7 +187,7 @@ static inline __attribute__((always_inline)) void chunk_blocks(const uint8_t *xc
     const int step = fmt == FMT_Q4_1 ? 2 : 1;
     int j = 0;
     for (; j + 1 < m; j += 2) {
-        __m256i w0 = weight_block(xc + j * xsz, fmt), w1 = weight_block(xc + (j + 1) * xsz, fmt);
+        wblock w0 = weight_block(xc + j * xsz, fmt), w1 = weight_block(xc + (j + 1) * xsz, fmt);
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) {
             const uint8_t *yb = yc + t * ys + j * ysz;
@@ -187,7 +198,7 @@ static inline __attribute__((always_inline)) void chunk_blocks(const uint8_t *xc
         }
     }
     if (j < m) {
-        __m256i w0 = weight_block(xc + j * xsz, fmt);
+        wblock w0 = weight_block(xc + j * xsz, fmt);
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++)
             acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w0, yc + t * ys + j * ysz, fmt)),
@@ -237,7 +248,6 @@ static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t
  * Q4_1, the very sums in macc) that scales_q4_1 / scales_d form for the
  * single dot: the same floats multiplied, zeros past the last block as
  * there. */
-#define HDR_MAX (2 * 1024) /* header floats per row on the stack: 1024 blocks (32768 columns) */
 
 /* nb blocks' headers as floats: Q4_1 (d, m) or (d, s) pairs, the others
  * d; zeros up to a multiple of 8 blocks. */
@@ -251,10 +261,11 @@ static inline __attribute__((always_inline)) void headers_f32(const uint8_t *p, 
 }
 
 /* One weight row (its header floats in wf) against nt tokens (theirs in
- * af, HDR_MAX apart): out[t * ldo]. */
+ * af, af_stride apart): out[t * ldo]. */
 static inline __attribute__((always_inline)) void row_tokens(int64_t n, const uint8_t *row, const float *wf,
-                                                             const uint8_t *a, size_t as, const float *af, const int nt,
-                                                             float *out, size_t ldo, const int fmt) {
+                                                             const uint8_t *a, size_t as, const float *af,
+                                                             size_t af_stride, const int nt, float *out, size_t ldo,
+                                                             const int fmt) {
     const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ
                      : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
     const size_t ysz = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
@@ -270,7 +281,7 @@ static inline __attribute__((always_inline)) void row_tokens(int64_t n, const ui
         for (int t = 0; t < nt; t++)
             for (int j = 0; j < m; j += lanes) {
                 __m256 P = _mm256_mul_ps(_mm256_load_ps(wf + per * (b0 + j)),
-                                         _mm256_load_ps(af + (size_t)t * HDR_MAX + per * (b0 + j)));
+                                         _mm256_load_ps(af + (size_t)t * af_stride + per * (b0 + j)));
                 _mm256_storeu_ps(sc[t] + per * j, P);
                 if (fmt == FMT_Q4_1) macc[t] = _mm256_add_ps(macc[t], P);
             }
@@ -288,33 +299,37 @@ static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t
     const size_t ysz = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
     const int pairs = fmt == FMT_Q4_1, per = 1 + pairs;
     const int64_t nb = n / 32, padded = (nb + 7) / 8 * 8;
-    if (per * padded > HDR_MAX) { /* rows too long for the header buffers: one dot each */
+    /* work space: the row's header floats and the group's; plain malloc,
+     * as a failure is no error here: one dot per output gives the same bits */
+    const size_t hdr = (size_t)per * padded;
+    float *ws_mem = nb > 0 ? aligned_alloc(32, (1 + TILE_TOKENS) * hdr * sizeof(float)) : NULL;
+    if (!ws_mem) {
         for (int c = 0; c < nc; c++)
             for (int r = 0; r < nr; r++) out[c * ldo + r] = qdot(n, w + r * ws, a + c * as, fmt);
         return;
     }
-    float wf[HDR_MAX] __attribute__((aligned(32)));
-    static _Thread_local float af[TILE_TOKENS][HDR_MAX] __attribute__((aligned(32)));
+    float *wf = ws_mem, *af = wf + hdr;
     for (int c0 = 0; c0 < nc; c0 += TILE_TOKENS) {
         int c1 = nc - c0 < TILE_TOKENS ? nc : c0 + TILE_TOKENS;
-        for (int c = c0; c < c1; c++) headers_f32(a + c * as, ysz, nb, af[c - c0], pairs);
+        for (int c = c0; c < c1; c++) headers_f32(a + c * as, ysz, nb, af + (c - c0) * hdr, pairs);
         for (int r = 0; r < nr; r++) {
             const uint8_t *row = w + r * ws;
             if (r + ROWS_AHEAD < nr) prefetch_row(row + ROWS_AHEAD * ws, ws);
             headers_f32(row, xsz, nb, wf, pairs);
             for (int c = c0; c < c1; c += NT) {
-                const float *at = af[c - c0];
+                const float *at = af + (c - c0) * hdr;
                 float *o = out + c * ldo + r;
                 const uint8_t *ac = a + c * as;
                 switch (c1 - c < NT ? c1 - c : NT) { /* a constant count keeps the accumulators in registers */
-                case 1: row_tokens(n, row, wf, ac, as, at, 1, o, ldo, fmt); break;
-                case 2: row_tokens(n, row, wf, ac, as, at, 2, o, ldo, fmt); break;
-                case 3: row_tokens(n, row, wf, ac, as, at, 3, o, ldo, fmt); break;
-                default: row_tokens(n, row, wf, ac, as, at, 4, o, ldo, fmt); break;
+                case 1: row_tokens(n, row, wf, ac, as, at, hdr, 1, o, ldo, fmt); break;
+                case 2: row_tokens(n, row, wf, ac, as, at, hdr, 2, o, ldo, fmt); break;
+                case 3: row_tokens(n, row, wf, ac, as, at, hdr, 3, o, ldo, fmt); break;
+                default: row_tokens(n, row, wf, ac, as, at, hdr, 4, o, ldo, fmt); break;
                 }
             }
         }
     }
+    free(ws_mem);
 }
 
 static float dot_q4_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q4_0); }
@@ -462,22 +477,22 @@ static float dot_q6_k_q8_k(int64_t n, const void *wv, const void *av) {
 }
 
 /* K-quant tiles: tokens in groups of TILE_TOKENS; each weight row is
- * unpacked once per group into buf, and every token of the group runs the
+ * unpacked once per group into a work buffer, and every token of the group runs the
  * single dot's steps on it. */
-#define KSB_MAX 64 /* super-blocks per staged row: 16384 columns */
 
 static inline __attribute__((always_inline)) void ktile(int64_t n, const uint8_t *w, size_t ws, int nr,
                                                         const uint8_t *a, size_t as, int nc, float *out,
                                                         size_t ldo, const int q6) {
     const int64_t nsb = n / QK_K;
     const size_t xsz = q6 ? Q6_K_SZ : Q4_K_SZ;
-    if (nsb > KSB_MAX) {
+    /* plain aligned_alloc: a failure is no error here, one dot each gives the same bits */
+    ksb *buf = nsb > 0 ? aligned_alloc(32, (size_t)nsb * sizeof(ksb)) : NULL;
+    if (!buf) {
         for (int c = 0; c < nc; c++)
             for (int r = 0; r < nr; r++)
                 out[c * ldo + r] = q6 ? dot_q6_k_q8_k(n, w + r * ws, a + c * as) : dot_q4_k_q8_k(n, w + r * ws, a + c * as);
         return;
     }
-    static _Thread_local ksb buf[KSB_MAX];
     for (int c0 = 0; c0 < nc; c0 += TILE_TOKENS) {
         int c1 = nc - c0 < TILE_TOKENS ? nc : c0 + TILE_TOKENS;
         for (int r = 0; r < nr; r++) {
@@ -498,6 +513,7 @@ static inline __attribute__((always_inline)) void ktile(int64_t n, const uint8_t
             }
         }
     }
+    free(buf);
 }
 
 static void tile_q4_k_q8_k(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc,
