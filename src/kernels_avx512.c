@@ -407,15 +407,17 @@ static ALWAYS_INLINE void packed_rows(int64_t nb, const uint8_t *w, size_t ws, i
         }
         c = 8;
     }
-    for (int nt = 4; nt >= 1; nt /= 2) {
-        if (tp - c < nt) continue;
-        for (int r = 0; r < nr; r += 4) {
-            prefetch_rows(w, ws, rb, r + 4, 4, nr);
-            if (nt == 4) packed_tile(nb, w + r * ws, ws, p, tp, c, out + r, ldo, 4, 4, fmt);
-            if (nt == 2) packed_tile(nb, w + r * ws, ws, p, tp, c, out + r, ldo, 4, 2, fmt);
-            if (nt == 1) packed_tile(nb, w + r * ws, ws, p, tp, c, out + r, ldo, 4, 1, fmt);
-        }
-        c += nt;
+    if (c == tp) return;
+    /* the rest in 4 x 4, 4 x 2 and 4 x 1 tiles, all of a row group's before
+     * the next group's, so that its rows are read once (three tokens
+     * decoded together went slower than two when each shape took its own
+     * pass over the rows) */
+    for (int r = 0; r < nr; r += 4) {
+        prefetch_rows(w, ws, rb, r + 4, 4, nr);
+        int cc = c;
+        if (tp - cc >= 4) packed_tile(nb, w + r * ws, ws, p, tp, cc, out + r, ldo, 4, 4, fmt), cc += 4;
+        if (tp - cc >= 2) packed_tile(nb, w + r * ws, ws, p, tp, cc, out + r, ldo, 4, 2, fmt), cc += 2;
+        if (tp - cc >= 1) packed_tile(nb, w + r * ws, ws, p, tp, cc, out + r, ldo, 4, 1, fmt);
     }
 }
 
