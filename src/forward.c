@@ -35,6 +35,23 @@ static void residual_worker(void *arg, int ith, int nth) {
     fr_add(j->x + lo * j->d, j->y + lo * j->d, (hi - lo) * j->d);
 }
 
+/* RMSNorm of n rows of d values (y may be x); rows from many tokens (a
+ * prompt's QK-norm and post-norms) on the pool. */
+typedef struct { float *y; const float *x, *w; int n, d; float eps; } norm_job;
+
+static void norm_worker(void *arg, int ith, int nth) {
+    const norm_job *j = arg;
+    int64_t lo, hi;
+    fr_split(j->n, ith, nth, &lo, &hi);
+    if (lo < hi) fr_rmsnorm(j->y + lo * j->d, j->x + lo * j->d, j->w, (int)(hi - lo), j->d, j->eps);
+}
+
+static void norm_rows(frugal_ctx *ctx, float *y, const float *x, const float *w, int n, int d, int tokens) {
+    norm_job j = { y, x, w, n, d, ctx->model->hp.norm_eps };
+    if (tokens >= PARALLEL_TOKENS) fr_pool_run(ctx->pool, norm_worker, &j);
+    else fr_rmsnorm(y, x, w, n, d, j.eps);
+}
+
 /* x += y for n tokens of d values. */
 static void add_residual(frugal_ctx *ctx, float *x, const float *y, int n, int d) {
     residual_job j = { x, y, n, d };
@@ -87,12 +104,12 @@ static frugal_status attention_block(frugal_ctx *ctx, const fr_batch *b, int l, 
     const fr_weight *w[3] = { &L->wq, &L->wk, &L->wv };
     float *y[3] = { ctx->q, ctx->k, ctx->v };
     fr_matmul_multi(ctx, w, y, 3, ctx->x, L->attn_norm.data, n);
-    if (L->q_norm.data) fr_rmsnorm(ctx->q, ctx->q, L->q_norm.data, n * hp->n_head, hd, hp->norm_eps);
-    if (L->k_norm.data) fr_rmsnorm(ctx->k, ctx->k, L->k_norm.data, n * hp->n_head_kv, hd, hp->norm_eps);
+    if (L->q_norm.data) norm_rows(ctx, ctx->q, ctx->q, L->q_norm.data, n * hp->n_head, hd, n);
+    if (L->k_norm.data) norm_rows(ctx, ctx->k, ctx->k, L->k_norm.data, n * hp->n_head_kv, hd, n);
     frugal_status st = attend_runs(ctx, b, l, n);
     if (st) return st;
     fr_matmul(ctx, &L->wo, ctx->att, n, ctx->xb);
-    if (L->post_attn_norm.data) fr_rmsnorm(ctx->xb, ctx->xb, L->post_attn_norm.data, n, d, hp->norm_eps);
+    if (L->post_attn_norm.data) norm_rows(ctx, ctx->xb, ctx->xb, L->post_attn_norm.data, n, d, n);
     add_residual(ctx, ctx->x, ctx->xb, n, d);
     return FRUGAL_OK;
 }
@@ -103,7 +120,7 @@ static void ffn_block(frugal_ctx *ctx, int l, int n) {
     int d = hp->n_embd;
     fr_matmul_glu(ctx, &L->w_gate, &L->w_up, ctx->x, L->ffn_norm.data, n, ctx->hb, ctx->hb2, hp->ffn_act);
     fr_matmul(ctx, &L->w_down, ctx->hb, n, ctx->xb);
-    if (L->post_ffn_norm.data) fr_rmsnorm(ctx->xb, ctx->xb, L->post_ffn_norm.data, n, d, hp->norm_eps);
+    if (L->post_ffn_norm.data) norm_rows(ctx, ctx->xb, ctx->xb, L->post_ffn_norm.data, n, d, n);
     add_residual(ctx, ctx->x, ctx->xb, n, d);
 }
 
