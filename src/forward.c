@@ -24,46 +24,59 @@
 #include "ops.h"
 #include "quant.h"
 
-#define PARALLEL_TOKENS 16 /* fewer: RoPE and residual adds on the calling thread (no hand-off) */
+/* Per-token work outside the matmuls and attention (RoPE, norms, residual
+ * adds): for a prompt, split over the pool by rows; for a few tokens, on
+ * the calling thread (no hand-off). */
+#define PARALLEL_TOKENS 16
 
-typedef struct { float *x; const float *y; int n, d; } residual_job;
+typedef void (*range_fn)(const void *arg, int64_t lo, int64_t hi);
+typedef struct { range_fn fn; const void *arg; int64_t rows; } range_job;
 
-static void residual_worker(void *arg, int ith, int nth) {
-    const residual_job *j = arg;
+static void range_worker(void *p, int ith, int nth) {
+    const range_job *j = p;
     int64_t lo, hi;
-    fr_split(j->n, ith, nth, &lo, &hi);
-    fr_add(j->x + lo * j->d, j->y + lo * j->d, (hi - lo) * j->d);
+    fr_split(j->rows, ith, nth, &lo, &hi);
+    if (lo < hi) j->fn(j->arg, lo, hi);
 }
 
-/* RMSNorm of n rows of d values (y may be x); rows from many tokens (a
- * prompt's QK-norm and post-norms) on the pool. */
-typedef struct { float *y; const float *x, *w; int n, d; float eps; } norm_job;
-
-static void norm_worker(void *arg, int ith, int nth) {
-    const norm_job *j = arg;
-    int64_t lo, hi;
-    fr_split(j->n, ith, nth, &lo, &hi);
-    if (lo < hi) fr_rmsnorm(j->y + lo * j->d, j->x + lo * j->d, j->w, (int)(hi - lo), j->d, j->eps);
+static void over_rows(frugal_ctx *ctx, int tokens, int64_t rows, range_fn fn, const void *arg) {
+    range_job j = { fn, arg, rows };
+    if (tokens >= PARALLEL_TOKENS) fr_pool_run(ctx->pool, range_worker, &j);
+    else fn(arg, 0, rows);
 }
 
-static void norm_rows(frugal_ctx *ctx, float *y, const float *x, const float *w, int n, int d, int tokens) {
-    norm_job j = { y, x, w, n, d, ctx->model->hp.norm_eps };
-    if (tokens >= PARALLEL_TOKENS) fr_pool_run(ctx->pool, norm_worker, &j);
-    else fr_rmsnorm(y, x, w, n, d, j.eps);
+/* y = RMSNorm(y) * w in place, over rows of d values. */
+typedef struct { float *y; const float *w; int d; float eps; } norm_job;
+
+static void norm_range(const void *p, int64_t lo, int64_t hi) {
+    const norm_job *j = p;
+    fr_rmsnorm(j->y + lo * j->d, j->y + lo * j->d, j->w, (int)(hi - lo), j->d, j->eps);
+}
+
+static void norm_rows(frugal_ctx *ctx, float *y, const float *w, int rows, int d, int tokens) {
+    norm_job j = { y, w, d, ctx->model->hp.norm_eps };
+    over_rows(ctx, tokens, rows, norm_range, &j);
 }
 
 /* x += y for n tokens of d values. */
+typedef struct { float *x; const float *y; int d; } residual_job;
+
+static void residual_range(const void *p, int64_t lo, int64_t hi) {
+    const residual_job *j = p;
+    fr_add(j->x + lo * j->d, j->y + lo * j->d, (hi - lo) * j->d);
+}
+
 static void add_residual(frugal_ctx *ctx, float *x, const float *y, int n, int d) {
-    residual_job j = { x, y, n, d };
-    if (n >= PARALLEL_TOKENS) fr_pool_run(ctx->pool, residual_worker, &j);
-    else fr_add(x, y, (int64_t)n * d);
+    residual_job j = { x, y, d };
+    over_rows(ctx, n, n, residual_range, &j);
 }
 
 /* RoPE of tokens [lo, hi) of the batch: the cos/sin tables are per batch
  * token, so a range may cross runs. */
-typedef struct { frugal_ctx *ctx; const fr_layer *L; int n; } rope_job;
+typedef struct { frugal_ctx *ctx; const fr_layer *L; } rope_job;
 
-static void rope_range(const rope_job *j, int64_t lo, int64_t hi) {
+static void rope_range(const void *p, int64_t lo, int64_t hi) {
+    const rope_job *j = p;
     const fr_hparams *hp = &j->ctx->model->hp;
     int hd = hp->head_dim;
     size_t qd = (size_t)hp->n_head * hd, kvd = (size_t)hp->n_head_kv * hd;
@@ -72,22 +85,14 @@ static void rope_range(const rope_job *j, int64_t lo, int64_t hi) {
     fr_rope(j->ctx->k + lo * kvd, (int)(hi - lo), hp->n_head_kv, hd, hp->rope_dim, cs, hp->rope_kind);
 }
 
-static void rope_worker(void *arg, int ith, int nth) {
-    int64_t lo, hi;
-    const rope_job *j = arg;
-    fr_split(j->n, ith, nth, &lo, &hi);
-    if (lo < hi) rope_range(j, lo, hi);
-}
-
 /* RoPE at the sequences' positions (in parallel for a prompt), cache each
  * run's keys and values; then attention of all runs over their
  * sequences' caches together. */
 static frugal_status attend_runs(frugal_ctx *ctx, const fr_batch *b, int l, int n) {
     const fr_hparams *hp = &ctx->model->hp;
     size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
-    rope_job rj = { ctx, &ctx->model->layers[l], n };
-    if (n >= PARALLEL_TOKENS) fr_pool_run(ctx->pool, rope_worker, &rj);
-    else rope_range(&rj, 0, n);
+    rope_job rj = { ctx, &ctx->model->layers[l] };
+    over_rows(ctx, n, n, rope_range, &rj);
     for (int r = 0, t0 = 0; r < b->n_runs; t0 += b->run_len[r], r++) {
         frugal_ctx *seq = b->seq[r];
         int len = b->run_len[r];
@@ -104,12 +109,12 @@ static frugal_status attention_block(frugal_ctx *ctx, const fr_batch *b, int l, 
     const fr_weight *w[3] = { &L->wq, &L->wk, &L->wv };
     float *y[3] = { ctx->q, ctx->k, ctx->v };
     fr_matmul_multi(ctx, w, y, 3, ctx->x, L->attn_norm.data, n);
-    if (L->q_norm.data) norm_rows(ctx, ctx->q, ctx->q, L->q_norm.data, n * hp->n_head, hd, n);
-    if (L->k_norm.data) norm_rows(ctx, ctx->k, ctx->k, L->k_norm.data, n * hp->n_head_kv, hd, n);
+    if (L->q_norm.data) norm_rows(ctx, ctx->q, L->q_norm.data, n * hp->n_head, hd, n);
+    if (L->k_norm.data) norm_rows(ctx, ctx->k, L->k_norm.data, n * hp->n_head_kv, hd, n);
     frugal_status st = attend_runs(ctx, b, l, n);
     if (st) return st;
     fr_matmul(ctx, &L->wo, ctx->att, n, ctx->xb);
-    if (L->post_attn_norm.data) norm_rows(ctx, ctx->xb, ctx->xb, L->post_attn_norm.data, n, d, n);
+    if (L->post_attn_norm.data) norm_rows(ctx, ctx->xb, L->post_attn_norm.data, n, d, n);
     add_residual(ctx, ctx->x, ctx->xb, n, d);
     return FRUGAL_OK;
 }
@@ -120,7 +125,7 @@ static void ffn_block(frugal_ctx *ctx, int l, int n) {
     int d = hp->n_embd;
     fr_matmul_glu(ctx, &L->w_gate, &L->w_up, ctx->x, L->ffn_norm.data, n, ctx->hb, ctx->hb2, hp->ffn_act);
     fr_matmul(ctx, &L->w_down, ctx->hb, n, ctx->xb);
-    if (L->post_ffn_norm.data) norm_rows(ctx, ctx->xb, ctx->xb, L->post_ffn_norm.data, n, d, n);
+    if (L->post_ffn_norm.data) norm_rows(ctx, ctx->xb, L->post_ffn_norm.data, n, d, n);
     add_residual(ctx, ctx->x, ctx->xb, n, d);
 }
 
