@@ -302,13 +302,13 @@ static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t
     /* work space: the row's header floats and the group's; plain malloc,
      * as a failure is no error here: one dot per output gives the same bits */
     const size_t hdr = (size_t)per * padded;
-    float *ws_mem = nb > 0 ? aligned_alloc(32, (1 + TILE_TOKENS) * hdr * sizeof(float)) : NULL;
-    if (!ws_mem) {
+    float *work = nb > 0 ? aligned_alloc(32, (1 + TILE_TOKENS) * hdr * sizeof(float)) : NULL;
+    if (!work) {
         for (int c = 0; c < nc; c++)
             for (int r = 0; r < nr; r++) out[c * ldo + r] = qdot(n, w + r * ws, a + c * as, fmt);
         return;
     }
-    float *wf = ws_mem, *af = wf + hdr;
+    float *wf = work, *af = wf + hdr;
     for (int c0 = 0; c0 < nc; c0 += TILE_TOKENS) {
         int c1 = nc - c0 < TILE_TOKENS ? nc : c0 + TILE_TOKENS;
         for (int c = c0; c < c1; c++) headers_f32(a + c * as, ysz, nb, af + (c - c0) * hdr, pairs);
@@ -329,7 +329,7 @@ static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t
             }
         }
     }
-    free(ws_mem);
+    free(work);
 }
 
 static float dot_q4_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q4_0); }
