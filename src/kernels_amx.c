@@ -454,6 +454,7 @@ static ALWAYS_INLINE void scale_tile_q4_k(__m512 acc[GR], const int32_t *c, cons
     }
     if (j < 7) return;
     const __m512 da = _mm512_load_ps(bd + sb * PT);
+    #pragma GCC unroll 16
     for (int r = 0; r < GR; r++) {
         const float *mf = k->kmf + (sb * GR + r) * 16;
         __m512 msum = _mm512_setzero_ps();
@@ -481,6 +482,7 @@ static ALWAYS_INLINE void scale_tile_q6_k(__m512 acc[GR], const int32_t *c, cons
     }
     if (j < 15) return;
     const __m512 da = _mm512_load_ps(bd + sb * PT);
+    #pragma GCC unroll 16
     for (int r = 0; r < GR; r++) {
         __m512 dd = _mm512_mul_ps(_mm512_set1_ps(k->aw[sb * GR + r]), da);
         __m512 f = _mm512_load_ps(k->accm + r * PT);
@@ -598,9 +600,14 @@ static ALWAYS_INLINE void tile_panel(const work *k, int64_t nb, const uint8_t *w
 #undef A_OF
 #undef B_OF
     if (fmt == FMT_Q4_K || fmt == FMT_Q6_K)
+        #pragma GCC unroll 16
         for (int r = 0; r < GR; r++) acc[r] = _mm512_load_ps(k->accm + r * PT);
     transpose16(acc);
-    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(out + t * ldo, (__mmask16)((1u << m) - 1), acc[t]);
+    /* unrolled with constant indexes: an index that varies would keep acc
+     * in memory for the whole function */
+#pragma GCC unroll 16
+    for (int t = 0; t < PT; t++)
+        if (t < nt) _mm512_mask_storeu_ps(out + t * ldo, (__mmask16)((1u << m) - 1), acc[t]);
 }
 
 static ALWAYS_INLINE void tile_exact(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as,
