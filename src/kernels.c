@@ -80,6 +80,7 @@ static void overlay(fr_kernel_table *dst, const fr_kernel_table *src) {
         if (src->dot_rows[t]) dst->dot_rows[t] = src->dot_rows[t];
         if (src->dot_tile[t]) dst->dot_tile[t] = src->dot_tile[t];
         if (src->quant[t]) dst->quant[t] = src->quant[t];
+        if (src->pack[t]) dst->pack[t] = src->pack[t], dst->dot_packed[t] = src->dot_packed[t];
     }
 }
 
@@ -112,10 +113,13 @@ int fr_kernels_select(int isa) {
     if (isa >= FR_ISA_AMX) {
         memset(&level, 0, sizeof level);
         fr_kernels_fill_amx(&level);
+        fr_kernels_fill_amx_packed(&level);
         overlay(&tab, &level);
     }
-    for (uint32_t t = 0; t < FR_TYPE_COUNT; t++)
+    for (uint32_t t = 0; t < FR_TYPE_COUNT; t++) {
         fr_traits_set_kernels(t, tab.dot[t], tab.dot_rows[t], tab.dot_tile[t], tab.quant[t]);
+        fr_traits_set_packed(t, tab.pack[t], tab.dot_packed[t]);
+    }
     current_isa = isa;
     return isa;
 }

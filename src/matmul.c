@@ -42,6 +42,11 @@ typedef struct {
 static void mm_rows(const mm_job *j, int i, int64_t lo, int64_t hi) {
     const fr_weight *w = j->w[i];
     const fr_type_traits *tt = fr_traits(w->type);
+    if (w->packed && tt->dot_packed) { /* rows rearranged at load; lo is a multiple of 16 */
+        tt->dot_packed(w->cols, (const uint8_t *)w->packed + lo * w->row_bytes, (int)(hi - lo), j->xq[i],
+                       j->xq_row[i], j->n, j->y[i] + lo, (size_t)w->rows);
+        return;
+    }
     const uint8_t *row = (const uint8_t *)w->data + lo * w->row_bytes;
     if (j->n > 1)
         tt->dot_tile(w->cols, row, w->row_bytes, (int)(hi - lo), j->xq[i], j->xq_row[i], j->n,

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "chat.h"
 #include "model.h"
 #include "quant.h"
@@ -190,6 +191,45 @@ static frugal_status load_arch(frugal_model *m) {
                     m->arch);
 }
 
+/* Rearranges a matrix for the selected level's kernels when they have a
+ * packed layout for its type (kernels_amx_packed.c), and lets the kernel
+ * drop the mapped original's pages, which are no longer read (they come
+ * back from the file if anything does). Out of memory leaves the matrix as
+ * it was: the kernels on the original rows give the same bits. */
+static void pack_weight(const frugal_model *m, fr_weight *w) {
+    const fr_type_traits *tt = fr_traits(w->type);
+    if (!w->data || w->rows < 16 || w->rows % 16 || !tt || !tt->pack) return;
+    size_t bytes = (size_t)w->rows * w->row_bytes;
+    w->packed_mem = fr_malloc(bytes + 63);
+    if (!w->packed_mem) return;
+    void *dst = (void *)(((uintptr_t)w->packed_mem + 63) & ~(uintptr_t)63);
+    tt->pack(w->cols, w->data, w->row_bytes, w->rows, dst);
+    w->packed = dst;
+    if (m->gguf->mapped) {
+        uintptr_t page = 4096, lo = ((uintptr_t)w->data + page - 1) & ~(page - 1);
+        uintptr_t hi = ((uintptr_t)w->data + bytes) & ~(page - 1);
+        if (lo < hi) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+}
+
+static void pack_weights(frugal_model *m) {
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        fr_layer *L = &m->layers[l];
+        fr_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) pack_weight(m, ws[i]);
+    }
+    if (m->output.data != m->tok_embd.data) pack_weight(m, &m->output);
+}
+
+static void free_packed(frugal_model *m) {
+    for (int l = 0; m->layers && l < m->hp.n_layer; l++) {
+        fr_layer *L = &m->layers[l];
+        fr_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) fr_free(ws[i]->packed_mem);
+    }
+    fr_free(m->output.packed_mem);
+}
+
 frugal_status frugal_model_load(const char *path, frugal_model **out) {
     if (!path || !out) return fr_error(FRUGAL_ERR_INVALID_ARG, "model path and output are required");
     *out = NULL;
@@ -210,6 +250,7 @@ frugal_status frugal_model_load(const char *path, frugal_model **out) {
     if ((st = load_arch(m))) goto fail;
     if ((st = load_chat_template(m))) goto fail;
     m->isa = fr_kernels_init_from_env();
+    pack_weights(m);
     *out = m;
     return FRUGAL_OK;
 fail:
@@ -220,6 +261,7 @@ fail:
 void frugal_model_free(frugal_model *m) {
     if (!m) return;
     fr_tokenizer_free(m->tok);
+    free_packed(m);
     gguf_close(m->gguf);
     fr_free(m->layers);
     fr_free(m->arch);

@@ -21,6 +21,8 @@ typedef struct {
     uint32_t type;
     int64_t cols, rows;
     size_t row_bytes;
+    const void *packed; /* the rows rearranged for this level's kernels (traits' pack), or NULL */
+    void *packed_mem;   /* its allocation */
 } fr_weight;
 
 /* One transformer block. Optional weights (data == NULL when the

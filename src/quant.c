@@ -847,3 +847,9 @@ void fr_traits_set_kernels(uint32_t type, fr_dot_fn dot, fr_dot_rows_fn dot_rows
     traits[type].dot_tile = dot_tile;
     traits[type].quant_fast = quant_fast;
 }
+
+void fr_traits_set_packed(uint32_t type, fr_pack_fn pack, fr_dot_packed_fn dot_packed) {
+    if (type >= FR_TYPE_COUNT || !traits[type].dequant) return;
+    traits[type].pack = pack;
+    traits[type].dot_packed = pack ? dot_packed : NULL;
+}

@@ -93,6 +93,16 @@ typedef void (*fr_dot_rows_fn)(int64_t n, const void *w, size_t w_stride, const 
 typedef void (*fr_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
                                size_t a_stride, int nc, float *out, size_t ldo);
 
+/* Weights rearranged once at load for one level's kernels (see
+ * kernels_amx_packed.c): pack writes nr rows (a multiple of 16) of n
+ * elements, read at w_stride, as the same number of bytes, each group of 16
+ * rows starting where it did in a contiguous copy. dot_packed is dot_tile
+ * on such rows (nr a multiple of 16, w at a group's start), nc >= 1: the
+ * same bits as dot_rows and dot_tile on the original rows. */
+typedef void (*fr_pack_fn)(int64_t n, const void *w, size_t w_stride, int64_t nr, void *dst);
+typedef void (*fr_dot_packed_fn)(int64_t n, const void *w, int nr, const void *a, size_t a_stride, int nc,
+                                 float *out, size_t ldo);
+
 typedef struct {
     const char *name;      /* "Q4_1" */
     int64_t blck;          /* elements per block */
@@ -107,6 +117,8 @@ typedef struct {
     fr_dot_rows_fn dot_rows_ref;  /* scalar reference (rows of dot_ref) */
     fr_dot_tile_fn dot_tile;      /* dispatched; NULL where dot is NULL */
     fr_dot_tile_fn dot_tile_ref;  /* scalar reference (tile of dot_ref) */
+    fr_pack_fn pack;              /* NULL: this level has no packed layout for the type */
+    fr_dot_packed_fn dot_packed;  /* set with pack */
 } fr_type_traits;
 
 /* NULL for an id that is not a known type. Known but unsupported types
@@ -146,13 +158,17 @@ typedef struct {
     fr_dot_rows_fn dot_rows[FR_TYPE_COUNT];
     fr_dot_tile_fn dot_tile[FR_TYPE_COUNT];
     fr_quant_fn quant[FR_TYPE_COUNT];
+    fr_pack_fn pack[FR_TYPE_COUNT];
+    fr_dot_packed_fn dot_packed[FR_TYPE_COUNT];
 } fr_kernel_table;
 void fr_kernels_fill_avx2(fr_kernel_table *t);
 void fr_kernels_fill_avx512(fr_kernel_table *t);
 void fr_kernels_fill_amx(fr_kernel_table *t);
+void fr_kernels_fill_amx_packed(fr_kernel_table *t);
 /* Internal: installs a type's dispatched kernels (quant.c owns the table). */
 void fr_traits_set_kernels(uint32_t type, fr_dot_fn dot, fr_dot_rows_fn dot_rows,
                            fr_dot_tile_fn dot_tile, fr_quant_fn quant_fast);
+void fr_traits_set_packed(uint32_t type, fr_pack_fn pack, fr_dot_packed_fn dot_packed);
 
 /* fp16 / bf16 conversion (exact, round-to-nearest-even). */
 float fr_fp16_to_fp32(uint16_t h);

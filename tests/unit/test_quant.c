@@ -717,6 +717,74 @@ TEST(quant_amx_level_is_block_exact) {
     }
 }
 
+/* Weights packed at load for the AMX level (kernels_amx_packed.c): for
+ * every token count (the rows kernel below 4, panels of 16, chunks of 128,
+ * the last panel short) and group count, dot_packed gives the exact twin's
+ * bits, from rows read at an odd stride and activations at an odd address.
+ * A packing that put one code, scale or min in the wrong place, or a
+ * kernel that summed in another order, fails. Levels below AMX pack
+ * nothing. */
+TEST(quant_packed_is_block_exact) {
+    enum { MAXN = 2048, MAXR = 48, MAXC = 150, LDO = MAXR + 3 };
+    static const int nrs[] = {16, 32, 48}, ncs[] = {1, 2, 3, 4, 5, 8, 15, 16, 17, 40, 128, 129, 150};
+    static const int64_t sizes[] = {32, 64, 96, 576, 2048};
+    static uint8_t w[MAXR * MAXN], a[MAXC * MAXN * 2], x[MAXN * 2], wb[MAXR * (MAXN + 8)], ab[MAXC * (MAXN * 2 + 8) + 8];
+    static uint8_t packed[MAXR * MAXN + 64];
+    static float out[MAXC * LDO];
+    int saved = fr_kernels_isa();
+    for (int level = FR_ISA_SCALAR; level < FR_ISA_AMX && level <= fr_isa_detect(); level++) {
+        fr_kernels_select(level);
+        for (uint32_t t = 0; t < FR_TYPE_COUNT; t++)
+            if (fr_traits(t)) CHECK(!fr_traits(t)->pack && !fr_traits(t)->dot_packed);
+    }
+    if (fr_isa_detect() < FR_ISA_AMX) {
+        fr_kernels_select(saved);
+        return;
+    }
+    fr_kernels_select(FR_ISA_AMX);
+    int packed_types = 0;
+    for (uint32_t type = 0; type < FR_TYPE_COUNT; type++) {
+        const fr_type_traits *tt = fr_traits(type);
+        if (!tt || !tt->pack) continue;
+        packed_types++;
+        CHECK(tt->dot_packed != NULL);
+        fr_dot_fn exact = fr_dot_exact_ref(type);
+        CHECK(exact != NULL);
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            int64_t n = sizes[s];
+            size_t rb = fr_row_bytes(type, n), arb = fr_row_bytes(tt->act_type, n);
+            make_rows(type, n, MAXR, w, x);
+            for (int c = 0; c < MAXC; c++) {
+                make_rows(type, n, 0, wb, x); /* fresh activations */
+                memcpy(a + c * arb, x, arb);
+            }
+            size_t ws = rb + 5, as = arb + 3;
+            for (int r = 0; r < MAXR; r++) memcpy(wb + 1 + r * ws, w + r * rb, rb);
+            for (int c = 0; c < MAXC; c++) memcpy(ab + 7 + c * as, a + c * arb, arb);
+            tt->pack(n, wb + 1, ws, MAXR, packed + 64);
+            for (size_t ir = 0; ir < sizeof nrs / sizeof nrs[0]; ir++)
+                for (size_t ic = 0; ic < sizeof ncs / sizeof ncs[0]; ic++) {
+                    int nr = nrs[ir], nc = ncs[ic], bad = 0;
+                    for (int i = 0; i < MAXC * LDO; i++) out[i] = 12345.0f;
+                    /* the last groups: a range that does not start at row 0 */
+                    int r0 = MAXR - nr;
+                    tt->dot_packed(n, packed + 64 + (size_t)r0 * rb, nr, ab + 7, as, nc, out, LDO);
+                    for (int c = 0; c < MAXC && !bad; c++)
+                        for (int r = 0; r < LDO; r++) {
+                            float got = out[c * LDO + r];
+                            if (c >= nc || r >= nr) { bad |= got != 12345.0f; continue; }
+                            float want = exact(n, w + (r0 + r) * rb, a + c * arb);
+                            bad |= memcmp(&got, &want, sizeof got) != 0;
+                        }
+                    CHECK_MSG(!bad, "%s n=%lld %dx%d: dot_packed is not the exact twin", tt->name, (long long)n,
+                              nr, nc);
+                }
+        }
+    }
+    CHECK(packed_types >= 1 && fr_traits(FR_Q4_1)->pack != NULL);
+    fr_kernels_select(saved);
+}
+
 /* ---- ISA selection ------------------------------------------------------------ */
 
 TEST(quant_isa_selection) {
