@@ -192,12 +192,23 @@ frugal_status frugal_eval(frugal_ctx *ctx, const int32_t *tokens, int n, bool al
  * The contexts' own thread pools are not used; ctxs[0]'s is. */
 frugal_status frugal_eval_batch(frugal_ctx *const *ctxs, const int32_t *tokens, int n);
 
+/* The general form, for servers that prefill and decode in one step: run
+ * i is n_tokens[i] >= 1 tokens for context i (a chunk of a prompt, or one
+ * decoded token), the runs' tokens one after the other in tokens, at
+ * most frugal_ctx_batch(ctxs[0]) in all. One forward pass reads every
+ * weight once for all of them; each context's logits are those of its
+ * run's last token (frugal_logits(ctxs[i], -1)). The results are the bits
+ * that evaluating each run on its own gives. On failure no context
+ * advances. */
+frugal_status frugal_eval_runs(frugal_ctx *const *ctxs, const int32_t *tokens, const int *n_tokens, int n);
+
 /* Logits of the i-th token of the last frugal_eval (i = -1: the last).
  * NULL if that row was not kept. n_vocab floats. */
 const float *frugal_logits(const frugal_ctx *ctx, int i);
 
 int frugal_ctx_pos(const frugal_ctx *ctx);   /* position of the next token */
 int frugal_ctx_size(const frugal_ctx *ctx);  /* capacity */
+int frugal_ctx_batch(const frugal_ctx *ctx); /* most tokens one evaluation step takes */
 int frugal_ctx_threads(const frugal_ctx *ctx);
 /* Memory the KV cache's pages use now, and the most tokens any layer holds. */
 size_t frugal_ctx_kv_bytes(const frugal_ctx *ctx);

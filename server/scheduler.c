@@ -6,14 +6,16 @@
  * slot, so a short request never waits for a long one to end (that is
  * the "continuous" part). Each step:
  *
- *   (a) prefill: slots still reading their prompt evaluate the next chunk
- *       of it, at most PREFILL_BUDGET tokens per step over all slots,
- *       oldest request first. A long prompt thus takes several steps
- *       instead of stalling everyone's next token for its whole length.
- *   (b) decode: every slot with its prompt done samples its next token,
- *       and all those tokens go through the model in ONE frugal_eval_batch
- *       call. Decoding one token is bound by reading the weights from
- *       memory; the batch reads them once for all slots.
+ *   (a) decode: every slot with its prompt done samples its next token.
+ *   (b) prefill: slots still reading their prompt take the next chunk of
+ *       it, at most PREFILL_BUDGET tokens per step over all slots, oldest
+ *       request first. A long prompt thus takes several steps instead of
+ *       stalling everyone's next token for its whole length.
+ *   Then all of those tokens go through the model in ONE
+ *   frugal_eval_runs call. Decoding one token is bound by reading the
+ *   weights from memory; the batch reads them once for all slots, and
+ *   decode tokens that share a step with a prompt chunk ride on its
+ *   weight reads (Sarathi-Serve's "stall-free" batching).
  *
  * KV memory: each slot's context allocates its cache in pages of 32
  * tokens as it grows (kv.h), so nothing is reserved for the maximum
@@ -72,9 +74,13 @@ struct scheduler {
     double deadline;     /* when stopping: running jobs are cancelled after this */
     unsigned long serial;
     /* the decode batch, reused every step */
+    /* this step's batch: run i is b_len[i] tokens of b_slot[i] (a prompt
+     * chunk when b_prompt[i]), all runs' tokens in b_tok */
     frugal_ctx **b_ctx;
     int32_t *b_tok;
     slot **b_slot;
+    int *b_len;
+    bool *b_prompt;
     slot **order;        /* prefill order, reused every step */
 };
 
@@ -303,42 +309,18 @@ static bool slot_token(scheduler *s, slot *sl, int32_t tok) {
 
 /* ---- The loop ------------------------------------------------------------ */
 
-/* (a) Evaluates the next prompt chunks, oldest request first. */
-static void prefill(scheduler *s) {
-    int n = 0;
-    for (int i = 0; i < s->n_slots; i++)
-        if (s->slots[i].job && s->slots[i].n_done < s->slots[i].job->n_prompt) s->order[n++] = &s->slots[i];
-    for (int i = 1; i < n; i++) /* insertion sort by admission; n is tiny */
-        for (int k = i; k > 0 && s->order[k - 1]->serial > s->order[k]->serial; k--) {
-            slot *t = s->order[k];
-            s->order[k] = s->order[k - 1];
-            s->order[k - 1] = t;
-        }
-    int budget = PREFILL_BUDGET;
-    for (int i = 0; i < n && budget > 0; i++) {
-        slot *sl = s->order[i];
-        job *j = sl->job;
-        int chunk = j->n_prompt - sl->n_done;
-        if (chunk > budget) chunk = budget;
-        memcpy(sl->cache + sl->n_done, j->prompt + sl->n_done, (size_t)chunk * sizeof *j->prompt);
-        frugal_status st = frugal_eval(sl->ctx, j->prompt + sl->n_done, chunk, false);
-        sl->n_cache = frugal_ctx_pos(sl->ctx);
-        if (st) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "evaluating the prompt failed: %s", frugal_last_error());
-            slot_finish(s, sl, NULL, 500, msg);
-            continue;
-        }
-        sl->n_done += chunk;
-        budget -= chunk;
-        if (sl->n_done == j->n_prompt && s->prefixes) frugal_prefix_cache_put(s->prefixes, sl->ctx, sl->cache, sl->n_cache);
-    }
+/* Adds a run of len tokens for slot sl to this step's batch. */
+static void add_run(scheduler *s, int *n, int *n_tok, slot *sl, const int32_t *tokens, int len, bool prompt) {
+    memcpy(s->b_tok + *n_tok, tokens, (size_t)len * sizeof *tokens);
+    *n_tok += len;
+    s->b_ctx[*n] = sl->ctx;
+    s->b_slot[*n] = sl;
+    s->b_len[*n] = len;
+    s->b_prompt[(*n)++] = prompt;
 }
 
-/* (b) Samples one token for every decoding slot and evaluates them all in
- * one batch. */
-static void decode(scheduler *s) {
-    int n = 0;
+/* (a) Every decoding slot samples its next token. */
+static void sample_next(scheduler *s, int *n, int *n_tok) {
     for (int i = 0; i < s->n_slots; i++) {
         slot *sl = &s->slots[i];
         if (!sl->job || sl->n_done < sl->job->n_prompt) continue;
@@ -348,20 +330,57 @@ static void decode(scheduler *s) {
         frugal_sampler_accept(sl->job->smp, tok);
         if (!slot_token(s, sl, tok)) continue;
         sl->cache[sl->n_cache] = tok;
-        s->b_ctx[n] = sl->ctx;
-        s->b_tok[n] = tok;
-        s->b_slot[n++] = sl;
+        add_run(s, n, n_tok, sl, &tok, 1, false);
     }
+}
+
+/* (b) The next prompt chunks, oldest request first, within the budget. */
+static void next_chunks(scheduler *s, int *n, int *n_tok) {
+    int m = 0;
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i].job && s->slots[i].n_done < s->slots[i].job->n_prompt) s->order[m++] = &s->slots[i];
+    for (int i = 1; i < m; i++) /* insertion sort by admission; m is tiny */
+        for (int k = i; k > 0 && s->order[k - 1]->serial > s->order[k]->serial; k--) {
+            slot *t = s->order[k];
+            s->order[k] = s->order[k - 1];
+            s->order[k - 1] = t;
+        }
+    int budget = frugal_ctx_batch(s->slots[0].ctx) - *n_tok;
+    if (budget > PREFILL_BUDGET) budget = PREFILL_BUDGET;
+    for (int i = 0; i < m && budget > 0; i++) {
+        slot *sl = s->order[i];
+        job *j = sl->job;
+        int chunk = j->n_prompt - sl->n_done < budget ? j->n_prompt - sl->n_done : budget;
+        memcpy(sl->cache + sl->n_done, j->prompt + sl->n_done, (size_t)chunk * sizeof *j->prompt);
+        add_run(s, n, n_tok, sl, j->prompt + sl->n_done, chunk, true);
+        budget -= chunk;
+    }
+}
+
+/* One step: the decoding slots' new tokens and the prompt chunks go
+ * through the model in ONE frugal_eval_runs call, so the decode tokens
+ * ride on the weight reads of the prefill (and cost a fraction of a pass
+ * of their own). */
+static void step(scheduler *s) {
+    int n = 0, n_tok = 0;
+    sample_next(s, &n, &n_tok);
+    next_chunks(s, &n, &n_tok);
     if (!n) return;
-    frugal_status st = frugal_eval_batch(s->b_ctx, s->b_tok, n);
+    frugal_status st = frugal_eval_runs(s->b_ctx, s->b_tok, s->b_len, n);
     for (int i = 0; i < n; i++) {
         slot *sl = s->b_slot[i];
         sl->n_cache = frugal_ctx_pos(sl->ctx);
         if (st) {
             char msg[160];
-            snprintf(msg, sizeof msg, "decoding failed: %s", frugal_last_error());
+            snprintf(msg, sizeof msg, "%s failed: %s", s->b_prompt[i] ? "evaluating the prompt" : "decoding",
+                     frugal_last_error());
             slot_finish(s, sl, NULL, 500, msg);
+            continue;
         }
+        if (!s->b_prompt[i]) continue;
+        sl->n_done += s->b_len[i];
+        if (sl->n_done == sl->job->n_prompt && s->prefixes)
+            frugal_prefix_cache_put(s->prefixes, sl->ctx, sl->cache, sl->n_cache);
     }
 }
 
@@ -427,8 +446,7 @@ static void *sched_main(void *arg) {
             if (sl->job && abort_all) slot_finish(s, sl, NULL, 503, "the server is shutting down");
             else if (sl->job && atomic_load(&sl->job->cancelled)) slot_finish(s, sl, NULL, 499, "cancelled");
         }
-        prefill(s);
-        decode(s);
+        step(s);
         publish_state(s);
         pthread_mutex_lock(&s->mu);
     }
@@ -470,10 +488,13 @@ scheduler *sched_start(frugal_model *model, const sched_params *p, metrics *m, c
     s->slots = calloc((size_t)s->n_slots, sizeof *s->slots);
     s->queue = calloc((size_t)s->q_cap, sizeof *s->queue);
     s->b_ctx = calloc((size_t)s->n_slots, sizeof *s->b_ctx);
-    s->b_tok = calloc((size_t)s->n_slots, sizeof *s->b_tok);
+    s->b_tok = calloc((size_t)s->n_slots + PREFILL_BUDGET, sizeof *s->b_tok);
     s->b_slot = calloc((size_t)s->n_slots, sizeof *s->b_slot);
+    s->b_len = calloc((size_t)s->n_slots, sizeof *s->b_len);
+    s->b_prompt = calloc((size_t)s->n_slots, sizeof *s->b_prompt);
     s->order = calloc((size_t)s->n_slots, sizeof *s->order);
-    if (!s->slots || !s->queue || !s->b_ctx || !s->b_tok || !s->b_slot || !s->order) {
+    if (!s->slots || !s->queue || !s->b_ctx || !s->b_tok || !s->b_slot || !s->b_len || !s->b_prompt ||
+        !s->order) {
         snprintf(err, errlen, "out of memory");
         sched_free(s);
         return NULL;
@@ -532,6 +553,8 @@ void sched_free(scheduler *s) {
     free(s->b_ctx);
     free(s->b_tok);
     free(s->b_slot);
+    free(s->b_len);
+    free(s->b_prompt);
     free(s->order);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->wake);

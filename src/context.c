@@ -228,30 +228,36 @@ frugal_status frugal_eval(frugal_ctx *c, const int32_t *tokens, int n, bool all_
     return FRUGAL_OK;
 }
 
-frugal_status frugal_eval_batch(frugal_ctx *const *ctxs, const int32_t *tokens, int n) {
-    if (!ctxs || !tokens || n < 1 || n > FR_MAX_BATCH_SEQS)
-        return fr_error(FRUGAL_ERR_INVALID_ARG, "frugal_eval_batch needs 1..%d contexts", FR_MAX_BATCH_SEQS);
+frugal_status frugal_eval_runs(frugal_ctx *const *ctxs, const int32_t *tokens, const int *n_tokens, int n) {
+    if (!ctxs || !tokens || !n_tokens || n < 1 || n > FR_MAX_BATCH_SEQS)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "frugal_eval_runs needs 1..%d contexts", FR_MAX_BATCH_SEQS);
     frugal_ctx *ws = ctxs[0];
-    if (n > ws->n_batch)
-        return fr_error(FRUGAL_ERR_INVALID_ARG, "%d sequences exceed the batch size %d", n, ws->n_batch);
-    int n_vocab = ws->model->hp.n_vocab, ones[FR_MAX_BATCH_SEQS];
+    if (!ws) return fr_error(FRUGAL_ERR_INVALID_ARG, "context 0 is missing");
+    int n_vocab = ws->model->hp.n_vocab, total = 0;
     for (int i = 0; i < n; i++) {
         const frugal_ctx *c = ctxs[i];
         if (!c || c->model != ws->model)
             return fr_error(FRUGAL_ERR_INVALID_ARG, "context %d is missing or over another model", i);
         for (int k = 0; k < i; k++)
             if (ctxs[k] == c) return fr_error(FRUGAL_ERR_INVALID_ARG, "context %d appears twice", i);
-        if (c->pos >= c->n_ctx)
-            return fr_error(FRUGAL_ERR_CONTEXT_FULL, "context %d is full (%d tokens)", i, c->n_ctx);
-        if (tokens[i] < 0 || tokens[i] >= n_vocab)
-            return fr_error(FRUGAL_ERR_INVALID_ARG, "token id %d out of range 0..%d", tokens[i], n_vocab - 1);
-        ones[i] = 1;
+        if (n_tokens[i] < 1 || n_tokens[i] > ws->n_batch)
+            return fr_error(FRUGAL_ERR_INVALID_ARG, "run %d has %d tokens (1..%d)", i, n_tokens[i], ws->n_batch);
+        if (n_tokens[i] > c->n_ctx - c->pos)
+            return fr_error(FRUGAL_ERR_CONTEXT_FULL, "%d tokens do not fit context %d: it holds %d, %d in use",
+                            n_tokens[i], i, c->n_ctx, c->pos);
+        total += n_tokens[i];
+        if (total > ws->n_batch)
+            return fr_error(FRUGAL_ERR_INVALID_ARG, "the runs' tokens exceed the batch size %d", ws->n_batch);
     }
+    for (int t = 0; t < total; t++)
+        if (tokens[t] < 0 || tokens[t] >= n_vocab)
+            return fr_error(FRUGAL_ERR_INVALID_ARG, "token id %d out of range 0..%d", tokens[t], n_vocab - 1);
     frugal_status st = reserve_logits(ws, n);
     if (st) return st;
-    fr_batch b = { ctxs, ones, n };
-    st = fr_forward(ws, &b, tokens, n, n);
-    for (int i = 0; i < n && !st; i++) st = fr_kv_commit(&ctxs[i]->kv, ctxs[i]->pos + 1, ctxs[i]->n_batch);
+    fr_batch b = { ctxs, n_tokens, n };
+    st = fr_forward(ws, &b, tokens, total, FR_OUT_RUN_LAST);
+    for (int i = 0; i < n && !st; i++)
+        st = fr_kv_commit(&ctxs[i]->kv, ctxs[i]->pos + n_tokens[i], ctxs[i]->n_batch);
     if (st) {
         for (int i = 0; i < n; i++) {
             ctxs[i]->logits_count = 0;
@@ -263,12 +269,22 @@ frugal_status frugal_eval_batch(frugal_ctx *const *ctxs, const int32_t *tokens, 
     for (int i = n - 1; i >= 0; i--) {
         frugal_ctx *c = ctxs[i];
         if (i > 0) memcpy(c->logits, ws->logits + (size_t)i * n_vocab, (size_t)n_vocab * sizeof(float));
-        c->logits_first = 0;
+        c->logits_first = n_tokens[i] - 1;
         c->logits_count = 1;
-        c->pos++;
+        c->pos += n_tokens[i];
     }
     return FRUGAL_OK;
 }
+
+frugal_status frugal_eval_batch(frugal_ctx *const *ctxs, const int32_t *tokens, int n) {
+    int ones[FR_MAX_BATCH_SEQS];
+    if (n < 1 || n > FR_MAX_BATCH_SEQS)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "frugal_eval_batch needs 1..%d contexts", FR_MAX_BATCH_SEQS);
+    for (int i = 0; i < n; i++) ones[i] = 1;
+    return frugal_eval_runs(ctxs, tokens, ones, n);
+}
+
+int frugal_ctx_batch(const frugal_ctx *c) { return c->n_batch; }
 
 const float *frugal_logits(const frugal_ctx *c, int i) {
     if (!c || c->logits_count == 0) return NULL;

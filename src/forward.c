@@ -150,6 +150,13 @@ frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *toke
         if (st) return st;
         ffn_block(ctx, l, n);
     }
+    if (n_out == FR_OUT_RUN_LAST) { /* each run's last row moves to row r (never above its own place) */
+        for (int r = 0, end = 0; r < b->n_runs; r++) {
+            end += b->run_len[r];
+            if (end - 1 != r) memcpy(ctx->x + (size_t)r * d, ctx->x + (size_t)(end - 1) * d, (size_t)d * sizeof(float));
+        }
+        n = n_out = b->n_runs;
+    }
     if (n_out <= 0) return FRUGAL_OK;
     float *xo = ctx->x + (size_t)(n - n_out) * d;
     fr_rmsnorm(xo, xo, m->output_norm.data, n_out, d, hp->norm_eps);

@@ -124,9 +124,11 @@ typedef struct {
 } fr_batch;
 
 /* Runs n <= n_batch tokens through the model using ctx's buffers and
- * thread pool; writes logits for tokens [n - n_out, n) into ctx->logits.
- * Appends to the sequences' KV caches but does not advance positions.
- * Fails only when the KV cache cannot grow. */
+ * thread pool; writes logits for tokens [n - n_out, n) into ctx->logits,
+ * or with n_out = FR_OUT_RUN_LAST for the last token of each run (row r:
+ * run r). Appends to the sequences' KV caches but does not advance
+ * positions. Fails only when the KV cache cannot grow. */
+#define FR_OUT_RUN_LAST (-1)
 frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *tokens, int n, int n_out);
 
 #endif

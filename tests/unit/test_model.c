@@ -77,6 +77,83 @@ TEST(model_batched_decode_is_bit_identical_to_single) {
     frugal_model_free(m);
 }
 
+/* A server step: prompt chunks of two sequences and decode tokens of two
+ * others in one frugal_eval_runs call give every sequence the logits, KV
+ * cache and position that evaluating its run alone gives, bit for bit.
+ * Bad runs are refused and advance no sequence. */
+TEST(model_mixed_runs_are_bit_identical_to_alone) {
+    frugal_model *m = load_default();
+    if (!m) return;
+    enum { S = 4 };
+    int32_t t[S][64];
+    int n[S];
+    const char *text[S] = { "The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far away,",
+                            "The quick brown fox jumps over the lazy dog because" };
+    frugal_ctx *mixed[S], *alone[S];
+    int V = frugal_n_vocab(m);
+    for (int i = 0; i < S; i++) {
+        n[i] = tokenize(m, text[i], t[i], 64);
+        CHECK(n[i] > 4);
+        mixed[i] = new_ctx_n(m, 2, 64, 128);
+        alone[i] = new_ctx_n(m, 2, 64, 128);
+        CHECK(mixed[i] && alone[i]);
+    }
+    /* sequences 0 and 1 are decoding (their prompts are in), 2 and 3 read
+     * their prompts in two chunks */
+    for (int i = 0; i < 2; i++) {
+        CHECK(frugal_eval(mixed[i], t[i], n[i], false) == FRUGAL_OK);
+        CHECK(frugal_eval(alone[i], t[i], n[i], false) == FRUGAL_OK);
+    }
+    int half[S] = { 0, 0, n[2] / 2, n[3] / 2 };
+    for (int step = 0; step < 2; step++) {
+        int32_t toks[2 + 128];
+        int len[S], k = 0;
+        frugal_ctx *order[S] = { mixed[2], mixed[0], mixed[3], mixed[1] }; /* chunks and tokens interleaved */
+        int idx[S] = { 2, 0, 3, 1 };
+        for (int r = 0; r < S; r++) {
+            int i = idx[r];
+            if (i < 2) {
+                int32_t next = argmax(frugal_logits(alone[i], -1), V);
+                CHECK(memcmp(frugal_logits(mixed[i], -1), frugal_logits(alone[i], -1), (size_t)V * 4) == 0);
+                CHECK(frugal_eval(alone[i], &next, 1, false) == FRUGAL_OK);
+                toks[k++] = next;
+                len[r] = 1;
+            } else {
+                int from = step ? half[i] : 0, to = step ? n[i] : half[i];
+                memcpy(toks + k, t[i] + from, (size_t)(to - from) * sizeof(int32_t));
+                CHECK(frugal_eval(alone[i], t[i] + from, to - from, false) == FRUGAL_OK);
+                k += to - from;
+                len[r] = to - from;
+            }
+        }
+        CHECK(frugal_eval_runs(order, toks, len, S) == FRUGAL_OK);
+        for (int i = 0; i < S; i++) {
+            CHECK(frugal_ctx_pos(mixed[i]) == frugal_ctx_pos(alone[i]));
+            CHECK(memcmp(frugal_logits(mixed[i], -1), frugal_logits(alone[i], -1), (size_t)V * 4) == 0);
+        }
+    }
+    /* refused, and nobody advances: an empty run, more tokens than the
+     * batch holds, a run past the context, a context twice */
+    int pos[S];
+    for (int i = 0; i < S; i++) pos[i] = frugal_ctx_pos(mixed[i]);
+    int32_t many[128] = { 0 };
+    int zero[2] = { 1, 0 }, big[2] = { 40, 40 }, past[2] = { 1, 7 }, one[2] = { 1, 1 };
+    CHECK(frugal_eval_runs(mixed, many, zero, 2) == FRUGAL_ERR_INVALID_ARG);
+    CHECK(frugal_eval_runs(mixed, many, big, 2) == FRUGAL_ERR_INVALID_ARG);
+    frugal_ctx *small = new_ctx_n(m, 2, 64, 16), *with_small[2] = { mixed[0], small };
+    CHECK(small && frugal_eval(small, many, 10, false) == FRUGAL_OK);
+    CHECK(frugal_eval_runs(with_small, many, past, 2) == FRUGAL_ERR_CONTEXT_FULL);
+    CHECK(frugal_ctx_pos(small) == 10);
+    frugal_ctx_free(small);
+    frugal_ctx *dup[2] = { mixed[0], mixed[0] };
+    CHECK(frugal_eval_runs(dup, many, one, 2) == FRUGAL_ERR_INVALID_ARG);
+    int32_t bad[2] = { 0, V };
+    CHECK(frugal_eval_runs(mixed, bad, one, 2) == FRUGAL_ERR_INVALID_ARG);
+    for (int i = 0; i < S; i++) CHECK(frugal_ctx_pos(mixed[i]) == pos[i]);
+    for (int i = 0; i < S; i++) { frugal_ctx_free(mixed[i]); frugal_ctx_free(alone[i]); }
+    frugal_model_free(m);
+}
+
 TEST(model_chunked_prefill_and_threads_are_bit_identical) {
     frugal_model *m = load_default();
     if (!m) return;
