@@ -22,8 +22,9 @@
 #include "ops.h"
 #include "quant.h"
 #include "kv.h"
+#include "attn_block.h"
 
-#define QBLOCK 16        /* query rows per work item */
+#define QBLOCK FR_ATTN_BLOCK_ROWS /* query rows per work item */
 #define SPLIT_MIN 256    /* positions per split below which decode is not split */
 #define MAX_HD 512
 
@@ -165,6 +166,17 @@ static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int 
     }
 }
 
+/* At the AVX-512 level, attn_avx512.c's block kernel, except where the
+ * cache scores keys from packed codes (KIVI) or records the scores
+ * (scissorhands), which attend_pages does. The choice depends only on the
+ * cache, never on the batch. */
+static bool use_block_kernel(const attn_job *j) {
+    const fr_kv_cache *kvc = &j->ctx->kv;
+    int hd = j->ctx->model->hp.head_dim;
+    return fr_kernels_isa() >= FR_ISA_AVX512 && !j->scores && kvc->cfg.type != FR_KV_KIVI4 &&
+           kvc->cfg.type != FR_KV_KIVI2 && hd % 16 == 0 && hd <= MAX_HD;
+}
+
 /* Work item w of job j: (KV head, query block, split). */
 static void attend_item(const attn_job *j, int64_t w) {
     const fr_hparams *hp = &j->ctx->model->hp;
@@ -182,7 +194,21 @@ static void attend_item(const attn_job *j, int64_t w) {
     }
     int64_t p0, p1;
     fr_split(j->L->n_pages, split, j->n_splits, &p0, &p1);
-    attend_pages(j, kvh, rs, nr, (int)p0, (int)p1);
+    if (use_block_kernel(j)) {
+        fr_attn_block b = { .nr = nr, .hd = hd, .scale = hp->attn_scale };
+        for (int r = 0; r < nr; r++) {
+            b.q[r] = rs[r].q;
+            b.qpos[r] = rs[r].qpos;
+            b.lo[r] = first_visible(rs[r].qpos, j->L->window);
+            b.out[r] = rs[r].acc;
+            b.m[r] = rs[r].m;
+            b.l[r] = rs[r].l;
+        }
+        fr_attn_block_pages(&b, &j->ctx->kv, j->L->pages, (int)p0, (int)p1, kvh);
+        for (int r = 0; r < nr; r++) rs[r].m = b.m[r], rs[r].l = b.l[r];
+    } else {
+        attend_pages(j, kvh, rs, nr, (int)p0, (int)p1);
+    }
     for (int r = 0; r < nr; r++) {
         int t = (r0 + r) / j->group, h = rs[r].head;
         if (j->n_splits == 1) {

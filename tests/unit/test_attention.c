@@ -7,6 +7,7 @@
 #include "quant.h"
 #include "kv.h"
 #include "model.h"
+#include "attn_block.h"
 #include "unit.h"
 
 typedef struct {
@@ -223,4 +224,73 @@ TEST(attention_on_budgeted_cache_matches_reference) {
             attn_case b = { 4, 2, 64, 400, 16, 0, 1, kv };
             CHECK_MSG(run_cfg(&b) < 2e-5, "policy %d type %d batches", policy, type);
         }
+}
+
+/* The AVX-512 block kernel's two shapes (query rows in the lanes for a
+ * prefill block, keys in the lanes for the few rows of a decode) give
+ * each row the same bits, whatever its block: a row alone, the same row
+ * among 15 others, over dense pages, a partial last page, a sliding
+ * window and a page with evicted slots. */
+TEST(attention_block_shapes_are_bit_identical) {
+    if (fr_isa_detect() < FR_ISA_AVX512) return;
+    int saved = fr_kernels_isa();
+    fr_kernels_select(FR_ISA_AVX512);
+    enum { HD = 64, NKV = 2, TOTAL = 150 };
+    fr_kv_config cfg = { .residual = FR_KV_PAGE };
+    fr_kv_cache c;
+    int window = 0;
+    CHECK(fr_kv_init(&c, &cfg, 1, NKV * HD, &window) == FRUGAL_OK);
+    static float K[TOTAL * NKV * HD], V[TOTAL * NKV * HD], Q[16 * HD];
+    unsigned seed = 11;
+    for (int i = 0; i < TOTAL * NKV * HD; i++) { K[i] = frand(&seed) * 2; V[i] = frand(&seed); }
+    for (int i = 0; i < 16 * HD; i++) Q[i] = frand(&seed) * 2;
+    CHECK(fr_kv_append(&c, 0, K, V, TOTAL, 0) == FRUGAL_OK);
+    fr_kv_page *holey = c.layers[0].pages[1]; /* two evicted slots */
+    holey->live &= ~(1u << 3 | 1u << 17);
+    holey->dense = false;
+    for (int win = 0; win <= 40; win += 40) {
+        fr_attn_block all = { .nr = 16, .hd = HD, .scale = 0.125f };
+        static float out_all[16][HD], out_one[HD];
+        for (int r = 0; r < 16; r++) {
+            all.q[r] = Q + r * HD;
+            all.qpos[r] = TOTAL - 1 - 7 * r; /* some rows end inside the partial page, some before it */
+            all.lo[r] = win && all.qpos[r] - win + 1 > 0 ? all.qpos[r] - win + 1 : 0;
+            all.out[r] = out_all[r];
+            all.m[r] = -INFINITY;
+            all.l[r] = 0;
+            memset(out_all[r], 0, sizeof out_all[r]);
+        }
+        fr_attn_block_pages(&all, &c, c.layers[0].pages, 0, c.layers[0].n_pages, 1);
+        int bad = 0;
+        for (int r = 0; r < 16; r++) {
+            fr_attn_block one = { .nr = 1, .hd = HD, .scale = 0.125f };
+            one.q[0] = all.q[r], one.qpos[0] = all.qpos[r], one.lo[0] = all.lo[r];
+            one.out[0] = out_one, one.m[0] = -INFINITY, one.l[0] = 0;
+            memset(out_one, 0, sizeof out_one);
+            fr_attn_block_pages(&one, &c, c.layers[0].pages, 0, c.layers[0].n_pages, 1);
+            bad += memcmp(out_one, out_all[r], sizeof out_one) != 0 || memcmp(&one.m[0], &all.m[r], 4) != 0 ||
+                   memcmp(&one.l[0], &all.l[r], 4) != 0;
+            /* and the answer is attention: against the double reference */
+            float ref[HD];
+            double m = -1e300, l = 0, acc[HD] = { 0 };
+            for (int pass = 0; pass < 2; pass++)
+                for (int p = all.lo[r]; p <= all.qpos[r]; p++) {
+                    if (p >= FR_KV_PAGE && p < 2 * FR_KV_PAGE && !(holey->live >> (p - FR_KV_PAGE) & 1)) continue;
+                    double s = 0;
+                    for (int i = 0; i < HD; i++) s += Q[r * HD + i] * fr_fp16_to_fp32(fr_fp32_to_fp16(K[(p * NKV + 1) * HD + i]));
+                    s *= 0.125;
+                    if (pass == 0) { m = s > m ? s : m; continue; }
+                    double e = exp(s - m);
+                    l += e;
+                    for (int i = 0; i < HD; i++) acc[i] += e * fr_fp16_to_fp32(fr_fp32_to_fp16(V[(p * NKV + 1) * HD + i]));
+                }
+            for (int i = 0; i < HD; i++) {
+                ref[i] = (float)(acc[i] / l);
+                bad += fabs(out_all[r][i] / all.l[r] - ref[i]) > 2e-5;
+            }
+        }
+        CHECK_MSG(!bad, "window %d: %d rows differ between the shapes or from the reference", win, bad);
+    }
+    fr_kv_free(&c);
+    fr_kernels_select(saved);
 }
