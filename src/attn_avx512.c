@@ -4,13 +4,15 @@
  *
  * Why two: the AVX2 kernels (attn_avx2.c) work one query row at a time,
  * and a row's dot with a key ends in a sum across lanes. In prefill a
- * block has 16 rows, so the rows go in the 16 lanes instead ("lanes"):
- * a key's scores for all rows are one chain of FMAs of the rows' query
- * values (the queries, transposed once per block) by the key's values
- * broadcast, and the softmax, the mask and P.V are lane-wise as well;
- * nothing is summed across lanes. In decode a block has the 1-3 rows of
- * one token, so 16 lanes of rows would be mostly empty: there the keys
- * go in the lanes ("rows", the key tile transposed once per page).
+ * block has up to 32 rows, so the rows go in the lanes instead ("lanes",
+ * two vectors of 16): a key's scores for all rows are one chain of FMAs
+ * of the rows' query values (the queries, transposed once per block) by
+ * the key's values broadcast, each broadcast serving both vectors, and
+ * the softmax, the mask and P.V are lane-wise as well; nothing is summed
+ * across lanes. In decode a block has the 1-5 rows of one token (the
+ * query heads of a KV head), so lanes of rows would be mostly empty:
+ * there the keys go in the lanes ("rows", the key tile transposed once
+ * per page, read straight from fp16).
  *
  * Both compute, for each row r, key k and dimension d, exactly:
  *   s = fma chain over d of q[d] k[d], from 0; s *= scale; masked: -inf
@@ -27,6 +29,7 @@
 #include "attn_block.h"
 
 #define LANES 16
+#define ROWS FR_ATTN_BLOCK_ROWS  /* 32: two vectors of rows */
 #define PAGE FR_KV_PAGE       /* 32 slots */
 #define MAX_HD 512
 #define LANES_MIN 6           /* blocks of at least this many rows use the lanes shape (decode has 1-5: the query heads of one KV head) */
@@ -88,68 +91,102 @@ static inline float sum_tree32(__m512 e0, __m512 e1) {
 
 typedef struct {
     fr_attn_block *b;
-    __m512 m, l;                  /* lanes shape: the rows' state */
-    __m512i qpos, lo;
+    int nv;                       /* vectors of rows: 1 or 2 (VEC) */
+    __m512 m[2], l[2];            /* the rows' state, 16 rows a vector */
+    __m512i qpos[2], lo[2];
     int all_lo, all_qpos;         /* the latest window start and earliest position of the rows */
-    float *qt;                    /* [hd][16] the rows' queries, transposed */
-    float *ot;                    /* [hd][16] their outputs, transposed */
-    float *s;                     /* [PAGE][16] scores, then probabilities */
+    float *qt;                    /* [hd][ROWS] the rows' queries, transposed */
+    float *ot;                    /* [hd][ROWS] their outputs, transposed */
+    float *s;                     /* [PAGE][ROWS] scores, then probabilities */
 } lanes_state;
 
 /* ---- lanes: rows in the lanes ---------------------------------------------- */
 
-static void lanes_page(lanes_state *st, const fr_kv_page *p, const float *kt, const float *vt) {
-    const fr_attn_block *b = st->b;
-    const int hd = b->hd, np = p->n;
-    const __m512 scale = _mm512_set1_ps(b->scale), ninf = _mm512_set1_ps(-INFINITY);
-    float *s = st->s;
-    for (int k0 = 0; k0 < np; k0 += 8) { /* 8 keys' FMA chains side by side */
-        __m512 acc[8];
+/* Scores of 8 keys at a time for nv vectors of rows: each key value
+ * broadcast once serves all the rows. */
+static ALWAYS_INLINE void lanes_scores(const lanes_state *st, const float *kt, int hd, int np, const int nv) {
+    const __m512 scale = _mm512_set1_ps(st->b->scale);
+    for (int k0 = 0; k0 < np; k0 += 8) {
+        __m512 acc[8][2];
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
+        for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
         for (int d = 0; d < hd; d++) {
-            __m512 q = _mm512_load_ps(st->qt + d * LANES);
+            __m512 q0 = _mm512_load_ps(st->qt + d * ROWS), q1 = nv > 1 ? _mm512_load_ps(st->qt + d * ROWS + 16) : q0;
 #pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) acc[j] = _mm512_fmadd_ps(q, _mm512_set1_ps(kt[(k0 + j) * hd + d]), acc[j]);
+            for (int j = 0; j < 8; j++) {
+                __m512 kv = _mm512_set1_ps(kt[(k0 + j) * hd + d]);
+                acc[j][0] = _mm512_fmadd_ps(q0, kv, acc[j][0]);
+                if (nv > 1) acc[j][1] = _mm512_fmadd_ps(q1, kv, acc[j][1]);
+            }
         }
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) _mm512_store_ps(s + (k0 + j) * LANES, _mm512_mul_ps(acc[j], scale));
+        for (int j = 0; j < 8; j++)
+            for (int v = 0; v < nv; v++)
+                _mm512_store_ps(st->s + (k0 + j) * ROWS + 16 * v, _mm512_mul_ps(acc[j][v], scale));
     }
+}
+
+/* out = out c + P.V, 8 output dimensions at a time for nv vectors of rows. */
+static ALWAYS_INLINE void lanes_pv(lanes_state *st, const float *vt, int hd, int np, const __m512 c[2], const int nv) {
+    for (int d0 = 0; d0 < hd; d0 += 8) {
+        __m512 o[8][2];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            for (int v = 0; v < nv; v++) o[i][v] = _mm512_mul_ps(_mm512_load_ps(st->ot + (d0 + i) * ROWS + 16 * v), c[v]);
+        for (int k = 0; k < np; k++) {
+            __m512 e0 = _mm512_load_ps(st->s + k * ROWS), e1 = nv > 1 ? _mm512_load_ps(st->s + k * ROWS + 16) : e0;
+            const float *vk = vt + k * hd + d0;
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                __m512 vv = _mm512_set1_ps(vk[i]);
+                o[i][0] = _mm512_fmadd_ps(e0, vv, o[i][0]);
+                if (nv > 1) o[i][1] = _mm512_fmadd_ps(e1, vv, o[i][1]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            for (int v = 0; v < nv; v++) _mm512_store_ps(st->ot + (d0 + i) * ROWS + 16 * v, o[i][v]);
+    }
+}
+
+static ALWAYS_INLINE void lanes_page_nv(lanes_state *st, const fr_kv_page *p, const float *kt, const float *vt,
+                                        const int nv) {
+    const int hd = st->b->hd, np = p->n;
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    float *s = st->s;
+    lanes_scores(st, kt, hd, np, nv);
     /* a page every row sees whole needs no mask */
     bool whole = p->dense && p->pos[0] >= st->all_lo && p->pos[np - 1] <= st->all_qpos;
-    __m512 mt = ninf;
-    for (int k = 0; k < np; k++) {
-        __m512 sk = _mm512_load_ps(s + k * LANES);
-        if (!whole) {
-            __mmask16 vis = (p->live >> k & 1) ? 0xffff : 0;
-            __m512i pos = _mm512_set1_epi32(p->pos[k]);
-            vis &= _mm512_cmp_epi32_mask(pos, st->lo, _MM_CMPINT_NLT) & _mm512_cmp_epi32_mask(pos, st->qpos, _MM_CMPINT_LE);
-            sk = _mm512_mask_mov_ps(ninf, vis, sk);
-            _mm512_store_ps(s + k * LANES, sk);
-        }
-        mt = _mm512_max_ps(mt, sk);
-    }
-    __m512 m_new = _mm512_max_ps(st->m, mt), z = finite_or_zero(m_new);
-    __m512 c = exp_neg16(_mm512_sub_ps(st->m, z)), e[PAGE];
-    for (int k = 0; k < PAGE; k++) {
-        e[k] = k < np ? exp_neg16(_mm512_sub_ps(_mm512_load_ps(s + k * LANES), z)) : _mm512_setzero_ps();
-        _mm512_store_ps(s + k * LANES, e[k]);
-    }
-    st->l = _mm512_add_ps(_mm512_mul_ps(st->l, c), sum_tree(e));
-    st->m = m_new;
-    for (int d0 = 0; d0 < hd; d0 += 16) {
-        __m512 o[16];
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) o[i] = _mm512_mul_ps(_mm512_load_ps(st->ot + (d0 + i) * LANES), c);
+    __m512 c[2];
+    for (int v = 0; v < nv; v++) {
+        __m512 mt = ninf;
         for (int k = 0; k < np; k++) {
-            __m512 e = _mm512_load_ps(s + k * LANES);
-            const float *v = vt + k * hd + d0;
-#pragma GCC unroll 16
-            for (int i = 0; i < 16; i++) o[i] = _mm512_fmadd_ps(e, _mm512_set1_ps(v[i]), o[i]);
+            __m512 sk = _mm512_load_ps(s + k * ROWS + 16 * v);
+            if (!whole) {
+                __mmask16 vis = (p->live >> k & 1) ? 0xffff : 0;
+                __m512i pos = _mm512_set1_epi32(p->pos[k]);
+                vis &= _mm512_cmp_epi32_mask(pos, st->lo[v], _MM_CMPINT_NLT) &
+                       _mm512_cmp_epi32_mask(pos, st->qpos[v], _MM_CMPINT_LE);
+                sk = _mm512_mask_mov_ps(ninf, vis, sk);
+            }
+            mt = _mm512_max_ps(mt, sk);
+            _mm512_store_ps(s + k * ROWS + 16 * v, sk);
         }
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) _mm512_store_ps(st->ot + (d0 + i) * LANES, o[i]);
+        __m512 m_new = _mm512_max_ps(st->m[v], mt), z = finite_or_zero(m_new), e[PAGE];
+        c[v] = exp_neg16(_mm512_sub_ps(st->m[v], z));
+        for (int k = 0; k < PAGE; k++) {
+            e[k] = k < np ? exp_neg16(_mm512_sub_ps(_mm512_load_ps(s + k * ROWS + 16 * v), z)) : _mm512_setzero_ps();
+            _mm512_store_ps(s + k * ROWS + 16 * v, e[k]);
+        }
+        st->l[v] = _mm512_add_ps(_mm512_mul_ps(st->l[v], c[v]), sum_tree(e));
+        st->m[v] = m_new;
     }
+    lanes_pv(st, vt, hd, np, c, nv);
+}
+
+static void lanes_page(lanes_state *st, const fr_kv_page *p, const float *kt, const float *vt) {
+    if (st->nv == 2) lanes_page_nv(st, p, kt, vt, 2);
+    else lanes_page_nv(st, p, kt, vt, 1);
 }
 
 /* ---- rows: a few rows, keys in the lanes -------------------------------------- */
@@ -268,8 +305,8 @@ void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *c
     const int hd = b->hd, nr = b->nr;
     float kt[PAGE * MAX_HD] __attribute__((aligned(64))), vt[PAGE * MAX_HD] __attribute__((aligned(64)));
     float ktt[MAX_HD * PAGE] __attribute__((aligned(64)));
-    float qt[MAX_HD * LANES] __attribute__((aligned(64))), ot[MAX_HD * LANES] __attribute__((aligned(64)));
-    float s[PAGE * LANES] __attribute__((aligned(64)));
+    float qt[MAX_HD * ROWS] __attribute__((aligned(64))), ot[MAX_HD * ROWS] __attribute__((aligned(64)));
+    float s[PAGE * ROWS] __attribute__((aligned(64)));
     const bool lanes = nr >= LANES_MIN;
     int qmax = 0, lo_min = INT32_MAX, all_lo = INT32_MIN, all_qpos = INT32_MAX;
     for (int r = 0; r < nr; r++) {
@@ -278,24 +315,27 @@ void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *c
         all_lo = b->lo[r] > all_lo ? b->lo[r] : all_lo;
         all_qpos = b->qpos[r] < all_qpos ? b->qpos[r] : all_qpos;
     }
-    lanes_state st = { .b = b, .qt = qt, .ot = ot, .s = s, .all_lo = all_lo, .all_qpos = all_qpos };
+    lanes_state st = { .b = b, .qt = qt, .ot = ot, .s = s, .all_lo = all_lo, .all_qpos = all_qpos,
+                       .nv = (nr + LANES - 1) / LANES };
     if (lanes) {
-        int32_t qp[LANES], lo[LANES];
-        float m[LANES], l[LANES];
-        for (int r = 0; r < LANES; r++) { /* spare lanes see nothing */
+        int32_t qp[ROWS], lo[ROWS];
+        float m[ROWS], l[ROWS];
+        for (int r = 0; r < ROWS; r++) { /* spare lanes see nothing */
             qp[r] = r < nr ? b->qpos[r] : -1;
             lo[r] = r < nr ? b->lo[r] : INT32_MAX;
             m[r] = r < nr ? b->m[r] : -INFINITY;
             l[r] = r < nr ? b->l[r] : 0;
             for (int d = 0; d < hd; d++) {
-                qt[d * LANES + r] = r < nr ? b->q[r][d] : 0;
-                ot[d * LANES + r] = r < nr ? b->out[r][d] : 0;
+                qt[d * ROWS + r] = r < nr ? b->q[r][d] : 0;
+                ot[d * ROWS + r] = r < nr ? b->out[r][d] : 0;
             }
         }
-        st.qpos = _mm512_loadu_si512(qp);
-        st.lo = _mm512_loadu_si512(lo);
-        st.m = _mm512_loadu_ps(m);
-        st.l = _mm512_loadu_ps(l);
+        for (int v = 0; v < 2; v++) {
+            st.qpos[v] = _mm512_loadu_si512(qp + 16 * v);
+            st.lo[v] = _mm512_loadu_si512(lo + 16 * v);
+            st.m[v] = _mm512_loadu_ps(m + 16 * v);
+            st.l[v] = _mm512_loadu_ps(l + 16 * v);
+        }
     }
     for (int pi = p0; pi < p1; pi++) {
         const fr_kv_page *p = pages[pi];
@@ -322,12 +362,14 @@ void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *c
         }
     }
     if (!lanes) return;
-    float m[LANES], l[LANES];
-    _mm512_storeu_ps(m, st.m);
-    _mm512_storeu_ps(l, st.l);
+    float m[ROWS], l[ROWS];
+    for (int v = 0; v < 2; v++) {
+        _mm512_storeu_ps(m + 16 * v, st.m[v]);
+        _mm512_storeu_ps(l + 16 * v, st.l[v]);
+    }
     for (int r = 0; r < nr; r++) {
         b->m[r] = m[r];
         b->l[r] = l[r];
-        for (int d = 0; d < hd; d++) b->out[r][d] = ot[d * LANES + r];
+        for (int d = 0; d < hd; d++) b->out[r][d] = ot[d * ROWS + r];
     }
 }

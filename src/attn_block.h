@@ -12,7 +12,7 @@
 
 #include "kv.h"
 
-#define FR_ATTN_BLOCK_ROWS 16
+#define FR_ATTN_BLOCK_ROWS 32
 
 typedef struct {
     int nr;                        /* rows, 1..FR_ATTN_BLOCK_ROWS */

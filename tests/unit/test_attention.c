@@ -229,7 +229,7 @@ TEST(attention_on_budgeted_cache_matches_reference) {
 /* The AVX-512 block kernel's two shapes (query rows in the lanes for a
  * prefill block, keys in the lanes for the few rows of a decode) give
  * each row the same bits, whatever its block: a row alone, the same row
- * among 15 others, over dense pages, a partial last page, a sliding
+ * among 6, 22 or 31 others (one or two vectors of rows), over dense pages, a partial last page, a sliding
  * window and a page with evicted slots. */
 TEST(attention_block_shapes_are_bit_identical) {
     if (fr_isa_detect() < FR_ISA_AVX512) return;
@@ -240,20 +240,22 @@ TEST(attention_block_shapes_are_bit_identical) {
     fr_kv_cache c;
     int window = 0;
     CHECK(fr_kv_init(&c, &cfg, 1, NKV * HD, &window) == FRUGAL_OK);
-    static float K[TOTAL * NKV * HD], V[TOTAL * NKV * HD], Q[16 * HD];
+    static float K[TOTAL * NKV * HD], V[TOTAL * NKV * HD], Q[32 * HD];
     unsigned seed = 11;
     for (int i = 0; i < TOTAL * NKV * HD; i++) { K[i] = frand(&seed) * 2; V[i] = frand(&seed); }
-    for (int i = 0; i < 16 * HD; i++) Q[i] = frand(&seed) * 2;
+    for (int i = 0; i < 32 * HD; i++) Q[i] = frand(&seed) * 2;
     CHECK(fr_kv_append(&c, 0, K, V, TOTAL, 0) == FRUGAL_OK);
     fr_kv_page *holey = c.layers[0].pages[1]; /* two evicted slots */
     holey->live &= ~(1u << 3 | 1u << 17);
     holey->dense = false;
-    for (int win = 0; win <= 40; win += 40) {
-        fr_attn_block all = { .nr = 16, .hd = HD, .scale = 0.125f };
-        static float out_all[16][HD], out_one[HD];
-        for (int r = 0; r < 16; r++) {
+    for (int win = 0; win <= 40; win += 40)
+      for (int ni = 0; ni < 3; ni++) {
+        const int nr = (int[]){ 7, 23, 32 }[ni]; /* one vector of rows, two, two whole */
+        fr_attn_block all = { .nr = nr, .hd = HD, .scale = 0.125f };
+        static float out_all[32][HD], out_one[HD];
+        for (int r = 0; r < nr; r++) {
             all.q[r] = Q + r * HD;
-            all.qpos[r] = TOTAL - 1 - 7 * r; /* some rows end inside the partial page, some before it */
+            all.qpos[r] = TOTAL - 1 - 4 * r; /* some rows end inside the partial page, some before it */
             all.lo[r] = win && all.qpos[r] - win + 1 > 0 ? all.qpos[r] - win + 1 : 0;
             all.out[r] = out_all[r];
             all.m[r] = -INFINITY;
@@ -262,7 +264,7 @@ TEST(attention_block_shapes_are_bit_identical) {
         }
         fr_attn_block_pages(&all, &c, c.layers[0].pages, 0, c.layers[0].n_pages, 1);
         int bad = 0;
-        for (int r = 0; r < 16; r++) {
+        for (int r = 0; r < nr; r++) {
             fr_attn_block one = { .nr = 1, .hd = HD, .scale = 0.125f };
             one.q[0] = all.q[r], one.qpos[0] = all.qpos[r], one.lo[0] = all.lo[r];
             one.out[0] = out_one, one.m[0] = -INFINITY, one.l[0] = 0;
@@ -289,8 +291,8 @@ TEST(attention_block_shapes_are_bit_identical) {
                 bad += fabs(out_all[r][i] / all.l[r] - ref[i]) > 2e-5;
             }
         }
-        CHECK_MSG(!bad, "window %d: %d rows differ between the shapes or from the reference", win, bad);
-    }
+        CHECK_MSG(!bad, "window %d, %d rows: %d differ between the shapes or from the reference", win, nr, bad);
+      }
     fr_kv_free(&c);
     fr_kernels_select(saved);
 }
