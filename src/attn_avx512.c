@@ -349,7 +349,17 @@ void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *c
             rows_page(b, p, ktt, NULL, v16, (size_t)kvc->kv_dim);
             continue;
         }
-        fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd);
+        if (p->packed) {
+            fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd);
+        } else { /* fp16: 16 values a conversion */
+            const uint16_t *k16 = (const uint16_t *)p->k + (size_t)kvh * hd, *v16 = (const uint16_t *)p->v + (size_t)kvh * hd;
+            for (int k = 0; k < np; k++)
+                for (int d0 = 0; d0 < hd; d0 += 16) {
+                    size_t o = (size_t)k * kvc->kv_dim + d0;
+                    _mm512_store_ps(kt + k * hd + d0, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k16 + o))));
+                    _mm512_store_ps(vt + k * hd + d0, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v16 + o))));
+                }
+        }
         /* unwritten slots up to the next 8 (lanes) or 16 (rows) keys are
          * read, and masked: make them numbers */
         int read = lanes ? (np + 7) / 8 * 8 : (np + 15) / 16 * 16;
