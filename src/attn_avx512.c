@@ -27,13 +27,13 @@
 #include <math.h>
 #include <string.h>
 #include "attn_block.h"
+#include "simd512.h"
 
 #define LANES 16
 #define ROWS FR_ATTN_BLOCK_ROWS  /* 32: two vectors of rows */
 #define PAGE FR_KV_PAGE       /* 32 slots */
 #define MAX_HD 512
 #define LANES_MIN 6           /* blocks of at least this many rows use the lanes shape (decode has 1-5: the query heads of one KV head) */
-#define ALWAYS_INLINE inline __attribute__((always_inline))
 
 /* e^x for x <= 0 (lanes below -87 give 0), as attn_avx2.c's exp_neg:
  * x = k ln2 + g, Cody-Waite, a degree-6 Taylor polynomial of e^g. */
@@ -198,30 +198,12 @@ static ALWAYS_INLINE void transpose_keys(const float *kt, const uint16_t *k16, s
                                          int np) {
     for (int s0 = 0; s0 < np; s0 += 16)
         for (int d0 = 0; d0 < hd; d0 += 16) {
-            __m512 x[16], t[16];
+            __m512 x[16];
             for (int i = 0; i < 16; i++)
                 x[i] = k16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k16 + (s0 + i) * ld16 + d0)))
                            : _mm512_loadu_ps(kt + (s0 + i) * hd + d0);
-            for (int i = 0; i < 16; i += 2) {
-                t[i] = _mm512_unpacklo_ps(x[i], x[i + 1]);
-                t[i + 1] = _mm512_unpackhi_ps(x[i], x[i + 1]);
-            }
-            for (int i = 0; i < 16; i += 4) {
-                x[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-                x[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
-                x[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-                x[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-            }
-            /* x[4a + j], lane 4L + i: element (row 4a + i, column 4L + j) */
-            for (int j = 0; j < 4; j++) {
-                __m512 a0 = _mm512_shuffle_f32x4(x[j], x[4 + j], 0x88), a1 = _mm512_shuffle_f32x4(x[8 + j], x[12 + j], 0x88);
-                __m512 b0 = _mm512_shuffle_f32x4(x[j], x[4 + j], 0xdd), b1 = _mm512_shuffle_f32x4(x[8 + j], x[12 + j], 0xdd);
-                t[j] = _mm512_shuffle_f32x4(a0, a1, 0x88);
-                t[8 + j] = _mm512_shuffle_f32x4(a0, a1, 0xdd);
-                t[4 + j] = _mm512_shuffle_f32x4(b0, b1, 0x88);
-                t[12 + j] = _mm512_shuffle_f32x4(b0, b1, 0xdd);
-            }
-            for (int i = 0; i < 16; i++) _mm512_storeu_ps(ktt + (d0 + i) * PAGE + s0, t[i]);
+            transpose16(x);
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps(ktt + (d0 + i) * PAGE + s0, x[i]);
         }
 }
 

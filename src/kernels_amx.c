@@ -46,6 +46,7 @@
 #include <string.h>
 #include "quant.h"
 #include "simd512.h"
+#include "amx.h"
 
 #define GR 16          /* weight rows per group */
 #define PT 16          /* tokens per panel */
@@ -246,44 +247,50 @@ static ALWAYS_INLINE void rows_exact(int64_t n, const uint8_t *w, size_t ws, int
 
 /* ---- tiles ----------------------------------------------------------------- */
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} __attribute__((aligned(64))) tile_config;
-
-/* Tile registers: C 0-3 (two pairs), A 4-5, B 6-7. Literal numbers: the
- * intrinsics paste them into the instruction. */
-#define TC0 0
-#define TC1 1
-#define TC2 2
-#define TC3 3
-#define TA0 4
-#define TA1 5
-#define TB0 6
-#define TB1 7
-
-/* A constant in memory: LDTILECFG's intrinsic tells the compiler it reads
- * only a pointer's worth of bytes, so a config built on the stack could
- * lose its stores. */
-static const tile_config tiles = {
+static const fr_tile_config tiles = {
     .palette = 1,
     .colsb = {PT * 4, PT * 4, PT * 4, PT * 4, 32, 32, PT * 4, PT * 4},
     .rows = {GR, GR, GR, GR, GR, GR, 8, 8},
 };
 /* Q6_K's sub-blocks of 16: A 16 rows x 16 codes, B 4 rows. */
-static const tile_config tiles_k16 = {
+static const fr_tile_config tiles_k16 = {
     .palette = 1,
     .colsb = {PT * 4, PT * 4, PT * 4, PT * 4, 16, 16, PT * 4, PT * 4},
     .rows = {GR, GR, GR, GR, GR, GR, 4, 4},
 };
 
-/* Per-thread work space, grown as needed and freed with the thread: a row
- * group's codes and scales, a chunk's panels, the stored C tiles. Plain
- * malloc, not the library's counted allocator: failing here is not an
- * error, the tile falls back to the rows kernel (same bits). */
+/* amx.h's scratch: one block per kernel file and thread, a header
+ * recording its size, the usable memory 64-byte aligned after it. */
+typedef struct { size_t cap; } scratch_head;
+static pthread_key_t scratch_keys[FR_AMX_SCRATCH_COUNT];
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_ok;
+
+static void scratch_free(void *p) { free(p); }
+static void scratch_keys_make(void) {
+    scratch_ok = 1;
+    for (int i = 0; i < FR_AMX_SCRATCH_COUNT; i++)
+        if (pthread_key_create(&scratch_keys[i], scratch_free) != 0) scratch_ok = 0;
+}
+
+void *fr_amx_scratch(int owner, size_t bytes) {
+    if (owner < 0 || owner >= FR_AMX_SCRATCH_COUNT || pthread_once(&scratch_once, scratch_keys_make) != 0 ||
+        !scratch_ok)
+        return NULL;
+    scratch_head *h = pthread_getspecific(scratch_keys[owner]);
+    if (!h || h->cap < bytes) {
+        free(h);
+        h = malloc(sizeof *h + 64 + bytes);
+        if (pthread_setspecific(scratch_keys[owner], h) != 0 && h) free(h), h = NULL;
+        if (!h) return NULL;
+        h->cap = bytes;
+    }
+    return (void *)(((uintptr_t)(h + 1) + 63) & ~(uintptr_t)63);
+}
+
+/* Per-thread work space (amx.h's scratch): a row group's codes and
+ * scales, a chunk's panels, the stored C tiles. */
 typedef struct {
-    size_t cap;
     int8_t *a;      /* [nb / 2][GR][64] weight codes */
     float *aw, *am; /* [nb][GR] d_w, m_w */
     int8_t *b;      /* [panel][nb][8][PT * 4] activation codes */
@@ -294,24 +301,11 @@ typedef struct {
     float *accm;    /* Q4_K: [GR][PT] the float accumulators (the registers hold the integer sums) */
 } work;
 
-static pthread_key_t work_key;
-static pthread_once_t work_once = PTHREAD_ONCE_INIT;
-
-static void work_free(void *p) { free(p); }
-static void work_key_make(void) { (void)pthread_key_create(&work_key, work_free); }
-
 static work *work_get(int64_t nb) {
-    if (pthread_once(&work_once, work_key_make) != 0) return NULL;
     const size_t per = (size_t)(nb + 1) * (GR * 32 + 2 * GR * 4 + CHUNK_PANELS * (8 * PT * 4 + 2 * PT * 4));
     const size_t need = sizeof(work) + 64 + per + 3 * GR * PT * 4 + 2 * (size_t)(nb / 8 + 1) * GR * 16 * 4;
-    work *w = pthread_getspecific(work_key);
-    if (!w || w->cap < need) {
-        free(w);
-        w = malloc(need);
-        if (pthread_setspecific(work_key, w) != 0 && w) free(w), w = NULL;
-        if (!w) return NULL;
-        w->cap = need;
-    }
+    work *w = fr_amx_scratch(FR_AMX_SCRATCH_TILES, need);
+    if (!w) return NULL;
     uint8_t *p = (uint8_t *)(((uintptr_t)(w + 1) + 63) & ~(uintptr_t)63);
     w->c = (int32_t *)p, p += 2 * GR * PT * 4;
     w->a = (int8_t *)p, p += (size_t)(nb + 1) / 2 * GR * 64;
@@ -509,33 +503,6 @@ static ALWAYS_INLINE void scale_tile(__m512 acc[GR], const int32_t *c, const wor
         __m512 dd = _mm512_mul_ps(_mm512_set1_ps(k->aw[b * GR + r]), da);
         acc[r] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(_mm512_load_si512(c + r * PT)), acc[r]);
         if (fmt == FMT_Q4_1) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(k->am[b * GR + r]), sa, acc[r]);
-    }
-}
-
-/* x[r][c] -> x[c][r] for a 16 x 16 float matrix in registers: 2 x 2
- * blocks within 128-bit lanes, then 4 x 4, then the lanes themselves. */
-static ALWAYS_INLINE void transpose16(__m512 x[16]) {
-    __m512 t[16], u[16];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(x[2 * i], x[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(x[2 * i], x[2 * i + 1]);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) { /* u[4i + j], lane L: column 4L + j of rows 4i .. 4i + 3 */
-        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
-        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
-    }
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        __m512 x0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), x1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
-        __m512 y0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd), y1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
-        x[j] = _mm512_shuffle_f32x4(x0, x1, 0x88);
-        x[8 + j] = _mm512_shuffle_f32x4(x0, x1, 0xdd);
-        x[4 + j] = _mm512_shuffle_f32x4(y0, y1, 0x88);
-        x[12 + j] = _mm512_shuffle_f32x4(y0, y1, 0xdd);
     }
 }
 

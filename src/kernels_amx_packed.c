@@ -30,11 +30,11 @@
  * acc = fma(m_w, s_a, acc), block after block.
  */
 #include <immintrin.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "quant.h"
 #include "simd512.h"
+#include "amx.h"
 
 #define GR 16                      /* weight rows per group = lanes */
 #define BLK (GR * Q4_1_SZ)         /* bytes of one block of a group */
@@ -111,35 +111,15 @@ static void rows(int64_t nb, const uint8_t *w, int nr, const uint8_t *a, size_t 
 
 /* ---- tiles ------------------------------------------------------------------ */
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} __attribute__((aligned(64))) tile_config;
-
-/* C 0-3 (two pairs, so that the tile unit computes the next blocks while
- * the vector units scale these), A 4-5, B 6-7. One configuration per
- * panel height M: constants in memory (LDTILECFG's intrinsic declares a
- * pointer-sized read, so a configuration built on the stack could lose
- * its stores). */
-#define TC0 0
-#define TC1 1
-#define TC2 2
-#define TC3 3
-#define TA0 4
-#define TA1 5
-#define TB0 6
-#define TB1 7
+/* One configuration per panel height M (amx.h: constants in memory). */
 #define CFG(M) { .palette = 1, .colsb = {64, 64, 64, 64, 32, 32, 64, 64}, .rows = {M, M, M, M, M, M, 8, 8} }
-static const tile_config configs[PT] = {
+static const fr_tile_config configs[PT] = {
     CFG(1), CFG(2), CFG(3), CFG(4), CFG(5), CFG(6), CFG(7), CFG(8),
     CFG(9), CFG(10), CFG(11), CFG(12), CFG(13), CFG(14), CFG(15), CFG(16),
 };
 
-/* Per-thread work space, grown as needed and freed with the thread (plain
- * malloc: failing is not an error, the rows kernel gives the same bits). */
+/* Per-thread work space (amx.h's scratch). */
 typedef struct {
-    size_t cap;
     int8_t *b;      /* [nb][8][64] a group's codes, B's layout */
     float *dw, *mw; /* [nb][16] its scales and mins */
     int8_t *a;      /* [nb][CHUNK][32] the chunk's tokens' codes: A's rows, contiguous and aligned */
@@ -147,22 +127,10 @@ typedef struct {
     int32_t *c;     /* [2][PT][16] stored C tiles */
 } work;
 
-static pthread_key_t work_key;
-static pthread_once_t work_once = PTHREAD_ONCE_INIT;
-static void work_free(void *p) { free(p); }
-static void work_key_make(void) { (void)pthread_key_create(&work_key, work_free); }
-
 static work *work_get(int64_t nb) {
-    if (pthread_once(&work_once, work_key_make) != 0) return NULL;
     const size_t need = sizeof(work) + 64 + (size_t)nb * (512 + 2 * GR * 4 + CHUNK * 32 + 2 * CHUNK * 4) + 2 * PT * 64;
-    work *k = pthread_getspecific(work_key);
-    if (!k || k->cap < need) {
-        free(k);
-        k = malloc(need);
-        if (pthread_setspecific(work_key, k) != 0 && k) free(k), k = NULL;
-        if (!k) return NULL;
-        k->cap = need;
-    }
+    work *k = fr_amx_scratch(FR_AMX_SCRATCH_PACKED, need);
+    if (!k) return NULL;
     uint8_t *p = (uint8_t *)(((uintptr_t)(k + 1) + 63) & ~(uintptr_t)63);
     k->c = (int32_t *)p, p += 2 * PT * 64;
     k->b = (int8_t *)p, p += (size_t)nb * 512;

@@ -1,9 +1,11 @@
 /*
- * simd512.h - the AVX-512 pieces shared by kernels_avx512.c and kernels_amx.c:
+ * simd512.h - the AVX-512 pieces shared by the kernel files built with the
+ * AVX-512 flags (kernels_avx512.c, kernels_amx*.c, attn_avx512.c):
  * loading a pair of 32-element blocks into one register as VPDPBUSD
  * operands, the offset correction of the formats whose codes are stored
- * unsigned, and the K-quants' code unpacking. Include only from files
- * built with the AVX-512 flags (block layouts: simd_common.h).
+ * unsigned, the K-quants' code unpacking, and a 16 x 16 float transpose
+ * in registers. Include only from files built with the AVX-512 flags
+ * (block layouts: simd_common.h).
  */
 #ifndef FR_SIMD512_H
 #define FR_SIMD512_H
@@ -122,5 +124,32 @@ static ALWAYS_INLINE void q6_k_codes(const uint8_t *x, int h, __m512i *lo, __m51
 static const int16_t perm_q6_k[4][32] __attribute__((aligned(64))) = {
     {W8(0), W8(1), W8(2), W8(3)}, {W8(4), W8(5), W8(6), W8(7)},
     {W8(8), W8(9), W8(10), W8(11)}, {W8(12), W8(13), W8(14), W8(15)}};
+
+/* x[r][c] -> x[c][r] for a 16 x 16 float matrix in registers: 2 x 2
+ * blocks within 128-bit lanes, then 4 x 4, then the lanes themselves. */
+static ALWAYS_INLINE void transpose16(__m512 x[16]) {
+    __m512 t[16], u[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(x[2 * i], x[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(x[2 * i], x[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* u[4i + j], lane L: column 4L + j of rows 4i .. 4i + 3 */
+        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m512 x0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), x1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        __m512 y0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd), y1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+        x[j] = _mm512_shuffle_f32x4(x0, x1, 0x88);
+        x[8 + j] = _mm512_shuffle_f32x4(x0, x1, 0xdd);
+        x[4 + j] = _mm512_shuffle_f32x4(y0, y1, 0x88);
+        x[12 + j] = _mm512_shuffle_f32x4(y0, y1, 0xdd);
+    }
+}
 
 #endif
