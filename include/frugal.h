@@ -165,6 +165,12 @@ typedef struct {
     int kv_residual; /* recent tokens kept in fp16 by a compressed cache (multiple of 32); 0 = 32 */
     int kv_budget;   /* at most this many cached tokens per layer (>= 64), older ones evicted; 0 = all */
     int kv_policy;   /* frugal_kv_policy, with kv_budget */
+    /* Run on this context's threads instead of starting new ones (n_threads
+     * is then ignored); it must be freed after this one. For servers with
+     * many contexts, only one of which computes at a time: idle threads
+     * of other pools would otherwise spin for a while after each switch
+     * and take cores from the ones working. NULL: own threads. */
+    const frugal_ctx *share_threads;
 } frugal_ctx_params;
 
 /* "f16", "q8", "kivi4", "kivi2" / "window", "scissorhands"; parsing an

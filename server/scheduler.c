@@ -509,6 +509,8 @@ scheduler *sched_start(frugal_model *model, const sched_params *p, metrics *m, c
     cp.n_threads = p->n_threads;
     for (int i = 0; i < s->n_slots; i++) {
         slot *sl = &s->slots[i];
+        /* one set of threads for all slots (one step computes at a time) */
+        cp.share_threads = i > 0 ? s->slots[0].ctx : NULL;
         frugal_status st = frugal_ctx_new(model, &cp, &sl->ctx);
         if (!st && !(sl->cache = malloc((size_t)p->n_ctx * sizeof *sl->cache))) st = FRUGAL_ERR_NOMEM;
         if (st) {
@@ -542,7 +544,7 @@ void sched_stop(scheduler *s, double grace_s) {
 void sched_free(scheduler *s) {
     if (!s) return;
     sched_stop(s, 0);
-    for (int i = 0; s->slots && i < s->n_slots; i++) {
+    for (int i = s->n_slots - 1; s->slots && i >= 0; i--) { /* slot 0's threads last */
         frugal_ctx_free(s->slots[i].ctx);
         free(s->slots[i].cache);
         free(s->slots[i].gen);

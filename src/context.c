@@ -144,6 +144,8 @@ frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *param
         return fr_error(FRUGAL_ERR_INVALID_ARG, "thread count %d out of range 1..1024", p.n_threads);
     if (p.n_batch < 0 || p.n_batch > 65536)
         return fr_error(FRUGAL_ERR_INVALID_ARG, "batch size %d out of range 1..65536", p.n_batch);
+    if (p.share_threads && p.share_threads->model != model)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "share_threads names a context of another model");
     fr_kv_config kc;
     frugal_status st = kv_config(model, &p, &kc);
     if (st) return st;
@@ -152,11 +154,12 @@ frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *param
     c->model = model;
     c->n_ctx = p.n_ctx ? p.n_ctx : model->hp.n_ctx_train;
     c->n_batch = FR_MIN(p.n_batch ? p.n_batch : DEFAULT_BATCH, c->n_ctx);
-    c->n_threads = p.n_threads ? p.n_threads : fr_physical_cores();
+    c->n_threads = p.share_threads ? p.share_threads->n_threads : p.n_threads ? p.n_threads : fr_physical_cores();
     c->kv.cfg = kc;
     st = check_memory(c);
     if (!st) st = alloc_buffers(c);
-    if (!st) st = fr_pool_new(c->n_threads, &c->pool);
+    if (!st && p.share_threads) c->pool = p.share_threads->pool;
+    else if (!st) st = fr_pool_new(c->n_threads, &c->pool), c->owns_pool = !st;
     if (st) { frugal_ctx_free(c); return st; }
     *out = c;
     return FRUGAL_OK;
@@ -164,7 +167,7 @@ frugal_status frugal_ctx_new(frugal_model *model, const frugal_ctx_params *param
 
 void frugal_ctx_free(frugal_ctx *c) {
     if (!c) return;
-    fr_pool_free(c->pool);
+    if (c->owns_pool) fr_pool_free(c->pool);
     fr_kv_free(&c->kv);
     for (int k = 0; k < FR_MAX_ROPE_BASES; k++) fr_free(c->rope_cs[k]);
     fr_free(c->x); fr_free(c->xb); fr_free(c->q); fr_free(c->k); fr_free(c->v);

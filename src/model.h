@@ -99,6 +99,7 @@ frugal_status fr_check_hparams(frugal_model *m);
 struct frugal_ctx {
     frugal_model *model;
     fr_pool *pool;
+    bool owns_pool;          /* false: another context's (frugal_ctx_params.share_threads) */
     int n_ctx, n_batch, pos, n_threads;
     fr_kv_cache kv;
     /* activations for up to n_batch tokens */

@@ -154,6 +154,33 @@ TEST(model_mixed_runs_are_bit_identical_to_alone) {
     frugal_model_free(m);
 }
 
+/* Contexts sharing one context's threads evaluate as contexts with their
+ * own, alone and batched together, and can be freed before it. */
+TEST(model_contexts_share_threads) {
+    frugal_model *m = load_default();
+    if (!m) return;
+    frugal_ctx *owner = new_ctx_n(m, 2, 64, 128), *own = new_ctx_n(m, 2, 64, 128), *guest = NULL;
+    CHECK(owner && own);
+    frugal_ctx_params p = frugal_ctx_default_params();
+    p.n_ctx = 128, p.n_batch = 64, p.n_threads = 7; /* ignored: the owner's 2 */
+    p.share_threads = owner;
+    CHECK(frugal_ctx_new(m, &p, &guest) == FRUGAL_OK && guest);
+    CHECK(frugal_ctx_threads(guest) == 2 && frugal_ctx_threads(owner) == 2);
+    int32_t t[32];
+    int n = tokenize(m, "Sharing threads changes nothing that is computed.", t, 32), V = frugal_n_vocab(m);
+    CHECK(frugal_eval(guest, t, n, false) == FRUGAL_OK && frugal_eval(own, t, n, false) == FRUGAL_OK);
+    CHECK(memcmp(frugal_logits(guest, -1), frugal_logits(own, -1), (size_t)V * 4) == 0);
+    CHECK(frugal_eval(owner, t, 3, false) == FRUGAL_OK);
+    frugal_ctx *both[2] = { guest, owner };
+    int32_t next[2] = { 1, 2 };
+    CHECK(frugal_eval_batch(both, next, 2) == FRUGAL_OK);
+    frugal_ctx_free(guest);
+    CHECK(frugal_eval(owner, next, 1, false) == FRUGAL_OK); /* its threads outlive the guest */
+    frugal_ctx_free(own);
+    frugal_ctx_free(owner);
+    frugal_model_free(m);
+}
+
 TEST(model_chunked_prefill_and_threads_are_bit_identical) {
     frugal_model *m = load_default();
     if (!m) return;
