@@ -136,11 +136,14 @@ int cmd_bench(int argc, char **argv) {
     cli_kv_apply(&cp, &kv);
     frugal_ctx *seqs[64] = { 0 }, *ctx = NULL;
     frugal_status st = FRUGAL_OK;
-    for (int b = 0; b < n_seq && !st; b++) st = frugal_ctx_new(m, &cp, &seqs[b]);
+    for (int b = 0; b < n_seq && !st; b++) { /* the sequences run on the first one's threads */
+        cp.share_threads = b > 0 ? seqs[0] : NULL;
+        st = frugal_ctx_new(m, &cp, &seqs[b]);
+    }
     ctx = seqs[0];
     if (st) {
         cli_die_status(st, "context");
-        for (int b = 0; b < n_seq; b++) frugal_ctx_free(seqs[b]);
+        for (int b = n_seq - 1; b >= 0; b--) frugal_ctx_free(seqs[b]); /* seqs[0]'s threads last */
         frugal_model_free(m);
         return 1;
     }
@@ -183,7 +186,7 @@ int cmd_bench(int argc, char **argv) {
     if (st) {
         cli_die_status(st, "bench");
         free(pp); free(tg); free(toks);
-        for (int b = 0; b < n_seq; b++) frugal_ctx_free(seqs[b]);
+        for (int b = n_seq - 1; b >= 0; b--) frugal_ctx_free(seqs[b]); /* seqs[0]'s threads last */
         frugal_model_free(m);
         return 1;
     }
@@ -221,7 +224,7 @@ int cmd_bench(int argc, char **argv) {
         if (depth) printf("KV cache at depth %d: %.1f MiB\n", depth, kv_bytes / 1048576.0);
     }
     free(pp); free(tg); free(toks);
-    for (int b = 0; b < n_seq; b++) frugal_ctx_free(seqs[b]);
+    for (int b = n_seq - 1; b >= 0; b--) frugal_ctx_free(seqs[b]); /* seqs[0]'s threads last */
     frugal_model_free(m);
     return 0;
 }
