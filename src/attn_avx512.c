@@ -91,7 +91,7 @@ static inline float sum_tree32(__m512 e0, __m512 e1) {
 
 typedef struct {
     fr_attn_block *b;
-    int nv;                       /* vectors of rows: 1 or 2 (VEC) */
+    int nv;                       /* vectors of rows: 1 or 2 */
     __m512 m[2], l[2];            /* the rows' state, 16 rows a vector */
     __m512i qpos[2], lo[2];
     int all_lo, all_qpos;         /* the latest window start and earliest position of the rows */
