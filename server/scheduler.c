@@ -73,7 +73,6 @@ struct scheduler {
     bool stopping;
     double deadline;     /* when stopping: running jobs are cancelled after this */
     unsigned long serial;
-    /* the decode batch, reused every step */
     /* this step's batch: run i is b_len[i] tokens of b_slot[i] (a prompt
      * chunk when b_prompt[i]), all runs' tokens in b_tok */
     frugal_ctx **b_ctx;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include "chat.h"
 #include "model.h"
 #include "quant.h"
@@ -206,28 +207,27 @@ static void pack_weight(const frugal_model *m, fr_weight *w) {
     tt->pack(w->cols, w->data, w->row_bytes, w->rows, dst);
     w->packed = dst;
     if (m->gguf->mapped) {
-        uintptr_t page = 4096, lo = ((uintptr_t)w->data + page - 1) & ~(page - 1);
+        long ps = sysconf(_SC_PAGESIZE);
+        uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096, lo = ((uintptr_t)w->data + page - 1) & ~(page - 1);
         uintptr_t hi = ((uintptr_t)w->data + bytes) & ~(page - 1);
         if (lo < hi) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
     }
 }
 
-static void pack_weights(frugal_model *m) {
-    for (int l = 0; l < m->hp.n_layer; l++) {
-        fr_layer *L = &m->layers[l];
-        fr_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) pack_weight(m, ws[i]);
-    }
-    if (m->output.data != m->tok_embd.data) pack_weight(m, &m->output);
+static void free_packed_weight(const frugal_model *m, fr_weight *w) {
+    (void)m;
+    fr_free(w->packed_mem);
 }
 
-static void free_packed(frugal_model *m) {
+/* fn on the matrices that may be packed: every layer's, and an output
+ * matrix of its own (a tied one is the embedding table, read by rows). */
+static void each_packable(frugal_model *m, void (*fn)(const frugal_model *, fr_weight *)) {
     for (int l = 0; m->layers && l < m->hp.n_layer; l++) {
         fr_layer *L = &m->layers[l];
         fr_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) fr_free(ws[i]->packed_mem);
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) fn(m, ws[i]);
     }
-    fr_free(m->output.packed_mem);
+    if (m->output.data != m->tok_embd.data) fn(m, &m->output);
 }
 
 frugal_status frugal_model_load(const char *path, frugal_model **out) {
@@ -250,7 +250,7 @@ frugal_status frugal_model_load(const char *path, frugal_model **out) {
     if ((st = load_arch(m))) goto fail;
     if ((st = load_chat_template(m))) goto fail;
     m->isa = fr_kernels_init_from_env();
-    pack_weights(m);
+    each_packable(m, pack_weight);
     *out = m;
     return FRUGAL_OK;
 fail:
@@ -261,7 +261,7 @@ fail:
 void frugal_model_free(frugal_model *m) {
     if (!m) return;
     fr_tokenizer_free(m->tok);
-    free_packed(m);
+    each_packable(m, free_packed_weight);
     gguf_close(m->gguf);
     fr_free(m->layers);
     fr_free(m->arch);
