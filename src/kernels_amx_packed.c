@@ -213,6 +213,22 @@ static ALWAYS_INLINE void tile_panel(const work *k, int64_t nb, int p, int m, fl
         if (t < m) _mm512_storeu_ps(out + t * ldo, acc[t]);
 }
 
+/* The chunk's nt tokens into A's layout, block by block so that the
+ * writes are consecutive (token-major, they were CHUNK * 32 bytes apart:
+ * one L1 set). */
+static void stage_tokens(const work *k, int64_t nb, const uint8_t *a, size_t as, int nt) {
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *ab = a + b * Q8_1_SZ;
+        int8_t *qa = k->a + b * CHUNK * 32;
+        float *da = k->da + b * CHUNK, *sa = k->sa + b * CHUNK;
+        for (int t = 0; t < nt; t++, ab += as) {
+            da[t] = _cvtsh_ss(load16(ab));
+            sa[t] = _cvtsh_ss(load16(ab + 2));
+            _mm256_store_si256((__m256i *)(qa + t * 32), _mm256_loadu_si256((const __m256i *)(ab + Q8_1_QS)));
+        }
+    }
+}
+
 static void dot_packed_q4_1(int64_t n, const void *wv, int nr, const void *av, size_t as, int nc, float *out,
                             size_t ldo) {
     const int64_t nb = n / 32;
@@ -225,14 +241,7 @@ static void dot_packed_q4_1(int64_t n, const void *wv, int nr, const void *av, s
     int cfg = 0;
     for (int t0 = 0; t0 < nc; t0 += CHUNK) {
         const int nt = nc - t0 < CHUNK ? nc - t0 : CHUNK;
-        for (int t = 0; t < nt; t++)
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *ab = a + (size_t)(t0 + t) * as + b * Q8_1_SZ;
-                k->da[b * CHUNK + t] = _cvtsh_ss(load16(ab));
-                k->sa[b * CHUNK + t] = _cvtsh_ss(load16(ab + 2));
-                _mm256_store_si256((__m256i *)(k->a + (b * CHUNK + t) * 32),
-                                   _mm256_loadu_si256((const __m256i *)(ab + Q8_1_QS)));
-            }
+        stage_tokens(k, nb, a + (size_t)t0 * as, as, nt);
         for (int r = 0; r < nr; r += GR) {
             unpack_group(k, nb, w + (size_t)r * nb * Q4_1_SZ);
             for (int p = 0; p < nt; p += PT) {
