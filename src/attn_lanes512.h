@@ -66,6 +66,18 @@ typedef struct {
     float *s;                     /* [PAGE][ROWS] scores, then probabilities */
 } lanes_state;
 
+/* dst [hd][ROWS] = the rows' vectors src[r] (hd floats), transposed in
+ * 16 x 16 blocks; the lanes of absent rows are 0. */
+static inline void rows_to_lanes(float *dst, const float *const *src, int nr, int hd) {
+    for (int r0 = 0; r0 < ROWS; r0 += 16)
+        for (int d0 = 0; d0 < hd; d0 += 16) {
+            __m512 x[16];
+            for (int i = 0; i < 16; i++) x[i] = r0 + i < nr ? _mm512_loadu_ps(src[r0 + i] + d0) : _mm512_setzero_ps();
+            transpose16(x);
+            for (int i = 0; i < 16; i++) _mm512_store_ps(dst + (d0 + i) * ROWS + r0, x[i]);
+        }
+}
+
 /* The rows' state into the lanes: spare lanes see nothing; with qt, the
  * queries transposed as well. */
 static inline void lanes_begin(lanes_state *st, fr_attn_block *b, float *qt, float *ot, float *s) {
@@ -83,11 +95,9 @@ static inline void lanes_begin(lanes_state *st, fr_attn_block *b, float *qt, flo
             st->all_lo = b->lo[r] > st->all_lo ? b->lo[r] : st->all_lo;
             st->all_qpos = b->qpos[r] < st->all_qpos ? b->qpos[r] : st->all_qpos;
         }
-        for (int d = 0; d < hd; d++) {
-            if (qt) qt[d * ROWS + r] = r < nr ? b->q[r][d] : 0;
-            ot[d * ROWS + r] = r < nr ? b->out[r][d] : 0;
-        }
     }
+    if (qt) rows_to_lanes(qt, b->q, nr, hd);
+    rows_to_lanes(ot, (const float *const *)b->out, nr, hd);
     for (int v = 0; v < 2; v++) {
         st->qpos[v] = _mm512_loadu_si512(qp + 16 * v);
         st->lo[v] = _mm512_loadu_si512(lo + 16 * v);
@@ -107,8 +117,14 @@ static inline void lanes_end(lanes_state *st) {
     for (int r = 0; r < b->nr; r++) {
         b->m[r] = m[r];
         b->l[r] = l[r];
-        for (int d = 0; d < b->hd; d++) b->out[r][d] = st->ot[d * ROWS + r];
     }
+    for (int r0 = 0; r0 < b->nr; r0 += 16)
+        for (int d0 = 0; d0 < b->hd; d0 += 16) {
+            __m512 x[16];
+            for (int i = 0; i < 16; i++) x[i] = _mm512_load_ps(st->ot + (d0 + i) * ROWS + r0);
+            transpose16(x);
+            for (int i = 0; i < 16 && r0 + i < b->nr; i++) _mm512_storeu_ps(b->out[r0 + i] + d0, x[i]);
+        }
 }
 
 /* The page's scores in st->s ([PAGE][ROWS], already scaled) become its
