@@ -212,8 +212,7 @@ static void attend_item(const attn_job *j, int64_t w) {
     for (int r = 0; r < nr; r++) {
         int t = (r0 + r) / j->group, h = rs[r].head;
         if (j->n_splits == 1) {
-            float *o = j->out + ((size_t)t * hp->n_head + h) * hd, inv = 1.0f / rs[r].l;
-            for (int i = 0; i < hd; i++) o[i] = acc[r][i] * inv;
+            fr_scale(j->out + ((size_t)t * hp->n_head + h) * hd, acc[r], 1.0f / rs[r].l, hd);
         } else {
             float *p = j->partial + ((size_t)split * hp->n_head + h) * (hd + 2);
             p[0] = rs[r].m;

@@ -181,6 +181,14 @@ void fr_add(float *x, const float *y, int64_t n) {
     for (; i < n; i++) x[i] += y[i];
 }
 
+/* y = x c, SSE2 for the same reason (attention's final 1 / l). */
+void fr_scale(float *y, const float *x, float c, int64_t n) {
+    const __m128 vc = _mm_set1_ps(c);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) _mm_storeu_ps(y + i, _mm_mul_ps(_mm_loadu_ps(x + i), vc));
+    for (; i < n; i++) y[i] = x[i] * c;
+}
+
 void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n) {
     const fr_type_traits *t = fr_traits(act_type);
     if (!t || !t->quant_fast) return;

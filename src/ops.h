@@ -19,6 +19,7 @@ void fr_rope(float *x, int n, int n_heads, int head_dim, int rope_dim, const flo
 /* a = silu(a) * b (SwiGLU) or gelu_tanh(a) * b (GeGLU), count elements. */
 void fr_glu(float *a, const float *b, int64_t count, int act);
 void fr_add(float *x, const float *y, int64_t count); /* x += y */
+void fr_scale(float *y, const float *x, float c, int64_t count); /* y = x c */
 /* Its scalar reference and AVX2 twin (act_avx2.c). */
 void fr_glu_scalar(float *a, const float *b, int64_t count, int act);
 void fr_glu_avx2(float *a, const float *b, int64_t count, int act);
