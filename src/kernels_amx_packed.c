@@ -40,6 +40,7 @@
 #define BLK (GR * Q4_1_SZ)         /* bytes of one block of a group */
 #define PT 16                      /* tokens per panel (rows of A and C) */
 #define CHUNK 128                  /* tokens per chunk: a group is unpacked once per chunk */
+#define CHUNK_MAX (CHUNK + PT)     /* a last chunk takes up to a panel more rather than leave a short chunk after it */
 #define MIN_TOKENS 4               /* fewer: the rows kernel, the tokens sharing each weight read */
 #define MAX_ROW_TOKENS 3
 #define PF_AHEAD (8 * BLK)         /* the weights are one stream: requested this far ahead (may pass the end: harmless) */
@@ -122,13 +123,13 @@ static const fr_tile_config configs[PT] = {
 typedef struct {
     int8_t *b;      /* [nb][8][64] a group's codes, B's layout */
     float *dw, *mw; /* [nb][16] its scales and mins */
-    int8_t *a;      /* [nb][CHUNK][32] the chunk's tokens' codes: A's rows, contiguous and aligned */
-    float *da, *sa; /* [nb][CHUNK] their d_a, s_a */
+    int8_t *a;      /* [nb][CHUNK_MAX][32] the chunk's tokens' codes: A's rows, contiguous and aligned */
+    float *da, *sa; /* [nb][CHUNK_MAX] their d_a, s_a */
     int32_t *c;     /* [2][PT][16] stored C tiles */
 } work;
 
 static work *work_get(int64_t nb) {
-    const size_t need = sizeof(work) + 64 + (size_t)nb * (512 + 2 * GR * 4 + CHUNK * 32 + 2 * CHUNK * 4) + 2 * PT * 64;
+    const size_t need = sizeof(work) + 64 + (size_t)nb * (512 + 2 * GR * 4 + CHUNK_MAX * 32 + 2 * CHUNK_MAX * 4) + 2 * PT * 64;
     work *k = fr_amx_scratch(FR_AMX_SCRATCH_PACKED, need);
     if (!k) return NULL;
     uint8_t *p = (uint8_t *)(((uintptr_t)(k + 1) + 63) & ~(uintptr_t)63);
@@ -136,8 +137,8 @@ static work *work_get(int64_t nb) {
     k->b = (int8_t *)p, p += (size_t)nb * 512;
     k->dw = (float *)p, p += (size_t)nb * GR * 4;
     k->mw = (float *)p, p += (size_t)nb * GR * 4;
-    k->a = (int8_t *)p, p += (size_t)nb * CHUNK * 32;
-    k->da = (float *)p, p += (size_t)nb * CHUNK * 4;
+    k->a = (int8_t *)p, p += (size_t)nb * CHUNK_MAX * 32;
+    k->da = (float *)p, p += (size_t)nb * CHUNK_MAX * 4;
     k->sa = (float *)p;
     return k;
 }
@@ -162,21 +163,21 @@ static ALWAYS_INLINE void scale(__m512 acc[PT], const int32_t *c, const work *k,
 #pragma GCC unroll 16
     for (int t = 0; t < PT; t++)
         if (t < m) {
-            __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(da[b * CHUNK + t]));
+            __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(da[b * CHUNK_MAX + t]));
             acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(_mm512_load_si512(c + t * 16)), acc[t]);
-            acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sa[b * CHUNK + t]), acc[t]);
+            acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sa[b * CHUNK_MAX + t]), acc[t]);
         }
 }
 
 #define ISSUE(t0, t1, blk)                                                   \
     do {                                                                     \
         _tile_zero(t0);                                                      \
-        _tile_loadd(TA0, a + (blk) * CHUNK * 32, 32);                        \
+        _tile_loadd(TA0, a + (blk) * CHUNK_MAX * 32, 32);                    \
         _tile_loadd(TB0, k->b + (blk) * 512, 64);                            \
         _tile_dpbsud(t0, TA0, TB0);                                          \
         if ((blk) + 1 < nb) {                                                \
             _tile_zero(t1);                                                  \
-            _tile_loadd(TA1, a + ((blk) + 1) * CHUNK * 32, 32);              \
+            _tile_loadd(TA1, a + ((blk) + 1) * CHUNK_MAX * 32, 32);          \
             _tile_loadd(TB1, k->b + ((blk) + 1) * 512, 64);                  \
             _tile_dpbsud(t1, TA1, TB1);                                      \
         }                                                                    \
@@ -214,13 +215,13 @@ static ALWAYS_INLINE void tile_panel(const work *k, int64_t nb, int p, int m, fl
 }
 
 /* The chunk's nt tokens into A's layout, block by block so that the
- * writes are consecutive (token-major, they were CHUNK * 32 bytes apart:
+ * writes are consecutive (token-major, they were a whole chunk apart:
  * one L1 set). */
 static void stage_tokens(const work *k, int64_t nb, const uint8_t *a, size_t as, int nt) {
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *ab = a + b * Q8_1_SZ;
-        int8_t *qa = k->a + b * CHUNK * 32;
-        float *da = k->da + b * CHUNK, *sa = k->sa + b * CHUNK;
+        int8_t *qa = k->a + b * CHUNK_MAX * 32;
+        float *da = k->da + b * CHUNK_MAX, *sa = k->sa + b * CHUNK_MAX;
         for (int t = 0; t < nt; t++, ab += as) {
             da[t] = _cvtsh_ss(load16(ab));
             sa[t] = _cvtsh_ss(load16(ab + 2));
@@ -239,8 +240,10 @@ static void dot_packed_q4_1(int64_t n, const void *wv, int nr, const void *av, s
         return;
     }
     int cfg = 0;
-    for (int t0 = 0; t0 < nc; t0 += CHUNK) {
-        const int nt = nc - t0 < CHUNK ? nc - t0 : CHUNK;
+    for (int t0 = 0, nt; t0 < nc; t0 += nt) {
+        /* 263 tokens (a prefill chunk and seven decodes): 128 + 135, not
+         * 128 + 128 + 7 and one more unpacking of every group */
+        nt = nc - t0 <= CHUNK_MAX ? nc - t0 : CHUNK;
         stage_tokens(k, nb, a + (size_t)t0 * as, as, nt);
         for (int r = 0; r < nr; r += GR) {
             unpack_group(k, nb, w + (size_t)r * nb * Q4_1_SZ);
