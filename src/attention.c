@@ -89,6 +89,7 @@ typedef struct {
     int n_splits;     /* page-range splits (decode only) */
     float *partial;   /* [n_splits][n_head][hd + 2] when n_splits > 1 */
     float *scores;    /* scissorhands: the last token's raw scores, or NULL */
+    bool all_heads;   /* decode in a batch: an item is all KV heads of a split (attend_heads) */
 } attn_job;
 
 /* Running state of one query row. */
@@ -177,40 +178,70 @@ static bool use_block_kernel(const attn_job *j) {
            kvc->cfg.type != FR_KV_KIVI2 && hd % 16 == 0 && hd <= MAX_HD;
 }
 
-/* Work item w of job j: (KV head, query block, split). */
+/* The block kernel's view of rows rs[0..nr). */
+static void block_of(const attn_job *j, const row_state *rs, int nr, fr_attn_block *b) {
+    const fr_hparams *hp = &j->ctx->model->hp;
+    *b = (fr_attn_block){ .nr = nr, .hd = hp->head_dim, .scale = hp->attn_scale };
+    for (int r = 0; r < nr; r++) {
+        b->q[r] = rs[r].q;
+        b->qpos[r] = rs[r].qpos;
+        b->lo[r] = first_visible(rs[r].qpos, j->L->window);
+        b->out[r] = rs[r].acc;
+        b->m[r] = rs[r].m;
+        b->l[r] = rs[r].l;
+    }
+}
+
+/* A decode's rows of all KV heads (row r = query head r) over pages
+ * [p0, p1): page after page, each page's heads in turn. A page's slots
+ * hold all heads side by side, so the heads one after another read it
+ * front to back, which the hardware prefetchers follow; an item per head
+ * reads a slice every kv_dim values, which they do not. Each head gets
+ * the block kernel's arithmetic page by page, as in an item of its own. */
+static void attend_heads(const attn_job *j, row_state *rs, int p0, int p1) {
+    const fr_hparams *hp = &j->ctx->model->hp;
+    fr_attn_block b[QBLOCK];
+    for (int kvh = 0; kvh < hp->n_head_kv; kvh++) block_of(j, rs + kvh * j->group, j->group, &b[kvh]);
+    for (int pi = p0; pi < p1; pi++)
+        for (int kvh = 0; kvh < hp->n_head_kv; kvh++) {
+            if (pi + 1 < p1) fr_kv_prefetch_head(&j->ctx->kv, j->L->pages[pi + 1], kvh, hp->head_dim);
+            fr_attn_block_pages(&b[kvh], &j->ctx->kv, j->L->pages, pi, pi + 1, kvh);
+        }
+    for (int kvh = 0; kvh < hp->n_head_kv; kvh++)
+        for (int r = 0; r < j->group; r++) rs[kvh * j->group + r].m = b[kvh].m[r], rs[kvh * j->group + r].l = b[kvh].l[r];
+}
+
+/* Work item w of job j: (KV head, query block, split), or with
+ * all_heads (decode) the split alone. */
 static void attend_item(const attn_job *j, int64_t w) {
     const fr_hparams *hp = &j->ctx->model->hp;
     int hd = hp->head_dim;
     float acc[QBLOCK][MAX_HD];
     row_state rs[QBLOCK];
     int split = (int)(w % j->n_splits), qb = (int)(w / j->n_splits % j->n_qblocks);
-    int kvh = (int)(w / j->n_splits / j->n_qblocks);
-    int r0 = qb * QBLOCK, nr = FR_MIN(QBLOCK, j->rows - r0);
+    int kvh = j->all_heads ? 0 : (int)(w / j->n_splits / j->n_qblocks);
+    int r0 = qb * QBLOCK, nr = j->all_heads ? hp->n_head : FR_MIN(QBLOCK, j->rows - r0);
     for (int r = 0; r < nr; r++) {
         int t = (r0 + r) / j->group, h = kvh * j->group + (r0 + r) % j->group;
+        if (j->all_heads) t = 0, h = r;
         rs[r] = (row_state){ -INFINITY, 0, acc[r], j->q + ((size_t)t * hp->n_head + h) * hd, j->pos0 + t, h,
                              t == j->n - 1 };
         memset(acc[r], 0, (size_t)hd * sizeof(float));
     }
     int64_t p0, p1;
     fr_split(j->L->n_pages, split, j->n_splits, &p0, &p1);
-    if (use_block_kernel(j)) {
-        fr_attn_block b = { .nr = nr, .hd = hd, .scale = hp->attn_scale };
-        for (int r = 0; r < nr; r++) {
-            b.q[r] = rs[r].q;
-            b.qpos[r] = rs[r].qpos;
-            b.lo[r] = first_visible(rs[r].qpos, j->L->window);
-            b.out[r] = rs[r].acc;
-            b.m[r] = rs[r].m;
-            b.l[r] = rs[r].l;
-        }
+    if (j->all_heads) {
+        attend_heads(j, rs, (int)p0, (int)p1);
+    } else if (use_block_kernel(j)) {
+        fr_attn_block b;
+        block_of(j, rs, nr, &b);
         fr_attn_block_pages(&b, &j->ctx->kv, j->L->pages, (int)p0, (int)p1, kvh);
         for (int r = 0; r < nr; r++) rs[r].m = b.m[r], rs[r].l = b.l[r];
     } else {
         attend_pages(j, kvh, rs, nr, (int)p0, (int)p1);
     }
     for (int r = 0; r < nr; r++) {
-        int t = (r0 + r) / j->group, h = rs[r].head;
+        int t = j->all_heads ? 0 : (r0 + r) / j->group, h = rs[r].head;
         if (j->n_splits == 1) {
             fr_scale(j->out + ((size_t)t * hp->n_head + h) * hd, acc[r], 1.0f / rs[r].l, hd);
         } else {
@@ -223,7 +254,7 @@ static void attend_item(const attn_job *j, int64_t w) {
 }
 
 static int64_t job_items(const attn_job *j) {
-    return (int64_t)j->ctx->model->hp.n_head_kv * j->n_qblocks * j->n_splits;
+    return (int64_t)(j->all_heads ? 1 : j->ctx->model->hp.n_head_kv) * j->n_qblocks * j->n_splits;
 }
 
 /* The work items of all sequences of a batch, numbered job after job: a
@@ -293,9 +324,24 @@ static frugal_status job_init(attn_job *j, frugal_ctx *seq, int nth, int layer, 
     return FRUGAL_OK;
 }
 
-static void run_jobs(fr_pool *pool, const attn_job *jobs, int n_jobs, int layer) {
+/* Decodes take an item per split for all their KV heads (attend_heads)
+ * when the batch has enough of those to keep the threads busy; a lone
+ * decode keeps an item per head. Either way a head's arithmetic is the
+ * same, so this depends on the batch without the results doing so. */
+static void group_heads(attn_job *jobs, int n_jobs, int nth) {
+    int64_t items = 0;
+    for (int i = 0; i < n_jobs; i++) items += jobs[i].n == 1 ? jobs[i].n_splits : 0;
+    if (items < 4 * (int64_t)nth) return;
+    for (int i = 0; i < n_jobs; i++) {
+        const fr_hparams *hp = &jobs[i].ctx->model->hp;
+        jobs[i].all_heads = jobs[i].n == 1 && use_block_kernel(&jobs[i]) && hp->n_head <= QBLOCK;
+    }
+}
+
+static void run_jobs(fr_pool *pool, attn_job *jobs, int n_jobs, int layer) {
     attn_batch ab = { .jobs = jobs, .n_jobs = n_jobs };
     atomic_init(&ab.next, 0);
+    group_heads(jobs, n_jobs, fr_pool_size(pool));
     for (int i = 0; i < n_jobs; i++) ab.items += job_items(&jobs[i]);
     fr_pool_run(pool, attention_worker, &ab);
     for (int i = 0; i < n_jobs; i++) {
