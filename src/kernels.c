@@ -79,7 +79,7 @@ static void overlay(fr_kernel_table *dst, const fr_kernel_table *src) {
         if (src->dot[t]) dst->dot[t] = src->dot[t];
         if (src->dot_rows[t]) dst->dot_rows[t] = src->dot_rows[t];
         if (src->dot_tile[t]) dst->dot_tile[t] = src->dot_tile[t];
-        if (src->quant[t]) dst->quant[t] = src->quant[t];
+        if (src->quant[t]) dst->quant[t] = src->quant[t], dst->quant_checked[t] = src->quant_checked[t];
         if (src->pack[t]) dst->pack[t] = src->pack[t], dst->dot_packed[t] = src->dot_packed[t];
     }
 }
@@ -117,7 +117,7 @@ int fr_kernels_select(int isa) {
         overlay(&tab, &level);
     }
     for (uint32_t t = 0; t < FR_TYPE_COUNT; t++) {
-        fr_traits_set_kernels(t, tab.dot[t], tab.dot_rows[t], tab.dot_tile[t], tab.quant[t]);
+        fr_traits_set_kernels(t, tab.dot[t], tab.dot_rows[t], tab.dot_tile[t], tab.quant[t], tab.quant_checked[t]);
         fr_traits_set_packed(t, tab.pack[t], tab.dot_packed[t]);
     }
     current_isa = isa;
@@ -192,6 +192,8 @@ void fr_scale(float *y, const float *x, float c, int64_t n) {
 void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n) {
     const fr_type_traits *t = fr_traits(act_type);
     if (!t || !t->quant_fast) return;
-    if (all_finite(x, n)) t->quant_fast(x, y, n);
-    else quantize_nonfinite(t, x, y, n);
+    bool finite;
+    if (t->quant_checked) finite = t->quant_checked(x, y, n); /* the check in the quantizer's own pass */
+    else if ((finite = all_finite(x, n))) t->quant_fast(x, y, n);
+    if (!finite) quantize_nonfinite(t, x, y, n);
 }

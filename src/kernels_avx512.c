@@ -756,6 +756,67 @@ static void quant_q8_1(const float *x, void *yv, int64_t n) {
     }
 }
 
+/* Q8_0 and Q8_1 sixteen blocks at a time, with the same bits as
+ * quant_block's one at a time: each block's |x| maxima (exact, in any
+ * order) and code sums (integers) are reduced across lanes by one 16 x 16
+ * transpose for all sixteen, and d = amax / 127 and 1 / d are one
+ * division each for all sixteen, not two scalar ones per block. The pass
+ * also looks for NaN and infinity (fr_quant_checked_fn), so the caller
+ * needs no pass of its own over x. */
+static ALWAYS_INLINE bool quant_q8_groups(const float *x, uint8_t *y, int64_t n, const bool q8_1) {
+    const size_t bsz = q8_1 ? Q8_1_SZ : Q8_0_SZ, qs = q8_1 ? Q8_1_QS : Q8_0_QS;
+    const __m512i expo = _mm512_set1_epi32(0x7f800000);
+    __mmask16 bad = 0;
+    const int64_t nb = n / 32;
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+        const int m = nb - b0 < 16 ? (int)(nb - b0) : 16;
+        const float *xb = x + b0 * 32;
+        uint8_t *yb = y + b0 * bsz;
+        __m512 r[16];
+        for (int i = 0; i < 16; i++) {
+            if (i >= m) { r[i] = _mm512_setzero_ps(); continue; }
+            __m512 v0 = _mm512_loadu_ps(xb + 32 * i), v1 = _mm512_loadu_ps(xb + 32 * i + 16);
+            bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v0), expo), expo) |
+                   _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v1), expo), expo);
+            r[i] = _mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1));
+        }
+        transpose16(r); /* lane i of every r: block i */
+        __m512 amax = r[0];
+        for (int i = 1; i < 16; i++) amax = _mm512_max_ps(amax, r[i]);
+        const __m512 d = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
+        const __m512 id = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_OQ),
+                                              _mm512_set1_ps(1.0f), d);
+        float ids[16];
+        _mm512_storeu_ps(ids, id);
+        for (int i = 0; i < 16; i++) {
+            if (i >= m) { r[i] = _mm512_setzero_ps(); continue; }
+            const __m512 vid = _mm512_set1_ps(ids[i]);
+            __m512i q0 = _mm512_cvtps_epi32(round_half_away(_mm512_mul_ps(_mm512_loadu_ps(xb + 32 * i), vid)));
+            __m512i q1 = _mm512_cvtps_epi32(round_half_away(_mm512_mul_ps(_mm512_loadu_ps(xb + 32 * i + 16), vid)));
+            _mm_storeu_si128((__m128i *)(yb + i * bsz + qs), _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)(yb + i * bsz + qs + 16), _mm512_cvtepi32_epi8(q1));
+            r[i] = _mm512_castsi512_ps(_mm512_add_epi32(q0, q1));
+        }
+        uint16_t dh[16], sh[16];
+        _mm256_storeu_si256((__m256i *)dh, _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        if (q8_1) {
+            transpose16(r);
+            __m512i sum = _mm512_castps_si512(r[0]);
+            for (int i = 1; i < 16; i++) sum = _mm512_add_epi32(sum, _mm512_castps_si512(r[i]));
+            __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), d);
+            _mm256_storeu_si256((__m256i *)sh, _mm512_cvtps_ph(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
+        for (int i = 0; i < m; i++) {
+            memcpy(yb + i * bsz, dh + i, 2);
+            if (q8_1) memcpy(yb + i * bsz + 2, sh + i, 2);
+        }
+    }
+    return !bad;
+}
+
+static bool quant_q8_0_checked(const float *x, void *y, int64_t n) { return quant_q8_groups(x, y, n, false); }
+static bool quant_q8_1_checked(const float *x, void *y, int64_t n) { return quant_q8_groups(x, y, n, true); }
+
 /* Q8_K like the reference (ggml's): the first value of largest magnitude
  * sets iscale = -127 / max; codes are iscale * x rounded to nearest even
  * (VCVTPS2DQ in the default rounding mode, like rintf), saturated by the
@@ -828,6 +889,8 @@ void fr_kernels_fill_avx512(fr_kernel_table *t) {
     t->dot_tile[FR_F16] = tile_f16;
     t->quant[FR_Q8_0] = quant_q8_0;
     t->quant[FR_Q8_1] = quant_q8_1;
+    t->quant_checked[FR_Q8_0] = quant_q8_0_checked;
+    t->quant_checked[FR_Q8_1] = quant_q8_1_checked;
     t->dot_rows[FR_Q5_0] = rows_q5_0_q8_0;
     t->dot_tile[FR_Q5_0] = tile_q5_0_q8_0;
     t->dot[FR_Q4_K] = dot_q4_k_q8_k;

@@ -840,12 +840,13 @@ size_t fr_row_bytes(uint32_t type, int64_t n) {
 }
 
 void fr_traits_set_kernels(uint32_t type, fr_dot_fn dot, fr_dot_rows_fn dot_rows,
-                           fr_dot_tile_fn dot_tile, fr_quant_fn quant_fast) {
+                           fr_dot_tile_fn dot_tile, fr_quant_fn quant_fast, fr_quant_checked_fn quant_checked) {
     if (type >= FR_TYPE_COUNT || !traits[type].dequant) return;
     traits[type].dot = dot;
     traits[type].dot_rows = dot_rows;
     traits[type].dot_tile = dot_tile;
     traits[type].quant_fast = quant_fast;
+    traits[type].quant_checked = quant_checked;
 }
 
 void fr_traits_set_packed(uint32_t type, fr_pack_fn pack, fr_dot_packed_fn dot_packed) {

@@ -75,6 +75,9 @@ typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_
 
 typedef void (*fr_dequant_fn)(const void *src, float *dst, int64_t n);
 typedef void (*fr_quant_fn)(const float *src, void *dst, int64_t n);
+/* A quantizer that also checks its input: false when src holds a NaN or
+ * an infinity (dst is then not valid). */
+typedef bool (*fr_quant_checked_fn)(const float *src, void *dst, int64_t n);
 /* Dot product of n elements (a multiple of the block size): w is a row of
  * this type, a a row of act_type. */
 typedef float (*fr_dot_fn)(int64_t n, const void *w, const void *a);
@@ -113,6 +116,7 @@ typedef struct {
     fr_dot_fn dot;         /* dispatched */
     fr_dot_fn dot_ref;     /* scalar reference */
     fr_quant_fn quant_fast;       /* dispatched quantizer, same bits as quant */
+    fr_quant_checked_fn quant_checked; /* the same with the finiteness check, or NULL */
     fr_dot_rows_fn dot_rows;      /* dispatched; NULL where dot is NULL */
     fr_dot_rows_fn dot_rows_ref;  /* scalar reference (rows of dot_ref) */
     fr_dot_tile_fn dot_tile;      /* dispatched; NULL where dot is NULL */
@@ -158,6 +162,7 @@ typedef struct {
     fr_dot_rows_fn dot_rows[FR_TYPE_COUNT];
     fr_dot_tile_fn dot_tile[FR_TYPE_COUNT];
     fr_quant_fn quant[FR_TYPE_COUNT];
+    fr_quant_checked_fn quant_checked[FR_TYPE_COUNT];
     fr_pack_fn pack[FR_TYPE_COUNT];
     fr_dot_packed_fn dot_packed[FR_TYPE_COUNT];
 } fr_kernel_table;
@@ -167,7 +172,7 @@ void fr_kernels_fill_amx(fr_kernel_table *t);
 void fr_kernels_fill_amx_packed(fr_kernel_table *t);
 /* Internal: installs a type's dispatched kernels (quant.c owns the table). */
 void fr_traits_set_kernels(uint32_t type, fr_dot_fn dot, fr_dot_rows_fn dot_rows,
-                           fr_dot_tile_fn dot_tile, fr_quant_fn quant_fast);
+                           fr_dot_tile_fn dot_tile, fr_quant_fn quant_fast, fr_quant_checked_fn quant_checked);
 void fr_traits_set_packed(uint32_t type, fr_pack_fn pack, fr_dot_packed_fn dot_packed);
 
 /* fp16 / bf16 conversion (exact, round-to-nearest-even). */
