@@ -12,6 +12,11 @@
 #include "quant.h"
 
 void fr_rmsnorm(float *y, const float *x, const float *w, int n, int d, float eps) {
+    if (fr_kernels_isa() >= FR_ISA_AVX512) fr_rmsnorm_avx512(y, x, w, n, d, eps);
+    else fr_rmsnorm_scalar(y, x, w, n, d, eps);
+}
+
+void fr_rmsnorm_scalar(float *y, const float *x, const float *w, int n, int d, float eps) {
     for (int t = 0; t < n; t++) {
         const float *xr = x + (size_t)t * d;
         float *yr = y + (size_t)t * d;
@@ -42,6 +47,11 @@ void fr_rope_table(float *cs, int pos, int rope_dim, float theta) {
 /* NORM rotates adjacent pairs (x[2i], x[2i+1]); NEOX rotates (x[i],
  * x[i + rope_dim/2]). cs holds each token's table (rope_dim floats). */
 void fr_rope(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind) {
+    if (fr_kernels_isa() >= FR_ISA_AVX512 && rope_dim % 32 == 0) fr_rope_avx512(x, n, n_heads, head_dim, rope_dim, cs, kind);
+    else fr_rope_scalar(x, n, n_heads, head_dim, rope_dim, cs, kind);
+}
+
+void fr_rope_scalar(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind) {
     int half = rope_dim / 2;
     for (int t = 0; t < n; t++) {
         const float *c = cs + (size_t)t * rope_dim;

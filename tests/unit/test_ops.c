@@ -1,5 +1,6 @@
 /* Element-wise building blocks: the gated activations (scalar vs AVX2,
- * and against the textbook formulas), RMSNorm and RoPE on known values. */
+ * and against the textbook formulas), RMSNorm and RoPE on known values,
+ * and their AVX-512 twins bit for bit against the scalar code. */
 #include "ops.h"
 #include "quant.h"
 #include "unit.h"
@@ -47,6 +48,42 @@ TEST(ops_rope_rotates_pairs_and_halves) {
     CHECK_NEAR(b[0], cosf(2.0f), 1e-6);
     CHECK_NEAR(b[2], sinf(2.0f), 1e-6);
     CHECK_NEAR(b[1], -sinf(0.02f), 1e-6);
+}
+
+/* The AVX-512 RMSNorm and RoPE give the scalar code's bits: widths with
+ * and without tails, in place and not, both RoPE layouts, partial
+ * rotation (rope_dim < head_dim), values over many magnitudes. */
+TEST(ops_rmsnorm_and_rope_avx512_bit_identical) {
+    if (fr_isa_detect() < FR_ISA_AVX512) return;
+    enum { MAX = 4 * 2 * 320 };
+    static float x[MAX], w[MAX], a[MAX], b[MAX], cs[4 * 256];
+    unsigned seed = 5;
+    for (int i = 0; i < MAX; i++) {
+        seed = seed * 1103515245u + 12345u;
+        x[i] = ((int)(seed >> 8 & 0xffff) - 32768) * ldexpf(1.0f, (int)(seed >> 28) - 20);
+        w[i] = 0.5f + (float)(i % 13) / 7;
+    }
+    const int widths[] = { 576, 640, 100, 7, 16, 1536 };
+    for (size_t k = 0; k < sizeof widths / sizeof widths[0]; k++) {
+        int d = widths[k], n = MAX / d < 3 ? MAX / d : 3;
+        fr_rmsnorm_scalar(a, x, w, n, d, 1e-5f);
+        fr_rmsnorm_avx512(b, x, w, n, d, 1e-5f);
+        CHECK_MSG(!memcmp(a, b, (size_t)n * d * sizeof(float)), "rmsnorm d=%d", d);
+        memcpy(a, x, (size_t)n * d * sizeof(float));
+        fr_rmsnorm_avx512(a, a, w, n, d, 1e-5f); /* in place */
+        CHECK_MSG(!memcmp(a, b, (size_t)n * d * sizeof(float)), "rmsnorm in place d=%d", d);
+    }
+    const int shapes[][3] = { { 2, 64, 64 }, { 1, 256, 256 }, { 3, 96, 64 }, { 2, 128, 32 } }; /* heads, head_dim, rope_dim */
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        for (int kind = FR_ROPE_NORM; kind <= FR_ROPE_NEOX; kind++) {
+            int nh = shapes[k][0], hd = shapes[k][1], rd = shapes[k][2], n = 4;
+            for (int t = 0; t < n; t++) fr_rope_table(cs + t * rd, 17 + 1000 * t, rd, 10000.0f);
+            memcpy(a, x, (size_t)n * nh * hd * sizeof(float));
+            memcpy(b, x, (size_t)n * nh * hd * sizeof(float));
+            fr_rope_scalar(a, n, nh, hd, rd, cs, kind);
+            fr_rope_avx512(b, n, nh, hd, rd, cs, kind);
+            CHECK_MSG(!memcmp(a, b, (size_t)n * nh * hd * sizeof(float)), "rope kind %d shape %zu", kind, k);
+        }
 }
 
 TEST(ops_nonfinite_activations_quantize_as_zero) {
