@@ -200,15 +200,15 @@ static void block_of(const attn_job *j, const row_state *rs, int nr, fr_attn_blo
  * the block kernel's arithmetic page by page, as in an item of its own. */
 static void attend_heads(const attn_job *j, row_state *rs, int p0, int p1) {
     const fr_hparams *hp = &j->ctx->model->hp;
-    fr_attn_block b[QBLOCK];
-    for (int kvh = 0; kvh < hp->n_head_kv; kvh++) block_of(j, rs + kvh * j->group, j->group, &b[kvh]);
+    const int nkv = hp->n_head_kv, g = j->group;
+    fr_attn_block b[QBLOCK]; /* n_head_kv <= n_head <= QBLOCK (group_heads) */
+    for (int kvh = 0; kvh < nkv; kvh++) block_of(j, rs + kvh * g, g, &b[kvh]);
     for (int pi = p0; pi < p1; pi++)
-        for (int kvh = 0; kvh < hp->n_head_kv; kvh++) {
+        for (int kvh = 0; kvh < nkv; kvh++) {
             if (pi + 1 < p1) fr_kv_prefetch_head(&j->ctx->kv, j->L->pages[pi + 1], kvh, hp->head_dim);
             fr_attn_block_pages(&b[kvh], &j->ctx->kv, j->L->pages, pi, pi + 1, kvh);
         }
-    for (int kvh = 0; kvh < hp->n_head_kv; kvh++)
-        for (int r = 0; r < j->group; r++) rs[kvh * j->group + r].m = b[kvh].m[r], rs[kvh * j->group + r].l = b[kvh].l[r];
+    for (int r = 0; r < nkv * g; r++) rs[r].m = b[r / g].m[r % g], rs[r].l = b[r / g].l[r % g];
 }
 
 /* Work item w of job j: (KV head, query block, split), or with

@@ -44,14 +44,17 @@ static int32_t argmax(const float *l, int n) {
 TEST(model_batched_decode_is_bit_identical_to_single) {
     frugal_model *m = load_default();
     if (!m) return;
+    enum { NS = 8 };
     const char *prompts[3] = { "The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far away," };
-    frugal_ctx *batch[3], *alone[3];
+    frugal_ctx *batch[NS], *alone[NS];
     int V = frugal_n_vocab(m);
-    for (int i = 0; i < 3; i++) {
-        /* the third sequence is long enough for its decode attention to
-         * be split between threads, next to two that are not */
+    for (int i = 0; i < NS; i++) {
+        /* two sequences are long enough for their decode attention to be
+         * split between threads, next to six that are not; eight are
+         * enough for the batch to walk each sequence's pages once for all
+         * KV heads, where one alone takes an item per head */
         int32_t t[560];
-        int n = tokenize(m, prompts[i], t, 64), len = i == 2 ? 560 : n;
+        int n = tokenize(m, prompts[i % 3], t, 64), len = i % 5 == 2 ? 560 : n + i;
         for (int k = n; k < len; k++) t[k] = t[k % n];
         n = len;
         batch[i] = new_ctx_n(m, 2, 64, 600);
@@ -61,19 +64,19 @@ TEST(model_batched_decode_is_bit_identical_to_single) {
         CHECK(frugal_eval(alone[i], t, n, false) == FRUGAL_OK);
     }
     for (int step = 0; step < 6; step++) {
-        int32_t next[3];
-        for (int i = 0; i < 3; i++) {
+        int32_t next[NS];
+        for (int i = 0; i < NS; i++) {
             const float *a = frugal_logits(batch[i], -1), *b = frugal_logits(alone[i], -1);
-            CHECK(memcmp(a, b, (size_t)V * sizeof(float)) == 0);
+            CHECK_MSG(memcmp(a, b, (size_t)V * sizeof(float)) == 0, "sequence %d, step %d", i, step);
             next[i] = argmax(a, V);
             CHECK(frugal_eval(alone[i], &next[i], 1, false) == FRUGAL_OK);
         }
-        CHECK(frugal_eval_batch(batch, next, 3) == FRUGAL_OK);
+        CHECK(frugal_eval_batch(batch, next, NS) == FRUGAL_OK);
     }
     int32_t t = 1;
     frugal_ctx *dup[2] = { batch[0], batch[0] };
     CHECK(frugal_eval_batch(dup, &t, 2) == FRUGAL_ERR_INVALID_ARG);
-    for (int i = 0; i < 3; i++) { frugal_ctx_free(batch[i]); frugal_ctx_free(alone[i]); }
+    for (int i = 0; i < NS; i++) { frugal_ctx_free(batch[i]); frugal_ctx_free(alone[i]); }
     frugal_model_free(m);
 }
 
