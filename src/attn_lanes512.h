@@ -1,11 +1,11 @@
 /*
- * attn_lanes512.h - the "lanes" shape of the query block's attention
- * (attn_block.h), shared by the files that compute it: attn_avx512.c,
- * whose products are FMA chains, and attn_amx.c, whose products run on
- * the tile unit. The block's rows are the lanes of two vectors; the
- * softmax between the products is the same code for both, so its
- * arithmetic (and a row's independence from the other rows) is defined
- * once, here. Include only from files built with the AVX-512 flags.
+ * attn_lanes512.h - the state and the softmax of the "lanes" shape of
+ * attn_avx512.c's query block (attn_block.h), where the block's rows are
+ * the lanes of two vectors: the rows moved into and out of the lanes, and
+ * everything between the two products (Q.K, then P.V): the mask, the
+ * running maximum, the exponentials, the fixed-order sum and the factor
+ * the outputs are rescaled by. Include only from files built with the
+ * AVX-512 flags.
  */
 #ifndef FR_ATTN_LANES512_H
 #define FR_ATTN_LANES512_H
