@@ -298,11 +298,14 @@ static void merge_splits(const attn_job *j) {
     }
 }
 
-/* One sequence's job. How a decode is split depends only on the sequence
- * (its pages, its thread count), never on the rest of the batch, so the
- * result is the same alone and in any batch. */
+/* One sequence's job: n query rows at positions pos0... How a decode
+ * (`decode`: the sequence's only new token) is split depends only on the
+ * sequence (its pages, its thread count), never on the rest of the batch,
+ * so the result is the same alone and in any batch. Rows of a longer run
+ * are never split, even one alone (the last layer's output row of a
+ * prompt): they keep the arithmetic they have inside their block. */
 static frugal_status job_init(attn_job *j, frugal_ctx *seq, int nth, int layer, const float *q, int n, int pos0,
-                              float *out) {
+                              float *out, bool decode) {
     const fr_hparams *hp = &seq->model->hp;
     fr_kv_cache *kvc = &seq->kv;
     *j = (attn_job){ .ctx = seq, .L = &kvc->layers[layer], .n = n, .pos0 = pos0, .q = q, .out = out };
@@ -312,7 +315,7 @@ static frugal_status job_init(attn_job *j, frugal_ctx *seq, int nth, int layer, 
     j->n_splits = 1;
     int pages = j->L->n_pages;
     nth = FR_MIN(nth, seq->n_threads);
-    if (n == 1 && nth > 1 && pages * FR_KV_PAGE >= SPLIT_MIN * 2) {
+    if (decode && n == 1 && nth > 1 && pages * FR_KV_PAGE >= SPLIT_MIN * 2) {
         j->n_splits = FR_MIN(nth * 2, pages * FR_KV_PAGE / SPLIT_MIN);
         j->partial = seq->attn_partial;
     }
@@ -352,22 +355,27 @@ static void run_jobs(fr_pool *pool, attn_job *jobs, int n_jobs, int layer) {
 
 frugal_status fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out) {
     attn_job j;
-    frugal_status st = job_init(&j, ctx, fr_pool_size(pool), layer, q, n, pos0, out);
+    frugal_status st = job_init(&j, ctx, fr_pool_size(pool), layer, q, n, pos0, out, n == 1);
     if (!st) run_jobs(pool, &j, 1, layer);
     return st;
 }
 
-frugal_status fr_attention_batch(frugal_ctx *ctx, const fr_batch *b, int layer, const float *q, float *out) {
+frugal_status fr_attention_batch(frugal_ctx *ctx, const fr_batch *b, int layer, const float *q, const int *keep,
+                                 float *out) {
     const fr_hparams *hp = &ctx->model->hp;
     size_t qd = (size_t)hp->n_head * hp->head_dim;
     attn_job jobs[FR_MAX_BATCH_SEQS];
+    int n_jobs = 0;
     if (b->n_runs > FR_MAX_BATCH_SEQS) return fr_error(FRUGAL_ERR_INVALID_ARG, "too many sequences in a batch");
-    for (int r = 0, t0 = 0; r < b->n_runs; t0 += b->run_len[r], r++) {
+    for (int r = 0, t0 = 0, o = 0; r < b->n_runs; t0 += b->run_len[r], r++) {
         frugal_ctx *seq = b->seq[r];
-        frugal_status st = job_init(&jobs[r], seq, fr_pool_size(ctx->pool), layer, q + t0 * qd, b->run_len[r],
-                                    seq->pos, out + t0 * qd);
+        int len = b->run_len[r], k = keep ? keep[r] : len; /* the run's last k rows */
+        if (k == 0) continue;
+        frugal_status st = job_init(&jobs[n_jobs++], seq, fr_pool_size(ctx->pool), layer, q + (t0 + len - k) * qd,
+                                    k, seq->pos + len - k, out + o * qd, len == 1);
         if (st) return st;
+        o += k;
     }
-    run_jobs(ctx->pool, jobs, b->n_runs, layer);
+    if (n_jobs) run_jobs(ctx->pool, jobs, n_jobs, layer);
     return FRUGAL_OK;
 }

@@ -19,6 +19,11 @@
  * server decode step is one run per sequence. Everything but RoPE, the KV
  * cache and attention is per token, so the matmuls see the whole batch
  * and read each weight once for all sequences.
+ *
+ * The last layer computes in full only the rows whose logits are asked
+ * for (a prompt's last token): the other rows need from it only their
+ * keys and values, for the cache. Every row's arithmetic is the same in
+ * any batch, so the logits keep their bits.
  */
 #include <string.h>
 #include "ops.h"
@@ -88,7 +93,7 @@ static void rope_range(const void *p, int64_t lo, int64_t hi) {
 /* RoPE at the sequences' positions (in parallel for a prompt), cache each
  * run's keys and values; then attention of all runs over their
  * sequences' caches together. */
-static frugal_status attend_runs(frugal_ctx *ctx, const fr_batch *b, int l, int n) {
+static frugal_status attend_runs(frugal_ctx *ctx, const fr_batch *b, int l, int n, const int *keep) {
     const fr_hparams *hp = &ctx->model->hp;
     size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
     rope_job rj = { ctx, &ctx->model->layers[l] };
@@ -99,10 +104,22 @@ static frugal_status attend_runs(frugal_ctx *ctx, const fr_batch *b, int l, int 
         frugal_status st = fr_kv_append(&seq->kv, l, ctx->k + t0 * kvd, ctx->v + t0 * kvd, len, seq->pos);
         if (st) return st;
     }
-    return fr_attention_batch(ctx, b, l, ctx->q, ctx->att);
+    return fr_attention_batch(ctx, b, l, ctx->q, keep, ctx->att);
 }
 
-static frugal_status attention_block(frugal_ctx *ctx, const fr_batch *b, int l, int n) {
+/* Moves the rows keep selects (run r's last keep[r]) to the front of x,
+ * in order; a row only ever moves up. */
+static void gather_rows(float *x, const fr_batch *b, const int *keep, int d) {
+    for (int r = 0, t0 = 0, o = 0; r < b->n_runs; t0 += b->run_len[r], r++)
+        for (int t = t0 + b->run_len[r] - keep[r]; t < t0 + b->run_len[r]; t++, o++)
+            if (o != t) memcpy(x + (size_t)o * d, x + (size_t)t * d, (size_t)d * sizeof(float));
+}
+
+/* The attention half of layer l for n rows; with keep (the last layer),
+ * all n rows' keys and values are cached but only the n_keep rows keep
+ * selects go on, moved to the front. */
+static frugal_status attention_block(frugal_ctx *ctx, const fr_batch *b, int l, int n, const int *keep,
+                                     int n_keep) {
     const fr_hparams *hp = &ctx->model->hp;
     const fr_layer *L = &ctx->model->layers[l];
     int d = hp->n_embd, hd = hp->head_dim;
@@ -111,8 +128,13 @@ static frugal_status attention_block(frugal_ctx *ctx, const fr_batch *b, int l, 
     fr_matmul_multi(ctx, w, y, 3, ctx->x, L->attn_norm.data, n);
     if (L->q_norm.data) norm_rows(ctx, ctx->q, L->q_norm.data, n * hp->n_head, hd, n);
     if (L->k_norm.data) norm_rows(ctx, ctx->k, L->k_norm.data, n * hp->n_head_kv, hd, n);
-    frugal_status st = attend_runs(ctx, b, l, n);
+    frugal_status st = attend_runs(ctx, b, l, n, keep);
     if (st) return st;
+    if (keep) {
+        gather_rows(ctx->x, b, keep, d);
+        n = n_keep;
+    }
+    if (n == 0) return FRUGAL_OK;
     fr_matmul(ctx, &L->wo, ctx->att, n, ctx->xb);
     if (L->post_attn_norm.data) norm_rows(ctx, ctx->xb, L->post_attn_norm.data, n, d, n);
     add_residual(ctx, ctx->x, ctx->xb, n, d);
@@ -123,10 +145,29 @@ static void ffn_block(frugal_ctx *ctx, int l, int n) {
     const fr_hparams *hp = &ctx->model->hp;
     const fr_layer *L = &ctx->model->layers[l];
     int d = hp->n_embd;
+    if (n == 0) return;
     fr_matmul_glu(ctx, &L->w_gate, &L->w_up, ctx->x, L->ffn_norm.data, n, ctx->hb, ctx->hb2, hp->ffn_act);
     fr_matmul(ctx, &L->w_down, ctx->hb, n, ctx->xb);
     if (L->post_ffn_norm.data) norm_rows(ctx, ctx->xb, L->post_ffn_norm.data, n, d, n);
     add_residual(ctx, ctx->x, ctx->xb, n, d);
+}
+
+/* The rows whose logits are asked for: the last n_out of the batch, or
+ * with FR_OUT_RUN_LAST each run's last. keep[r]: how many of run r's last
+ * rows; returns their total. A scissorhands cache scores its tokens by
+ * the attention every row pays them, so there all rows are kept. */
+static int output_rows(const fr_batch *b, int n, int n_out, int *keep) {
+    for (int r = 0; r < b->n_runs; r++) {
+        const fr_kv_config *cfg = &b->seq[r]->kv.cfg;
+        if (cfg->budget && cfg->policy == FR_KV_EVICT_SCISSORHANDS) return n;
+    }
+    int total = 0, left = n_out;
+    for (int r = b->n_runs - 1; r >= 0; r--) {
+        keep[r] = n_out == FR_OUT_RUN_LAST ? 1 : FR_MIN(left, b->run_len[r]);
+        left -= keep[r];
+        total += keep[r];
+    }
+    return total;
 }
 
 frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *tokens, int n, int n_out) {
@@ -145,13 +186,16 @@ frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *toke
             for (int t = 0; t < b->run_len[r]; t++)
                 fr_rope_table(ctx->rope_cs[k] + (size_t)(t0 + t) * hp->rope_dim, b->seq[r]->pos + t,
                               hp->rope_dim, m->rope_bases[k]);
+    int keep[FR_MAX_BATCH_SEQS], n_keep = output_rows(b, n, n_out, keep);
     for (int l = 0; l < hp->n_layer; l++) {
-        frugal_status st = attention_block(ctx, b, l, n);
+        bool prune = l == hp->n_layer - 1 && n_keep < n;
+        frugal_status st = attention_block(ctx, b, l, n, prune ? keep : NULL, n_keep);
         if (st) return st;
+        if (prune) n = n_keep; /* the output rows, at the front in order */
         ffn_block(ctx, l, n);
     }
     if (n_out == FR_OUT_RUN_LAST) { /* each run's last row moves to row r (never above its own place) */
-        for (int r = 0, end = 0; r < b->n_runs; r++) {
+        for (int r = 0, end = 0; r < b->n_runs && n > b->n_runs; r++) {
             end += b->run_len[r];
             if (end - 1 != r) memcpy(ctx->x + (size_t)r * d, ctx->x + (size_t)(end - 1) * d, (size_t)d * sizeof(float));
         }

@@ -52,8 +52,12 @@ void fr_matmul_glu(frugal_ctx *ctx, const fr_weight *w_gate, const fr_weight *w_
  * q: [n][n_head * head_dim], out: same shape. */
 frugal_status fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out);
 /* Attention of every run of a batch, in one pool run; each run's cache
- * must already hold its new keys and values. q and out: the batch's rows. */
-frugal_status fr_attention_batch(frugal_ctx *ctx, const fr_batch *b, int layer, const float *q, float *out);
+ * must already hold its new keys and values. q: the batch's rows. keep:
+ * NULL for every row, or per run how many of its last rows to compute
+ * (the others only needed their keys and values cached); out: the rows
+ * computed, run after run. */
+frugal_status fr_attention_batch(frugal_ctx *ctx, const fr_batch *b, int layer, const float *q, const int *keep,
+                                 float *out);
 
 /* Attention primitives, scalar and AVX2 twins (attention.c, attn_avx2.c). */
 typedef struct {

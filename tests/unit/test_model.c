@@ -211,6 +211,37 @@ TEST(model_chunked_prefill_and_threads_are_bit_identical) {
     frugal_model_free(m);
 }
 
+/* The last layer computes in full only the rows whose logits are asked
+ * for. The logits and the cache left behind are those of computing every
+ * row, bit for bit: a prompt long enough that a lone decode row's
+ * attention would be split between threads (a prompt's rows never are),
+ * in chunks of which the first two ask for no logits at all, then a
+ * decode step over that cache. */
+TEST(model_output_rows_only_are_bit_identical_to_all_rows) {
+    frugal_model *m = load_default();
+    if (!m) return;
+    enum { N = 600 };
+    int32_t t[N];
+    int n = tokenize(m, "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money "
+                        "in my purse, I thought I would sail about a little and see the watery part of the world.",
+                     t, N);
+    CHECK(n > 20);
+    for (int k = n; k < N; k++) t[k] = t[k % n];
+    frugal_ctx *every = new_ctx_n(m, 2, 512, 700), *outputs = new_ctx_n(m, 2, 256, 700);
+    CHECK(every && outputs);
+    CHECK(frugal_eval(every, t, N, true) == FRUGAL_OK);
+    CHECK(frugal_eval(outputs, t, N, false) == FRUGAL_OK);
+    int V = frugal_n_vocab(m);
+    CHECK(memcmp(frugal_logits(every, N - 1), frugal_logits(outputs, -1), (size_t)V * 4) == 0);
+    int32_t next = argmax(frugal_logits(every, N - 1), V);
+    CHECK(frugal_eval(every, &next, 1, false) == FRUGAL_OK);
+    CHECK(frugal_eval(outputs, &next, 1, false) == FRUGAL_OK);
+    CHECK(memcmp(frugal_logits(every, -1), frugal_logits(outputs, -1), (size_t)V * 4) == 0);
+    frugal_ctx_free(every);
+    frugal_ctx_free(outputs);
+    frugal_model_free(m);
+}
+
 TEST(model_context_full_is_an_error_not_a_crash) {
     frugal_model *m = load_default();
     if (!m) return;
