@@ -2,6 +2,7 @@
  * temperature, seeding, parameter validation. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include "common.h"
 #include "unit.h"
 
@@ -65,24 +66,17 @@ static int ref_order(const void *a, const void *b) {
     return x - y;
 }
 
-/* Top-k picks exactly the k best by that order, ties at the cut included:
- * at a temperature of 100 every one of them is drawn, and nothing else. */
-TEST(sampler_top_k_keeps_exactly_the_k_best) {
-    enum { V = 5000, K = 37, DRAWS = 4000 };
-    static float logits[V];
-    static int order[V], seen[V];
-    for (int i = 0; i < V; i++) {
-        logits[i] = (float)((i * 7919) % 1000) / 100.0f; /* each value about five times */
-        order[i] = i;
-    }
-    logits[17] = NAN;
-    logits[4000] = NAN;
-    logits[99] = -INFINITY;
-    ref_logits = logits;
-    qsort(order, V, sizeof *order, ref_order);
-    frugal_sampler *s = make(100.0f, K, 1.0f, 0, 1.0f, 3, V);
-    CHECK(s);
-    for (int i = 0; i < DRAWS && s; i++) {
+/* Draws at a temperature of 100 from a top-k sampler: every one of the k
+ * best of want (by ref_order) is drawn, and nothing else. */
+static void check_draws_are_top_k(frugal_sampler *s, const float *logits, const float *want, int V, int K) {
+    enum { DRAWS = 4000 };
+    int *order = malloc((size_t)V * sizeof *order), *seen = calloc((size_t)V, sizeof *seen);
+    CHECK(order && seen && s);
+    if (!order || !seen || !s) { free(order); free(seen); return; }
+    for (int i = 0; i < V; i++) order[i] = i;
+    ref_logits = want;
+    qsort(order, (size_t)V, sizeof *order, ref_order);
+    for (int i = 0; i < DRAWS; i++) {
         int32_t t = frugal_sampler_sample(s, logits);
         CHECK(t >= 0 && t < V);
         if (t >= 0 && t < V) seen[t]++;
@@ -96,7 +90,52 @@ TEST(sampler_top_k_keeps_exactly_the_k_best) {
     }
     CHECK(inside == K);
     CHECK(outside == 0);
+    free(order);
+    free(seen);
+}
+
+/* Logits with each value about five times (ties at the cut), two NaNs
+ * and a -inf. */
+static void tied_logits(float *l, int V) {
+    for (int i = 0; i < V; i++) l[i] = (float)((i * 7919) % 1000) / 100.0f;
+    l[17] = NAN;
+    l[4000] = NAN;
+    l[99] = -INFINITY;
+}
+
+/* Top-k picks exactly the k best by that order, ties at the cut included. */
+TEST(sampler_top_k_keeps_exactly_the_k_best) {
+    enum { V = 5000, K = 37 };
+    static float logits[V];
+    tied_logits(logits, V);
+    frugal_sampler *s = make(100.0f, K, 1.0f, 0, 1.0f, 3, V);
+    check_draws_are_top_k(s, logits, logits, V, K);
     frugal_sampler_free(s);
+}
+
+/* With a repetition penalty the k best are those after it: demoted
+ * tokens (penalty 2) leave the top and promoted ones (penalty 0.5) enter
+ * it, from anywhere in the vocabulary, the first tokens included. */
+TEST(sampler_top_k_ranks_penalised_logits) {
+    enum { V = 5000, K = 37 };
+    static float logits[V], want[V];
+    tied_logits(logits, V);
+    logits[3] = -4.0f; /* promoted to -2 by 0.5: still out */
+    const int32_t seen[] = { 0, 1, 3, 17, 2222, 4999, 3041, 1082, 1082, 2163, 4326, 12, 6, 6 };
+    const float pens[2] = { 2.0f, 0.5f };
+    for (int p = 0; p < 2; p++) {
+        memcpy(want, logits, sizeof want);
+        bool done[V] = { false };
+        for (size_t i = 0; i < sizeof seen / sizeof *seen; i++) {
+            int32_t t = seen[i];
+            if (!done[t] && !isnan(want[t])) want[t] = want[t] > 0 ? want[t] / pens[p] : want[t] * pens[p];
+            done[t] = true;
+        }
+        frugal_sampler *s = make(100.0f, K, 1.0f, 0, pens[p], 5, V);
+        for (size_t i = 0; s && i < sizeof seen / sizeof *seen; i++) frugal_sampler_accept(s, seen[i]);
+        check_draws_are_top_k(s, logits, want, V, K);
+        frugal_sampler_free(s);
+    }
 }
 
 /* logits giving probabilities 0.5, 0.3, 0.2 */
