@@ -42,6 +42,7 @@
  * with the same TPOT (bench/serve, interleaved). */
 #define PREFILL_BUDGET 256
 #define PIECE_CAP 1024      /* bytes of text one token can complete */
+#define KV_BYTES_PERIOD 0.5 /* seconds between refreshes of the KV bytes gauge while busy */
 
 typedef struct {
     frugal_ctx *ctx;
@@ -72,6 +73,7 @@ struct scheduler {
     int n_busy;          /* slots with a job */
     bool stopping;
     double deadline;     /* when stopping: running jobs are cancelled after this */
+    double t_kv_bytes;   /* when the KV bytes gauge was last refreshed */
     unsigned long serial;
     /* this step's batch: run i is b_len[i] tokens of b_slot[i] (a prompt
      * chunk when b_prompt[i]), all runs' tokens in b_tok */
@@ -190,17 +192,22 @@ static void slot_start(scheduler *s, slot *sl, job *j) {
     for (int i = 0; i < j->n_prompt; i++) frugal_sampler_accept(j->smp, j->prompt[i]);
 }
 
-static void publish_state(scheduler *s) {
+/* The gauges of /metrics. The KV cache's bytes are a walk over every
+ * page of every slot, too long to repeat after each decode step while
+ * the compute threads wait: they are refreshed at most every
+ * KV_BYTES_PERIOD seconds, and always when `all` (the server is idle). */
+static void publish_state(scheduler *s, bool all) {
     long kv = 0;
-    size_t kv_bytes = 0;
-    for (int i = 0; i < s->n_slots; i++) {
-        kv += s->slots[i].n_cache;
-        kv_bytes += frugal_ctx_kv_bytes(s->slots[i].ctx);
-    }
+    for (int i = 0; i < s->n_slots; i++) kv += s->slots[i].n_cache;
     pthread_mutex_lock(&s->mu);
     int queued = s->q_len, busy = s->n_busy;
     pthread_mutex_unlock(&s->mu);
     metrics_set_state(s->m, queued, busy, s->n_slots, kv, (long)s->n_slots * s->n_ctx);
+    double t = now();
+    if (!all && t - s->t_kv_bytes < KV_BYTES_PERIOD) return;
+    s->t_kv_bytes = t;
+    size_t kv_bytes = 0;
+    for (int i = 0; i < s->n_slots; i++) kv_bytes += frugal_ctx_kv_bytes(s->slots[i].ctx);
     frugal_prefix_cache_info pi;
     frugal_prefix_cache_stats(s->prefixes, &pi);
     metrics_set_kv(s->m, kv_bytes, &pi);
@@ -222,9 +229,9 @@ static void slot_finish(scheduler *s, slot *sl, const char *reason, int status, 
     metrics_count_tokens(s->m, j->n_prompt, j->n_cached, sl->n_gen);
     sl->job = NULL;
     pthread_mutex_lock(&s->mu);
-    s->n_busy--;
+    bool idle = --s->n_busy == 0;
     pthread_mutex_unlock(&s->mu);
-    publish_state(s);
+    publish_state(s, idle);
     job_finish(j, reason, status, msg, sl->n_gen);
     job_release(j);
 }
@@ -432,7 +439,7 @@ static void *sched_main(void *arg) {
         if (s->n_busy == 0) {
             if (s->stopping) break;
             pthread_mutex_unlock(&s->mu);
-            publish_state(s);
+            publish_state(s, true);
             pthread_mutex_lock(&s->mu);
             if (s->q_len == 0 && !s->stopping) pthread_cond_wait(&s->wake, &s->mu);
             continue;
@@ -446,11 +453,11 @@ static void *sched_main(void *arg) {
             else if (sl->job && atomic_load(&sl->job->cancelled)) slot_finish(s, sl, NULL, 499, "cancelled");
         }
         step(s);
-        publish_state(s);
+        publish_state(s, false);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
-    publish_state(s);
+    publish_state(s, true);
     return NULL;
 }
 
@@ -519,7 +526,7 @@ scheduler *sched_start(frugal_model *model, const sched_params *p, metrics *m, c
             return NULL;
         }
     }
-    publish_state(s);
+    publish_state(s, true);
     if (pthread_create(&s->thread, NULL, sched_main, s)) {
         snprintf(err, errlen, "cannot start the scheduler thread");
         sched_free(s);
