@@ -6,6 +6,11 @@
  * (argmax after the penalty). Top-p and min-p look at the probabilities
  * before temperature, as llama.cpp does. The RNG is a seeded 64-bit
  * xorshift*, so the same seed gives the same text.
+ *
+ * A sample is taken per sequence and token, on the server's one
+ * scheduling thread while the compute threads wait, so greedy and top-k
+ * read the logits in place, sixteen at a time, and never copy the whole
+ * vocabulary (bench/sampler.c times them).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -197,11 +202,32 @@ static void top_k(frugal_sampler *s, const float *logits, int k, const candidate
     qsort(heap, (size_t)k, sizeof *heap, by_logit_desc);
 }
 
-static int32_t argmax(const candidate *c, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (c[i].logit > c[best].logit) best = i;
-    return c[best].id;
+/* Greedy: the first token of the highest logit (after the penalty), or
+ * token 0 when its logit is NaN (no number compares above it). As in
+ * top_k, sixteen logits at a time are compared with the best so far and
+ * only a group with a higher one is looked at one by one; penalised
+ * tokens are taken from pen at the end. */
+static int32_t greedy(const frugal_sampler *s, const float *logits, const candidate *pen, int n_pen) {
+    int n = s->n_vocab, best = 0, i = 1;
+    float top = logits[0];
+    for (int j = 0; j < n_pen; j++)
+        if (pen[j].id == 0) top = pen[j].logit;
+    if (isnan(top)) return 0;
+    for (; i < n && i % 16; i++)
+        if (logits[i] > top && !is_penalised(s, i)) top = logits[i], best = i;
+    for (; i + 16 <= n; i += 16) {
+        int any = 0;
+        for (int j = 0; j < 16; j++) any |= logits[i + j] > top;
+        if (!any) continue;
+        for (int j = i; j < i + 16; j++)
+            if (logits[j] > top && !is_penalised(s, j)) top = logits[j], best = j;
+    }
+    for (; i < n; i++)
+        if (logits[i] > top && !is_penalised(s, i)) top = logits[i], best = i;
+    for (int j = 0; j < n_pen; j++)
+        if (pen[j].id != 0 && (pen[j].logit > top || (pen[j].logit == top && pen[j].id < best)))
+            top = pen[j].logit, best = pen[j].id;
+    return best;
 }
 
 int32_t frugal_sampler_sample(frugal_sampler *s, const float *logits) {
@@ -209,15 +235,19 @@ int32_t frugal_sampler_sample(frugal_sampler *s, const float *logits) {
     candidate pen[MAX_HISTORY];
     int n_pen = penalties(s, logits, pen);
     int k = (s->p.top_k > 0 && s->p.top_k < n) ? s->p.top_k : n;
-    if (s->p.temperature > 0 && k <= n - n_pen) {
+    if (s->p.temperature <= 0) {
+        int32_t t = greedy(s, logits, pen, n_pen);
+        clear_penalties(s, pen, n_pen);
+        return t;
+    }
+    if (k <= n - n_pen) {
         top_k(s, logits, k, pen, n_pen);
-    } else { /* greedy, or every token a candidate */
+    } else { /* every token a candidate */
         for (int i = 0; i < n; i++) { s->cand[i].logit = logits[i]; s->cand[i].id = i; }
         for (int i = 0; i < n_pen; i++) s->cand[pen[i].id].logit = pen[i].logit;
-        if (s->p.temperature > 0) qsort(s->cand, (size_t)n, sizeof *s->cand, by_logit_desc);
+        qsort(s->cand, (size_t)n, sizeof *s->cand, by_logit_desc);
     }
     clear_penalties(s, pen, n_pen);
-    if (s->p.temperature <= 0) return argmax(s->cand, n);
     n = k;
     /* probabilities before temperature, for top-p and min-p */
     float max = s->cand[0].logit;

@@ -28,6 +28,41 @@ TEST(sampler_greedy_is_argmax) {
     frugal_sampler_free(s);
 }
 
+/* Greedy is the first token of the highest logit after the penalty (the
+ * first of ties; token 0 when its own logit is NaN, as no number compares
+ * above it), wherever it lies, penalised or not: against the plain scan
+ * over many draws with ties, NaNs, and penalties that demote and promote. */
+TEST(sampler_greedy_is_the_first_argmax_after_penalties) {
+    enum { V = 1000, ROUNDS = 300 };
+    static float logits[V], want[V];
+    uint32_t x = 12345;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < V; i++) {
+            x = x * 1664525u + 1013904223u;
+            logits[i] = (x >> 28) == 0 ? NAN : (float)((x >> 20) % 21) - 10.0f; /* ties everywhere */
+        }
+        if (round % 7 == 0) logits[0] = NAN;
+        const float pens[3] = { 1.0f, 1.5f, 0.5f };
+        float pen = pens[round % 3];
+        frugal_sampler *s = make(0, 40, 0.95f, 0.05f, pen, 1, V);
+        CHECK(s);
+        if (!s) return;
+        memcpy(want, logits, sizeof want);
+        bool done[V] = { false };
+        for (int k = 0; k < 12; k++) {
+            int32_t t = k == 0 ? 0 : (int32_t)((x >> (k + 3)) % V); /* token 0 among the penalised */
+            frugal_sampler_accept(s, t);
+            if (pen != 1.0f && !done[t]) want[t] = want[t] > 0 ? want[t] / pen : want[t] * pen;
+            done[t] = true;
+        }
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (want[i] > want[best]) best = i;
+        CHECK_MSG(frugal_sampler_sample(s, logits) == best, "round %d", round);
+        frugal_sampler_free(s);
+    }
+}
+
 TEST(sampler_repeat_penalty_demotes_seen_tokens) {
     float logits[4] = { 0.0f, 2.0f, 1.5f, -3.0f };
     frugal_sampler *s = make(0, 0, 1.0f, 0, 1.5f, 1, 4);
