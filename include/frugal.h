@@ -55,6 +55,8 @@ typedef struct frugal_stream frugal_stream;
 /* ---- Model ------------------------------------------------------------ */
 
 frugal_status frugal_model_load(const char *path, frugal_model **out);
+/* Free a model after every context and prefix cache made over it: they
+ * use its weights and give their KV memory back to it. */
 void frugal_model_free(frugal_model *model);
 
 typedef struct {

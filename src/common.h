@@ -38,6 +38,9 @@ char *fr_strndup(const char *s, size_t n);
  * one after it fails; 0 turns it off. Returns how many allocations have
  * happened since the last call. */
 void fr_alloc_fail_after(long n);
+/* One allocation's worth of fault injection for memory that does not come
+ * from fr_malloc (the KV page pool): true when it must fail. */
+bool fr_alloc_fault(void);
 long fr_alloc_count(void);
 
 #define FR_MIN(a, b) ((a) < (b) ? (a) : (b))

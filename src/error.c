@@ -56,6 +56,8 @@ static bool alloc_should_fail(void) {
     return at > 0 && count >= at;
 }
 
+bool fr_alloc_fault(void) { return alloc_should_fail(); }
+
 void *fr_malloc(size_t n) {
     if (alloc_should_fail()) return NULL;
     return malloc(n ? n : 1);

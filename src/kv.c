@@ -4,7 +4,9 @@
  * compaction, truncation for rewinds.
  */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "kv.h"
 #include "ops.h"
 #include "quant.h"
@@ -16,11 +18,128 @@ static const fr_attn_kernels *attn_kernels(void) {
 }
 
 /* One allocation: header, then K, then V, in `format` (F16 = unpacked). */
+/* ---- page memory ----
+ *
+ * Pages come and go at the rate tokens do (one per 32 tokens and layer).
+ * Memory fresh from malloc costs a page fault per 4 KiB at its first
+ * write, and the writes (fr_kv_append) run on the thread the others wait
+ * for: in the server on a virtual machine that measured ~10 us a fault,
+ * 4-5 % of its time, and the memory freed when a request's pages go did
+ * not come back fault-free either. So fp16 pages, all one size for a
+ * model, come from a pool: slabs of 2 MiB, mapped with MAP_POPULATE (one
+ * system call faults a whole slab in, ~1 us per 4 KiB) and cut into pages;
+ * a freed page goes on the pool's free list and is handed out again,
+ * already in memory. The slabs are unmapped when the pool is freed, with
+ * the model. Packed (compressed) pages, of other sizes, use fr_malloc. */
+
+#define SLAB_BYTES ((size_t)2 << 20)
+
+/* AddressSanitizer cannot see inside the slabs by itself: a page on the
+ * free list is poisoned, so using one after its last unref is reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#define FR_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FR_ASAN 1
+#endif
+#endif
+#ifdef FR_ASAN
+#include <sanitizer/asan_interface.h>
+#else
+#define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#endif
+
+struct fr_kv_pool {
+    pthread_mutex_t lock;        /* pages are freed from any thread */
+    size_t page_bytes;           /* a page's share of a slab (64-byte multiple) */
+    void **slabs;
+    int n_slabs;
+    fr_kv_page **free;           /* room for every page of every slab */
+    size_t n_free, in_use;
+};
+
+size_t fr_kv_f16_page_bytes(int kv_dim) {
+    return sizeof(fr_kv_page) + 2 * (size_t)FR_KV_PAGE * kv_dim * sizeof(uint16_t);
+}
+
+frugal_status fr_kv_pool_new(size_t page_bytes, fr_kv_pool **out) {
+    *out = NULL;
+    page_bytes = (page_bytes + 63) & ~(size_t)63;
+    if (page_bytes > SLAB_BYTES) return fr_error(FRUGAL_ERR_INVALID_ARG, "KV pages larger than a slab");
+    fr_kv_pool *pool = fr_calloc(1, sizeof *pool);
+    if (!pool) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the KV page pool");
+    pthread_mutex_init(&pool->lock, NULL);
+    pool->page_bytes = page_bytes;
+    *out = pool;
+    return FRUGAL_OK;
+}
+
+void fr_kv_pool_free(fr_kv_pool *pool) {
+    if (!pool) return;
+    for (int i = 0; i < pool->n_slabs; i++) {
+        ASAN_UNPOISON_MEMORY_REGION(pool->slabs[i], SLAB_BYTES);
+        munmap(pool->slabs[i], SLAB_BYTES);
+    }
+    fr_free(pool->slabs);
+    fr_free(pool->free);
+    pthread_mutex_destroy(&pool->lock);
+    fr_free(pool);
+}
+
+/* Under the lock: one more slab, its pages on the free list. */
+static bool add_slab(fr_kv_pool *pool) {
+    size_t per = SLAB_BYTES / pool->page_bytes, total = (size_t)(pool->n_slabs + 1) * per;
+    void **slabs = fr_realloc(pool->slabs, (size_t)(pool->n_slabs + 1) * sizeof *slabs);
+    if (!slabs) return false;
+    pool->slabs = slabs;
+    fr_kv_page **free = fr_realloc(pool->free, total * sizeof *free);
+    if (!free) return false;
+    pool->free = free;
+    uint8_t *slab = mmap(NULL, SLAB_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (slab == MAP_FAILED) return false;
+    pool->slabs[pool->n_slabs++] = slab;
+    for (size_t i = per; i-- > 0;) /* handed out in address order */
+        pool->free[pool->n_free++] = (fr_kv_page *)(slab + i * pool->page_bytes);
+    ASAN_POISON_MEMORY_REGION(slab, SLAB_BYTES);
+    return true;
+}
+
+fr_kv_page *fr_kv_pool_get(fr_kv_pool *pool) {
+    if (fr_alloc_fault()) return NULL;
+    pthread_mutex_lock(&pool->lock);
+    fr_kv_page *p = NULL;
+    if (pool->n_free || add_slab(pool)) {
+        p = pool->free[--pool->n_free];
+        pool->in_use++;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (p) ASAN_UNPOISON_MEMORY_REGION(p, pool->page_bytes);
+    return p;
+}
+
+void fr_kv_pool_put(fr_kv_pool *pool, fr_kv_page *p) {
+    ASAN_POISON_MEMORY_REGION(p, pool->page_bytes);
+    pthread_mutex_lock(&pool->lock);
+    pool->free[pool->n_free++] = p; /* there is room: the page came from a slab */
+    pool->in_use--;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+size_t fr_kv_pool_in_use(fr_kv_pool *pool) {
+    if (!pool) return 0;
+    pthread_mutex_lock(&pool->lock);
+    size_t n = pool->in_use;
+    pthread_mutex_unlock(&pool->lock);
+    return n;
+}
+
 static fr_kv_page *page_new(fr_kv_cache *c, int format) {
     bool packed = format != FR_KV_F16;
     size_t db = packed ? fr_kv_page_bytes(format, c->kv_dim) : (size_t)FR_KV_PAGE * c->kv_dim * sizeof(uint16_t);
     size_t bytes = sizeof(fr_kv_page) + 2 * db;
-    fr_kv_page *p = fr_malloc(bytes);
+    fr_kv_pool *pool = !packed && c->pool && c->pool->page_bytes >= bytes ? c->pool : NULL;
+    fr_kv_page *p = pool ? fr_kv_pool_get(pool) : fr_malloc(bytes);
     if (!p) return NULL;
     memset(p, 0, sizeof *p);
     p->refs = 1;
@@ -30,7 +149,7 @@ static fr_kv_page *page_new(fr_kv_cache *c, int format) {
     p->k = (uint8_t *)(p + 1);
     p->v = p->k + db;
     p->bytes = bytes;
-    (void)c;
+    p->pool = pool;
     return p;
 }
 
@@ -38,7 +157,9 @@ static fr_kv_page *page_new(fr_kv_cache *c, int format) {
 void fr_kv_page_ref(fr_kv_page *p) { __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED); }
 
 void fr_kv_page_unref(fr_kv_page *p) {
-    if (p && __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0) fr_free(p);
+    if (!p || __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+    if (p->pool) fr_kv_pool_put(p->pool, p);
+    else fr_free(p);
 }
 
 static void page_unref(fr_kv_cache *c, fr_kv_page *p) {

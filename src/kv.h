@@ -22,6 +22,8 @@
 #include "common.h"
 #include "kv_codec.h"
 
+struct fr_kv_pool;
+
 typedef struct fr_kv_page {
     int refs;                    /* page tables holding it */
     int n;                       /* slots written, 0..FR_KV_PAGE */
@@ -34,6 +36,7 @@ typedef struct fr_kv_page {
     uint64_t unimportant[FR_KV_PAGE]; /* scissorhands history: bit j set = low attention j steps ago */
     uint8_t *k, *v;              /* fp16 [FR_KV_PAGE][kv_dim], or packed (kv_codec.h) */
     size_t bytes;                /* allocation size, header included */
+    struct fr_kv_pool *pool;     /* where it goes back when freed; NULL: fr_malloc'd */
 } fr_kv_page;
 
 typedef struct {
@@ -63,7 +66,20 @@ typedef struct {
      * slot of the layer being tracked, [n_head][cap_slots] */
     float *scores;
     int cap_slots;
+    struct fr_kv_pool *pool;     /* where fp16 pages come from, or NULL (fr_malloc) */
 } fr_kv_cache;
+
+/* Memory for fp16 pages of one size, shared by all contexts of a model:
+ * freed pages are kept and handed out again (kv.c, "page memory"). Every
+ * page must be back (contexts and prefix caches freed) before the pool is
+ * freed. */
+typedef struct fr_kv_pool fr_kv_pool;
+frugal_status fr_kv_pool_new(size_t page_bytes, fr_kv_pool **out);
+void fr_kv_pool_free(fr_kv_pool *pool);
+fr_kv_page *fr_kv_pool_get(fr_kv_pool *pool); /* NULL: out of memory */
+void fr_kv_pool_put(fr_kv_pool *pool, fr_kv_page *p);
+size_t fr_kv_pool_in_use(fr_kv_pool *pool);   /* pages handed out and not yet back */
+size_t fr_kv_f16_page_bytes(int kv_dim);       /* allocation of an fp16 page, header included */
 
 frugal_status fr_kv_init(fr_kv_cache *c, const fr_kv_config *cfg, int n_layer, int kv_dim, const int *windows);
 void fr_kv_free(fr_kv_cache *c);

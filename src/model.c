@@ -251,6 +251,10 @@ frugal_status frugal_model_load(const char *path, frugal_model **out) {
     if ((st = load_chat_template(m))) goto fail;
     m->isa = fr_kernels_init_from_env();
     each_packable(m, pack_weight);
+    if ((st = fr_kv_pool_new(fr_kv_f16_page_bytes(m->hp.n_head_kv * m->hp.head_dim), &m->kv_pool))) {
+        if (st != FRUGAL_ERR_INVALID_ARG) goto fail;
+        fr_clear_error(); /* pages too large for a slab: they come from fr_malloc */
+    }
     *out = m;
     return FRUGAL_OK;
 fail:
@@ -260,6 +264,7 @@ fail:
 
 void frugal_model_free(frugal_model *m) {
     if (!m) return;
+    fr_kv_pool_free(m->kv_pool);
     fr_tokenizer_free(m->tok);
     each_packable(m, free_packed_weight);
     gguf_close(m->gguf);

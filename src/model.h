@@ -62,6 +62,7 @@ struct frugal_model {
     int chat_kind;           /* enum fr_chat_kind */
     char *chat_default_system;
     int isa;                 /* kernel level in use */
+    fr_kv_pool *kv_pool;     /* fp16 KV pages of all its contexts (NULL: fr_malloc) */
 };
 
 /* Binds a required tensor of the given shape (cols, rows; rows 1 for a

@@ -3,6 +3,7 @@
  * token against the formula, bounded memory under a budget and a window,
  * truncation for rewinds. */
 #include <stdlib.h>
+#include <string.h>
 #include "kv.h"
 #include "model.h"
 #include "ops.h"
@@ -131,6 +132,54 @@ TEST(kv_memory_per_token_matches_formula) {
     CHECK_NEAR(fr_kv_token_bytes(FR_KV_Q8, 64), 136, 1e-9);
     CHECK_NEAR(fr_kv_token_bytes(FR_KV_KIVI4, 64), 80, 1e-9);
     CHECK_NEAR(fr_kv_token_bytes(FR_KV_KIVI2, 64), 48, 1e-9);
+}
+
+/* The page pool: pages come in address order from 2 MiB slabs, aligned
+ * and disjoint, more slabs as needed; a freed page is the next one handed
+ * out; a cache drawing on the pool gives every page back, compressed
+ * pages (fr_malloc'd) never touch it; an allocation failure is a NULL,
+ * not a crash. */
+TEST(kv_pool_hands_out_and_recycles_pages) {
+    int kv_dim = 192;
+    size_t bytes = fr_kv_f16_page_bytes(kv_dim);
+    fr_kv_pool *pool = NULL;
+    CHECK(fr_kv_pool_new(bytes, &pool) == FRUGAL_OK && pool);
+    if (!pool) return;
+    enum { N = 200 }; /* more than two slabs' worth */
+    static fr_kv_page *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = fr_kv_pool_get(pool);
+        CHECK(p[i] && (uintptr_t)p[i] % 64 == 0);
+        if (p[i]) memset(p[i], i & 0xff, bytes); /* all of it is ours */
+    }
+    CHECK(fr_kv_pool_in_use(pool) == N);
+    for (int i = 1; i < N; i++) /* distinct, and at least a page apart */
+        for (int k = 0; k < i; k++)
+            CHECK((uint8_t *)p[i] >= (uint8_t *)p[k] + bytes || (uint8_t *)p[k] >= (uint8_t *)p[i] + bytes);
+    fr_kv_page *back = p[77];
+    fr_kv_pool_put(pool, back);
+    CHECK(fr_kv_pool_get(pool) == back);
+    for (int i = 0; i < N; i++) fr_kv_pool_put(pool, p[i]);
+    CHECK(fr_kv_pool_in_use(pool) == 0);
+    fr_alloc_fail_after(1);
+    CHECK(fr_kv_pool_get(pool) == NULL);
+    fr_alloc_fail_after(0);
+    for (int type = 0; type < FR_KV_TYPES; type++) {
+        fr_kv_cache c;
+        fr_kv_config cfg = { .type = type, .residual = 32 };
+        CHECK(fr_kv_init(&c, &cfg, 2, kv_dim, NULL) == FRUGAL_OK);
+        c.pool = pool;
+        float *x = calloc((size_t)100 * kv_dim, sizeof(float));
+        for (int l = 0; l < 2; l++) CHECK(x && fr_kv_append(&c, l, x, x, 100, 0) == FRUGAL_OK);
+        CHECK(fr_kv_commit(&c, 100, 0) == FRUGAL_OK);
+        /* f16: 4 pages a layer; a packed cache keeps its fp16 residual */
+        CHECK_MSG(fr_kv_pool_in_use(pool) == (type == FR_KV_F16 ? 8u : 2u), "%s: %zu pages",
+                  fr_kv_type_name(type), fr_kv_pool_in_use(pool));
+        fr_kv_free(&c);
+        CHECK(fr_kv_pool_in_use(pool) == 0);
+        free(x);
+    }
+    fr_kv_pool_free(pool);
 }
 
 /* The residual: the newest pages stay fp16 until R tokens follow them. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include "common.h"
+#include "model.h"
 #include "unit.h"
 
 static frugal_model *load_default(void) {
@@ -77,6 +78,7 @@ TEST(model_batched_decode_is_bit_identical_to_single) {
     frugal_ctx *dup[2] = { batch[0], batch[0] };
     CHECK(frugal_eval_batch(dup, &t, 2) == FRUGAL_ERR_INVALID_ARG);
     for (int i = 0; i < NS; i++) { frugal_ctx_free(batch[i]); frugal_ctx_free(alone[i]); }
+    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
     frugal_model_free(m);
 }
 
@@ -154,6 +156,7 @@ TEST(model_mixed_runs_are_bit_identical_to_alone) {
     CHECK(frugal_eval_runs(mixed, bad, one, 2) == FRUGAL_ERR_INVALID_ARG);
     for (int i = 0; i < S; i++) CHECK(frugal_ctx_pos(mixed[i]) == pos[i]);
     for (int i = 0; i < S; i++) { frugal_ctx_free(mixed[i]); frugal_ctx_free(alone[i]); }
+    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
     frugal_model_free(m);
 }
 
@@ -181,6 +184,7 @@ TEST(model_contexts_share_threads) {
     CHECK(frugal_eval(owner, next, 1, false) == FRUGAL_OK); /* its threads outlive the guest */
     frugal_ctx_free(own);
     frugal_ctx_free(owner);
+    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
     frugal_model_free(m);
 }
 
@@ -208,6 +212,7 @@ TEST(model_chunked_prefill_and_threads_are_bit_identical) {
     free(last);
     frugal_ctx_free(one);
     frugal_ctx_free(chunked);
+    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
     frugal_model_free(m);
 }
 
@@ -239,6 +244,7 @@ TEST(model_output_rows_only_are_bit_identical_to_all_rows) {
     CHECK(memcmp(frugal_logits(every, -1), frugal_logits(outputs, -1), (size_t)V * 4) == 0);
     frugal_ctx_free(every);
     frugal_ctx_free(outputs);
+    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
     frugal_model_free(m);
 }
 
@@ -260,6 +266,7 @@ TEST(model_context_full_is_an_error_not_a_crash) {
     frugal_ctx *c2 = NULL;
     CHECK(frugal_ctx_new(m, &p, &c2) == FRUGAL_ERR_INVALID_ARG && !c2);
     frugal_ctx_free(c);
+    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
     frugal_model_free(m);
 }
 
@@ -308,5 +315,6 @@ TEST(model_prefix_cache_load_is_bit_identical) {
     frugal_ctx_free(shared);
     frugal_ctx_free(alone);
     frugal_prefix_cache_free(pc);
+    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
     frugal_model_free(m);
 }
