@@ -15,7 +15,12 @@
  *
  * When the cache grows past its byte limit, least recently used leaves go
  * first (a block with children stays until they are gone, so a parent
- * pointer never dangles).
+ * pointer never dangles). The blocks are kept in a list by last use; a
+ * use touches a chain from its end back to the root, so a parent is
+ * always newer than its children and the oldest block is a leaf: each
+ * eviction takes it in constant time (it was a scan of every block, a
+ * cost that grew with the cache's size, on the server's scheduling
+ * thread).
  */
 #include <pthread.h>
 #include <string.h>
@@ -27,7 +32,7 @@ typedef struct block {
     struct block *next;         /* hash bucket chain */
     int index;                  /* b */
     int children;
-    uint64_t last_use;
+    struct block *older, *newer; /* the use list */
     size_t bytes;
     int32_t tokens[FR_KV_PAGE];
     fr_kv_page *pages[];        /* [n_layer]; NULL: freed by a window layer */
@@ -41,7 +46,7 @@ struct frugal_prefix_cache {
     block **buckets;
     int n_buckets, n_blocks;
     size_t bytes, max_bytes;
-    uint64_t clock;
+    block *oldest, *newest;     /* the use list's ends */
     long long hits, tokens_reused;
 };
 
@@ -92,16 +97,38 @@ static block *find(const frugal_prefix_cache *pc, uint64_t hash, const block *pa
     return NULL;
 }
 
+static void unlink_use(frugal_prefix_cache *pc, block *b) {
+    if (b->older) b->older->newer = b->newer;
+    else pc->oldest = b->newer;
+    if (b->newer) b->newer->older = b->older;
+    else pc->newest = b->older;
+    b->older = b->newer = NULL;
+}
+
+static void push_newest(frugal_prefix_cache *pc, block *b) {
+    b->older = pc->newest;
+    b->newer = NULL;
+    if (pc->newest) pc->newest->newer = b;
+    else pc->oldest = b;
+    pc->newest = b;
+}
+
+/* A use of the chain ending at b: b, then its parent, ... the root become
+ * the newest, in that order. */
+static void touch_chain(frugal_prefix_cache *pc, block *b) {
+    for (; b; b = b->parent) {
+        unlink_use(pc, b);
+        push_newest(pc, b);
+    }
+}
+
 /* Drops least recently used leaves until the cache fits its limit. */
 static void shrink(frugal_prefix_cache *pc) {
-    while (pc->bytes > pc->max_bytes && pc->n_blocks) {
-        block **victim = NULL;
-        for (int i = 0; i < pc->n_buckets; i++)
-            for (block **pb = &pc->buckets[i]; *pb; pb = &(*pb)->next)
-                if (!(*pb)->children && (!victim || (*pb)->last_use < (*victim)->last_use)) victim = pb;
-        if (!victim) break;
-        block *b = *victim;
-        *victim = b->next;
+    while (pc->bytes > pc->max_bytes && pc->oldest && !pc->oldest->children) {
+        block *b = pc->oldest, **pb = &pc->buckets[b->hash % pc->n_buckets];
+        while (*pb != b) pb = &(*pb)->next;
+        *pb = b->next;
+        unlink_use(pc, b);
         if (b->parent) b->parent->children--;
         pc->bytes -= b->bytes;
         pc->n_blocks--;
@@ -167,10 +194,11 @@ frugal_status frugal_prefix_cache_put(frugal_prefix_cache *pc, const frugal_ctx 
             if (parent) parent->children++;
             pc->bytes += e->bytes;
             pc->n_blocks++;
+            push_newest(pc, e);
         }
-        e->last_use = ++pc->clock;
         parent = e;
     }
+    touch_chain(pc, parent);
     shrink(pc); /* the new chain was used last: it goes last */
 out:
     pthread_mutex_unlock(&pc->lock);
@@ -228,7 +256,6 @@ int frugal_prefix_cache_load(frugal_prefix_cache *pc, frugal_ctx *ctx, const int
     if (k > 0 && !frugal_ctx_rewind(ctx, 0)) {
         int n_layer = pc->model->hp.n_layer;
         for (int b = 0; b < k; b++) {
-            chain[b]->last_use = ++pc->clock;
             for (int l = 0; l < n_layer; l++) {
                 fr_kv_page *p = chain[b]->pages[l];
                 if (!p) continue;
@@ -237,6 +264,7 @@ int frugal_prefix_cache_load(frugal_prefix_cache *pc, frugal_ctx *ctx, const int
             if (k < 0) break;
         }
         if (k > 0) {
+            touch_chain(pc, chain[k - 1]);
             ctx->pos = k * FR_KV_PAGE;
             pc->hits++;
             pc->tokens_reused += ctx->pos;

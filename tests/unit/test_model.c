@@ -273,6 +273,61 @@ TEST(model_context_full_is_an_error_not_a_crash) {
 /* A context that loads a shared prefix from the prefix cache and goes on
  * computes exactly (bitwise) what one that computed it all does; a prompt
  * that differs inside a block reuses only the blocks before it. */
+/* The prefix cache lets the least recently used leaves go first. With
+ * room for five blocks: chain A (three blocks), then chain B (two); A is
+ * used again (loaded into a context); chain C (two) arrives and two
+ * blocks must go: B's, leaf first. A stays whole, C is in. Then a chain
+ * sharing A's first block, and the cache far over its limit, lose their
+ * leaves before that shared block. */
+TEST(model_prefix_cache_evicts_least_recently_used_leaves) {
+    frugal_model *m = load_default();
+    if (!m) return;
+    int32_t a[100], b[100], c[100], d[100];
+    for (int i = 0; i < 100; i++) {
+        a[i] = 100 + i;
+        b[i] = 1100 + i;
+        c[i] = 2100 + i;
+        d[i] = i < 32 ? a[i] : 3100 + i; /* A's first block, then its own */
+    }
+    frugal_ctx *ctx = new_ctx(m, 2, 64), *user = new_ctx(m, 2, 64);
+    CHECK(ctx && user);
+    frugal_prefix_cache *probe = NULL, *pc = NULL;
+    CHECK(frugal_prefix_cache_new(m, 64 << 20, &probe) == FRUGAL_OK);
+    CHECK(frugal_eval(ctx, a, 96, false) == FRUGAL_OK);
+    CHECK(frugal_prefix_cache_put(probe, ctx, a, 96) == FRUGAL_OK);
+    frugal_prefix_cache_info info;
+    frugal_prefix_cache_stats(probe, &info);
+    CHECK(info.blocks == 3);
+    size_t block = info.blocks ? info.bytes / info.blocks : 1;
+    frugal_prefix_cache_free(probe);
+    CHECK(frugal_prefix_cache_new(m, 5 * block, &pc) == FRUGAL_OK);
+    CHECK(frugal_prefix_cache_put(pc, ctx, a, 96) == FRUGAL_OK);
+    CHECK(frugal_ctx_rewind(ctx, 0) == FRUGAL_OK && frugal_eval(ctx, b, 64, false) == FRUGAL_OK);
+    CHECK(frugal_prefix_cache_put(pc, ctx, b, 64) == FRUGAL_OK);
+    CHECK(frugal_prefix_cache_load(pc, user, a, 97) == 96);
+    CHECK(frugal_ctx_rewind(ctx, 0) == FRUGAL_OK && frugal_eval(ctx, c, 64, false) == FRUGAL_OK);
+    CHECK(frugal_prefix_cache_put(pc, ctx, c, 64) == FRUGAL_OK);
+    frugal_prefix_cache_stats(pc, &info);
+    CHECK(info.blocks == 5);
+    CHECK(frugal_prefix_cache_match(pc, a, 97) == 96);
+    CHECK(frugal_prefix_cache_match(pc, b, 65) == 0);
+    CHECK(frugal_prefix_cache_match(pc, c, 65) == 64);
+    /* D shares A's root: six blocks, so one goes; of the leaves, A's (used
+     * before C and D) is the oldest */
+    CHECK(frugal_ctx_rewind(ctx, 0) == FRUGAL_OK && frugal_eval(ctx, d, 64, false) == FRUGAL_OK);
+    CHECK(frugal_prefix_cache_put(pc, ctx, d, 64) == FRUGAL_OK);
+    frugal_prefix_cache_stats(pc, &info);
+    CHECK(info.blocks == 5);
+    CHECK(frugal_prefix_cache_match(pc, a, 97) == 64);
+    CHECK(frugal_prefix_cache_match(pc, d, 65) == 64);
+    CHECK(frugal_prefix_cache_match(pc, c, 65) == 64);
+    frugal_prefix_cache_free(pc);
+    frugal_ctx_free(ctx);
+    frugal_ctx_free(user);
+    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
+    frugal_model_free(m);
+}
+
 TEST(model_prefix_cache_load_is_bit_identical) {
     frugal_model *m = load_default();
     if (!m) return;
