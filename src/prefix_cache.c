@@ -122,6 +122,23 @@ static void touch_chain(frugal_prefix_cache *pc, block *b) {
     }
 }
 
+/* Twice the buckets, when there are more than two blocks a bucket (a
+ * failed allocation keeps the table as it is: longer chains, no error). */
+static void grow(frugal_prefix_cache *pc) {
+    int n = pc->n_buckets * 2;
+    block **buckets = fr_calloc((size_t)n, sizeof *buckets);
+    if (!buckets) return;
+    for (int i = 0; i < pc->n_buckets; i++)
+        for (block *b = pc->buckets[i], *next; b; b = next) {
+            next = b->next;
+            b->next = buckets[b->hash % n];
+            buckets[b->hash % n] = b;
+        }
+    fr_free(pc->buckets);
+    pc->buckets = buckets;
+    pc->n_buckets = n;
+}
+
 /* Drops least recently used leaves until the cache fits its limit. */
 static void shrink(frugal_prefix_cache *pc) {
     while (pc->bytes > pc->max_bytes && pc->oldest && !pc->oldest->children) {
@@ -195,6 +212,7 @@ frugal_status frugal_prefix_cache_put(frugal_prefix_cache *pc, const frugal_ctx 
             pc->bytes += e->bytes;
             pc->n_blocks++;
             push_newest(pc, e);
+            if (pc->n_blocks > 2 * pc->n_buckets) grow(pc);
         }
         parent = e;
     }

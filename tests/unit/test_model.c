@@ -328,6 +328,32 @@ TEST(model_prefix_cache_evicts_least_recently_used_leaves) {
     frugal_model_free(m);
 }
 
+/* A prefix cache of thousands of blocks (more than two a bucket of its
+ * first hash table, which then grows) still finds every chain whole. The
+ * chains' tokens are made up: a put takes the context's pages for
+ * whatever tokens it is told they hold, so one evaluation serves all. */
+TEST(model_prefix_cache_finds_every_chain_of_thousands) {
+    frugal_model *m = load_default();
+    if (!m) return;
+    enum { N = 1024, CHAINS = 80 }; /* 2,560 blocks */
+    frugal_ctx *ctx = new_ctx_n(m, 2, 512, N);
+    static int32_t t[CHAINS][N];
+    for (int c = 0; c < CHAINS; c++)
+        for (int i = 0; i < N; i++) t[c][i] = 100 + (c * 7919 + i * 13) % 40000;
+    frugal_prefix_cache *pc = NULL;
+    CHECK(ctx && frugal_prefix_cache_new(m, (size_t)1 << 40, &pc) == FRUGAL_OK);
+    CHECK(frugal_eval(ctx, t[0], N, false) == FRUGAL_OK);
+    for (int c = 0; c < CHAINS; c++) CHECK(frugal_prefix_cache_put(pc, ctx, t[c], N) == FRUGAL_OK);
+    frugal_prefix_cache_info info;
+    frugal_prefix_cache_stats(pc, &info);
+    CHECK(info.blocks == CHAINS * N / 32);
+    for (int c = 0; c < CHAINS; c++) CHECK_MSG(frugal_prefix_cache_match(pc, t[c], N) == N - 32, "chain %d", c);
+    frugal_prefix_cache_free(pc);
+    frugal_ctx_free(ctx);
+    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
+    frugal_model_free(m);
+}
+
 TEST(model_prefix_cache_load_is_bit_identical) {
     frugal_model *m = load_default();
     if (!m) return;
