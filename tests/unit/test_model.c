@@ -21,6 +21,14 @@ static frugal_model *load_default(void) {
     return frugal_model_load(path, &m) == FRUGAL_OK ? m : NULL;
 }
 
+/* Frees the model once its contexts and caches are gone, checking that
+ * they gave every KV page back to its pool. */
+#define free_model(m)                                                        \
+    do {                                                                     \
+        CHECK(fr_kv_pool_in_use((m)->kv_pool) == 0);                         \
+        frugal_model_free(m);                                                \
+    } while (0)
+
 static frugal_ctx *new_ctx_n(frugal_model *m, int threads, int n_batch, int n_ctx) {
     frugal_ctx_params p = frugal_ctx_default_params();
     p.n_ctx = n_ctx;
@@ -78,8 +86,7 @@ TEST(model_batched_decode_is_bit_identical_to_single) {
     frugal_ctx *dup[2] = { batch[0], batch[0] };
     CHECK(frugal_eval_batch(dup, &t, 2) == FRUGAL_ERR_INVALID_ARG);
     for (int i = 0; i < NS; i++) { frugal_ctx_free(batch[i]); frugal_ctx_free(alone[i]); }
-    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
-    frugal_model_free(m);
+    free_model(m);
 }
 
 /* A server step: prompt chunks of two sequences and decode tokens of two
@@ -156,8 +163,7 @@ TEST(model_mixed_runs_are_bit_identical_to_alone) {
     CHECK(frugal_eval_runs(mixed, bad, one, 2) == FRUGAL_ERR_INVALID_ARG);
     for (int i = 0; i < S; i++) CHECK(frugal_ctx_pos(mixed[i]) == pos[i]);
     for (int i = 0; i < S; i++) { frugal_ctx_free(mixed[i]); frugal_ctx_free(alone[i]); }
-    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
-    frugal_model_free(m);
+    free_model(m);
 }
 
 /* Contexts sharing one context's threads evaluate as contexts with their
@@ -184,8 +190,7 @@ TEST(model_contexts_share_threads) {
     CHECK(frugal_eval(owner, next, 1, false) == FRUGAL_OK); /* its threads outlive the guest */
     frugal_ctx_free(own);
     frugal_ctx_free(owner);
-    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
-    frugal_model_free(m);
+    free_model(m);
 }
 
 TEST(model_chunked_prefill_and_threads_are_bit_identical) {
@@ -212,8 +217,7 @@ TEST(model_chunked_prefill_and_threads_are_bit_identical) {
     free(last);
     frugal_ctx_free(one);
     frugal_ctx_free(chunked);
-    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
-    frugal_model_free(m);
+    free_model(m);
 }
 
 /* The last layer computes in full only the rows whose logits are asked
@@ -244,8 +248,7 @@ TEST(model_output_rows_only_are_bit_identical_to_all_rows) {
     CHECK(memcmp(frugal_logits(every, -1), frugal_logits(outputs, -1), (size_t)V * 4) == 0);
     frugal_ctx_free(every);
     frugal_ctx_free(outputs);
-    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
-    frugal_model_free(m);
+    free_model(m);
 }
 
 TEST(model_context_full_is_an_error_not_a_crash) {
@@ -266,8 +269,7 @@ TEST(model_context_full_is_an_error_not_a_crash) {
     frugal_ctx *c2 = NULL;
     CHECK(frugal_ctx_new(m, &p, &c2) == FRUGAL_ERR_INVALID_ARG && !c2);
     frugal_ctx_free(c);
-    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
-    frugal_model_free(m);
+    free_model(m);
 }
 
 /* A context that loads a shared prefix from the prefix cache and goes on
@@ -324,8 +326,7 @@ TEST(model_prefix_cache_evicts_least_recently_used_leaves) {
     frugal_prefix_cache_free(pc);
     frugal_ctx_free(ctx);
     frugal_ctx_free(user);
-    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
-    frugal_model_free(m);
+    free_model(m);
 }
 
 /* A prefix cache of thousands of blocks (more than two a bucket of its
@@ -350,8 +351,7 @@ TEST(model_prefix_cache_finds_every_chain_of_thousands) {
     for (int c = 0; c < CHAINS; c++) CHECK_MSG(frugal_prefix_cache_match(pc, t[c], N) == N - 32, "chain %d", c);
     frugal_prefix_cache_free(pc);
     frugal_ctx_free(ctx);
-    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
-    frugal_model_free(m);
+    free_model(m);
 }
 
 TEST(model_prefix_cache_load_is_bit_identical) {
@@ -396,6 +396,5 @@ TEST(model_prefix_cache_load_is_bit_identical) {
     frugal_ctx_free(shared);
     frugal_ctx_free(alone);
     frugal_prefix_cache_free(pc);
-    CHECK(fr_kv_pool_in_use(m->kv_pool) == 0); /* every KV page given back */
-    frugal_model_free(m);
+    free_model(m);
 }
