@@ -299,7 +299,7 @@ static void merge_splits(const attn_job *j) {
 }
 
 /* One sequence's job: n query rows at positions pos0... How a decode
- * (`decode`: the sequence's only new token) is split depends only on the
+ * (`decode`: n is 1, the sequence's only new token) is split depends only on the
  * sequence (its pages, its thread count), never on the rest of the batch,
  * so the result is the same alone and in any batch. Rows of a longer run
  * are never split, even one alone (the last layer's output row of a
@@ -315,7 +315,7 @@ static frugal_status job_init(attn_job *j, frugal_ctx *seq, int nth, int layer, 
     j->n_splits = 1;
     int pages = j->L->n_pages;
     nth = FR_MIN(nth, seq->n_threads);
-    if (decode && n == 1 && nth > 1 && pages * FR_KV_PAGE >= SPLIT_MIN * 2) {
+    if (decode && nth > 1 && pages * FR_KV_PAGE >= SPLIT_MIN * 2) {
         j->n_splits = FR_MIN(nth * 2, pages * FR_KV_PAGE / SPLIT_MIN);
         j->partial = seq->attn_partial;
     }

@@ -161,6 +161,15 @@ static void sift_down(candidate *c, int k, int i) {
     }
 }
 
+/* Whether any of the sixteen logits at l is above bar: one comparison
+ * each, in a loop the compiler vectorises. top_k and greedy skip a group
+ * that has none, looking at the others one by one. */
+static inline bool group_above(const float *l, float bar) {
+    int any = 0;
+    for (int j = 0; j < 16; j++) any |= l[j] > bar;
+    return any;
+}
+
 /* Offers c to the heap of the k best so far (root: the worst of them). */
 static inline void offer(candidate *heap, int k, candidate c) {
     if (!ranks_before(&c, &heap[0])) return;
@@ -173,9 +182,8 @@ static inline void offer(candidate *heap, int k, candidate c) {
  * n_vocab - n_pen). One pass keeps the best k seen so far in a heap
  * whose root is the worst of them. Tokens come in id order, so one that
  * ties the root's logit ranks after it; once the heap holds good
- * candidates almost no logit beats the root, so sixteen at a time are
- * compared with it (a loop the compiler vectorises) and only a group with
- * a winner is offered one by one. A NaN root (the heap holds NaNs) is
+ * candidates almost no logit beats the root, so only a group of sixteen
+ * with a winner (group_above) is offered one by one. A NaN root (the heap holds NaNs) is
  * beaten by any number, which "x > root" does not show: such groups are
  * offered one by one too. About 6 us for a 49,152-token vocabulary, where
  * copying every logit into a candidate list first took about 60 (per
@@ -189,10 +197,7 @@ static void top_k(frugal_sampler *s, const float *logits, int k, const candidate
     for (; i < n && i % 16; i++)
         if (!is_penalised(s, i)) offer(heap, k, (candidate){ logits[i], i });
     for (; i + 16 <= n; i += 16) {
-        float root = heap[0].logit;
-        int any = 0;
-        for (int j = 0; j < 16; j++) any |= logits[i + j] > root;
-        if (!any && !isnan(root)) continue;
+        if (!group_above(logits + i, heap[0].logit) && !isnan(heap[0].logit)) continue;
         for (int j = i; j < i + 16; j++)
             if (!is_penalised(s, j)) offer(heap, k, (candidate){ logits[j], j });
     }
@@ -204,9 +209,8 @@ static void top_k(frugal_sampler *s, const float *logits, int k, const candidate
 
 /* Greedy: the first token of the highest logit (after the penalty), or
  * token 0 when its logit is NaN (no number compares above it). As in
- * top_k, sixteen logits at a time are compared with the best so far and
- * only a group with a higher one is looked at one by one; penalised
- * tokens are taken from pen at the end. */
+ * top_k, only a group of sixteen with a logit above the best so far is
+ * looked at one by one; penalised tokens are taken from pen at the end. */
 static int32_t greedy(const frugal_sampler *s, const float *logits, const candidate *pen, int n_pen) {
     int n = s->n_vocab, best = 0, i = 1;
     float top = logits[0];
@@ -216,9 +220,7 @@ static int32_t greedy(const frugal_sampler *s, const float *logits, const candid
     for (; i < n && i % 16; i++)
         if (logits[i] > top && !is_penalised(s, i)) top = logits[i], best = i;
     for (; i + 16 <= n; i += 16) {
-        int any = 0;
-        for (int j = 0; j < 16; j++) any |= logits[i + j] > top;
-        if (!any) continue;
+        if (!group_above(logits + i, top)) continue;
         for (int j = i; j < i + 16; j++)
             if (logits[j] > top && !is_penalised(s, j)) top = logits[j], best = j;
     }
