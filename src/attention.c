@@ -68,8 +68,19 @@ static float dots_scalar(const float *q, const float *k, int k_stride, int np, i
     return m;
 }
 
+static float dots_t_scalar(const float *q, const float *kt, int p0, int p1, int n, float scale, float *s) {
+    float m = -INFINITY;
+    for (int p = p0; p < p1; p++) {
+        float d = 0;
+        for (int i = 0; i < n; i++) d += q[i] * kt[(size_t)i * FR_KV_PAGE + p];
+        s[p] = d * scale;
+        m = FR_MAX(m, s[p]);
+    }
+    return m;
+}
+
 const fr_attn_kernels fr_attn_scalar = { f16_to_f32_scalar, f32_to_f16_scalar, dot_scalar, scale_add_scalar,
-                                         exp_sub_scalar, pv_scalar, dots_scalar };
+                                         exp_sub_scalar, pv_scalar, dots_scalar, dots_t_scalar };
 
 static const fr_attn_kernels *kernels(void) {
     return fr_kernels_isa() >= FR_ISA_AVX2 ? &fr_attn_avx2 : &fr_attn_scalar;
@@ -99,16 +110,19 @@ typedef struct { float m, l; float *acc; const float *q; int qpos, head; bool la
 static int first_visible(int qpos, int window) { return window && qpos - window + 1 > 0 ? qpos - window + 1 : 0; }
 
 /* Scores of row st against slots [a, b) of a page: computed from its
- * tile kt, or copied from pre (scored from packed keys already); a slot
+ * tile kt (channel-major when kt_channels: an fp16 page's keys), or copied
+ * from pre (scored from packed keys already); a slot
  * the row may not see (evicted, outside its window, in its future)
  * scores -inf, which exp turns into an exact 0. Returns the maximum. */
 static float row_scores(const attn_job *j, const fr_kv_page *p, const row_state *st, const float *kt,
-                        const float *pre, float *s, int a, int b, bool masked) {
+                        bool kt_channels, const float *pre, float *s, int a, int b, bool masked) {
     const fr_hparams *hp = &j->ctx->model->hp;
     int hd = hp->head_dim, lo = first_visible(st->qpos, j->L->window);
     float mt = -INFINITY;
     if (pre) {
         for (int i = a; i < b; i++) mt = FR_MAX(mt, s[i] = pre[i]);
+    } else if (kt_channels) {
+        mt = kernels()->dots_t(st->q, kt, a, b, hd, hp->attn_scale, s);
     } else {
         mt = kernels()->dots(st->q, kt + (size_t)a * hd, hd, b - a, hd, hp->attn_scale, s + a);
     }
@@ -142,10 +156,12 @@ static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int 
         if (p->pos[0] > qmax) break; /* positions ascend along the table */
         if (pi + 1 < p1) fr_kv_prefetch_head(kvc, j->L->pages[pi + 1], kvh, hd);
         /* packed KIVI keys are scored from their codes, for all rows at
-         * once (kv_codec.h); other pages are loaded as a key tile */
-        bool fused = fr_kv_scores_fused(p);
+         * once (kv_codec.h); other pages are loaded as a key tile, an fp16
+         * page's channel-major as it is stored (kv.h) */
+        bool fused = fr_kv_scores_fused(p), channels = !p->packed;
         if (fused) fr_kv_key_scores(kvc, p, kvh, hd, qrows, nr, hp->attn_scale, pre);
-        fr_kv_load_head(kvc, p, kvh, hd, fused ? NULL : kt, vt, hd);
+        if (channels) K->f16_to_f32(fr_kv_f16_keys(p, kvh, hd), kt, hd * FR_KV_PAGE);
+        fr_kv_load_head(kvc, p, kvh, hd, fused || channels ? NULL : kt, vt, hd);
         for (int r = 0; r < nr; r++) {
             row_state *st = &rs[r];
             int lo = first_visible(st->qpos, j->L->window), a = 0, b = p->n;
@@ -154,7 +170,7 @@ static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int 
                 a = FR_MAX(0, lo - p->pos[0]);
                 b = FR_MIN(p->n, st->qpos - p->pos[0] + 1);
             }
-            float mt = row_scores(j, p, st, kt, fused ? pre + r * FR_KV_PAGE : NULL, s, a, b, !p->dense);
+            float mt = row_scores(j, p, st, kt, channels, fused ? pre + r * FR_KV_PAGE : NULL, s, a, b, !p->dense);
             if (mt == -INFINITY) continue;
             if (j->scores && st->last)
                 memcpy(j->scores + (size_t)st->head * kvc->cap_slots + (size_t)pi * FR_KV_PAGE + a, s + a,
@@ -193,22 +209,17 @@ static void block_of(const attn_job *j, const row_state *rs, int nr, fr_attn_blo
 }
 
 /* A decode's rows of all KV heads (row r = query head r) over pages
- * [p0, p1): page after page, each page's heads in turn. A page's slots
- * hold all heads side by side, so the heads one after another read it
- * front to back, which the hardware prefetchers follow; an item per head
- * reads a slice every kv_dim values, which they do not. Each head gets
- * the block kernel's arithmetic page by page, as in an item of its own. */
+ * [p0, p1), head after head, each with the block kernel's arithmetic as
+ * in an item of its own. */
 static void attend_heads(const attn_job *j, row_state *rs, int p0, int p1) {
     const fr_hparams *hp = &j->ctx->model->hp;
-    const int nkv = hp->n_head_kv, g = j->group;
-    fr_attn_block b[QBLOCK]; /* n_head_kv <= n_head <= QBLOCK (group_heads) */
-    for (int kvh = 0; kvh < nkv; kvh++) block_of(j, rs + kvh * g, g, &b[kvh]);
-    for (int pi = p0; pi < p1; pi++)
-        for (int kvh = 0; kvh < nkv; kvh++) {
-            if (pi + 1 < p1) fr_kv_prefetch_head(&j->ctx->kv, j->L->pages[pi + 1], kvh, hp->head_dim);
-            fr_attn_block_pages(&b[kvh], &j->ctx->kv, j->L->pages, pi, pi + 1, kvh);
-        }
-    for (int r = 0; r < nkv * g; r++) rs[r].m = b[r / g].m[r % g], rs[r].l = b[r / g].l[r % g];
+    const int g = j->group;
+    for (int kvh = 0; kvh < hp->n_head_kv; kvh++) {
+        fr_attn_block b;
+        block_of(j, rs + kvh * g, g, &b);
+        fr_attn_block_pages(&b, &j->ctx->kv, j->L->pages, p0, p1, kvh);
+        for (int r = 0; r < g; r++) rs[kvh * g + r].m = b.m[r], rs[kvh * g + r].l = b.l[r];
+    }
 }
 
 /* Work item w of job j: (KV head, query block, split), or with

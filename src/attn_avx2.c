@@ -161,4 +161,32 @@ static void pv(float *acc, float c, const float *e, const float *v, int v_stride
     }
 }
 
-const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv, dots };
+_Static_assert(FR_KV_PAGE == 32, "dots_t: a page is 4 vectors of 8 slots");
+
+/* Keys channel-major: the page's 32 slots in 4 vectors side by side
+ * (independent FMA chains over the channels), all of them whatever the
+ * range, so that a slot's bits never depend on the range. */
+static float dots_t(const float *q, const float *kt, int p0, int p1, int n, float scale, float *s) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int i = 0; i < n; i++) {
+        __m256 qi = _mm256_set1_ps(q[i]);
+        const float *k = kt + (size_t)i * FR_KV_PAGE;
+        a0 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k), a0);
+        a1 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k + 8), a1);
+        a2 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k + 16), a2);
+        a3 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k + 24), a3);
+    }
+    float t[FR_KV_PAGE], m = -INFINITY;
+    __m256 vs = _mm256_set1_ps(scale);
+    _mm256_storeu_ps(t, _mm256_mul_ps(a0, vs));
+    _mm256_storeu_ps(t + 8, _mm256_mul_ps(a1, vs));
+    _mm256_storeu_ps(t + 16, _mm256_mul_ps(a2, vs));
+    _mm256_storeu_ps(t + 24, _mm256_mul_ps(a3, vs));
+    for (int p = p0; p < p1; p++) {
+        s[p] = t[p];
+        m = s[p] > m ? s[p] : m;
+    }
+    return m;
+}
+
+const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv, dots, dots_t };

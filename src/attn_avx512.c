@@ -11,8 +11,9 @@
  * the softmax, the mask and P.V are lane-wise as well; nothing is summed
  * across lanes. In decode a block has the 1-5 rows of one token (the
  * query heads of a KV head), so lanes of rows would be mostly empty:
- * there the keys go in the lanes ("rows", the key tile transposed once
- * per page, read straight from fp16).
+ * there the keys go in the lanes ("rows": an fp16 page stores its keys
+ * channel-major, kv.h, so they load straight into the lanes; a packed
+ * page's key tile is transposed once per page).
  *
  * Both compute, for each row r, key k and dimension d, exactly:
  *   s = fma chain over d of q[d] k[d], from 0; s *= scale; masked: -inf
@@ -200,8 +201,10 @@ static inline float sum_tree32(__m512 e0, __m512 e1) {
 /* ---- lanes: rows in the lanes ---------------------------------------------- */
 
 /* Scores of 8 keys at a time for nv vectors of rows: each key value
- * broadcast once serves all the rows. */
-static ALWAYS_INLINE void lanes_scores(const lanes_state *st, const float *kt, int hd, int np, const int nv) {
+ * broadcast once serves all the rows. Key k's channel d is kt[k ks + d kd]
+ * (slot-major tiles: ks = hd, kd = 1; channel-major: ks = 1, kd = PAGE). */
+static ALWAYS_INLINE void lanes_scores(const lanes_state *st, const float *kt, int ks, int kd, int hd, int np,
+                                       const int nv) {
     const __m512 scale = _mm512_set1_ps(st->b->scale);
     for (int k0 = 0; k0 < np; k0 += 8) {
         __m512 acc[8][2];
@@ -211,7 +214,7 @@ static ALWAYS_INLINE void lanes_scores(const lanes_state *st, const float *kt, i
             __m512 q0 = _mm512_load_ps(st->qt + d * ROWS), q1 = nv > 1 ? _mm512_load_ps(st->qt + d * ROWS + 16) : q0;
 #pragma GCC unroll 8
             for (int j = 0; j < 8; j++) {
-                __m512 kv = _mm512_set1_ps(kt[(k0 + j) * hd + d]);
+                __m512 kv = _mm512_set1_ps(kt[(k0 + j) * ks + d * kd]);
                 acc[j][0] = _mm512_fmadd_ps(q0, kv, acc[j][0]);
                 if (nv > 1) acc[j][1] = _mm512_fmadd_ps(q1, kv, acc[j][1]);
             }
@@ -246,44 +249,54 @@ static ALWAYS_INLINE void lanes_pv(lanes_state *st, const float *vt, int hd, int
     }
 }
 
-static ALWAYS_INLINE void lanes_page_nv(lanes_state *st, const fr_kv_page *p, const float *kt, const float *vt,
-                                        const int nv) {
+static ALWAYS_INLINE void lanes_page_nv(lanes_state *st, const fr_kv_page *p, const float *kt, bool kt_channels,
+                                        const float *vt, const int nv) {
     const int hd = st->b->hd, np = p->n;
-    lanes_scores(st, kt, hd, np, nv);
+    if (kt_channels) lanes_scores(st, kt, 1, PAGE, hd, np, nv);
+    else lanes_scores(st, kt, hd, 1, hd, np, nv);
     __m512 c[2];
     lanes_softmax(st, p, c, nv);
     lanes_pv(st, vt, hd, np, c, nv);
 }
 
-static void lanes_page(lanes_state *st, const fr_kv_page *p, const float *kt, const float *vt) {
-    if (st->nv == 2) lanes_page_nv(st, p, kt, vt, 2);
-    else lanes_page_nv(st, p, kt, vt, 1);
+/* kt: the page's keys as floats, channel-major [hd][PAGE] (kt_channels)
+ * or slot-major [PAGE][hd]; vt: its values [PAGE][hd]. */
+static void lanes_page(lanes_state *st, const fr_kv_page *p, const float *kt, bool kt_channels, const float *vt) {
+    if (st->nv == 2) lanes_page_nv(st, p, kt, kt_channels, vt, 2);
+    else lanes_page_nv(st, p, kt, kt_channels, vt, 1);
 }
 
 /* ---- rows: a few rows, keys in the lanes -------------------------------------- */
 
-/* Keys [PAGE][hd] -> ktt [hd][PAGE], 16 x 16 blocks in registers; the
- * keys are floats at kt (row stride hd), or fp16 at k16 (row stride
- * ld16), converted on the way (exactly). */
-static ALWAYS_INLINE void transpose_keys(const float *kt, const uint16_t *k16, size_t ld16, float *ktt, int hd,
-                                         int np) {
+/* Keys [PAGE][hd] -> ktt [hd][PAGE], 16 x 16 blocks in registers (a
+ * packed page's tile; fp16 pages hold their keys channel-major already). */
+static void transpose_keys(const float *kt, float *ktt, int hd, int np) {
     for (int s0 = 0; s0 < np; s0 += 16)
         for (int d0 = 0; d0 < hd; d0 += 16) {
             __m512 x[16];
-            for (int i = 0; i < 16; i++)
-                x[i] = k16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k16 + (s0 + i) * ld16 + d0)))
-                           : _mm512_loadu_ps(kt + (s0 + i) * hd + d0);
+            for (int i = 0; i < 16; i++) x[i] = _mm512_loadu_ps(kt + (s0 + i) * hd + d0);
             transpose16(x);
             for (int i = 0; i < 16; i++) _mm512_storeu_ps(ktt + (d0 + i) * PAGE + s0, x[i]);
         }
 }
 
+/* What the rows shape reads of the next page while it computes this one
+ * (rows_page): the key block (hd lines, channel d's 32 slots on line d)
+ * and the values (v16 + k ld16, hd fp16 each). A decode's page takes
+ * about as long to compute as to fetch: asked for all at once before the
+ * page, the fetches fill the core's line buffers and the computation
+ * waits behind them; spread over the page's loops, a line or two per
+ * iteration, they overlap it. */
+typedef struct { const uint8_t *k; const uint16_t *v16; } next_page;
+
 /* The block's rows (fewer than LANES_MIN) against one page: their FMA
  * chains side by side, as many as rows x 2 key vectors for the scores and
- * rows x 4 output vectors for P.V, so that the chains' latencies overlap. */
+ * rows x 4 output vectors for P.V, so that the chains' latencies overlap.
+ * Keys channel-major [hd][PAGE], floats (ktt) or fp16 (k16); values
+ * [np][hd] floats (vt) or fp16 rows ld16 apart (v16). */
 #define FEW (LANES_MIN - 1)
-static ALWAYS_INLINE void rows_page(fr_attn_block *b, const fr_kv_page *p, const float *ktt, const float *vt,
-                                    const uint16_t *v16, size_t ld16) {
+static ALWAYS_INLINE void rows_page(fr_attn_block *b, const fr_kv_page *p, const float *ktt, const uint16_t *k16,
+                                    const float *vt, const uint16_t *v16, size_t ld16, next_page nx) {
     const int hd = b->hd, np = p->n, nr = b->nr;
     const __m512 scale = _mm512_set1_ps(b->scale), ninf = _mm512_set1_ps(-INFINITY);
     __m512 a[FEW][2];
@@ -291,7 +304,11 @@ static ALWAYS_INLINE void rows_page(fr_attn_block *b, const fr_kv_page *p, const
     for (int r = 0; r < FEW; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
     if (np > 16)
         for (int d = 0; d < hd; d++) {
-            __m512 k0 = _mm512_load_ps(ktt + d * PAGE), k1 = _mm512_load_ps(ktt + d * PAGE + 16);
+            if (nx.k) _mm_prefetch((const char *)nx.k + (size_t)d * 64, _MM_HINT_T0);
+            __m512 k0 = k16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k16 + d * PAGE)))
+                            : _mm512_load_ps(ktt + d * PAGE);
+            __m512 k1 = k16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k16 + d * PAGE + 16)))
+                            : _mm512_load_ps(ktt + d * PAGE + 16);
 #pragma GCC unroll 5
             for (int r = 0; r < FEW; r++)
                 if (r < nr) {
@@ -302,7 +319,9 @@ static ALWAYS_INLINE void rows_page(fr_attn_block *b, const fr_kv_page *p, const
         }
     else /* keys 16..31 unwritten (masked below) */
         for (int d = 0; d < hd; d++) {
-            __m512 k0 = _mm512_load_ps(ktt + d * PAGE);
+            if (nx.k) _mm_prefetch((const char *)nx.k + (size_t)d * 64, _MM_HINT_T0);
+            __m512 k0 = k16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k16 + d * PAGE)))
+                            : _mm512_load_ps(ktt + d * PAGE);
 #pragma GCC unroll 5
             for (int r = 0; r < FEW; r++)
                 if (r < nr) a[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(b->q[r][d]), k0, a[r][0]);
@@ -333,6 +352,10 @@ static ALWAYS_INLINE void rows_page(fr_attn_block *b, const fr_kv_page *p, const
                 if (r < nr && i < nv) o[r][i] = _mm512_mul_ps(_mm512_loadu_ps(b->out[r] + d0 + 16 * i), _mm512_set1_ps(c[r]));
         for (int k = 0; k < np; k++) {
             const float *v = vt + k * hd + d0;
+            if (nx.v16) { /* the next page's values of this key and these 64 dimensions */
+                _mm_prefetch((const char *)(nx.v16 + k * ld16 + d0), _MM_HINT_T0);
+                if (nv > 2) _mm_prefetch((const char *)(nx.v16 + k * ld16 + d0 + 32), _MM_HINT_T0);
+            }
 #pragma GCC unroll 4
             for (int i = 0; i < 4; i++) {
                 if (i >= nv) break;
@@ -356,6 +379,7 @@ static ALWAYS_INLINE void rows_page(fr_attn_block *b, const fr_kv_page *p, const
 void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *const *pages, int p0, int p1,
                          int kvh) {
     const int hd = b->hd, nr = b->nr;
+    const size_t ld = (size_t)kvc->kv_dim; /* between the values of an fp16 page's slots */
     float kt[PAGE * MAX_HD] __attribute__((aligned(64))), vt[PAGE * MAX_HD] __attribute__((aligned(64)));
     float ktt[MAX_HD * PAGE] __attribute__((aligned(64)));
     float qt[MAX_HD * ROWS] __attribute__((aligned(64))), ot[MAX_HD * ROWS] __attribute__((aligned(64)));
@@ -372,38 +396,46 @@ void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *c
         const fr_kv_page *p = pages[pi];
         if (p->n == 0 || p->pos[p->n - 1] < lo_min) continue;
         if (p->pos[0] > qmax) break; /* positions ascend along the table */
-        /* decode asks for the next page's head ahead; prefill computes long
-         * enough on each page that the requests only stall it (measured:
-         * without them pp256 at depth 512 +4 %) */
-        if (pi + 1 < p1 && !lanes) fr_kv_prefetch_head(kvc, pages[pi + 1], kvh, hd);
-        int np = p->n;
-        if (!lanes && !p->packed) { /* fp16 read in place: no float copy of the page */
-            const uint16_t *k16 = (const uint16_t *)p->k + (size_t)kvh * hd, *v16 = (const uint16_t *)p->v + (size_t)kvh * hd;
-            transpose_keys(NULL, k16, (size_t)kvc->kv_dim, ktt, hd, np);
-            rows_page(b, p, ktt, NULL, v16, (size_t)kvc->kv_dim);
+        const int np = p->n;
+        const uint16_t *k16 = p->packed ? NULL : fr_kv_f16_keys(p, kvh, hd);
+        const uint16_t *v16 = p->packed ? NULL : (const uint16_t *)p->v + (size_t)kvh * hd;
+        if (!lanes) {
+            /* decode reads the next page while it computes this one
+             * (next_page); prefill computes long enough on each page that
+             * reading ahead only stalls it (measured: pp256 at depth 512
+             * +4 % without) */
+            const fr_kv_page *q = pi + 1 < p1 ? pages[pi + 1] : NULL;
+            next_page nx = { 0 };
+            if (q && !q->packed) nx = (next_page){ (const uint8_t *)fr_kv_f16_keys(q, kvh, hd),
+                                                   (const uint16_t *)q->v + (size_t)kvh * hd };
+            else if (q) fr_kv_prefetch_head(kvc, q, kvh, hd);
+            if (k16) { /* fp16 read in place */
+                rows_page(b, p, NULL, k16, NULL, v16, ld, nx);
+                continue;
+            }
+            fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd);
+            /* unwritten slots up to the next 16 keys are read, and masked:
+             * make them numbers */
+            int read = (np + 15) / 16 * 16;
+            if (np < read) memset(kt + (size_t)np * hd, 0, (size_t)(read - np) * hd * sizeof(float));
+            transpose_keys(kt, ktt, hd, np);
+            rows_page(b, p, ktt, NULL, vt, NULL, 0, nx);
             continue;
         }
-        if (p->packed) {
-            fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd);
-        } else { /* fp16: 16 values a conversion */
-            const uint16_t *k16 = (const uint16_t *)p->k + (size_t)kvh * hd, *v16 = (const uint16_t *)p->v + (size_t)kvh * hd;
+        if (k16) { /* keys channel-major as they are stored, values row by row; 16 values a conversion */
+            for (int d = 0; d < hd; d++)
+                for (int s0 = 0; s0 < PAGE; s0 += 16)
+                    _mm512_store_ps(ktt + d * PAGE + s0, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k16 + d * PAGE + s0))));
             for (int k = 0; k < np; k++)
-                for (int d0 = 0; d0 < hd; d0 += 16) {
-                    size_t o = (size_t)k * kvc->kv_dim + d0;
-                    _mm512_store_ps(kt + k * hd + d0, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k16 + o))));
-                    _mm512_store_ps(vt + k * hd + d0, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v16 + o))));
-                }
+                for (int d0 = 0; d0 < hd; d0 += 16)
+                    _mm512_store_ps(vt + k * hd + d0, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v16 + k * ld + d0))));
+            lanes_page(&st, p, ktt, true, vt);
+            continue;
         }
-        /* unwritten slots up to the next 8 (lanes) or 16 (rows) keys are
-         * read, and masked: make them numbers */
-        int read = lanes ? (np + 7) / 8 * 8 : (np + 15) / 16 * 16;
+        fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd);
+        int read = (np + 7) / 8 * 8; /* unwritten slots up to the next 8 keys are read, and masked */
         if (np < read) memset(kt + (size_t)np * hd, 0, (size_t)(read - np) * hd * sizeof(float));
-        if (lanes) {
-            lanes_page(&st, p, kt, vt);
-        } else {
-            transpose_keys(kt, NULL, 0, ktt, hd, np);
-            rows_page(b, p, ktt, vt, NULL, 0);
-        }
+        lanes_page(&st, p, kt, false, vt);
     }
     if (lanes) lanes_end(&st);
 }

@@ -150,6 +150,7 @@ static fr_kv_page *page_new(fr_kv_cache *c, int format) {
     p->v = p->k + db;
     p->bytes = bytes;
     p->pool = pool;
+    if (!packed) memset(p->k, 0, db); /* unwritten slots: keys of 0 (kv.h) */
     return p;
 }
 
@@ -227,17 +228,48 @@ static fr_kv_page *open_page(fr_kv_cache *c, fr_kv_layer *L) {
     return push_page(c, L, p) ? NULL : p;
 }
 
+/* ---- the fp16 page layout (kv.h) ---- */
+
+/* Writes a token's keys and values (kv_dim floats each) into slot s of
+ * an fp16 page. */
+static void put_slot(const fr_kv_cache *c, fr_kv_page *p, int s, const float *k, const float *v) {
+    const fr_attn_kernels *K = attn_kernels();
+    uint16_t h[256];
+    for (int c0 = 0; c0 < c->kv_dim; c0 += 256) {
+        int n = FR_MIN(256, c->kv_dim - c0);
+        K->f32_to_f16(k + c0, h, n);
+        uint16_t *dst = (uint16_t *)p->k + (size_t)c0 * FR_KV_PAGE + s;
+        for (int i = 0; i < n; i++) dst[(size_t)i * FR_KV_PAGE] = h[i];
+    }
+    K->f32_to_f16(v, (uint16_t *)p->v + (size_t)s * c->kv_dim, c->kv_dim);
+}
+
+/* Keys channel-major x (n channels) to slot-major floats:
+ * kt[s * stride + i] = x[i * FR_KV_PAGE + s], s < np. */
+static void keys_of_slots(const uint16_t *x, int np, int n, float *kt, int stride) {
+    for (int s = 0; s < np; s++)
+        for (int i = 0; i < n; i++) kt[(size_t)s * stride + i] = fr_fp16_to_fp32(x[(size_t)i * FR_KV_PAGE + s]);
+}
+
+/* The keys (key) or values of slots [0, p->n) of an fp16 page as rows of
+ * kv_dim floats. */
+static void get_rows(const fr_kv_cache *c, const fr_kv_page *p, bool key, float *rows) {
+    if (!key) {
+        attn_kernels()->f16_to_f32((const uint16_t *)p->v, rows, p->n * c->kv_dim);
+        return;
+    }
+    keys_of_slots((const uint16_t *)p->k, p->n, c->kv_dim, rows, c->kv_dim);
+}
+
 frugal_status fr_kv_append(fr_kv_cache *c, int l, const float *k, const float *v, int n, int pos0) {
     fr_kv_layer *L = &c->layers[l];
-    const fr_attn_kernels *K = attn_kernels();
     int kv_dim = c->kv_dim;
     for (int t = 0; t < n; t++) {
         fr_kv_page *p = open_page(c, L);
         if (!p) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the KV cache (%.1f MiB in use)",
                                 fr_kv_bytes(c) / 1048576.0);
         int s = p->n++;
-        K->f32_to_f16(k + (size_t)t * kv_dim, (uint16_t *)p->k + (size_t)s * kv_dim, kv_dim);
-        K->f32_to_f16(v + (size_t)t * kv_dim, (uint16_t *)p->v + (size_t)s * kv_dim, kv_dim);
+        put_slot(c, p, s, k + (size_t)t * kv_dim, v + (size_t)t * kv_dim);
         p->pos[s] = pos0 + t;
         p->unimportant[s] = 0;
         p->live |= 1u << s;
@@ -250,12 +282,11 @@ frugal_status fr_kv_append(fr_kv_cache *c, int l, const float *k, const float *v
 /* ---- packing ---- */
 
 static void unpack_rows(const fr_kv_cache *c, const fr_kv_page *p, bool key, float *rows) {
-    const uint8_t *src = key ? p->k : p->v;
     if (!p->packed) {
-        attn_kernels()->f16_to_f32((const uint16_t *)src, rows, p->n * c->kv_dim);
+        get_rows(c, p, key, rows);
         return;
     }
-    fr_kv_codec_get()->load(p->format, key, src, c->kv_dim, 0, c->kv_dim, rows, c->kv_dim);
+    fr_kv_codec_get()->load(p->format, key, key ? p->k : p->v, c->kv_dim, 0, c->kv_dim, rows, c->kv_dim);
 }
 
 /* Packs an fp16 page (n <= 32 slots; a short page is padded with copies of
@@ -268,9 +299,14 @@ static fr_kv_page *pack_page(fr_kv_cache *c, const fr_kv_page *p, int format) {
     if (!tmp) { page_unref(c, q); return NULL; }
     const fr_kv_codec *codec = fr_kv_codec_get();
     for (int key = 0; key < 2; key++) {
-        const uint8_t *src = key ? p->k : p->v;
-        memcpy(tmp, src, p->n * row);
-        for (int s = p->n; s < FR_KV_PAGE; s++) memcpy((uint8_t *)tmp + s * row, src, row);
+        if (key) { /* the codecs take slot-major rows; fp16 keys are channel-major */
+            const uint16_t *src = (const uint16_t *)p->k;
+            for (int s = 0; s < p->n; s++)
+                for (int i = 0; i < c->kv_dim; i++) tmp[(size_t)s * c->kv_dim + i] = src[(size_t)i * FR_KV_PAGE + s];
+        } else {
+            memcpy(tmp, p->v, p->n * row);
+        }
+        for (int s = p->n; s < FR_KV_PAGE; s++) memcpy((uint8_t *)tmp + s * row, tmp, row);
         codec->pack(format, key, tmp, key ? q->k : q->v, c->kv_dim);
     }
     fr_free(tmp);
@@ -367,13 +403,12 @@ void fr_kv_choose_evictions(const fr_kv_config *cfg, int n, const int32_t *pos, 
  * by the next pack_old_pages (see pack_format). */
 static frugal_status compact(fr_kv_cache *c, fr_kv_layer *L) {
     int kv_dim = c->kv_dim;
-    float *rows = NULL;
-    const fr_attn_kernels *K = attn_kernels();
+    float *rows = NULL; /* keys, then values: [2][FR_KV_PAGE][kv_dim] */
     for (int i = 0; i + 2 < L->n_pages; i++) {
         fr_kv_page *a = L->pages[i], *b = L->pages[i + 1];
         int la = __builtin_popcount(a->live), lb = __builtin_popcount(b->live);
         if (la + lb > FR_KV_PAGE || (a->live == (1ull << a->n) - 1 && b->live == (1ull << b->n) - 1)) continue;
-        if (!rows && !(rows = fr_malloc((size_t)FR_KV_PAGE * kv_dim * sizeof(float))))
+        if (!rows && !(rows = fr_malloc((size_t)2 * FR_KV_PAGE * kv_dim * sizeof(float))))
             return fr_error(FRUGAL_ERR_NOMEM, "out of memory compacting the KV cache");
         fr_kv_page *m = page_new(c, FR_KV_F16);
         if (!m) { fr_free(rows); return fr_error(FRUGAL_ERR_NOMEM, "out of memory compacting the KV cache"); }
@@ -381,14 +416,12 @@ static frugal_status compact(fr_kv_cache *c, fr_kv_layer *L) {
         m->merged = true;
         for (int side = 0; side < 2; side++) {
             fr_kv_page *p = side ? b : a;
-            for (int key = 0; key < 2; key++) {
-                unpack_rows(c, p, key, rows);
-                for (int s = 0, d = m->n; s < p->n; s++)
-                    if (p->live >> s & 1)
-                        K->f32_to_f16(rows + (size_t)s * kv_dim, (uint16_t *)(key ? m->k : m->v) + (size_t)d++ * kv_dim, kv_dim);
-            }
+            float *vrows = rows + (size_t)FR_KV_PAGE * kv_dim;
+            unpack_rows(c, p, true, rows);
+            unpack_rows(c, p, false, vrows);
             for (int s = 0; s < p->n; s++)
                 if (p->live >> s & 1) {
+                    put_slot(c, m, m->n, rows + (size_t)s * kv_dim, vrows + (size_t)s * kv_dim);
                     m->pos[m->n] = p->pos[s];
                     m->unimportant[m->n] = p->unimportant[s];
                     m->live |= 1u << m->n++;
@@ -461,12 +494,12 @@ frugal_status fr_kv_commit(fr_kv_cache *c, int next, int slack) {
 /* A private fp16 copy of the first n slots of p. */
 static fr_kv_page *unpack_page(fr_kv_cache *c, const fr_kv_page *p, int n) {
     fr_kv_page *q = page_new(c, FR_KV_F16);
-    float *rows = fr_malloc((size_t)FR_KV_PAGE * c->kv_dim * sizeof(float));
+    size_t page = (size_t)FR_KV_PAGE * c->kv_dim;
+    float *rows = fr_malloc(2 * page * sizeof(float)); /* keys, then values */
     if (!q || !rows) { page_unref(c, q); fr_free(rows); return NULL; }
-    for (int key = 0; key < 2; key++) {
-        unpack_rows(c, p, key, rows);
-        attn_kernels()->f32_to_f16(rows, (uint16_t *)(key ? q->k : q->v), n * c->kv_dim);
-    }
+    unpack_rows(c, p, true, rows);
+    unpack_rows(c, p, false, rows + page);
+    for (int s = 0; s < n; s++) put_slot(c, q, s, rows + (size_t)s * c->kv_dim, rows + page + (size_t)s * c->kv_dim);
     fr_free(rows);
     q->n = n;
     q->dense = p->dense;
@@ -511,19 +544,16 @@ bool fr_kv_can_rewind(const fr_kv_cache *c, int pos) {
 /* ---- reading ---- */
 
 void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, float *kt, float *vt, int stride) {
-    if (p->packed || p->n == FR_KV_PAGE) { /* a full fp16 page is the F16 format */
+    if (p->packed) {
         const fr_kv_codec *codec = fr_kv_codec_get();
-        int type = p->format; /* F16 when not packed */
-        if (kt) codec->load(type, true, p->k, c->kv_dim, h * hd, hd, kt, stride);
-        codec->load(type, false, p->v, c->kv_dim, h * hd, hd, vt, stride);
+        if (kt) codec->load(p->format, true, p->k, c->kv_dim, h * hd, hd, kt, stride);
+        codec->load(p->format, false, p->v, c->kv_dim, h * hd, hd, vt, stride);
         return;
     }
     const fr_attn_kernels *K = attn_kernels();
-    for (int s = 0; s < p->n; s++) {
-        size_t off = (size_t)s * c->kv_dim + (size_t)h * hd;
-        if (kt) K->f16_to_f32((const uint16_t *)p->k + off, kt + (size_t)s * stride, hd);
-        K->f16_to_f32((const uint16_t *)p->v + off, vt + (size_t)s * stride, hd);
-    }
+    if (kt) keys_of_slots(fr_kv_f16_keys(p, h, hd), p->n, hd, kt, stride);
+    for (int s = 0; s < p->n; s++)
+        K->f16_to_f32((const uint16_t *)p->v + (size_t)s * c->kv_dim + (size_t)h * hd, vt + (size_t)s * stride, hd);
 }
 
 bool fr_kv_scores_fused(const fr_kv_page *p) {
@@ -547,12 +577,11 @@ void fr_kv_prefetch_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int h
         }
         return;
     }
+    const uint8_t *k = (const uint8_t *)fr_kv_f16_keys(p, h, hd);
+    for (size_t o = 0; o < (size_t)hd * FR_KV_PAGE * 2; o += 64) __builtin_prefetch(k + o);
     size_t row = (size_t)c->kv_dim * 2, off = (size_t)h * hd * 2, len = (size_t)hd * 2;
     for (int s = 0; s < p->n; s++)
-        for (size_t o = 0; o < len; o += 64) {
-            __builtin_prefetch(p->k + s * row + off + o);
-            __builtin_prefetch(p->v + s * row + off + o);
-        }
+        for (size_t o = 0; o < len; o += 64) __builtin_prefetch(p->v + s * row + off + o);
 }
 
 /* ---- scissorhands bookkeeping ---- */

@@ -34,10 +34,23 @@ typedef struct fr_kv_page {
     uint32_t live;               /* bit i: slot i holds a token (not evicted) */
     int32_t pos[FR_KV_PAGE];     /* position of the token in each slot */
     uint64_t unimportant[FR_KV_PAGE]; /* scissorhands history: bit j set = low attention j steps ago */
-    uint8_t *k, *v;              /* fp16 [FR_KV_PAGE][kv_dim], or packed (kv_codec.h) */
+    uint8_t *k, *v;              /* fp16 (below), or packed (kv_codec.h) */
     size_t bytes;                /* allocation size, header included */
     struct fr_kv_pool *pool;     /* where it goes back when freed; NULL: fr_malloc'd */
 } fr_kv_page;
+
+/* An fp16 page (not packed) holds its values slot-major, v[slot][kv_dim],
+ * and its keys channel-major, k[channel][FR_KV_PAGE]: a channel's 32
+ * slots side by side, so a head's keys are one block of head_dim x 32.
+ * Decode attention scores the 32 keys of a page at once with keys in the
+ * vector lanes: stored this way they load straight into the lanes, where
+ * slot-major keys had to be transposed at every read (bench/attention.c,
+ * one layer's decode at depth 1500 on one AVX-512 thread: 87-94 -> 51-53
+ * us). Slots not yet written hold keys of 0: kernels that read whole
+ * vectors of slots read them, and mask them. */
+static inline const uint16_t *fr_kv_f16_keys(const fr_kv_page *p, int h, int hd) {
+    return (const uint16_t *)p->k + (size_t)h * hd * FR_KV_PAGE;
+}
 
 typedef struct {
     fr_kv_page **pages;          /* in position order */

@@ -12,7 +12,8 @@
  *
  * Formats of one packed page, K and V separately (both the same size):
  *
- *   F16    [32 slots][kv_dim] fp16 (never packed: the fp16 page is final).
+ *   F16    [32 slots][kv_dim] fp16: the rows pack takes (a cache of type
+ *          f16 never packs; its pages keep kv.h's fp16 layout).
  *   Q8     per slot, kv_dim/32 blocks {fp16 d; int8 q[32]} (Q8_0 layout,
  *          symmetric: x = d * q), slot-major. Keys and values alike.
  *   KIVI-b (b = 4 or 2 bits), asymmetric: x = s * q + z, q in [0, 2^b).

@@ -7,6 +7,7 @@
 #include "kv.h"
 #include "model.h"
 #include "ops.h"
+#include "quant.h"
 #include "unit.h"
 
 TEST(kv_window_policy_keeps_sinks_and_recent) {
@@ -241,4 +242,68 @@ TEST(kv_truncate_drops_tail_and_unpacks) {
     CHECK(fr_kv_truncate(&c, 0) == FRUGAL_OK && L->n_pages == 0 && L->live == 0);
     fr_kv_free(&c);
     fr_free(shared);
+}
+
+/* Every token an fp16 cache holds reads back as its keys and values
+ * rounded to fp16: through the page loads, and in the stored layout the
+ * AVX-512 kernel reads in place (keys channel-major, kv.h); after
+ * appends that fill pages part-way, a truncation (which rewrites the last
+ * page), and a budget's evictions (compaction rewrites pages). */
+static bool kv_holds(const fr_kv_cache *c, int n_kv, int hd, const float *k, const float *v) {
+    static float kt[FR_KV_PAGE * 64], vt[FR_KV_PAGE * 64];
+    const fr_kv_layer *L = &c->layers[0];
+    int kv_dim = n_kv * hd, seen = 0;
+    for (int i = 0; i < L->n_pages; i++) {
+        const fr_kv_page *p = L->pages[i];
+        for (int h = 0; h < n_kv; h++) {
+            fr_kv_load_head(c, p, h, hd, kt, vt, hd);
+            const uint16_t *stored = fr_kv_f16_keys(p, h, hd);
+            for (int s = 0; s < p->n; s++) {
+                if (!(p->live >> s & 1)) continue;
+                const float *want_k = k + (size_t)p->pos[s] * kv_dim + h * hd, *want_v = v + (size_t)p->pos[s] * kv_dim + h * hd;
+                for (int d = 0; d < hd; d++) {
+                    float wk = fr_fp16_to_fp32(fr_fp32_to_fp16(want_k[d])), wv = fr_fp16_to_fp32(fr_fp32_to_fp16(want_v[d]));
+                    if (kt[s * hd + d] != wk || vt[s * hd + d] != wv || fr_fp16_to_fp32(stored[d * FR_KV_PAGE + s]) != wk)
+                        return false;
+                }
+            }
+            for (int s = p->n; s < FR_KV_PAGE; s++) /* unwritten slots: keys of 0 */
+                for (int d = 0; d < hd; d++)
+                    if (stored[d * FR_KV_PAGE + s] != 0 && i == L->n_pages - 1) return false;
+        }
+        seen += __builtin_popcount(p->live);
+    }
+    return seen == L->live;
+}
+
+TEST(kv_fp16_pages_give_back_what_was_written) {
+    const int n_kv = 3, hd = 40, kv_dim = n_kv * hd, total = 150;
+    float *k = malloc((size_t)total * kv_dim * sizeof(float)), *v = malloc((size_t)total * kv_dim * sizeof(float));
+    for (int i = 0; i < total * kv_dim; i++) { k[i] = (float)(i % 1013) / 7.0f - 70; v[i] = (float)(i % 977) / 3.0f; }
+    fr_kv_cache c;
+    fr_kv_config cfg = { .type = FR_KV_F16, .residual = 32 };
+    CHECK(fr_kv_init(&c, &cfg, 1, kv_dim, NULL) == FRUGAL_OK);
+    CHECK(fr_kv_append(&c, 0, k, v, 45, 0) == FRUGAL_OK);            /* a page and a part */
+    for (int t = 45; t < 100; t++) CHECK(fr_kv_append(&c, 0, k + t * kv_dim, v + t * kv_dim, 1, t) == FRUGAL_OK);
+    CHECK(fr_kv_commit(&c, 100, 0) == FRUGAL_OK);
+    CHECK(kv_holds(&c, n_kv, hd, k, v) && c.layers[0].live == 100);
+    CHECK(fr_kv_truncate(&c, 70) == FRUGAL_OK);                        /* the last page rewritten */
+    CHECK(kv_holds(&c, n_kv, hd, k, v) && c.layers[0].live == 70);
+    CHECK(fr_kv_append(&c, 0, k + 70 * kv_dim, v + 70 * kv_dim, 80, 70) == FRUGAL_OK);
+    CHECK(kv_holds(&c, n_kv, hd, k, v) && c.layers[0].live == total);
+    fr_kv_free(&c);
+    /* a budget: tokens evicted from the middle, pages compacted */
+    cfg = (fr_kv_config){ .type = FR_KV_F16, .residual = 32, .budget = 50, .policy = FR_KV_EVICT_WINDOW, .n_sink = 4 };
+    CHECK(fr_kv_init(&c, &cfg, 1, kv_dim, NULL) == FRUGAL_OK);
+    for (int t = 0; t < total; t += 10) {
+        CHECK(fr_kv_append(&c, 0, k + t * kv_dim, v + t * kv_dim, 10, t) == FRUGAL_OK);
+        CHECK(fr_kv_commit(&c, t + 10, 0) == FRUGAL_OK);
+        CHECK_MSG(kv_holds(&c, n_kv, hd, k, v), "after %d tokens", t + 10);
+    }
+    bool merged = false;
+    for (int i = 0; i < c.layers[0].n_pages; i++) merged |= c.layers[0].pages[i]->merged;
+    CHECK(merged && c.layers[0].live == 50);
+    fr_kv_free(&c);
+    free(k);
+    free(v);
 }
