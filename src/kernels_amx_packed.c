@@ -194,8 +194,10 @@ static ALWAYS_INLINE void scale(__m512 acc[PT], const int32_t *c, const work *k,
     } while (0)
 
 /* The unpacked group against m (1..16) tokens of the chunk, the first at
- * column p of k->a, k->da, k->sa: out[t * ldo + r]. */
-static ALWAYS_INLINE void tile_panel(const work *k, int64_t nb, int p, int m, float *out, size_t ldo) {
+ * column p of k->a, k->da, k->sa: out[t * ldo + r]. `next`: the packed
+ * group to request from memory meanwhile (or NULL). */
+static ALWAYS_INLINE void tile_panel(const work *k, int64_t nb, int p, int m, float *out, size_t ldo,
+                                     const uint8_t *next) {
     const int8_t *a = k->a + p * 32;
     const float *da = k->da + p, *sa = k->sa + p;
     __m512 acc[PT];
@@ -203,6 +205,8 @@ static ALWAYS_INLINE void tile_panel(const work *k, int64_t nb, int p, int m, fl
     for (int t = 0; t < PT; t++) acc[t] = _mm512_setzero_ps();
     ISSUE(TC0, TC1, 0);
     for (int64_t b = 0; b < nb; b += 4) {
+        if (next)
+            for (int l = 0; l < 4 * BLK; l += 64) _mm_prefetch((const char *)next + b * BLK + l, _MM_HINT_T0);
         if (b + 2 < nb) ISSUE(TC2, TC3, b + 2);
         DRAIN(TC0, TC1, b);
         if (b + 2 >= nb) break;
@@ -247,13 +251,19 @@ static void dot_packed_q4_1(int64_t n, const void *wv, int nr, const void *av, s
         stage_tokens(k, nb, a + (size_t)t0 * as, as, nt);
         for (int r = 0; r < nr; r += GR) {
             unpack_group(k, nb, w + (size_t)r * nb * Q4_1_SZ);
-            for (int p = 0; p < nt; p += PT) {
+            /* a chunk of one panel (batched decode) computes about as long
+             * as its group takes to come from memory: the next group is
+             * requested meanwhile (unpacking asks only PF_AHEAD ahead).
+             * Longer chunks compute long enough on a group for the
+             * hardware to stream the next one unasked. */
+            const uint8_t *next = nt <= PT && r + GR < nr ? w + (size_t)(r + GR) * nb * Q4_1_SZ : NULL;
+            for (int p = 0; p < nt; p += PT, next = NULL) {
                 const int m = nt - p < PT ? nt - p : PT;
                 if (m != cfg) _tile_loadconfig(&configs[m - 1]), cfg = m;
                 if (m == PT) /* whole panels: no tests of m in the loop */
-                    tile_panel(k, nb, p, PT, out + (size_t)(t0 + p) * ldo + r, ldo);
+                    tile_panel(k, nb, p, PT, out + (size_t)(t0 + p) * ldo + r, ldo, next);
                 else
-                    tile_panel(k, nb, p, m, out + (size_t)(t0 + p) * ldo + r, ldo);
+                    tile_panel(k, nb, p, m, out + (size_t)(t0 + p) * ldo + r, ldo, next);
             }
         }
     }
