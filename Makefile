@@ -21,7 +21,7 @@ BUILD    ?= build
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
-AMX_FLAGS    = $(AVX512_FLAGS) -mamx-tile -mamx-int8
+AMX_FLAGS    = $(AVX512_FLAGS) -mamx-tile -mamx-int8 -mamx-bf16 -mavx512bf16
 
 LIB_SRC   = $(wildcard src/*.c)
 LIB_OBJ   = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)

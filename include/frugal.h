@@ -190,7 +190,15 @@ void frugal_ctx_free(frugal_ctx *ctx);
 /* Runs tokens through the model at the current position and appends them
  * to the KV cache. With all_logits the logits of every token are kept,
  * otherwise only those of the last one. FRUGAL_ERR_CONTEXT_FULL (and no
- * change) if they do not fit. */
+ * change) if they do not fit.
+ *
+ * Two or more tokens are a prompt, one token is a decoding step, and the
+ * two may be computed differently: on CPUs with AMX a prompt's matrix
+ * products use bf16 (faster prefill), a decoding step exact integer
+ * block sums. A token's results never depend on how a
+ * prompt is split into calls of two or more tokens, nor on what else
+ * shares a batch; evaluating a prompt one token at a time gives results
+ * that differ in the last bits. */
 frugal_status frugal_eval(frugal_ctx *ctx, const int32_t *tokens, int n, bool all_logits);
 
 /* Batched decoding for servers: one token for each of n contexts (all
@@ -206,8 +214,9 @@ frugal_status frugal_eval_batch(frugal_ctx *const *ctxs, const int32_t *tokens, 
  * most frugal_ctx_batch(ctxs[0]) in all. One forward pass reads every
  * weight once for all of them; each context's logits are those of its
  * run's last token (frugal_logits(ctxs[i], -1)). The results are the bits
- * that evaluating each run on its own gives. On failure no context
- * advances. */
+ * that evaluating each run on its own gives (a run of one token is a
+ * decoding step, longer runs are a prompt's: see frugal_eval). On failure
+ * no context advances. */
 frugal_status frugal_eval_runs(frugal_ctx *const *ctxs, const int32_t *tokens, const int *n_tokens, int n);
 
 /* Logits of the i-th token of the last frugal_eval (i = -1: the last).

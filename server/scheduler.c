@@ -169,15 +169,21 @@ static int common_prefix(const slot *sl, const job *j) {
     return n;
 }
 
-/* Puts job j on free slot sl: keeps the common prefix of the cache (but
- * evaluates at least the last prompt token, whose logits we need). */
+/* The most prompt tokens a request may find in a cache: the last ones are
+ * evaluated, for their logits, and never as a run of one token (decoding's
+ * arithmetic, frugal.h) unless the prompt is a single token, so that a
+ * reply does not depend on what the caches held. */
+static int reusable(const job *j) { return j->n_prompt >= 2 ? j->n_prompt - 2 : 0; }
+
+/* Puts job j on free slot sl: keeps the common prefix of the cache, up to
+ * reusable(j). */
 static void slot_start(scheduler *s, slot *sl, job *j) {
     int keep = common_prefix(sl, j);
-    if (keep > j->n_prompt - 1) keep = j->n_prompt - 1;
+    if (keep > reusable(j)) keep = reusable(j);
     if (frugal_prefix_cache_match(s->prefixes, j->prompt, j->n_prompt) > keep) {
         int loaded = frugal_prefix_cache_load(s->prefixes, sl->ctx, j->prompt, j->n_prompt);
         memcpy(sl->cache, j->prompt, (size_t)loaded * sizeof *j->prompt);
-        keep = loaded;
+        keep = loaded < reusable(j) ? loaded : reusable(j);
     }
     frugal_ctx_rewind(sl->ctx, keep);
     sl->n_cache = frugal_ctx_pos(sl->ctx); /* sliding-window models may keep less */
@@ -340,7 +346,9 @@ static void sample_next(scheduler *s, int *n, int *n_tok) {
     }
 }
 
-/* (b) The next prompt chunks, oldest request first, within the budget. */
+/* (b) The next prompt chunks, oldest request first, within the budget.
+ * No chunk is one token, nor leaves one (a run of one token is decoded,
+ * frugal.h), except a prompt of one token. */
 static void next_chunks(scheduler *s, int *n, int *n_tok) {
     int m = 0;
     for (int i = 0; i < s->n_slots; i++)
@@ -356,7 +364,9 @@ static void next_chunks(scheduler *s, int *n, int *n_tok) {
     for (int i = 0; i < m && budget > 0; i++) {
         slot *sl = s->order[i];
         job *j = sl->job;
-        int chunk = j->n_prompt - sl->n_done < budget ? j->n_prompt - sl->n_done : budget;
+        int rest = j->n_prompt - sl->n_done, chunk = rest < budget ? rest : budget;
+        if (rest - chunk == 1) chunk--;
+        if (chunk < 2 && rest > 1) break; /* the next step has room */
         memcpy(sl->cache + sl->n_done, j->prompt + sl->n_done, (size_t)chunk * sizeof *j->prompt);
         add_run(s, n, n_tok, sl, j->prompt + sl->n_done, chunk, true);
         budget -= chunk;

@@ -31,7 +31,7 @@ typedef struct {
 #define TB0 6
 #define TB1 7
 
-enum { FR_AMX_SCRATCH_TILES, FR_AMX_SCRATCH_PACKED, FR_AMX_SCRATCH_COUNT };
+enum { FR_AMX_SCRATCH_TILES, FR_AMX_SCRATCH_PACKED, FR_AMX_SCRATCH_PROMPT, FR_AMX_SCRATCH_COUNT };
 
 /* This thread's scratch memory of one kernel file: at least `bytes`,
  * 64-byte aligned, kept between calls (contents not preserved when it

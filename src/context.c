@@ -92,8 +92,9 @@ static frugal_status alloc_buffers(frugal_ctx *c) {
     size_t nb = (size_t)c->n_batch;
     size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim, q_dim = (size_t)hp->n_head * hp->head_dim;
     size_t widest = FR_MAX(FR_MAX((size_t)hp->n_embd, q_dim), (size_t)hp->n_ff);
-    /* a quantized activation row is at most 4 bytes per element plus block headers */
-    c->qbuf_bytes = nb * (widest * 4 + 64);
+    /* a quantized activation row is at most 4 bytes per element plus block
+     * headers, and a matmul may add a bf16 copy of a prompt's rows */
+    c->qbuf_bytes = nb * (widest * 6 + 64);
     c->x = fr_malloc(nb * hp->n_embd * sizeof(float));
     c->xb = fr_malloc(nb * FR_MAX((size_t)hp->n_embd, q_dim) * sizeof(float));
     c->q = fr_malloc(nb * q_dim * sizeof(float));
@@ -103,13 +104,15 @@ static frugal_status alloc_buffers(frugal_ctx *c) {
     c->hb = fr_malloc(nb * hp->n_ff * sizeof(float));
     c->hb2 = fr_malloc(nb * hp->n_ff * sizeof(float));
     c->qbuf = fr_malloc(c->qbuf_bytes);
+    c->is_prompt = fr_malloc(nb);
     for (int k = 0; k < c->model->n_rope_bases; k++)
         if (!(c->rope_cs[k] = fr_malloc(nb * hp->rope_dim * sizeof(float))))
             return fr_error(FRUGAL_ERR_NOMEM, "out of memory for RoPE tables");
     c->attn_partial = fr_malloc((size_t)c->n_threads * 2 * hp->n_head * (hp->head_dim + 2) * sizeof(float));
     c->n_logits_cap = 1;
     c->logits = fr_malloc((size_t)hp->n_vocab * sizeof(float));
-    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->qbuf || !c->attn_partial || !c->logits)
+    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->qbuf || !c->is_prompt || !c->attn_partial ||
+        !c->logits)
         return fr_error(FRUGAL_ERR_NOMEM, "out of memory for activation buffers of %d tokens", c->n_batch);
     return alloc_kv(c);
 }
@@ -172,7 +175,7 @@ void frugal_ctx_free(frugal_ctx *c) {
     fr_kv_free(&c->kv);
     for (int k = 0; k < FR_MAX_ROPE_BASES; k++) fr_free(c->rope_cs[k]);
     fr_free(c->x); fr_free(c->xb); fr_free(c->q); fr_free(c->k); fr_free(c->v);
-    fr_free(c->att); fr_free(c->hb); fr_free(c->hb2); fr_free(c->qbuf); fr_free(c->attn_partial); fr_free(c->logits);
+    fr_free(c->att); fr_free(c->hb); fr_free(c->hb2); fr_free(c->qbuf); fr_free(c->is_prompt); fr_free(c->attn_partial); fr_free(c->logits);
     fr_free(c);
 }
 
@@ -214,7 +217,7 @@ frugal_status frugal_eval(frugal_ctx *c, const int32_t *tokens, int n, bool all_
         bool last_batch = done + nb == n;
         int n_out = all_logits ? nb : (last_batch ? 1 : 0);
         c->logits = all_logits ? all + (size_t)done * n_vocab : all;
-        fr_batch b = { &c, &nb, 1 };
+        fr_batch b = { &c, &nb, 1, n > 1 }; /* a prompt's pieces, even a last one of one token */
         st = fr_forward(c, &b, tokens + done, nb, n_out);
         if (!st) {
             c->pos += nb;
@@ -258,7 +261,7 @@ frugal_status frugal_eval_runs(frugal_ctx *const *ctxs, const int32_t *tokens, c
             return fr_error(FRUGAL_ERR_INVALID_ARG, "token id %d out of range 0..%d", tokens[t], n_vocab - 1);
     frugal_status st = reserve_logits(ws, n);
     if (st) return st;
-    fr_batch b = { ctxs, n_tokens, n };
+    fr_batch b = { ctxs, n_tokens, n, false };
     st = fr_forward(ws, &b, tokens, total, FR_OUT_RUN_LAST);
     for (int i = 0; i < n && !st; i++)
         st = fr_kv_commit(&ctxs[i]->kv, ctxs[i]->pos + n_tokens[i], ctxs[i]->n_batch);

@@ -108,11 +108,14 @@ static frugal_status attend_runs(frugal_ctx *ctx, const fr_batch *b, int l, int 
 }
 
 /* Moves the rows keep selects (run r's last keep[r]) to the front of x,
- * in order; a row only ever moves up. */
-static void gather_rows(float *x, const fr_batch *b, const int *keep, int d) {
+ * in order, with their prompt flags; a row only ever moves up. */
+static void gather_rows(float *x, uint8_t *is_prompt, const fr_batch *b, const int *keep, int d) {
     for (int r = 0, t0 = 0, o = 0; r < b->n_runs; t0 += b->run_len[r], r++)
         for (int t = t0 + b->run_len[r] - keep[r]; t < t0 + b->run_len[r]; t++, o++)
-            if (o != t) memcpy(x + (size_t)o * d, x + (size_t)t * d, (size_t)d * sizeof(float));
+            if (o != t) {
+                memcpy(x + (size_t)o * d, x + (size_t)t * d, (size_t)d * sizeof(float));
+                is_prompt[o] = is_prompt[t];
+            }
 }
 
 /* The attention half of layer l for n rows; with keep (the last layer),
@@ -131,7 +134,7 @@ static frugal_status attention_block(frugal_ctx *ctx, const fr_batch *b, int l, 
     frugal_status st = attend_runs(ctx, b, l, n, keep);
     if (st) return st;
     if (keep) {
-        gather_rows(ctx->x, b, keep, d);
+        gather_rows(ctx->x, ctx->is_prompt, b, keep, d);
         n = n_keep;
     }
     if (n == 0) return FRUGAL_OK;
@@ -186,24 +189,39 @@ frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *toke
             for (int t = 0; t < b->run_len[r]; t++)
                 fr_rope_table(ctx->rope_cs[k] + (size_t)(t0 + t) * hp->rope_dim, b->seq[r]->pos + t,
                               hp->rope_dim, m->rope_bases[k]);
+    /* Prompt tokens and decoded tokens take different matmul arithmetic
+     * (matmul.c); which is which depends only on the run, never on what
+     * shares the batch. */
+    for (int r = 0, t0 = 0; r < b->n_runs; t0 += b->run_len[r], r++)
+        memset(ctx->is_prompt + t0, b->prompt || b->run_len[r] > 1, (size_t)b->run_len[r]);
+    ctx->prompt_rows = ctx->is_prompt;
     int keep[FR_MAX_BATCH_SEQS], n_keep = output_rows(b, n, n_out, keep);
     for (int l = 0; l < hp->n_layer; l++) {
         bool prune = l == hp->n_layer - 1 && n_keep < n;
         frugal_status st = attention_block(ctx, b, l, n, prune ? keep : NULL, n_keep);
-        if (st) return st;
+        if (st) {
+            ctx->prompt_rows = NULL;
+            return st;
+        }
         if (prune) n = n_keep; /* the output rows, at the front in order */
         ffn_block(ctx, l, n);
     }
     if (n_out == FR_OUT_RUN_LAST) { /* each run's last row moves to row r (never above its own place) */
         for (int r = 0, end = 0; r < b->n_runs && n > b->n_runs; r++) {
             end += b->run_len[r];
-            if (end - 1 != r) memcpy(ctx->x + (size_t)r * d, ctx->x + (size_t)(end - 1) * d, (size_t)d * sizeof(float));
+            if (end - 1 != r) {
+                memcpy(ctx->x + (size_t)r * d, ctx->x + (size_t)(end - 1) * d, (size_t)d * sizeof(float));
+                ctx->is_prompt[r] = ctx->is_prompt[end - 1];
+            }
         }
         n = n_out = b->n_runs;
     }
-    if (n_out <= 0) return FRUGAL_OK;
-    float *xo = ctx->x + (size_t)(n - n_out) * d;
-    fr_rmsnorm(xo, xo, m->output_norm.data, n_out, d, hp->norm_eps);
-    fr_matmul(ctx, &m->output, xo, n_out, ctx->logits);
+    if (n_out > 0) {
+        float *xo = ctx->x + (size_t)(n - n_out) * d;
+        fr_rmsnorm(xo, xo, m->output_norm.data, n_out, d, hp->norm_eps);
+        ctx->prompt_rows = ctx->is_prompt + (n - n_out);
+        fr_matmul(ctx, &m->output, xo, n_out, ctx->logits);
+    }
+    ctx->prompt_rows = NULL;
     return FRUGAL_OK;
 }

@@ -52,9 +52,14 @@ int fr_isa_detect(void) {
     const unsigned vnni = 1u << 11;
     if ((b & (f | dq | bw | vl)) != (f | dq | bw | vl) || !(c & vnni) || (xcr0 & 0xe0) != 0xe0)
         return FR_ISA_AVX2;
-    /* AMX-TILE and AMX-INT8, tile state enabled by the OS, and permission. */
-    const unsigned amx_tile = 1u << 24, amx_int8 = 1u << 25;
-    if ((d & (amx_tile | amx_int8)) == (amx_tile | amx_int8) && (xcr0 & 0x60000) == 0x60000 && amx_permitted())
+    /* AMX-TILE, AMX-INT8 and AMX-BF16 (with AVX512-BF16's conversions),
+     * tile state enabled by the OS, and permission. Every CPU with AMX so
+     * far has all of them. */
+    const unsigned amx_tile = 1u << 24, amx_int8 = 1u << 25, amx_bf16 = 1u << 22, amx = amx_tile | amx_int8 | amx_bf16;
+    unsigned a1 = 0, b1, c1, d1;
+    if (__get_cpuid_max(0, NULL) >= 7) __cpuid_count(7, 1, a1, b1, c1, d1);
+    const unsigned avx512_bf16 = 1u << 5;
+    if ((d & amx) == amx && (a1 & avx512_bf16) && (xcr0 & 0x60000) == 0x60000 && amx_permitted())
         return FR_ISA_AMX;
     return FR_ISA_AVX512;
 }
@@ -80,7 +85,8 @@ static void overlay(fr_kernel_table *dst, const fr_kernel_table *src) {
         if (src->dot_rows[t]) dst->dot_rows[t] = src->dot_rows[t];
         if (src->dot_tile[t]) dst->dot_tile[t] = src->dot_tile[t];
         if (src->quant[t]) dst->quant[t] = src->quant[t], dst->quant_checked[t] = src->quant_checked[t];
-        if (src->pack[t]) dst->pack[t] = src->pack[t], dst->dot_packed[t] = src->dot_packed[t];
+        if (src->pack[t])
+            dst->pack[t] = src->pack[t], dst->dot_packed[t] = src->dot_packed[t], dst->dot_prompt[t] = src->dot_prompt[t];
     }
 }
 
@@ -118,7 +124,7 @@ int fr_kernels_select(int isa) {
     }
     for (uint32_t t = 0; t < FR_TYPE_COUNT; t++) {
         fr_traits_set_kernels(t, tab.dot[t], tab.dot_rows[t], tab.dot_tile[t], tab.quant[t], tab.quant_checked[t]);
-        fr_traits_set_packed(t, tab.pack[t], tab.dot_packed[t]);
+        fr_traits_set_packed(t, tab.pack[t], tab.dot_packed[t], tab.dot_prompt[t]);
     }
     current_isa = isa;
     return isa;

@@ -30,6 +30,8 @@
  * acc = fma(m_w, s_a, acc), block after block.
  */
 #include <immintrin.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "quant.h"
@@ -270,7 +272,195 @@ static void dot_packed_q4_1(int64_t n, const void *wv, int nr, const void *av, s
     _tile_release();
 }
 
+/* ---- prompts: bf16 products summed over the whole row -----------------------
+ *
+ * The integer path above must scale every block's sums by that block's
+ * scales in vector registers (scale()), and on this hardware the tile unit
+ * and the vector units do not overlap (bench/amx_overlap.c): the scaling
+ * costs as much as the products. Prompts take another arithmetic: each
+ * weight dequantized, w = fma(d, q, m), and each activation rounded to
+ * bf16, their products summed in fp32 by TDPBF16PS over the whole row, the
+ * sums never leaving the tile registers. A group's 16 rows are dequantized
+ * once per chunk of up to PCHUNK tokens and used by all its panels; the
+ * tokens' rows, already bf16 (matmul.c converts them once for all the
+ * matrices and threads), are A's rows where they lie.
+ *
+ * B's layout for one block (16 rows of 64 bytes): row kp holds, for each
+ * weight row r, the bf16 pair (w[r][2kp], w[r][2kp + 1]). With the packed
+ * codes, elements 4h + i (low nibbles) and 16 + 4h + i (high nibbles) are
+ * byte i of row r's dword in q[h]: shifts and masks of one vector give
+ * one element of all 16 rows. A's rows are the tokens' 32 activations in
+ * order: a block of the token rows themselves, one row stride apart.
+ *
+ * The sums do not depend on how tokens are grouped into panels, chunks or
+ * threads, so a prompt's results are the same bits however it is split;
+ * they differ in the last bits from the integer path's, which decoding
+ * keeps (see matmul.c). */
+
+#define PCHUNK 256                      /* tokens per chunk: a group is dequantized once per chunk */
+#define PBLK (16 * 32)                  /* bf16 values of one block of B */
+
+static fr_tile_config pconfigs[PT + 1][PT + 1]; /* [m0][m1]: panels of m0 and m1 tokens (m1 = 0: one panel) */
+
+static void pconfigs_init(void) {
+    for (int m0 = 1; m0 <= PT; m0++)
+        for (int m1 = 0; m1 <= PT; m1++) {
+            fr_tile_config *c = &pconfigs[m0][m1];
+            memset(c, 0, sizeof *c);
+            c->palette = 1;
+            const int rows[8] = { m0, m0, m1, m1, m0, m1, 16, 16 };
+            for (int t = 0; t < 8; t++) c->rows[t] = (uint8_t)rows[t], c->colsb[t] = rows[t] ? 64 : 0;
+        }
+}
+
+/* One group's 16 rows, nb blocks, into B's layout. */
+static void dequant_group(int64_t nb, const uint8_t *g, uint16_t *b) {
+    static const uint16_t zip[32] = { 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31 };
+    const __m512i idx = _mm512_loadu_si512(zip), lo = _mm512_set1_epi32(15);
+    for (int64_t blk = 0; blk < nb; blk++, b += PBLK) {
+        const uint8_t *x = g + blk * BLK;
+        for (int l = 0; l < BLK; l += 64) _mm_prefetch((const char *)x + PF_AHEAD + l, _MM_HINT_T0);
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x));
+        const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + 32)));
+#pragma GCC unroll 4
+        for (int h = 0; h < 4; h++) {
+            const __m512i v = _mm512_loadu_si512(x + 64 + 64 * h);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) { /* k = 2 * high + j: bytes 2j, 2j + 1, low or high nibbles */
+                const int s0 = 16 * (k & 1) + 4 * (k >> 1);
+                __m512 w0 = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(v, s0), lo));
+                __m512 w1 = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(v, s0 + 8), lo));
+                w0 = _mm512_fmadd_ps(d, w0, m);
+                w1 = _mm512_fmadd_ps(d, w1, m);
+                const __m512i pair = _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(w1, w0));
+                _mm512_storeu_si512(b + 32 * (8 * (k >> 1) + 2 * h + (k & 1)), pair);
+            }
+        }
+    }
+}
+
+/* Panels p (m0 tokens) and p + 16 (if two_p) against group 0 (and 1 if
+ * two_g), all blocks, the sums stored into out (token-major, ldo). */
+static ALWAYS_INLINE void prompt_panels(const uint8_t *a, size_t as, const uint16_t *b0, int64_t nb, int two_p,
+                                        int two_g, float *out, size_t ldo) {
+    const uint16_t *b1 = b0 + nb * PBLK;
+    _tile_zero(TC0);
+    if (two_g) _tile_zero(TC1);
+    if (two_p) _tile_zero(TC2);
+    if (two_p && two_g) _tile_zero(TC3);
+    for (int64_t blk = 0; blk < nb; blk++) {
+        _tile_loadd(TA0, a + blk * 64, as);
+        _tile_loadd(TB0, b0 + blk * PBLK, 64);
+        _tile_dpbf16ps(TC0, TA0, TB0);
+        if (two_p) {
+            _tile_loadd(TA1, a + PT * as + blk * 64, as);
+            _tile_dpbf16ps(TC2, TA1, TB0);
+        }
+        if (two_g) {
+            _tile_loadd(TB1, b1 + blk * PBLK, 64);
+            _tile_dpbf16ps(TC1, TA0, TB1);
+            if (two_p) _tile_dpbf16ps(TC3, TA1, TB1);
+        }
+    }
+    const size_t stride = ldo * sizeof(float);
+    _tile_stored(TC0, out, stride);
+    if (two_g) _tile_stored(TC1, out + GR, stride);
+    if (two_p) _tile_stored(TC2, out + PT * ldo, stride);
+    if (two_p && two_g) _tile_stored(TC3, out + PT * ldo + GR, stride);
+}
+
+/* Without scratch memory: the same products one at a time (not the tile
+ * unit's summation order, so not the same bits; only when a few hundred
+ * KB cannot be had). */
+static void prompt_scalar(int64_t n, const uint8_t *w, int nr, const uint8_t *x, size_t xs, int nc, float *out,
+                          size_t ldo) {
+    const int64_t nb = n / 32;
+    for (int c = 0; c < nc; c++)
+        for (int r = 0; r < nr; r++) {
+            const uint8_t *g = w + (size_t)(r / GR) * GR * nb * Q4_1_SZ;
+            const int lane = r % GR;
+            float acc = 0;
+            for (int64_t blk = 0; blk < nb; blk++) {
+                const uint8_t *o = g + blk * BLK;
+                const float d = _cvtsh_ss(load16(o + 2 * lane)), m = _cvtsh_ss(load16(o + 32 + 2 * lane));
+                for (int e = 0; e < 32; e++) {
+                    const int h = (e & 15) >> 2, byte = o[64 + 64 * h + 4 * lane + (e & 3)];
+                    const float q = (float)(e < 16 ? byte & 15 : byte >> 4);
+                    acc += fr_bf16_to_fp32(fr_fp32_to_bf16(fmaf(d, q, m))) *
+                           fr_bf16_to_fp32(load16(x + c * xs + 2 * (blk * 32 + e)));
+                }
+            }
+            out[c * ldo + r] = acc;
+        }
+}
+
+static void dot_prompt_q4_1(int64_t n, const void *wv, int nr, const void *xv, size_t xs, int nc, float *out,
+                            size_t ldo) {
+    const int64_t nb = n / 32;
+    const uint8_t *w = wv, *x = xv;
+    uint16_t *b = fr_amx_scratch(FR_AMX_SCRATCH_PROMPT, (size_t)nb * 2 * PBLK * sizeof(uint16_t));
+    if (!b) {
+        prompt_scalar(n, w, nr, x, xs, nc, out, ldo);
+        return;
+    }
+    const fr_tile_config *cfg = NULL;
+    for (int t0 = 0; t0 < nc; t0 += PCHUNK) {
+        const int nt = nc - t0 < PCHUNK ? nc - t0 : PCHUNK;
+        for (int r = 0; r < nr; r += 2 * GR) {
+            const int two_g = r + GR < nr;
+            dequant_group(nb, w + (size_t)r * nb * Q4_1_SZ, b);
+            if (two_g) dequant_group(nb, w + (size_t)(r + GR) * nb * Q4_1_SZ, b + nb * PBLK);
+            for (int p = 0; p < nt; p += 2 * PT) {
+                const int m0 = nt - p < PT ? nt - p : PT, rest = nt - p - PT;
+                const int m1 = rest <= 0 ? 0 : rest < PT ? rest : PT;
+                if (cfg != &pconfigs[m0][m1]) cfg = &pconfigs[m0][m1], _tile_loadconfig(cfg);
+                const uint8_t *a = x + (size_t)(t0 + p) * xs;
+                float *o = out + (size_t)(t0 + p) * ldo + r;
+                if (m1 && two_g) prompt_panels(a, xs, b, nb, 1, 1, o, ldo); /* the common case, unrolled alone */
+                else prompt_panels(a, xs, b, nb, m1 > 0, two_g, o, ldo);
+            }
+        }
+    }
+    _tile_release();
+}
+
+/* fp32 -> bf16, round to nearest even, as quant.c's fr_fp32_to_bf16 (for
+ * finite values; integer arithmetic, so subnormals round like the rest
+ * rather than being flushed as VCVTNEPS2BF16 does). */
+static ALWAYS_INLINE __m256i bf16_of(__m512 v) {
+    const __m512i x = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), odd);
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+
+static bool quant_bf16_checked(const float *x, void *y, int64_t n) {
+    uint16_t *h = y;
+    const __m512i exp = _mm512_set1_epi32(0x7f800000);
+    __mmask16 bad = 0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), exp), exp);
+        _mm256_storeu_si256((__m256i *)(h + i), bf16_of(v));
+    }
+    bool finite = !bad;
+    for (; i < n; i++) {
+        finite &= isfinite(x[i]) != 0;
+        h[i] = fr_fp32_to_bf16(x[i]);
+    }
+    return finite;
+}
+
+static void quant_bf16(const float *x, void *y, int64_t n) { quant_bf16_checked(x, y, n); }
+
 void fr_kernels_fill_amx_packed(fr_kernel_table *t) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, pconfigs_init);
     t->pack[FR_Q4_1] = pack_q4_1;
     t->dot_packed[FR_Q4_1] = dot_packed_q4_1;
+    t->dot_prompt[FR_Q4_1] = dot_prompt_q4_1;
+    t->quant[FR_BF16] = quant_bf16;
+    t->quant_checked[FR_BF16] = quant_bf16_checked;
 }

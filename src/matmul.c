@@ -11,6 +11,17 @@
  * The output rows of one or several matrices are then split into
  * contiguous ranges, one per thread, and each range goes to one kernel
  * call, which reads its weights from memory once for all tokens.
+ *
+ * Two arithmetics. Decoded tokens take the block-exact integer dots
+ * (quant.h), whose bits are the same alone or in any batch. Where a weight
+ * type has a prompt kernel (dot_prompt, the AMX level's Q4_1), a prompt's
+ * tokens take it instead: bf16 products summed over the whole row by the
+ * tile unit, about twice as fast for prefill (no per-block scaling). Its
+ * bits too depend only on the token itself, so a prompt gives the same
+ * results in one piece or in chunks, alone or beside other sequences;
+ * which rows are a prompt's, ctx->prompt_rows says (forward.c). The
+ * quantizing pass rounds a prompt's rows to bf16 instead, for such
+ * matrices.
  */
 #include <string.h>
 #include "ops.h"
@@ -31,6 +42,10 @@ typedef struct {
     float *xn;                /* where normalised rows go (the ctx's xb) */
     const void *xq[MAX_MATS]; /* quantized input for each matrix */
     size_t xq_row[MAX_MATS];  /* bytes per quantized row */
+    const void *xh[MAX_MATS]; /* the prompt rows as bf16, for matrices with a prompt kernel */
+    size_t xh_row[MAX_MATS];
+    const uint8_t *prompt;    /* per token: 1 = prompt arithmetic where the matrix has it; NULL: none */
+    bool quant_prompt[MAX_MATS]; /* matrix i quantizes the prompt rows too (no prompt kernel) */
     /* GLU fusion */
     float *glu_up;
     int act;
@@ -43,8 +58,19 @@ static void mm_rows(const mm_job *j, int i, int64_t lo, int64_t hi) {
     const fr_weight *w = j->w[i];
     const fr_type_traits *tt = fr_traits(w->type);
     if (w->packed && tt->dot_packed) { /* rows rearranged at load; lo is a multiple of 16 */
-        tt->dot_packed(w->cols, (const uint8_t *)w->packed + lo * w->row_bytes, (int)(hi - lo), j->xq[i],
-                       j->xq_row[i], j->n, j->y[i] + lo, (size_t)w->rows);
+        const uint8_t *wp = (const uint8_t *)w->packed + lo * w->row_bytes;
+        /* runs of tokens of one arithmetic (decodes come first in a server's step) */
+        for (int t0 = 0, t1; t0 < j->n; t0 = t1) {
+            const bool prompt = !j->quant_prompt[i] && j->prompt[t0];
+            for (t1 = t0 + 1; t1 < j->n && (!j->quant_prompt[i] && j->prompt[t1]) == prompt; t1++) {}
+            float *y = j->y[i] + (size_t)t0 * w->rows + lo;
+            if (prompt)
+                tt->dot_prompt(w->cols, wp, (int)(hi - lo), (const uint8_t *)j->xh[i] + (size_t)t0 * j->xh_row[i],
+                               j->xh_row[i], t1 - t0, y, (size_t)w->rows);
+            else
+                tt->dot_packed(w->cols, wp, (int)(hi - lo), (const uint8_t *)j->xq[i] + (size_t)t0 * j->xq_row[i],
+                               j->xq_row[i], t1 - t0, y, (size_t)w->rows);
+        }
         return;
     }
     const uint8_t *row = (const uint8_t *)w->data + lo * w->row_bytes;
@@ -99,7 +125,10 @@ static void quant_rows(const mm_job *j, int i, int64_t lo, int64_t hi) {
             fr_rmsnorm(j->xn + t * cols, row, j->norm, 1, (int)cols, j->eps);
             row = j->xn + t * cols;
         }
-        fr_quantize_act(act, row, (uint8_t *)j->xq[i] + t * j->xq_row[i], cols);
+        if (j->quant_prompt[i] || !j->prompt[t])
+            fr_quantize_act(act, row, (uint8_t *)j->xq[i] + t * j->xq_row[i], cols);
+        else
+            fr_quantize_act(FR_BF16, row, (uint8_t *)j->xh[i] + t * j->xh_row[i], cols);
     }
 }
 
@@ -110,20 +139,30 @@ static void quant_worker(void *arg, int ith, int nth) {
     quant_rows(q->j, q->i, lo, hi);
 }
 
-/* Quantizes the input once per distinct activation type; matrices with
- * the same type share it. Space comes from ctx->qbuf. */
+/* Quantizes the input once per distinct activation type (and whether the
+ * prompt rows go to bf16 instead); matrices alike share it. Space comes
+ * from ctx->qbuf. */
 static void quantize_inputs(frugal_ctx *ctx, mm_job *j) {
     uint8_t *next = ctx->qbuf;
+    int n_prompt = 0;
+    j->prompt = ctx->prompt_rows;
+    for (int t = 0; j->prompt && t < j->n; t++) n_prompt += j->prompt[t];
+    if (!n_prompt) j->prompt = NULL;
     for (int i = 0; i < j->nw; i++) {
-        uint32_t act = fr_traits(j->w[i]->type)->act_type;
+        const fr_type_traits *tt = fr_traits(j->w[i]->type);
+        uint32_t act = tt->act_type;
         j->xq_row[i] = fr_row_bytes(act, j->w[i]->cols);
+        j->quant_prompt[i] = !(j->prompt && j->w[i]->packed && tt->dot_packed && tt->dot_prompt);
         int same = -1;
         for (int k = 0; k < i && same < 0; k++)
-            if ((uint32_t)fr_traits(j->w[k]->type)->act_type == act) same = k;
-        if (same >= 0) { j->xq[i] = j->xq[same]; continue; }
+            if ((uint32_t)fr_traits(j->w[k]->type)->act_type == act && j->quant_prompt[k] == j->quant_prompt[i])
+                same = k;
+        j->xh_row[i] = (size_t)j->w[i]->cols * sizeof(uint16_t);
+        if (same >= 0) { j->xq[i] = j->xq[same], j->xh[i] = j->xh[same]; continue; }
         if (i > 0 && j->norm) j->x = j->xn, j->norm = NULL; /* normalised once already */
         j->xq[i] = next;
         next += j->xq_row[i] * j->n;
+        if (!j->quant_prompt[i]) j->xh[i] = next, next += j->xh_row[i] * j->n;
         if (j->n <= SERIAL_QUANT_ROWS) {
             quant_rows(j, i, 0, j->n);
         } else {

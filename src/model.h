@@ -106,6 +106,9 @@ struct frugal_ctx {
     /* activations for up to n_batch tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
     void *qbuf;              /* activations quantized for a matmul */
+    uint8_t *is_prompt;      /* [n_batch] per row of the pass: 1 if a prompt's token (see prompt_rows) */
+    const uint8_t *prompt_rows; /* during fr_forward, the rows of the next matmul: which take the prompt
+                                 * arithmetic (matmul.c); NULL otherwise (none does) */
     size_t qbuf_bytes;
     float *attn_partial;     /* split-KV partial results (attention.c) */
     float *rope_cs[FR_MAX_ROPE_BASES]; /* [n_batch][rope_dim] cos/sin per base */
@@ -123,6 +126,8 @@ typedef struct {
     frugal_ctx *const *seq;
     const int *run_len;
     int n_runs;
+    bool prompt;       /* every run is part of a prompt (frugal_eval of >= 2 tokens); else the runs of
+                        * two tokens or more are, runs of one are decoding */
 } fr_batch;
 
 /* Runs n <= n_batch tokens through the model using ctx's buffers and

@@ -770,6 +770,21 @@ fr_dot_fn fr_dot_exact_ref(uint32_t type) {
     return NULL;
 }
 
+float fr_dot_prompt_ref(uint32_t type, int64_t n, const void *w, const uint16_t *x) {
+    if (type != FR_Q4_1) return NAN;
+    const uint8_t *b = w;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK4_1; i++, b += sizeof(block_q4_1), x += QK4_1) {
+        const float d = half_at(b), m = half_at(b + Q4_1_M);
+        const uint8_t *qs = b + Q4_1_QS;
+        for (int j = 0; j < QK4_1; j++) {
+            const float q = (float)(j < 16 ? qs[j] & 15 : qs[j - 16] >> 4);
+            acc += fr_bf16_to_fp32(fr_fp32_to_bf16(fmaf(d, q, m))) * fr_bf16_to_fp32(x[j]);
+        }
+    }
+    return acc;
+}
+
 /* ---- the table -------------------------------------------------------- */
 
 /* Implemented types start with dot = dot_ref so the table works before any
@@ -849,8 +864,9 @@ void fr_traits_set_kernels(uint32_t type, fr_dot_fn dot, fr_dot_rows_fn dot_rows
     traits[type].quant_checked = quant_checked;
 }
 
-void fr_traits_set_packed(uint32_t type, fr_pack_fn pack, fr_dot_packed_fn dot_packed) {
+void fr_traits_set_packed(uint32_t type, fr_pack_fn pack, fr_dot_packed_fn dot_packed, fr_dot_prompt_fn dot_prompt) {
     if (type >= FR_TYPE_COUNT || !traits[type].dequant) return;
     traits[type].pack = pack;
     traits[type].dot_packed = pack ? dot_packed : NULL;
+    traits[type].dot_prompt = pack ? dot_prompt : NULL;
 }

@@ -105,6 +105,15 @@ typedef void (*fr_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int nr
 typedef void (*fr_pack_fn)(int64_t n, const void *w, size_t w_stride, int64_t nr, void *dst);
 typedef void (*fr_dot_packed_fn)(int64_t n, const void *w, int nr, const void *a, size_t a_stride, int nc,
                                  float *out, size_t ldo);
+/* The prompt arithmetic (kernels_amx_packed.c): dot_packed's rows against
+ * activations rounded to bf16 (rows x_stride bytes apart), each weight
+ * fma(d, q, m) rounded to bf16, their products summed in fp32 over the
+ * whole row by the tile unit. Column c's bits depend only on token c's
+ * activations (not on nc, the chunking or the threads), but they are not
+ * dot_packed's: callers use it for prompts only (matmul.c). Its scalar
+ * twin, to rounding: fr_dot_prompt_ref. */
+typedef void (*fr_dot_prompt_fn)(int64_t n, const void *w, int nr, const void *x, size_t x_stride, int nc,
+                                 float *out, size_t ldo);
 
 typedef struct {
     const char *name;      /* "Q4_1" */
@@ -123,6 +132,7 @@ typedef struct {
     fr_dot_tile_fn dot_tile_ref;  /* scalar reference (tile of dot_ref) */
     fr_pack_fn pack;              /* NULL: this level has no packed layout for the type */
     fr_dot_packed_fn dot_packed;  /* set with pack */
+    fr_dot_prompt_fn dot_prompt;  /* set with pack, or NULL: prompts use dot_packed */
 } fr_type_traits;
 
 /* NULL for an id that is not a known type. Known but unsupported types
@@ -148,6 +158,11 @@ int fr_kernels_init_from_env(void);
 /* The scalar twin of the AMX level's Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K
  * dots (block sums exact, FMAs per block in order); NULL for other types. */
 fr_dot_fn fr_dot_exact_ref(uint32_t type);
+/* The scalar twin of dot_prompt on one original row w and n bf16
+ * activations (NAN for a type without one): weights fma(d, q, m) rounded
+ * to bf16, the products summed in order. The tile unit sums in its own
+ * order, so the two agree to rounding, not bit for bit. */
+float fr_dot_prompt_ref(uint32_t type, int64_t n, const void *w, const uint16_t *x);
 
 /* Quantizes an activation row of n floats to act_type (F32, F16, BF16,
  * Q8_0, Q8_1, Q8_K) with the dispatched quantizer. Inputs must be finite. */
@@ -165,6 +180,7 @@ typedef struct {
     fr_quant_checked_fn quant_checked[FR_TYPE_COUNT];
     fr_pack_fn pack[FR_TYPE_COUNT];
     fr_dot_packed_fn dot_packed[FR_TYPE_COUNT];
+    fr_dot_prompt_fn dot_prompt[FR_TYPE_COUNT];
 } fr_kernel_table;
 void fr_kernels_fill_avx2(fr_kernel_table *t);
 void fr_kernels_fill_avx512(fr_kernel_table *t);
@@ -173,7 +189,7 @@ void fr_kernels_fill_amx_packed(fr_kernel_table *t);
 /* Internal: installs a type's dispatched kernels (quant.c owns the table). */
 void fr_traits_set_kernels(uint32_t type, fr_dot_fn dot, fr_dot_rows_fn dot_rows,
                            fr_dot_tile_fn dot_tile, fr_quant_fn quant_fast, fr_quant_checked_fn quant_checked);
-void fr_traits_set_packed(uint32_t type, fr_pack_fn pack, fr_dot_packed_fn dot_packed);
+void fr_traits_set_packed(uint32_t type, fr_pack_fn pack, fr_dot_packed_fn dot_packed, fr_dot_prompt_fn dot_prompt);
 
 /* fp16 / bf16 conversion (exact, round-to-nearest-even). */
 float fr_fp16_to_fp32(uint16_t h);

@@ -76,3 +76,34 @@ def test_bad_kv_option_stops_the_server(tmp_path):
     proc = subprocess.run([str(FRUGAL), "serve", "-m", str(MODEL), "--port", "0", "--kv-type", "fp8"],
                           capture_output=True, timeout=60)
     assert proc.returncode == 2 and b"unknown value 'fp8' for --kv-type" in proc.stderr
+
+
+def test_repeated_prompt_evaluates_its_last_two_tokens(server_factory, cli_greedy):
+    # A prompt's tokens are never evaluated as a run of one (that is a
+    # decoding step, with its own arithmetic): a prompt found whole in a
+    # slot's cache is evaluated again from its second-to-last token, and a
+    # prompt one token longer than a chunk is not cut into 256 + 1. Either
+    # way the reply is what `frugal run` gives.
+    import openai
+    srv = server_factory("--parallel", 1, "-c", 1024)
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    prompt = PREFIX + "The first item was"
+    first = client.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=8, temperature=0)
+    again = client.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=8, temperature=0)
+    n = first.usage.prompt_tokens
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert again.usage.prompt_tokens_details.cached_tokens == n - 2
+    assert again.choices[0].text == first.choices[0].text == cli_greedy(prompt, 8, raw=True)
+    # 257 tokens: chunks of 255 + 2
+    import httpx
+    words = (PREFIX * 4).split(" ")
+    text = ""
+    for w in words:
+        longer = (text + " " + w) if text else w
+        if len(httpx.post(srv.url + "/tokenize", json={"content": longer}).json()["tokens"]) > 257:
+            break
+        text = longer
+    assert len(httpx.post(srv.url + "/tokenize", json={"content": text}).json()["tokens"]) == 257
+    r = client.completions.create(model=MODEL_ID, prompt=text, max_tokens=8, temperature=0)
+    assert r.usage.prompt_tokens == 257
+    assert r.choices[0].text == cli_greedy(text, 8, raw=True)

@@ -785,6 +785,67 @@ TEST(quant_packed_is_block_exact) {
     fr_kernels_select(saved);
 }
 
+/* The prompt arithmetic (dot_prompt, AMX level): every output within
+ * rounding of the scalar twin, so a weight or activation in the wrong
+ * place fails; the same bits for a token however many tokens share the
+ * call (chunks of 256, panels of 16, pairs of groups, the last ones
+ * short); nothing written outside the nr x nc outputs. */
+TEST(quant_prompt_matches_its_twin) {
+    enum { MAXN = 1536, MAXR = 80, MAXC = 300, LDO = MAXR + 3 };
+    static const int nrs[] = {16, 32, 48, 80}, ncs[] = {1, 2, 15, 16, 17, 31, 33, 48, 256, 257, 300};
+    static const int64_t sizes[] = {32, 64, 576, 1536};
+    static uint8_t w[MAXR * MAXN], wb[MAXR * (MAXN + 8)], packed[MAXR * MAXN + 64], unused[MAXN * 2];
+    static float x[MAXN], out[MAXC * LDO], alone[LDO], deq[MAXN];
+    static uint16_t xh[MAXC * (MAXN + 5)];
+    int saved = fr_kernels_isa();
+    for (int level = FR_ISA_SCALAR; level < FR_ISA_AMX && level <= fr_isa_detect(); level++) {
+        fr_kernels_select(level);
+        CHECK(!fr_traits(FR_Q4_1)->dot_prompt);
+    }
+    CHECK(isnan(fr_dot_prompt_ref(FR_Q8_0, 32, w, xh)));
+    if (fr_isa_detect() < FR_ISA_AMX) {
+        fr_kernels_select(saved);
+        return;
+    }
+    fr_kernels_select(FR_ISA_AMX);
+    const fr_type_traits *tt = fr_traits(FR_Q4_1);
+    CHECK(tt->dot_prompt != NULL);
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int64_t n = sizes[s];
+        size_t rb = fr_row_bytes(FR_Q4_1, n), ws = rb + 5, xs = (size_t)n + 5;
+        make_rows(FR_Q4_1, n, MAXR, w, unused);
+        for (int c = 0; c < MAXC; c++) {
+            fill_random(x, n, 0.5f + (float)(c % 7));
+            fr_quantize_act(FR_BF16, x, xh + c * xs, n);
+        }
+        for (int r = 0; r < MAXR; r++) memcpy(wb + 1 + r * ws, w + r * rb, rb);
+        tt->pack(n, wb + 1, ws, MAXR, packed + 64);
+        for (size_t ir = 0; ir < sizeof nrs / sizeof nrs[0]; ir++)
+            for (size_t ic = 0; ic < sizeof ncs / sizeof ncs[0]; ic++) {
+                int nr = nrs[ir], nc = ncs[ic], r0 = MAXR - nr, bad = 0, apart = 0;
+                for (int i = 0; i < MAXC * LDO; i++) out[i] = 12345.0f;
+                tt->dot_prompt(n, packed + 64 + (size_t)r0 * rb, nr, xh, xs * 2, nc, out, LDO);
+                for (int c = 0; c < MAXC && !bad; c++)
+                    for (int r = 0; r < LDO; r++) {
+                        float got = out[c * LDO + r];
+                        if (c >= nc || r >= nr) { bad |= got != 12345.0f; continue; }
+                        float want = fr_dot_prompt_ref(FR_Q4_1, n, w + (r0 + r) * rb, xh + c * xs);
+                        float scale = 0; /* sum of |w x|: what rounding is relative to */
+                        tt->dequant(w + (r0 + r) * rb, deq, n);
+                        for (int64_t e = 0; e < n; e++) scale += fabsf(deq[e] * fr_bf16_to_fp32(xh[c * xs + e]));
+                        bad |= !(fabsf(got - want) <= 1e-6f * scale); /* seen: 1e-7 */
+                    }
+                for (int c = 0; c < nc && !bad && !apart; c += 13) {
+                    tt->dot_prompt(n, packed + 64 + (size_t)r0 * rb, nr, xh + c * xs, xs * 2, 1, alone, LDO);
+                    apart |= memcmp(alone, out + c * LDO, (size_t)nr * sizeof(float)) != 0;
+                }
+                CHECK_MSG(!bad, "n=%lld %dx%d: dot_prompt is not its twin", (long long)n, nr, nc);
+                CHECK_MSG(!apart, "n=%lld %dx%d: a token's bits depend on the others", (long long)n, nr, nc);
+            }
+    }
+    fr_kernels_select(saved);
+}
+
 /* ---- ISA selection ------------------------------------------------------------ */
 
 TEST(quant_isa_selection) {
