@@ -163,9 +163,11 @@ static void bench_batch(const shape *s, int batch) {
 }
 
 /* Prefill-shaped: one tile call over the whole matrix and batch, as
- * matmul.c makes it, at the best level; dot_rows per token for reference.
- * Trials of the two alternate, so machine noise hits both alike; times
- * are the thread's CPU time, best of the trials. */
+ * matmul.c makes it, at the best level; dot_rows per token for reference;
+ * where the level packs the type, dot_packed (the integer arithmetic) and
+ * dot_prompt (prompts' bf16 arithmetic) on the packed rows. Trials
+ * alternate, so machine noise hits all alike; times are the thread's CPU
+ * time, best of the trials. */
 static void bench_prefill(const shape *s, int batch) {
     const fr_type_traits *tt = fr_traits(s->type);
     size_t rb = fr_row_bytes(s->type, s->n), arb = fr_row_bytes(tt->act_type, s->n);
@@ -180,12 +182,27 @@ static void bench_prefill(const shape *s, int batch) {
         fr_traits(tt->act_type)->quant(x, a + c * arb, s->n);
     }
     int lvl = fr_kernels_select(fr_isa_detect());
-    double best[2] = {1e9, 1e9};
+    const int hows = tt->pack && tt->dot_prompt && s->rows % 16 == 0 ? 4 : 2;
+    static const char *names[4] = {"dot_tile", "dot_rows", "dot_packed", "dot_prompt"};
+    uint8_t *packed = hows > 2 ? malloc(rb * s->rows) : NULL;
+    uint16_t *xh = hows > 2 ? malloc(sizeof(uint16_t) * s->n * batch) : NULL;
+    if (packed) {
+        tt->pack(s->n, w, rb, s->rows, packed);
+        for (int c = 0; c < batch; c++) {
+            for (int64_t i = 0; i < s->n; i++) x[i] = frand();
+            fr_quantize_act(FR_BF16, x, xh + c * s->n, s->n);
+        }
+    }
+    double best[4] = {1e9, 1e9, 1e9, 1e9};
     for (int trial = 0; trial < 10; trial++) {
-        for (int how = 0; how < 2; how++) {
+        for (int how = 0; how < hows; how++) {
             double t0 = cpu_now();
             if (how == 0) {
                 tt->dot_tile(s->n, w, rb, (int)s->rows, a, arb, batch, out, (size_t)s->rows);
+            } else if (how == 2) {
+                tt->dot_packed(s->n, packed, (int)s->rows, a, arb, batch, out, (size_t)s->rows);
+            } else if (how == 3) {
+                tt->dot_prompt(s->n, packed, (int)s->rows, xh, sizeof(uint16_t) * s->n, batch, out, (size_t)s->rows);
             } else {
                 for (int c = 0; c < batch; c++)
                     tt->dot_rows(s->n, w, rb, a + c * arb, out + c * s->rows, (int)s->rows);
@@ -195,11 +212,11 @@ static void bench_prefill(const shape *s, int batch) {
             sink = out[0];
         }
     }
-    for (int how = 0; how < 2; how++)
-        printf("prefill %-5s %5lld x %-5lld x %3d tok %-7s %-8s %8.1f us %6.1f GFLOP/s\n", tt->name,
-               (long long)s->rows, (long long)s->n, batch, fr_isa_name(lvl), how == 0 ? "dot_tile" : "dot_rows",
+    for (int how = 0; how < hows; how++)
+        printf("prefill %-5s %5lld x %-5lld x %3d tok %-7s %-10s %8.1f us %6.1f GFLOP/s\n", tt->name,
+               (long long)s->rows, (long long)s->n, batch, fr_isa_name(lvl), names[how],
                best[how] * 1e6, 2.0 * s->n * s->rows * batch / best[how] * 1e-9);
-    free(w), free(a), free(x), free(out);
+    free(w), free(a), free(x), free(out), free(packed), free(xh);
 }
 
 static void bench_quantize(uint32_t act_type, int64_t n) {
