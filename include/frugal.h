@@ -194,11 +194,12 @@ void frugal_ctx_free(frugal_ctx *ctx);
  *
  * Two or more tokens are a prompt, one token is a decoding step, and the
  * two may be computed differently: on CPUs with AMX a prompt's matrix
- * products use bf16 (faster prefill), a decoding step exact integer
- * block sums. A token's results never depend on how a
- * prompt is split into calls of two or more tokens, nor on what else
- * shares a batch; evaluating a prompt one token at a time gives results
- * that differ in the last bits. */
+ * products (Q4_1 weights) and attention use bf16 products on the tile
+ * unit (faster prefill), a decoding step exact integer block sums and
+ * fp32 attention. A token's results never depend on how a prompt is
+ * split into calls of two or more tokens, nor on what else shares a
+ * batch; evaluating a prompt one token at a time gives results that
+ * differ by bf16's rounding (perplexity alike: BENCHMARKS.md). */
 frugal_status frugal_eval(frugal_ctx *ctx, const int32_t *tokens, int n, bool all_logits);
 
 /* Batched decoding for servers: one token for each of n contexts (all

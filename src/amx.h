@@ -31,6 +31,11 @@ typedef struct {
 #define TB0 6
 #define TB1 7
 
+/* The configuration of two panels of m0 (1..16) and m1 (0..16) rows
+ * against 16 x 64-byte B tiles: C 0-1 and A 0 have m0 rows, C 2-3 and
+ * A 1 m1 rows (none when m1 = 0), B 0-1 16 rows; 64 bytes a row. */
+const fr_tile_config *fr_amx_pair_config(int m0, int m1);
+
 enum { FR_AMX_SCRATCH_TILES, FR_AMX_SCRATCH_PACKED, FR_AMX_SCRATCH_PROMPT, FR_AMX_SCRATCH_COUNT };
 
 /* This thread's scratch memory of one kernel file: at least `bytes`,

@@ -11,6 +11,10 @@
  * once per tile. No [queries x keys] score matrix and no full-precision
  * copy of a compressed cache exist anywhere.
  *
+ * A prompt's blocks go to the AMX tile unit where the CPU has it
+ * (attn_amx.c, bf16 products), a decode's to the AVX-512 or AVX2 kernels
+ * (fp32); which one depends on the run, never on the rest of the batch.
+ *
  * Decode (one token) has too few query rows to keep every thread busy, so
  * at long contexts the page range is split between threads instead
  * (FlashDecoding's split-KV); each split leaves a partial (m, l, output)
@@ -101,6 +105,7 @@ typedef struct {
     float *partial;   /* [n_splits][n_head][hd + 2] when n_splits > 1 */
     float *scores;    /* scissorhands: the last token's raw scores, or NULL */
     bool all_heads;   /* decode in a batch: an item is all KV heads of a split (attend_heads) */
+    bool prompt;      /* a prompt's rows (the AMX level gives them attn_amx.c's arithmetic) */
 } attn_job;
 
 /* Running state of one query row. */
@@ -197,7 +202,7 @@ static bool use_block_kernel(const attn_job *j) {
 /* The block kernel's view of rows rs[0..nr). */
 static void block_of(const attn_job *j, const row_state *rs, int nr, fr_attn_block *b) {
     const fr_hparams *hp = &j->ctx->model->hp;
-    *b = (fr_attn_block){ .nr = nr, .hd = hp->head_dim, .scale = hp->attn_scale };
+    *b = (fr_attn_block){ .nr = nr, .hd = hp->head_dim, .scale = hp->attn_scale, .prompt = j->prompt };
     for (int r = 0; r < nr; r++) {
         b->q[r] = rs[r].q;
         b->qpos[r] = rs[r].qpos;
@@ -206,6 +211,16 @@ static void block_of(const attn_job *j, const row_state *rs, int nr, fr_attn_blo
         b->m[r] = rs[r].m;
         b->l[r] = rs[r].l;
     }
+}
+
+/* The block kernel for b: a prompt's rows on the tile unit where the level
+ * has it (bf16 products, like the matmuls'), else the AVX-512 one. */
+static void block_pages(const attn_job *j, fr_attn_block *b, int p0, int p1, int kvh) {
+    int hd = b->hd;
+    if (b->prompt && fr_kernels_isa() >= FR_ISA_AMX && hd % 32 == 0 && hd <= FR_ATTN_AMX_MAX_HD)
+        fr_attn_block_pages_amx(b, &j->ctx->kv, j->L->pages, p0, p1, kvh);
+    else
+        fr_attn_block_pages(b, &j->ctx->kv, j->L->pages, p0, p1, kvh);
 }
 
 /* A decode's rows of all KV heads (row r = query head r) over pages
@@ -217,7 +232,7 @@ static void attend_heads(const attn_job *j, row_state *rs, int p0, int p1) {
     for (int kvh = 0; kvh < hp->n_head_kv; kvh++) {
         fr_attn_block b;
         block_of(j, rs + kvh * g, g, &b);
-        fr_attn_block_pages(&b, &j->ctx->kv, j->L->pages, p0, p1, kvh);
+        block_pages(j, &b, p0, p1, kvh);
         for (int r = 0; r < g; r++) rs[kvh * g + r].m = b.m[r], rs[kvh * g + r].l = b.l[r];
     }
 }
@@ -246,7 +261,7 @@ static void attend_item(const attn_job *j, int64_t w) {
     } else if (use_block_kernel(j)) {
         fr_attn_block b;
         block_of(j, rs, nr, &b);
-        fr_attn_block_pages(&b, &j->ctx->kv, j->L->pages, (int)p0, (int)p1, kvh);
+        block_pages(j, &b, (int)p0, (int)p1, kvh);
         for (int r = 0; r < nr; r++) rs[r].m = b.m[r], rs[r].l = b.l[r];
     } else {
         attend_pages(j, kvh, rs, nr, (int)p0, (int)p1);
@@ -316,10 +331,10 @@ static void merge_splits(const attn_job *j) {
  * are never split, even one alone (the last layer's output row of a
  * prompt): they keep the arithmetic they have inside their block. */
 static frugal_status job_init(attn_job *j, frugal_ctx *seq, int nth, int layer, const float *q, int n, int pos0,
-                              float *out, bool decode) {
+                              float *out, bool decode, bool prompt) {
     const fr_hparams *hp = &seq->model->hp;
     fr_kv_cache *kvc = &seq->kv;
-    *j = (attn_job){ .ctx = seq, .L = &kvc->layers[layer], .n = n, .pos0 = pos0, .q = q, .out = out };
+    *j = (attn_job){ .ctx = seq, .L = &kvc->layers[layer], .n = n, .pos0 = pos0, .q = q, .out = out, .prompt = prompt };
     j->group = hp->n_head / hp->n_head_kv;
     j->rows = n * j->group;
     j->n_qblocks = (j->rows + QBLOCK - 1) / QBLOCK;
@@ -366,7 +381,7 @@ static void run_jobs(fr_pool *pool, attn_job *jobs, int n_jobs, int layer) {
 
 frugal_status fr_attention(frugal_ctx *ctx, fr_pool *pool, int layer, const float *q, int n, int pos0, float *out) {
     attn_job j;
-    frugal_status st = job_init(&j, ctx, fr_pool_size(pool), layer, q, n, pos0, out, n == 1);
+    frugal_status st = job_init(&j, ctx, fr_pool_size(pool), layer, q, n, pos0, out, n == 1, n > 1);
     if (!st) run_jobs(pool, &j, 1, layer);
     return st;
 }
@@ -383,7 +398,8 @@ frugal_status fr_attention_batch(frugal_ctx *ctx, const fr_batch *b, int layer, 
         int len = b->run_len[r], k = keep ? keep[r] : len; /* the run's last k rows */
         if (k == 0) continue;
         frugal_status st = job_init(&jobs[n_jobs++], seq, fr_pool_size(ctx->pool), layer, q + (t0 + len - k) * qd,
-                                    k, seq->pos + len - k, out + o * qd, len == 1);
+                                    k, seq->pos + len - k, out + o * qd, len == 1 && !b->prompt,
+                                    len > 1 || b->prompt);
         if (st) return st;
         o += k;
     }

@@ -10,6 +10,7 @@
 #ifndef FR_ATTN_BLOCK_H
 #define FR_ATTN_BLOCK_H
 
+#include <stdbool.h>
 #include "kv.h"
 
 #define FR_ATTN_BLOCK_ROWS 32
@@ -23,6 +24,7 @@ typedef struct {
     int lo[FR_ATTN_BLOCK_ROWS];    /* first position the row sees (sliding window) */
     float *out[FR_ATTN_BLOCK_ROWS];
     float m[FR_ATTN_BLOCK_ROWS], l[FR_ATTN_BLOCK_ROWS];
+    bool prompt;                   /* rows of a prompt (attn_amx.c may take them) */
 } fr_attn_block;
 
 /* Attends the block to KV head kvh of pages [p0, p1) of a layer. Each
@@ -31,5 +33,13 @@ typedef struct {
  * agree. */
 void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *const *pages, int p0, int p1,
                          int kvh);
+
+/* The same for a prompt's rows on the AMX tile unit, in bf16 products
+ * (attn_amx.c): head_dim a multiple of 32, at most FR_ATTN_AMX_MAX_HD.
+ * Each row's bits again depend on that row alone, but they are not
+ * fr_attn_block_pages's. */
+#define FR_ATTN_AMX_MAX_HD 256
+void fr_attn_block_pages_amx(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *const *pages, int p0, int p1,
+                             int kvh);
 
 #endif

@@ -301,6 +301,7 @@ static void dot_packed_q4_1(int64_t n, const void *wv, int nr, const void *av, s
 #define PBLK (16 * 32)                  /* bf16 values of one block of B */
 
 static fr_tile_config pconfigs[PT + 1][PT + 1]; /* [m0][m1]: panels of m0 and m1 tokens (m1 = 0: one panel) */
+static pthread_once_t pconfigs_once = PTHREAD_ONCE_INIT;
 
 static void pconfigs_init(void) {
     for (int m0 = 1; m0 <= PT; m0++)
@@ -311,6 +312,11 @@ static void pconfigs_init(void) {
             const int rows[8] = { m0, m0, m1, m1, m0, m1, 16, 16 };
             for (int t = 0; t < 8; t++) c->rows[t] = (uint8_t)rows[t], c->colsb[t] = rows[t] ? 64 : 0;
         }
+}
+
+const fr_tile_config *fr_amx_pair_config(int m0, int m1) {
+    pthread_once(&pconfigs_once, pconfigs_init);
+    return &pconfigs[m0][m1];
 }
 
 /* One group's 16 rows, nb blocks, into B's layout. */
@@ -414,7 +420,7 @@ static void dot_prompt_q4_1(int64_t n, const void *wv, int nr, const void *xv, s
             for (int p = 0; p < nt; p += 2 * PT) {
                 const int m0 = nt - p < PT ? nt - p : PT, rest = nt - p - PT;
                 const int m1 = rest <= 0 ? 0 : rest < PT ? rest : PT;
-                if (cfg != &pconfigs[m0][m1]) cfg = &pconfigs[m0][m1], _tile_loadconfig(cfg);
+                if (cfg != fr_amx_pair_config(m0, m1)) cfg = fr_amx_pair_config(m0, m1), _tile_loadconfig(cfg);
                 const uint8_t *a = x + (size_t)(t0 + p) * xs;
                 float *o = out + (size_t)(t0 + p) * ldo + r;
                 if (m1 && two_g) prompt_panels(a, xs, b, nb, 1, 1, o, ldo); /* the common case, unrolled alone */
@@ -456,8 +462,6 @@ static bool quant_bf16_checked(const float *x, void *y, int64_t n) {
 static void quant_bf16(const float *x, void *y, int64_t n) { quant_bf16_checked(x, y, n); }
 
 void fr_kernels_fill_amx_packed(fr_kernel_table *t) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, pconfigs_init);
     t->pack[FR_Q4_1] = pack_q4_1;
     t->dot_packed[FR_Q4_1] = dot_packed_q4_1;
     t->dot_prompt[FR_Q4_1] = dot_prompt_q4_1;

@@ -309,3 +309,87 @@ TEST(attention_block_shapes_are_bit_identical) {
     fr_kv_free(&c);
     fr_kernels_select(saved);
 }
+
+/* Prompt rows at the AMX level (attn_amx.c): bf16 products on the tiles.
+ * Against the double reference to bf16's precision (seen: up to 4.5e-3
+ * with these keys; a key, value or probability in the wrong place is off
+ * by ~0.1 or more), with prefill batches, batches of 7, 256-wide heads, a
+ * sliding window, compressed pages and budgeted caches with holes; decode
+ * steps at that level keep the AVX-512 kernel and its precision. */
+TEST(attention_prompts_on_tiles_match_reference) {
+    if (fr_isa_detect() < FR_ISA_AMX) return;
+    int saved = fr_kernels_isa();
+    fr_kernels_select(FR_ISA_AMX);
+    const double tol = 6e-3;
+    double e;
+    CHECK_MSG((e = run_case(9, 3, 64, 100, 100, 0, 2)) < tol, "%g", e);
+    CHECK_MSG((e = run_case(4, 1, 256, 70, 70, 0, 1)) < tol, "%g", e);
+    CHECK_MSG((e = run_case(9, 3, 64, 90, 7, 0, 2)) < tol, "%g", e);
+    CHECK_MSG((e = run_case(4, 1, 64, 300, 16, 24, 2)) < tol, "%g", e);
+    CHECK_MSG((e = run_case(4, 2, 32, 40, 1, 0, 2)) < 2e-5, "%g", e);
+    for (int type = FR_KV_Q8; type < FR_KV_TYPES; type++) {
+        attn_case a = { 9, 3, 64, 200, 64, 0, 2, { .type = type, .residual = 32 } };
+        CHECK_MSG((e = run_cfg(&a)) < tol, "%s prefill %g", fr_kv_type_name(type), e);
+    }
+    for (int policy = 0; policy < 2; policy++) {
+        fr_kv_config kv = { .type = FR_KV_F16, .residual = 32, .budget = 100, .policy = policy, .n_sink = 4,
+                            .n_recent = 25, .history = 50 };
+        attn_case b = { 4, 2, 64, 400, 16, 0, 1, kv };
+        CHECK_MSG((e = run_cfg(&b)) < tol, "policy %d %g", policy, e);
+    }
+    fr_kernels_select(saved);
+}
+
+/* The tile kernel gives a row the same bits whatever its block: alone,
+ * or among 2, 15, 22 or 31 others (one panel or two, the second short),
+ * over dense pages, a partial last page, a sliding window, a page with
+ * evicted slots, and a compressed (q8) cache. */
+TEST(attention_prompt_rows_on_tiles_are_block_invariant) {
+    if (fr_isa_detect() < FR_ISA_AMX) return;
+    enum { HD = 64, NKV = 2, TOTAL = 150 };
+    static float K[TOTAL * NKV * HD], V[TOTAL * NKV * HD], Q[32 * HD];
+    unsigned seed = 13;
+    for (int i = 0; i < TOTAL * NKV * HD; i++) { K[i] = frand(&seed) * 2; V[i] = frand(&seed); }
+    for (int i = 0; i < 32 * HD; i++) Q[i] = frand(&seed) * 2;
+    for (int type = FR_KV_F16; type <= FR_KV_Q8; type++) {
+        fr_kv_config cfg = { .type = type, .residual = FR_KV_PAGE };
+        fr_kv_cache c;
+        int window = 0;
+        CHECK(fr_kv_init(&c, &cfg, 1, NKV * HD, &window) == FRUGAL_OK);
+        CHECK(fr_kv_append(&c, 0, K, V, TOTAL, 0) == FRUGAL_OK);
+        CHECK(fr_kv_commit(&c, TOTAL, 64) == FRUGAL_OK);
+        CHECK(c.layers[0].pages[0]->packed == (type == FR_KV_Q8));
+        fr_kv_page *holey = c.layers[0].pages[1];
+        holey->live &= ~(1u << 3 | 1u << 17);
+        holey->dense = false;
+        for (int win = 0; win <= 40; win += 40)
+            for (int ni = 0; ni < 5; ni++) {
+                const int nr = (int[]){ 1, 3, 16, 23, 32 }[ni];
+                fr_attn_block all = { .nr = nr, .hd = HD, .scale = 0.125f, .prompt = true };
+                static float out_all[32][HD], out_one[HD];
+                for (int r = 0; r < nr; r++) {
+                    all.q[r] = Q + r * HD;
+                    all.qpos[r] = TOTAL - 1 - 4 * r;
+                    all.lo[r] = win && all.qpos[r] - win + 1 > 0 ? all.qpos[r] - win + 1 : 0;
+                    all.out[r] = out_all[r];
+                    all.m[r] = -INFINITY;
+                    all.l[r] = 0;
+                    memset(out_all[r], 0, sizeof out_all[r]);
+                }
+                fr_attn_block_pages_amx(&all, &c, c.layers[0].pages, 0, c.layers[0].n_pages, 1);
+                int bad = 0;
+                for (int r = 0; r < nr; r++) {
+                    fr_attn_block one = { .nr = 1, .hd = HD, .scale = 0.125f, .prompt = true };
+                    one.q[0] = all.q[r], one.qpos[0] = all.qpos[r], one.lo[0] = all.lo[r];
+                    one.out[0] = out_one, one.m[0] = -INFINITY, one.l[0] = 0;
+                    memset(out_one, 0, sizeof out_one);
+                    fr_attn_block_pages_amx(&one, &c, c.layers[0].pages, 0, c.layers[0].n_pages, 1);
+                    bad += memcmp(out_one, out_all[r], sizeof out_one) != 0 || memcmp(&one.m[0], &all.m[r], 4) != 0 ||
+                           memcmp(&one.l[0], &all.l[r], 4) != 0 || !(all.l[r] > 0);
+                }
+                CHECK_MSG(!bad, "%s, window %d, %d rows: %d rows differ from alone", fr_kv_type_name(type), win, nr,
+                          bad);
+            }
+        fr_kv_free(&c);
+    }
+}
