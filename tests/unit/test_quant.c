@@ -788,14 +788,14 @@ TEST(quant_packed_is_block_exact) {
 /* The prompt arithmetic (dot_prompt, AMX level): every output within
  * rounding of the scalar twin, so a weight or activation in the wrong
  * place fails; the same bits for a token however many tokens share the
- * call (chunks of 256, panels of 16, pairs of groups, the last ones
+ * call (chunks of 512, panels of 16, pairs of groups, the last ones
  * short); nothing written outside the nr x nc outputs. */
 TEST(quant_prompt_matches_its_twin) {
-    enum { MAXN = 1536, MAXR = 80, MAXC = 300, LDO = MAXR + 3 };
-    static const int nrs[] = {16, 32, 48, 80}, ncs[] = {1, 2, 15, 16, 17, 31, 33, 48, 256, 257, 300};
+    enum { MAXN = 1536, MAXR = 80, MAXC = 600, LDO = MAXR + 3 };
+    static const int nrs[] = {16, 32, 48, 80}, ncs[] = {1, 2, 15, 16, 17, 31, 33, 48, 256, 513, 600};
     static const int64_t sizes[] = {32, 64, 576, 1536};
     static uint8_t w[MAXR * MAXN], wb[MAXR * (MAXN + 8)], packed[MAXR * MAXN + 64], unused[MAXN * 2];
-    static float x[MAXN], out[MAXC * LDO], alone[LDO], deq[MAXN];
+    static float x[MAXN], out[MAXC * LDO], alone[LDO], deq[MAXR][MAXN];
     static uint16_t xh[MAXC * (MAXN + 5)];
     int saved = fr_kernels_isa();
     for (int level = FR_ISA_SCALAR; level < FR_ISA_AMX && level <= fr_isa_detect(); level++) {
@@ -819,6 +819,7 @@ TEST(quant_prompt_matches_its_twin) {
             fr_quantize_act(FR_BF16, x, xh + c * xs, n);
         }
         for (int r = 0; r < MAXR; r++) memcpy(wb + 1 + r * ws, w + r * rb, rb);
+        for (int r = 0; r < MAXR; r++) tt->dequant(w + r * rb, deq[r], n);
         tt->pack(n, wb + 1, ws, MAXR, packed + 64);
         for (size_t ir = 0; ir < sizeof nrs / sizeof nrs[0]; ir++)
             for (size_t ic = 0; ic < sizeof ncs / sizeof ncs[0]; ic++) {
@@ -831,8 +832,7 @@ TEST(quant_prompt_matches_its_twin) {
                         if (c >= nc || r >= nr) { bad |= got != 12345.0f; continue; }
                         float want = fr_dot_prompt_ref(FR_Q4_1, n, w + (r0 + r) * rb, xh + c * xs);
                         float scale = 0; /* sum of |w x|: what rounding is relative to */
-                        tt->dequant(w + (r0 + r) * rb, deq, n);
-                        for (int64_t e = 0; e < n; e++) scale += fabsf(deq[e] * fr_bf16_to_fp32(xh[c * xs + e]));
+                        for (int64_t e = 0; e < n; e++) scale += fabsf(deq[r0 + r][e] * fr_bf16_to_fp32(xh[c * xs + e]));
                         bad |= !(fabsf(got - want) <= 1e-6f * scale); /* seen: 1e-7 */
                     }
                 for (int c = 0; c < nc && !bad && !apart; c += 13) {
