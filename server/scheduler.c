@@ -172,7 +172,7 @@ static int common_prefix(const slot *sl, const job *j) {
 /* The most prompt tokens a request may find in a cache: the last ones are
  * evaluated, for their logits, and never as a run of one token (decoding's
  * arithmetic, frugal.h) unless the prompt is a single token, so that a
- * reply does not depend on what the caches held. */
+ * reply does not depend on whether the caches held its prompt. */
 static int reusable(const job *j) { return j->n_prompt >= 2 ? j->n_prompt - 2 : 0; }
 
 /* Puts job j on free slot sl: keeps the common prefix of the cache, up to

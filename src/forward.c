@@ -189,9 +189,9 @@ frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *toke
             for (int t = 0; t < b->run_len[r]; t++)
                 fr_rope_table(ctx->rope_cs[k] + (size_t)(t0 + t) * hp->rope_dim, b->seq[r]->pos + t,
                               hp->rope_dim, m->rope_bases[k]);
-    /* Prompt tokens and decoded tokens take different matmul arithmetic
-     * (matmul.c); which is which depends only on the run, never on what
-     * shares the batch. */
+    /* Prompt tokens and decoded tokens may take different arithmetic
+     * (matmul.c; attention.c decides from the runs alike): which is which
+     * depends only on the run, never on what shares the batch. */
     for (int r = 0, t0 = 0; r < b->n_runs; t0 += b->run_len[r], r++)
         memset(ctx->is_prompt + t0, b->prompt || b->run_len[r] > 1, (size_t)b->run_len[r]);
     ctx->prompt_rows = ctx->is_prompt;

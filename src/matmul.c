@@ -16,7 +16,8 @@
  * (quant.h), whose bits are the same alone or in any batch. Where a weight
  * type has a prompt kernel (dot_prompt, the AMX level's Q4_1), a prompt's
  * tokens take it instead: bf16 products summed over the whole row by the
- * tile unit, about twice as fast for prefill (no per-block scaling). Its
+ * tile unit, with no per-block scaling (a prefill-shaped product ~1.5x
+ * faster, bench/kernels.c). Its
  * bits too depend only on the token itself, so a prompt gives the same
  * results in one piece or in chunks, alone or beside other sequences;
  * which rows are a prompt's, ctx->prompt_rows says (forward.c). The

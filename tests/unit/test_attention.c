@@ -311,16 +311,17 @@ TEST(attention_block_shapes_are_bit_identical) {
 }
 
 /* Prompt rows at the AMX level (attn_amx.c): bf16 products on the tiles.
- * Against the double reference to bf16's precision (seen: up to 4.5e-3
- * with these keys; a key, value or probability in the wrong place is off
- * by ~0.1 or more), with prefill batches, batches of 7, 256-wide heads, a
+ * Against the double reference to the precision of bf16 probabilities
+ * and values (seen: up to 2.7e-3; 4.5e-3 when the scores too were one
+ * bf16 product; a key, value or probability in the wrong place is off by
+ * ~0.1 or more), with prefill batches, batches of 7, 256-wide heads, a
  * sliding window, compressed pages and budgeted caches with holes; decode
  * steps at that level keep the AVX-512 kernel and its precision. */
 TEST(attention_prompts_on_tiles_match_reference) {
     if (fr_isa_detect() < FR_ISA_AMX) return;
     int saved = fr_kernels_isa();
     fr_kernels_select(FR_ISA_AMX);
-    const double tol = 6e-3;
+    const double tol = 4e-3;
     double e;
     CHECK_MSG((e = run_case(9, 3, 64, 100, 100, 0, 2)) < tol, "%g", e);
     CHECK_MSG((e = run_case(4, 1, 256, 70, 70, 0, 1)) < tol, "%g", e);
