@@ -239,6 +239,25 @@ TEST(attention_on_budgeted_cache_matches_reference) {
         }
 }
 
+/* Block b of query rows r0 .. r0 + nr - 1 of Q (hd floats each): row r at
+ * position total - 1 - 4 r (some rows end inside the last, partial page,
+ * some before it), sliding window win (0: none), fresh state, outputs
+ * out[i] zeroed. */
+static void fill_block(fr_attn_block *b, int r0, int nr, int hd, bool prompt, const float *Q, int total, int win,
+                       float (*out)[64]) {
+    *b = (fr_attn_block){ .nr = nr, .hd = hd, .scale = 0.125f, .prompt = prompt };
+    for (int i = 0; i < nr; i++) {
+        int r = r0 + i;
+        b->q[i] = Q + r * hd;
+        b->qpos[i] = total - 1 - 4 * r;
+        b->lo[i] = win && b->qpos[i] - win + 1 > 0 ? b->qpos[i] - win + 1 : 0;
+        b->out[i] = out[i];
+        b->m[i] = -INFINITY;
+        b->l[i] = 0;
+        memset(out[i], 0, (size_t)hd * sizeof(float));
+    }
+}
+
 /* The AVX-512 block kernel's two shapes (query rows in the lanes for a
  * prefill block, keys in the lanes for the few rows of a decode) give
  * each row the same bits, whatever its block: a row alone, the same row
@@ -264,26 +283,15 @@ TEST(attention_block_shapes_are_bit_identical) {
     for (int win = 0; win <= 40; win += 40)
       for (int ni = 0; ni < 3; ni++) {
         const int nr = (int[]){ 7, 23, 32 }[ni]; /* one vector of rows, two, two whole */
-        fr_attn_block all = { .nr = nr, .hd = HD, .scale = 0.125f };
-        static float out_all[32][HD], out_one[HD];
-        for (int r = 0; r < nr; r++) {
-            all.q[r] = Q + r * HD;
-            all.qpos[r] = TOTAL - 1 - 4 * r; /* some rows end inside the partial page, some before it */
-            all.lo[r] = win && all.qpos[r] - win + 1 > 0 ? all.qpos[r] - win + 1 : 0;
-            all.out[r] = out_all[r];
-            all.m[r] = -INFINITY;
-            all.l[r] = 0;
-            memset(out_all[r], 0, sizeof out_all[r]);
-        }
+        fr_attn_block all, one;
+        static float out_all[32][HD], out_one[1][HD];
+        fill_block(&all, 0, nr, HD, false, Q, TOTAL, win, out_all);
         fr_attn_block_pages(&all, &c, c.layers[0].pages, 0, c.layers[0].n_pages, 1);
         int bad = 0;
         for (int r = 0; r < nr; r++) {
-            fr_attn_block one = { .nr = 1, .hd = HD, .scale = 0.125f };
-            one.q[0] = all.q[r], one.qpos[0] = all.qpos[r], one.lo[0] = all.lo[r];
-            one.out[0] = out_one, one.m[0] = -INFINITY, one.l[0] = 0;
-            memset(out_one, 0, sizeof out_one);
+            fill_block(&one, r, 1, HD, false, Q, TOTAL, win, out_one);
             fr_attn_block_pages(&one, &c, c.layers[0].pages, 0, c.layers[0].n_pages, 1);
-            bad += memcmp(out_one, out_all[r], sizeof out_one) != 0 || memcmp(&one.m[0], &all.m[r], 4) != 0 ||
+            bad += memcmp(out_one[0], out_all[r], sizeof out_one[0]) != 0 || memcmp(&one.m[0], &all.m[r], 4) != 0 ||
                    memcmp(&one.l[0], &all.l[r], 4) != 0;
             /* and the answer is attention: against the double reference */
             float ref[HD];
@@ -366,26 +374,15 @@ TEST(attention_prompt_rows_on_tiles_are_block_invariant) {
         for (int win = 0; win <= 40; win += 40)
             for (int ni = 0; ni < 5; ni++) {
                 const int nr = (int[]){ 1, 3, 16, 23, 32 }[ni];
-                fr_attn_block all = { .nr = nr, .hd = HD, .scale = 0.125f, .prompt = true };
-                static float out_all[32][HD], out_one[HD];
-                for (int r = 0; r < nr; r++) {
-                    all.q[r] = Q + r * HD;
-                    all.qpos[r] = TOTAL - 1 - 4 * r;
-                    all.lo[r] = win && all.qpos[r] - win + 1 > 0 ? all.qpos[r] - win + 1 : 0;
-                    all.out[r] = out_all[r];
-                    all.m[r] = -INFINITY;
-                    all.l[r] = 0;
-                    memset(out_all[r], 0, sizeof out_all[r]);
-                }
+                fr_attn_block all, one;
+                static float out_all[32][HD], out_one[1][HD];
+                fill_block(&all, 0, nr, HD, true, Q, TOTAL, win, out_all);
                 fr_attn_block_pages_amx(&all, &c, c.layers[0].pages, 0, c.layers[0].n_pages, 1);
                 int bad = 0;
                 for (int r = 0; r < nr; r++) {
-                    fr_attn_block one = { .nr = 1, .hd = HD, .scale = 0.125f, .prompt = true };
-                    one.q[0] = all.q[r], one.qpos[0] = all.qpos[r], one.lo[0] = all.lo[r];
-                    one.out[0] = out_one, one.m[0] = -INFINITY, one.l[0] = 0;
-                    memset(out_one, 0, sizeof out_one);
+                    fill_block(&one, r, 1, HD, true, Q, TOTAL, win, out_one);
                     fr_attn_block_pages_amx(&one, &c, c.layers[0].pages, 0, c.layers[0].n_pages, 1);
-                    bad += memcmp(out_one, out_all[r], sizeof out_one) != 0 || memcmp(&one.m[0], &all.m[r], 4) != 0 ||
+                    bad += memcmp(out_one[0], out_all[r], sizeof out_one[0]) != 0 || memcmp(&one.m[0], &all.m[r], 4) != 0 ||
                            memcmp(&one.l[0], &all.l[r], 4) != 0 || !(all.l[r] > 0);
                 }
                 CHECK_MSG(!bad, "%s, window %d, %d rows: %d rows differ from alone", fr_kv_type_name(type), win, nr,
