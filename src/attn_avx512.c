@@ -314,7 +314,6 @@ static ALWAYS_INLINE void rows_page(fr_attn_block *b, const fr_kv_page *p, const
             for (int i = 0; i < 4; i++)
                 if (r < nr && i < nv) o[r][i] = _mm512_mul_ps(_mm512_loadu_ps(b->out[r] + d0 + 16 * i), _mm512_set1_ps(c[r]));
         for (int k = 0; k < np; k++) {
-            const float *v = vt + k * hd + d0;
             if (nx.v16) { /* the next page's values of this key and these 64 dimensions */
                 _mm_prefetch((const char *)(nx.v16 + k * ld16 + d0), _MM_HINT_T0);
                 if (nv > 2) _mm_prefetch((const char *)(nx.v16 + k * ld16 + d0 + 32), _MM_HINT_T0);
@@ -323,7 +322,7 @@ static ALWAYS_INLINE void rows_page(fr_attn_block *b, const fr_kv_page *p, const
             for (int i = 0; i < 4; i++) {
                 if (i >= nv) break;
                 __m512 vi = v16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v16 + k * ld16 + d0 + 16 * i)))
-                                : _mm512_load_ps(v + 16 * i);
+                                : _mm512_load_ps(vt + k * hd + d0 + 16 * i); /* vt NULL for fp16 pages */
 #pragma GCC unroll 5
                 for (int r = 0; r < FEW; r++)
                     if (r < nr) o[r][i] = _mm512_fmadd_ps(_mm512_set1_ps(e[r][k]), vi, o[r][i]);
