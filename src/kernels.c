@@ -85,7 +85,9 @@ static void overlay(fr_kernel_table *dst, const fr_kernel_table *src) {
         if (src->dot_rows[t]) dst->dot_rows[t] = src->dot_rows[t];
         if (src->dot_tile[t]) dst->dot_tile[t] = src->dot_tile[t];
         if (src->quant[t]) dst->quant[t] = src->quant[t], dst->quant_checked[t] = src->quant_checked[t];
-        if (src->pack[t])
+        /* a level's dots for a type come with its packed layout, or with none:
+         * the packed kernels of the level below have the other level's bits */
+        if (src->pack[t] || src->dot_rows[t])
             dst->pack[t] = src->pack[t], dst->dot_packed[t] = src->dot_packed[t], dst->dot_prompt[t] = src->dot_prompt[t];
     }
 }

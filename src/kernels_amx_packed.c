@@ -13,17 +13,12 @@
  * in place from the quantized activations, M = 1..16 of them: 8 tokens
  * cost half of 16.
  *
- * Layout: the same bytes as the original rows, permuted within each group
- * of 16 rows (so row r's group starts at r * row_bytes, as before). Block
- * b of group g, 16 x 20 = 320 bytes at (g * nb + b) * 320:
- *   d[16], m[16]  fp16, row r's scale and min
- *   q[4][16]      4 bytes each: q[h][r] = row r's code bytes 4h .. 4h + 3
- * A Q4_1 code byte j holds element j (low nibble) and j + 16 (high). So
- * the low nibbles of q[h] are B's row h (elements 4h .. 4h + 3 of all 16
- * rows) and the high nibbles B's row h + 4: an AND and a shift unpack two
- * rows of B. For one token (decode), the same registers are the operands
- * of a VPDPBUSD against the token's 4 codes broadcast: lane r accumulates
- * row r's dot, with no sum across lanes.
+ * Layout: quant.h's groups of 16 rows (fr_pack_q4_1, shared with the
+ * AVX2 level). The low nibbles of q[h] are B's row h (elements 4h ..
+ * 4h + 3 of all 16 rows) and the high nibbles B's row h + 4: an AND and a
+ * shift unpack two rows of B. For one token (decode), the same registers
+ * are the operands of a VPDPBUSD against the token's 4 codes broadcast:
+ * lane r accumulates row r's dot, with no sum across lanes.
  *
  * Arithmetic: kernels_amx.c's, bit for bit (fr_dot_exact_ref): per block
  * an exact integer sum, then acc = fma(d_w d_a, isum, acc) and
@@ -46,22 +41,6 @@
 #define MIN_TOKENS 4               /* fewer: the rows kernel, the tokens sharing each weight read */
 #define MAX_ROW_TOKENS 3
 #define PF_AHEAD (8 * BLK)         /* the weights are one stream: requested this far ahead (may pass the end: harmless) */
-
-/* ---- packing ------------------------------------------------------------- */
-
-static void pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) {
-    const int64_t nb = n / 32;
-    for (int64_t g = 0; g < nr / GR; g++)
-        for (int64_t b = 0; b < nb; b++) {
-            uint8_t *o = (uint8_t *)dst + (g * nb + b) * BLK;
-            for (int r = 0; r < GR; r++) {
-                const uint8_t *x = (const uint8_t *)src + (size_t)(g * GR + r) * ws + b * Q4_1_SZ;
-                memcpy(o + 2 * r, x, 2);      /* d */
-                memcpy(o + 32 + 2 * r, x + 2, 2); /* m */
-                for (int h = 0; h < 4; h++) memcpy(o + 64 + 64 * h + 4 * r, x + Q4_1_QS + 4 * h, 4);
-            }
-        }
-}
 
 /* B's eight rows of one block, codes 0..15 as bytes. */
 static ALWAYS_INLINE void unpack(const uint8_t *q, __m512i b[8]) {
@@ -462,7 +441,7 @@ static bool quant_bf16_checked(const float *x, void *y, int64_t n) {
 static void quant_bf16(const float *x, void *y, int64_t n) { quant_bf16_checked(x, y, n); }
 
 void fr_kernels_fill_amx_packed(fr_kernel_table *t) {
-    t->pack[FR_Q4_1] = pack_q4_1;
+    t->pack[FR_Q4_1] = fr_pack_q4_1;
     t->dot_packed[FR_Q4_1] = dot_packed_q4_1;
     t->dot_prompt[FR_Q4_1] = dot_prompt_q4_1;
     t->quant[FR_BF16] = quant_bf16;

@@ -11,7 +11,7 @@
  *                 scale product d_w * d_a with one FMA into an accumulator.
  * The block scales are fp16 fields scattered at the block stride. Converting
  * them one by one costs several shuffle uops per block, so each chunk of
- * blocks first gathers the headers 4 or 8 at a time into a register,
+ * blocks first gathers the headers 8 at a time into a register,
  * converts them with F16C, and stores the scale products; the main loop
  * then broadcasts each from memory, which needs no shuffle port.
  * Q5_0 adds its 5th bits (a shuffle and compare per block) and subtracts
@@ -22,7 +22,8 @@
  * so a whole super-block's integer sum is exact before its one FMA; see
  * the K-quant section. The tiles of the 32-element formats unpack each
  * weight block once for four tokens (see "tiles" below); the other
- * multi-row and tile entries are one dot per output.
+ * multi-row and tile entries are one dot per output. Q4_1 has its own
+ * kernels, on rows packed at load: kernels_avx2_q4_1.c.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -61,27 +62,14 @@ static inline __m256i load256(const uint8_t *p) { return _mm256_loadu_si256((con
 
 /* Header j of the gm blocks at p, or 0 past gm: the address is clamped to
  * block 0 so nothing past the row is read, and no branch is needed. */
-static inline uint32_t header32(const uint8_t *p, size_t stride, int j, int gm) {
-    uint32_t v = load32(p + (size_t)(j < gm ? j : 0) * stride);
-    return j < gm ? v : 0;
-}
-
 static inline uint16_t header16(const uint8_t *p, size_t stride, int j, int gm) {
     uint16_t v = load16(p + (size_t)(j < gm ? j : 0) * stride);
     return j < gm ? v : 0;
 }
 
-/* Headers of up to 4 blocks (4 bytes: d, m / d, s) or 8 blocks (the 2-byte
- * d) in one register, built with inserts from scalar loads. Going through
+/* The 2-byte scales d of up to 8 blocks in one register, built with inserts from scalar loads. Going through
  * a small array in memory would make the vector load wait for the scalar
  * stores to retire (a failed store forward), which costs far more. */
-static inline __m128i headers4_32(const uint8_t *p, size_t stride, int gm) {
-    __m128i v = _mm_cvtsi32_si128((int)header32(p, stride, 0, gm));
-    v = _mm_insert_epi32(v, (int)header32(p, stride, 1, gm), 1);
-    v = _mm_insert_epi32(v, (int)header32(p, stride, 2, gm), 2);
-    return _mm_insert_epi32(v, (int)header32(p, stride, 3, gm), 3);
-}
-
 static inline __m128i headers8_16(const uint8_t *p, size_t stride, int gm) {
     __m128i v = _mm_cvtsi32_si128(header16(p, stride, 0, gm));
     v = _mm_insert_epi16(v, header16(p, stride, 1, gm), 1);
@@ -91,23 +79,6 @@ static inline __m128i headers8_16(const uint8_t *p, size_t stride, int gm) {
     v = _mm_insert_epi16(v, header16(p, stride, 5, gm), 5);
     v = _mm_insert_epi16(v, header16(p, stride, 6, gm), 6);
     return _mm_insert_epi16(v, header16(p, stride, 7, gm), 7);
-}
-
-/* For a chunk of m blocks of Q4_1 x Q8_1: sc[2j] = d_w d_a and
- * sc[2j+1] = m_w s_a of block j (both headers are two fp16, so one F16C
- * conversion gives d and m / d and s). Adds the products to macc, whose odd
- * lanes thus collect the m_w s_a terms. */
-static inline __m256 scales_q4_1(const uint8_t *x, const uint8_t *y, int m, float *sc,
-                                 __m256 macc) {
-    for (int j = 0; j < m; j += 4) {
-        int gm = FR_MIN(4, m - j);
-        __m256 W = _mm256_cvtph_ps(headers4_32(x + (size_t)j * Q4_1_SZ, Q4_1_SZ, gm));
-        __m256 A = _mm256_cvtph_ps(headers4_32(y + (size_t)j * Q8_1_SZ, Q8_1_SZ, gm));
-        __m256 P = _mm256_mul_ps(W, A);
-        _mm256_storeu_ps(sc + 2 * j, P);
-        macc = _mm256_add_ps(macc, P);
-    }
-    return macc;
 }
 
 /* For Q4_0 / Q8_0 weights against Q8_0 activations: sc[j] = d_w d_a. */
@@ -134,13 +105,13 @@ static inline __m256i q5_high(const uint8_t *qh) {
 }
 
 
-enum { FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, FMT_Q5_0 };
+enum { FMT_Q4_0, FMT_Q8_0, FMT_Q5_0 };
 
 #define NT 4 /* activation rows (tokens) that share each unpacked weight block */
 
 /* A weight block as the operands each token's activations meet. maddubs
  * wants one operand unsigned: u holds the codes as unsigned bytes (Q4_0,
- * Q4_1, Q5_0), or |w| for Q8_0, whose sign w moves onto the activations
+ * Q5_0), or |w| for Q8_0, whose sign w moves onto the activations
  * (sign(a, w)). */
 typedef struct { __m256i w, u; } wblock;
 
@@ -152,19 +123,17 @@ static inline __attribute__((always_inline)) wblock weight_block(const uint8_t *
     } else if (fmt == FMT_Q5_0) {
         b.u = b.w = _mm256_or_si256(q4_block(xb + Q5_0_QS), q5_high(xb + Q5_0_QH));
     } else {
-        b.u = b.w = q4_block(xb + (fmt == FMT_Q4_0 ? Q4_0_QS : Q4_1_QS));
+        b.u = b.w = q4_block(xb + Q4_0_QS);
     }
     return b;
 }
 
 /* Integer dot of a weight block with an activation block: 8 s32 partial
- * sums of four products each, exact. Q4_1: q in 0..15, a in -127..127,
- * |pair| <= 2*15*127. Q4_0 / Q5_0: q a and o a pairs both by maddubs
+ * sums of four products each, exact. Q4_0 / Q5_0: q a and o a pairs both by maddubs
  * with q and o unsigned; their s16 difference is exact (|pair| <=
  * 2*31*128, for any activation byte). Q8_0: |w| x sign(w)*a, |w| <= 128
  * and |a| <= 127. */
 static inline __attribute__((always_inline)) __m256i block_idot(wblock b, const uint8_t *yb, const int fmt) {
-    if (fmt == FMT_Q4_1) return dot_u8s8(b.u, load256(yb + Q8_1_QS));
     __m256i a = load256(yb + Q8_0_QS);
     if (fmt == FMT_Q8_0) return dot_u8s8(b.u, _mm256_sign_epi8(a, b.w));
     __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(fmt == FMT_Q5_0 ? 16 : 8), a);
@@ -174,17 +143,14 @@ static inline __attribute__((always_inline)) __m256i block_idot(wblock b, const 
 /* The blocks of one chunk (m blocks at xc) against nt (1..NT) activation
  * rows yc, yc + ys, ...: two blocks per step, each unpacked once and met
  * by every token, into two accumulators per token to cover the FMA
- * latency; sc[t] holds token t's scale products (for Q4_1 interleaved with
- * the min terms, so block j's is sc[t][2j]). The single dot and the tiles
+ * latency; sc[t] holds token t's scale products. The single dot and the tiles
  * both run this, so each token gets the same float operations in the same
  * order either way. */
 static inline __attribute__((always_inline)) void chunk_blocks(const uint8_t *xc, int m, const uint8_t *yc,
-                                                               size_t ys, int nt, float (*sc)[2 * CHUNK],
+                                                               size_t ys, int nt, float (*sc)[CHUNK],
                                                                __m256 *acc0, __m256 *acc1, const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ
-                     : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
-    const size_t ysz = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
-    const int step = fmt == FMT_Q4_1 ? 2 : 1;
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+    const size_t ysz = Q8_0_SZ;
     int j = 0;
     for (; j + 1 < m; j += 2) {
         wblock w0 = weight_block(xc + j * xsz, fmt), w1 = weight_block(xc + (j + 1) * xsz, fmt);
@@ -192,9 +158,9 @@ static inline __attribute__((always_inline)) void chunk_blocks(const uint8_t *xc
         for (int t = 0; t < nt; t++) {
             const uint8_t *yb = yc + t * ys + j * ysz;
             acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w0, yb, fmt)),
-                                      _mm256_broadcast_ss(sc[t] + step * j), acc0[t]);
+                                      _mm256_broadcast_ss(sc[t] + j), acc0[t]);
             acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w1, yb + ysz, fmt)),
-                                      _mm256_broadcast_ss(sc[t] + step * (j + 1)), acc1[t]);
+                                      _mm256_broadcast_ss(sc[t] + j + 1), acc1[t]);
         }
     }
     if (j < m) {
@@ -202,39 +168,31 @@ static inline __attribute__((always_inline)) void chunk_blocks(const uint8_t *xc
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++)
             acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w0, yc + t * ys + j * ysz, fmt)),
-                                      _mm256_broadcast_ss(sc[t] + step * j), acc0[t]);
+                                      _mm256_broadcast_ss(sc[t] + j), acc0[t]);
     }
 }
 
-/* The dot's result from its accumulators: the block sums, plus for Q4_1
- * the m_w s_a terms that the odd lanes of macc collected. */
-static inline __attribute__((always_inline)) float finish(__m256 acc0, __m256 acc1, __m256 macc, const int fmt) {
-    float s = hsum256(_mm256_add_ps(acc0, acc1));
-    if (fmt == FMT_Q4_1) {
-        __m256 odd = _mm256_castsi256_ps(_mm256_set_epi32(-1, 0, -1, 0, -1, 0, -1, 0));
-        s += hsum256(_mm256_and_ps(macc, odd));
-    }
-    return s;
+/* The dot's result from its accumulators. */
+static inline __attribute__((always_inline)) float finish(__m256 acc0, __m256 acc1) {
+    return hsum256(_mm256_add_ps(acc0, acc1));
 }
 
 /* One dot: per chunk, the scale products from the blocks' fp16 headers,
  * then the chunk's blocks. */
 static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t *x, const uint8_t *y,
                                                         const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ
-                     : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
-    const size_t ysz = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+    const size_t ysz = Q8_0_SZ;
     const int64_t nb = n / 32;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
-    float sc[1][2 * CHUNK];
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float sc[1][CHUNK];
     for (int64_t c0 = 0; c0 < nb; c0 += CHUNK) {
         const int m = (int)FR_MIN(CHUNK, nb - c0);
         const uint8_t *xc = x + c0 * xsz, *yc = y + c0 * ysz;
-        if (fmt == FMT_Q4_1) macc = scales_q4_1(xc, yc, m, sc[0], macc);
-        else scales_d(xc, xsz, yc, m, sc[0]);
+        scales_d(xc, xsz, yc, m, sc[0]);
         chunk_blocks(xc, m, yc, 0, 1, sc, &acc0, &acc1, fmt);
     }
-    return finish(acc0, acc1, macc, fmt);
+    return finish(acc0, acc1);
 }
 
 /* ---- tiles of the 32-element formats ------------------------------------
@@ -244,20 +202,15 @@ static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t
  * unpacked weight block. The fp16 headers are converted once: a group's
  * activation headers when the group starts, a row's weight headers once per
  * group; a (row, token) pair's scale products are then plain multiplies of
- * those floats in groups of 8 lanes, which are the very products (and, for
- * Q4_1, the very sums in macc) that scales_q4_1 / scales_d form for the
- * single dot: the same floats multiplied, zeros past the last block as
- * there. */
+ * those floats in groups of 8 lanes, which are the very products that
+ * scales_d forms for the single dot: the same floats multiplied, zeros
+ * past the last block as there. */
 
-/* nb blocks' headers as floats: Q4_1 (d, m) or (d, s) pairs, the others
- * d; zeros up to a multiple of 8 blocks. */
+/* nb blocks' scales d as floats; zeros up to a multiple of 8 blocks. */
 static inline __attribute__((always_inline)) void headers_f32(const uint8_t *p, size_t stride, int64_t nb,
-                                                              float *f, const int pairs) {
+                                                              float *f) {
     const int64_t padded = (nb + 7) / 8 * 8;
-    for (int64_t j = 0; j < padded; j++) {
-        f[(1 + pairs) * j] = j < nb ? _cvtsh_ss(load16(p + j * stride)) : 0.0f;
-        if (pairs) f[2 * j + 1] = j < nb ? _cvtsh_ss(load16(p + j * stride + 2)) : 0.0f;
-    }
+    for (int64_t j = 0; j < padded; j++) f[j] = j < nb ? _cvtsh_ss(load16(p + j * stride)) : 0.0f;
 }
 
 /* One weight row (its header floats in wf) against nt tokens (theirs in
@@ -266,42 +219,35 @@ static inline __attribute__((always_inline)) void row_tokens(int64_t n, const ui
                                                              const uint8_t *a, size_t as, const float *af,
                                                              size_t af_stride, const int nt, float *out, size_t ldo,
                                                              const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ
-                     : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
-    const size_t ysz = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
-    const int per = fmt == FMT_Q4_1 ? 2 : 1, lanes = fmt == FMT_Q4_1 ? 4 : 8;
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+    const size_t ysz = Q8_0_SZ;
     const int64_t nb = n / 32;
-    __m256 acc0[NT], acc1[NT], macc[NT];
-    float sc[NT][2 * CHUNK];
+    __m256 acc0[NT], acc1[NT];
+    float sc[NT][CHUNK];
 #pragma GCC unroll 4
-    for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = macc[t] = _mm256_setzero_ps();
+    for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
     for (int64_t b0 = 0; b0 < nb; b0 += CHUNK) {
         const int m = (int)FR_MIN(CHUNK, nb - b0);
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++)
-            for (int j = 0; j < m; j += lanes) {
-                __m256 P = _mm256_mul_ps(_mm256_load_ps(wf + per * (b0 + j)),
-                                         _mm256_load_ps(af + (size_t)t * af_stride + per * (b0 + j)));
-                _mm256_storeu_ps(sc[t] + per * j, P);
-                if (fmt == FMT_Q4_1) macc[t] = _mm256_add_ps(macc[t], P);
-            }
+            for (int j = 0; j < m; j += 8)
+                _mm256_storeu_ps(sc[t] + j, _mm256_mul_ps(_mm256_load_ps(wf + b0 + j),
+                                                          _mm256_load_ps(af + (size_t)t * af_stride + b0 + j)));
         chunk_blocks(row + b0 * xsz, m, a + b0 * ysz, as, nt, sc, acc0, acc1, fmt);
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < nt; t++) out[t * ldo] = finish(acc0[t], acc1[t], macc[t], fmt);
+    for (int t = 0; t < nt; t++) out[t * ldo] = finish(acc0[t], acc1[t]);
 }
 
 static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t *w, size_t ws, int nr,
                                                         const uint8_t *a, size_t as, int nc, float *out,
                                                         size_t ldo, const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ
-                     : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
-    const size_t ysz = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
-    const int pairs = fmt == FMT_Q4_1, per = 1 + pairs;
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+    const size_t ysz = Q8_0_SZ;
     const int64_t nb = n / 32, padded = (nb + 7) / 8 * 8;
     /* work space: the row's header floats and the group's; plain malloc,
      * as a failure is no error here: one dot per output gives the same bits */
-    const size_t hdr = (size_t)per * padded;
+    const size_t hdr = (size_t)padded;
     float *work = nb > 0 ? aligned_alloc(32, (1 + TILE_TOKENS) * hdr * sizeof(float)) : NULL;
     if (!work) {
         for (int c = 0; c < nc; c++)
@@ -311,11 +257,11 @@ static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t
     float *wf = work, *af = wf + hdr;
     for (int c0 = 0; c0 < nc; c0 += TILE_TOKENS) {
         int c1 = nc - c0 < TILE_TOKENS ? nc : c0 + TILE_TOKENS;
-        for (int c = c0; c < c1; c++) headers_f32(a + c * as, ysz, nb, af + (c - c0) * hdr, pairs);
+        for (int c = c0; c < c1; c++) headers_f32(a + c * as, ysz, nb, af + (c - c0) * hdr);
         for (int r = 0; r < nr; r++) {
             const uint8_t *row = w + r * ws;
             if (r + ROWS_AHEAD < nr) prefetch_row(row + ROWS_AHEAD * ws, ws);
-            headers_f32(row, xsz, nb, wf, pairs);
+            headers_f32(row, xsz, nb, wf);
             for (int c = c0; c < c1; c += NT) {
                 const float *at = af + (c - c0) * hdr;
                 float *o = out + c * ldo + r;
@@ -333,7 +279,6 @@ static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t
 }
 
 static float dot_q4_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q4_0); }
-static float dot_q4_1_q8_1(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q4_1); }
 static float dot_q8_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q8_0); }
 static float dot_q5_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q5_0); }
 
@@ -343,7 +288,6 @@ static float dot_q5_0_q8_0(int64_t n, const void *w, const void *a) { return qdo
         qtile(n, w, ws, nr, a, as, nc, out, ldo, fmt);                                             \
     }
 QTILE(tile_q4_0_q8_0, FMT_Q4_0)
-QTILE(tile_q4_1_q8_1, FMT_Q4_1)
 QTILE(tile_q8_0_q8_0, FMT_Q8_0)
 QTILE(tile_q5_0_q8_0, FMT_Q5_0)
 
@@ -573,7 +517,6 @@ FLOAT_DOT(dot_bf16, uint16_t, float, load_bf16x8, load_f32x8, bf16_of, f32_of)
 /* ---- multi-row (all) and float tiles: one dot each ------------------------ */
 
 ROWS_OF(rows_q4_0_q8_0, dot_q4_0_q8_0)
-ROWS_OF(rows_q4_1_q8_1, dot_q4_1_q8_1)
 ROWS_OF(rows_q8_0_q8_0, dot_q8_0_q8_0)
 ROWS_OF(rows_q5_0_q8_0, dot_q5_0_q8_0)
 ROWS_OF(rows_q4_k_q8_k, dot_q4_k_q8_k)
@@ -724,19 +667,16 @@ static void quant_f16(const float *x, void *yv, int64_t n) {
 
 void fr_kernels_fill_avx2(fr_kernel_table *t) {
     t->dot[FR_Q4_0] = dot_q4_0_q8_0;
-    t->dot[FR_Q4_1] = dot_q4_1_q8_1;
     t->dot[FR_Q8_0] = dot_q8_0_q8_0;
     t->dot[FR_F32] = dot_f32;
     t->dot[FR_F16] = dot_f16;
     t->dot[FR_BF16] = dot_bf16;
     t->dot_rows[FR_Q4_0] = rows_q4_0_q8_0;
-    t->dot_rows[FR_Q4_1] = rows_q4_1_q8_1;
     t->dot_rows[FR_Q8_0] = rows_q8_0_q8_0;
     t->dot_rows[FR_F32] = rows_f32;
     t->dot_rows[FR_F16] = rows_f16;
     t->dot_rows[FR_BF16] = rows_bf16;
     t->dot_tile[FR_Q4_0] = tile_q4_0_q8_0;
-    t->dot_tile[FR_Q4_1] = tile_q4_1_q8_1;
     t->dot_tile[FR_Q8_0] = tile_q8_0_q8_0;
     t->dot_tile[FR_F32] = tile_f32;
     t->dot_tile[FR_F16] = tile_f16;
@@ -754,4 +694,5 @@ void fr_kernels_fill_avx2(fr_kernel_table *t) {
     t->dot_rows[FR_Q6_K] = rows_q6_k_q8_k;
     t->dot_tile[FR_Q6_K] = tile_q6_k_q8_k;
     t->quant[FR_Q8_K] = quant_q8_k;
+    fr_kernels_fill_avx2_q4_1(t); /* kernels_avx2_q4_1.c */
 }

@@ -193,7 +193,7 @@ static frugal_status load_arch(frugal_model *m) {
 }
 
 /* Rearranges a matrix for the selected level's kernels when they have a
- * packed layout for its type (kernels_amx_packed.c), and lets the kernel
+ * packed layout for its type (quant.h, fr_pack_q4_1), and lets the kernel
  * drop the mapped original's pages, which are no longer read (they come
  * back from the file if anything does). Out of memory leaves the matrix as
  * it was: the kernels on the original rows give the same bits. */

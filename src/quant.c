@@ -770,6 +770,28 @@ fr_dot_fn fr_dot_exact_ref(uint32_t type) {
     return NULL;
 }
 
+/* ---- Q4_1 rows packed in groups of 16 (layout in quant.h) --------------- */
+
+void fr_pack_q4_1_group(int64_t n, const void *src, size_t ws, int rows, void *dst) {
+    const int64_t nb = n / QK4_1;
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *o = (uint8_t *)dst + b * FR_Q4_1_GROUP_BLOCK;
+        memset(o, 0, FR_Q4_1_GROUP_BLOCK); /* rows past `rows`: d = m = 0, codes 0 */
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *x = (const uint8_t *)src + (size_t)r * ws + b * sizeof(block_q4_1);
+            memcpy(o + 2 * r, x, 2);          /* d */
+            memcpy(o + 32 + 2 * r, x + 2, 2); /* m */
+            for (int h = 0; h < 4; h++) memcpy(o + 64 + 64 * h + 4 * r, x + Q4_1_QS + 4 * h, 4);
+        }
+    }
+}
+
+void fr_pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) {
+    const size_t group = (size_t)(n / QK4_1) * FR_Q4_1_GROUP_BLOCK;
+    for (int64_t g = 0; g < nr / 16; g++)
+        fr_pack_q4_1_group(n, (const uint8_t *)src + (size_t)g * 16 * ws, ws, 16, (uint8_t *)dst + g * group);
+}
+
 float fr_dot_prompt_ref(uint32_t type, int64_t n, const void *w, const uint16_t *x) {
     if (type != FR_Q4_1) return NAN;
     const uint8_t *b = w;

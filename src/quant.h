@@ -96,8 +96,8 @@ typedef void (*fr_dot_rows_fn)(int64_t n, const void *w, size_t w_stride, const 
 typedef void (*fr_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
                                size_t a_stride, int nc, float *out, size_t ldo);
 
-/* Weights rearranged once at load for one level's kernels (see
- * kernels_amx_packed.c): pack writes nr rows (a multiple of 16) of n
+/* Weights rearranged once at load for one level's kernels (Q4_1 at the
+ * AVX2 and AMX levels: fr_pack_q4_1 below): pack writes nr rows (a multiple of 16) of n
  * elements, read at w_stride, as the same number of bytes, each group of 16
  * rows starting where it did in a contiguous copy. dot_packed is dot_tile
  * on such rows (nr a multiple of 16, w at a group's start), nc >= 1: the
@@ -164,6 +164,24 @@ fr_dot_fn fr_dot_exact_ref(uint32_t type);
  * order, so the two agree to rounding, not bit for bit. */
 float fr_dot_prompt_ref(uint32_t type, int64_t n, const void *w, const uint16_t *x);
 
+/* Q4_1 rows packed for the kernels that read 16 rows at once (the AVX2
+ * and AMX levels' dot_packed): the same bytes as the original rows,
+ * permuted within each group of 16 rows, so a group starts where it did
+ * in a contiguous copy. Block b of a group, FR_Q4_1_GROUP_BLOCK bytes at
+ * b * FR_Q4_1_GROUP_BLOCK from the group's start:
+ *   d[16], m[16]  fp16, row r's scale and min (bytes 0..31, 32..63)
+ *   q[4][16]      4 bytes each (64 + 64 h + 4 r): row r's code bytes
+ *                 4h .. 4h + 3, i.e. elements 4h .. 4h + 3 in their low
+ *                 nibbles and 16 + 4h .. 16 + 4h + 3 in their high ones.
+ * So a vector of q[h] holds 4 consecutive codes of each row, which meet a
+ * token's 4 activation bytes broadcast: lane r works on row r alone.
+ * fr_pack_q4_1 packs nr rows (a multiple of 16) read at stride ws;
+ * fr_pack_q4_1_group packs one group of `rows` <= 16 rows, the others
+ * zero. */
+#define FR_Q4_1_GROUP_BLOCK (16 * 20)
+void fr_pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
+void fr_pack_q4_1_group(int64_t n, const void *src, size_t ws, int rows, void *dst);
+
 /* Quantizes an activation row of n floats to act_type (F32, F16, BF16,
  * Q8_0, Q8_1, Q8_K) with the dispatched quantizer. Inputs must be finite. */
 void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n);
@@ -183,6 +201,7 @@ typedef struct {
     fr_dot_prompt_fn dot_prompt[FR_TYPE_COUNT];
 } fr_kernel_table;
 void fr_kernels_fill_avx2(fr_kernel_table *t);
+void fr_kernels_fill_avx2_q4_1(fr_kernel_table *t);
 void fr_kernels_fill_avx512(fr_kernel_table *t);
 void fr_kernels_fill_amx(fr_kernel_table *t);
 void fr_kernels_fill_amx_packed(fr_kernel_table *t);

@@ -650,13 +650,18 @@ TEST(quant_dot_tile_bit_identical_to_dot_rows) {
     }
 }
 
-/* The block-exact scalar twins (the AMX level's arithmetic; the K-quants'
- * sum their super-blocks exactly) are dots like the others: within rounding of the double-precision sum. At the AMX
- * level, dot_rows and dot_tile give exactly its bits for every row and
- * token: row counts around the group of 16, token counts around the panel
- * of 16 and the chunk of 64, odd addresses and strides, long rows. A
- * kernel that summed in another order, or skipped a row of a group, fails. */
-TEST(quant_amx_level_is_block_exact) {
+/* The block-exact scalar twins (the AMX level's arithmetic, and the AVX2
+ * level's for Q4_1; the K-quants' sum their super-blocks exactly) are dots
+ * like the others: within rounding of the double-precision sum. At those
+ * levels, dot, dot_rows and dot_tile give exactly its bits for every row
+ * and token: row counts around the group of 16, token counts around the
+ * panels and chunks, odd addresses and strides, long rows. A kernel that
+ * summed in another order, or skipped a row of a group, fails. */
+static bool block_exact_at(int level, uint32_t type) {
+    return level == FR_ISA_AMX || (level == FR_ISA_AVX2 && type == FR_Q4_1);
+}
+
+TEST(quant_block_exact_levels) {
     enum { MAXN = 2048, MAXR = 35, MAXC = 70, LDO = MAXR + 1 };
     static const uint32_t types[] = {FR_Q4_0, FR_Q4_1, FR_Q5_0, FR_Q8_0, FR_Q4_K, FR_Q6_K};
     static const int nrs[] = {1, 5, 15, 16, 17, 33, 35}, ncs[] = {1, 2, 3, 4, 16, 17, 40, 64, 65, 70};
@@ -683,12 +688,16 @@ TEST(quant_amx_level_is_block_exact) {
                 CHECK_MSG(fabs((double)got - tt->dot_ref(n, w + r * rb, a)) <= tol, "%s n=%lld r=%d", tt->name,
                           (long long)n, r);
             }
-            if (fr_isa_detect() < FR_ISA_AMX) continue;
-            int saved = fr_kernels_isa();
-            fr_kernels_select(FR_ISA_AMX);
             size_t ws = rb + 7, as = arb + 3;
             for (int r = 0; r < MAXR; r++) memcpy(wb + 1 + r * ws, w + r * rb, rb);
             for (int c = 0; c < MAXC; c++) memcpy(ab + 5 + c * as, a + c * arb, arb);
+            FOR_EACH_LEVEL(lvl) {
+            if (!block_exact_at(lvl, types[t])) continue;
+            for (int r = 0; r < MAXR; r += 7) {
+                float got = tt->dot(n, wb + 1 + r * ws, ab + 5 + r * as), want = exact(n, w + r * rb, a + r * arb);
+                CHECK_MSG(!memcmp(&got, &want, sizeof got), "%s %s n=%lld: dot is not the exact twin", fr_isa_name(lvl),
+                          tt->name, (long long)n);
+            }
             for (size_t ir = 0; ir < sizeof nrs / sizeof nrs[0]; ir++) {
                 int nr = nrs[ir];
                 tt->dot_rows(n, wb + 1, ws, ab + 5, ref, nr);
@@ -697,7 +706,8 @@ TEST(quant_amx_level_is_block_exact) {
                     float want = exact(n, w + r * rb, a);
                     bad |= memcmp(&ref[r], &want, sizeof want) != 0;
                 }
-                CHECK_MSG(!bad, "%s n=%lld nr=%d: dot_rows is not the exact twin", tt->name, (long long)n, nr);
+                CHECK_MSG(!bad, "%s %s n=%lld nr=%d: dot_rows is not the exact twin", fr_isa_name(lvl), tt->name,
+                          (long long)n, nr);
                 for (size_t ic = 0; ic < sizeof ncs / sizeof ncs[0]; ic++) {
                     int nc = ncs[ic];
                     for (int i = 0; i < MAXC * LDO; i++) out[i] = 12345.0f;
@@ -709,44 +719,41 @@ TEST(quant_amx_level_is_block_exact) {
                             float want = exact(n, w + r * rb, a + c * arb);
                             bad |= memcmp(&got, &want, sizeof got) != 0;
                         }
-                    CHECK_MSG(!bad, "%s n=%lld %dx%d: dot_tile is not the exact twin", tt->name, (long long)n, nr, nc);
+                    CHECK_MSG(!bad, "%s %s n=%lld %dx%d: dot_tile is not the exact twin", fr_isa_name(lvl), tt->name,
+                              (long long)n, nr, nc);
                 }
             }
-            fr_kernels_select(saved);
+            }
         }
     }
 }
 
-/* Weights packed at load for the AMX level (kernels_amx_packed.c): for
- * every token count (the rows kernel below 4, panels of 16, chunks of 128,
- * the last panel short) and group count, dot_packed gives the exact twin's
- * bits, from rows read at an odd stride and activations at an odd address.
- * A packing that put one code, scale or min in the wrong place, or a
- * kernel that summed in another order, fails. Levels below AMX pack
- * nothing. */
+/* Weights packed at load (quant.h's groups of 16 rows), at the levels
+ * that have packed kernels (AVX2 and AMX, for Q4_1): for every token count
+ * (the AMX rows kernel below 4, panels and chunks, the last panel short)
+ * and group count, dot_packed gives the exact twin's bits, from rows read
+ * at an odd stride and activations at an odd address. A packing that put
+ * one code, scale or min in the wrong place, or a kernel that summed in
+ * another order, fails. The scalar and AVX-512 levels pack nothing (the
+ * AVX-512 level's own Q4_1 dots have other bits than the AVX2 level's
+ * packed ones). */
 TEST(quant_packed_is_block_exact) {
     enum { MAXN = 2048, MAXR = 48, MAXC = 150, LDO = MAXR + 3 };
-    static const int nrs[] = {16, 32, 48}, ncs[] = {1, 2, 3, 4, 5, 8, 15, 16, 17, 40, 128, 129, 150};
-    static const int64_t sizes[] = {32, 64, 96, 576, 2048};
-    static uint8_t w[MAXR * MAXN], a[MAXC * MAXN * 2], x[MAXN * 2], wb[MAXR * (MAXN + 8)], ab[MAXC * (MAXN * 2 + 8) + 8];
-    static uint8_t packed[MAXR * MAXN + 64];
+    static const int nrs[] = {16, 32, 48}, ncs[] = {1, 2, 3, 4, 5, 8, 15, 16, 17, 40, 64, 65, 128, 129, 150};
+    static const int64_t sizes[] = {32, 64, 96, 576, 2048, 2080};
+    static uint8_t w[MAXR * (MAXN + 32)], a[MAXC * (MAXN + 32) * 2], x[(MAXN + 32) * 2], wb[MAXR * (MAXN + 40)];
+    static uint8_t ab[MAXC * ((MAXN + 32) * 2 + 8) + 8], packed[MAXR * (MAXN + 32) + 64];
     static float out[MAXC * LDO];
-    int saved = fr_kernels_isa();
-    for (int level = FR_ISA_SCALAR; level < FR_ISA_AMX && level <= fr_isa_detect(); level++) {
-        fr_kernels_select(level);
-        for (uint32_t t = 0; t < FR_TYPE_COUNT; t++)
-            if (fr_traits(t)) CHECK(!fr_traits(t)->pack && !fr_traits(t)->dot_packed);
-    }
-    if (fr_isa_detect() < FR_ISA_AMX) {
-        fr_kernels_select(saved);
-        return;
-    }
-    fr_kernels_select(FR_ISA_AMX);
-    int packed_types = 0;
+    int packed_levels = 0;
+    FOR_EACH_LEVEL(level) {
+    for (uint32_t t = 0; t < FR_TYPE_COUNT; t++)
+        if (fr_traits(t) && t != FR_Q4_1) CHECK(!fr_traits(t)->pack && !fr_traits(t)->dot_packed);
+    const bool packs = level == FR_ISA_AVX2 || level == FR_ISA_AMX;
+    CHECK_MSG((fr_traits(FR_Q4_1)->pack != NULL) == packs, "%s", fr_isa_name(level));
+    packed_levels += packs;
     for (uint32_t type = 0; type < FR_TYPE_COUNT; type++) {
         const fr_type_traits *tt = fr_traits(type);
         if (!tt || !tt->pack) continue;
-        packed_types++;
         CHECK(tt->dot_packed != NULL);
         fr_dot_fn exact = fr_dot_exact_ref(type);
         CHECK(exact != NULL);
@@ -776,13 +783,13 @@ TEST(quant_packed_is_block_exact) {
                             float want = exact(n, w + (r0 + r) * rb, a + c * arb);
                             bad |= memcmp(&got, &want, sizeof got) != 0;
                         }
-                    CHECK_MSG(!bad, "%s n=%lld %dx%d: dot_packed is not the exact twin", tt->name, (long long)n,
-                              nr, nc);
+                    CHECK_MSG(!bad, "%s %s n=%lld %dx%d: dot_packed is not the exact twin", fr_isa_name(level),
+                              tt->name, (long long)n, nr, nc);
                 }
         }
     }
-    CHECK(packed_types >= 1 && fr_traits(FR_Q4_1)->pack != NULL);
-    fr_kernels_select(saved);
+    }
+    CHECK(packed_levels == (fr_isa_detect() >= FR_ISA_AVX2) + (fr_isa_detect() >= FR_ISA_AMX));
 }
 
 /* The prompt arithmetic (dot_prompt, AMX level): every output within

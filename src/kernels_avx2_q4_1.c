@@ -1,0 +1,184 @@
+/*
+ * kernels_avx2_q4_1.c - Q4_1 at the AVX2 level, on rows packed in groups
+ * of 16 (quant.h, fr_pack_q4_1): decode, batched decode and prefill.
+ *
+ * Why: the 32-element dots of kernels_avx2.c give one (row, token) pair a
+ * register per block: 8 partial sums that cost the pair a madd, a
+ * conversion and an FMA per block and a horizontal sum at the end, which
+ * made a prompt's matmuls ~6 vector operations per 32 products. Here the
+ * lanes are rows. A 32-byte load of a packed block holds 4 codes of each
+ * of 8 rows in their low nibbles and 4 more in their high ones; against a
+ * token's 4 activation bytes broadcast, maddubs gives each row its own
+ * pair sums in its own lanes. The block's 8 such products add up in 16
+ * bits exactly (|sum| <= 8 * 2 * 15 * 128 < 2^15), so the per-block work
+ * (a madd, a conversion, the scale product and two FMAs) is shared by 8
+ * rows, and nothing is summed across lanes: ~2.5 operations per 32
+ * products, most of them the maddubs and the adds.
+ *
+ * Arithmetic: the block-exact one of the AMX level (fr_dot_exact_ref), bit
+ * for bit: per block the exact integer sum, then acc = fma(d_w d_a, isum,
+ * acc) and acc = fma(m_w, s_a, acc), block after block. Each lane is one
+ * (row, token) pair, so a token's bits depend on nothing else in the call
+ * and decode alone, decode in a batch and prefill agree. Rows that are not
+ * packed (odd row counts, or out of memory at load) take the same kernel
+ * on a group packed per call, or the scalar twin: the same bits.
+ */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#include "quant.h"
+#include "simd_common.h"
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define BLK FR_Q4_1_GROUP_BLOCK /* bytes of one block of a group of 16 rows */
+#define NT 4                    /* tokens sharing each unpacked half-group of codes */
+#define TILE_TOKENS 64          /* tokens whose activation headers are converted together */
+#define KB 64                   /* blocks per pass: headers of TILE_TOKENS x KB as floats on the stack */
+#define PF_AHEAD (8 * BLK)      /* decode requests the weight stream this far ahead */
+
+/* One half (8 rows, h) of a group against nt tokens, blocks [b0, b1):
+ * acc[t] holds the 8 rows' sums for token t. af: the tokens' activation
+ * headers as floats, (d, s) per block from b0, afs floats apart. */
+static ALWAYS_INLINE void half_blocks(const uint8_t *g, int h, int64_t b0, int64_t b1, const uint8_t *a, size_t as,
+                                      const float *af, int afs, const int nt, __m256 *acc) {
+    const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    for (int64_t b = b0; b < b1; b++) {
+        const uint8_t *blk = g + b * BLK;
+        if (nt == 1) _mm_prefetch((const char *)blk + PF_AHEAD + 160 * h, _MM_HINT_T0);
+        __m256i s16[NT];
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) s16[t] = _mm256_setzero_si256();
+#pragma GCC unroll 1 /* unrolled, the four steps' codes stay live and the sums spill */
+        for (int q = 0; q < 4; q++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 64 + 64 * q + 32 * h));
+            __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+#pragma GCC unroll 4
+            for (int t = 0; t < nt; t++) {
+                const uint8_t *qa = a + t * as + b * Q8_1_SZ + Q8_1_QS + 4 * q;
+                __m256i p = _mm256_maddubs_epi16(lo, _mm256_set1_epi32((int)load32(qa)));
+                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi, _mm256_set1_epi32((int)load32(qa + 16))));
+                s16[t] = _mm256_add_epi16(s16[t], p);
+            }
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+        __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * h)));
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) {
+            const float *f = af + t * afs + 2 * (b - b0);
+            __m256 isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[t], ones));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(f)), isum, acc[t]);
+            acc[t] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(f + 1), acc[t]);
+        }
+    }
+}
+
+/* Both halves of group g for nt tokens over blocks [b0, b1), continuing
+ * the sums already in out unless first. (Both halves at once, each
+ * broadcast serving 16 rows, two tokens at a time: ~10 % slower.) */
+static ALWAYS_INLINE void group_tokens(const uint8_t *g, int64_t b0, int64_t b1, const uint8_t *a, size_t as,
+                                       const float *af, int afs, const int nt, float *out, size_t ldo, int first) {
+    for (int h = 0; h < 2; h++) {
+        __m256 acc[NT];
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++)
+            acc[t] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(out + t * ldo + 8 * h);
+        half_blocks(g, h, b0, b1, a, as, af, afs, nt, acc);
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * ldo + 8 * h, acc[t]);
+    }
+}
+
+/* dot_packed: nr rows (a multiple of 16, w at a group's start) against nc
+ * tokens. Tokens go in tiles whose headers are converted once, and rows
+ * in passes of up to KB blocks (the sums carried through out between
+ * passes, which changes no bit: each lane's FMAs run in block order). */
+static void dot_packed_q4_1(int64_t n, const void *wv, int nr, const void *av, size_t as, int nc, float *out,
+                            size_t ldo) {
+    const int64_t nb = n / 32;
+    const uint8_t *w = wv, *a = av;
+    _Alignas(32) float af[TILE_TOKENS * 2 * KB];
+    for (int c0 = 0; c0 < nc; c0 += TILE_TOKENS) {
+        const int c1 = nc - c0 < TILE_TOKENS ? nc : c0 + TILE_TOKENS;
+        for (int64_t b0 = 0; b0 < nb; b0 += KB) {
+            const int64_t b1 = nb - b0 < KB ? nb : b0 + KB;
+            for (int c = c0; c < c1; c++)
+                for (int64_t b = b0; b < b1; b++) {
+                    const uint8_t *hd = a + c * as + b * Q8_1_SZ;
+                    af[(c - c0) * 2 * KB + 2 * (b - b0)] = _cvtsh_ss(load16(hd));
+                    af[(c - c0) * 2 * KB + 2 * (b - b0) + 1] = _cvtsh_ss(load16(hd + 2));
+                }
+            for (int r = 0; r < nr; r += 16) {
+                const uint8_t *g = w + (size_t)(r / 16) * nb * BLK;
+                for (int c = c0; c < c1; c += NT) {
+                    const uint8_t *ac = a + c * as;
+                    const float *f = af + (c - c0) * 2 * KB;
+                    float *o = out + c * ldo + r;
+                    switch (c1 - c < NT ? c1 - c : NT) { /* a constant count keeps the sums in registers */
+                    case 1: group_tokens(g, b0, b1, ac, as, f, 2 * KB, 1, o, ldo, b0 == 0); break;
+                    case 2: group_tokens(g, b0, b1, ac, as, f, 2 * KB, 2, o, ldo, b0 == 0); break;
+                    case 3: group_tokens(g, b0, b1, ac, as, f, 2 * KB, 3, o, ldo, b0 == 0); break;
+                    default: group_tokens(g, b0, b1, ac, as, f, 2 * KB, 4, o, ldo, b0 == 0); break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- rows that are not packed --------------------------------------------
+ *
+ * Each group of up to 16 rows is packed into a buffer (the missing rows
+ * zero) and goes through the kernel above, its outputs copied out; without
+ * memory, the scalar twin. */
+static void tile_q4_1(int64_t n, const void *wv, size_t ws, int nr, const void *a, size_t as, int nc, float *out,
+                      size_t ldo) {
+    const int64_t nb = n / 32;
+    const uint8_t *w = wv;
+    uint8_t *g = nb > 0 ? aligned_alloc(32, (size_t)nb * BLK + (size_t)nc * 16 * sizeof(float)) : NULL;
+    if (!g) {
+        fr_dot_fn exact = fr_dot_exact_ref(FR_Q4_1);
+        for (int c = 0; c < nc; c++)
+            for (int r = 0; r < nr; r++) out[c * ldo + r] = exact(n, w + r * ws, (const uint8_t *)a + c * as);
+        return;
+    }
+    float *o16 = (float *)(g + (size_t)nb * BLK);
+    for (int r0 = 0; r0 < nr; r0 += 16) {
+        const int rows = nr - r0 < 16 ? nr - r0 : 16;
+        fr_pack_q4_1_group(n, w + (size_t)r0 * ws, ws, rows, g);
+        dot_packed_q4_1(n, g, 16, a, as, nc, o16, 16);
+        for (int c = 0; c < nc; c++) memcpy(out + c * ldo + r0, o16 + c * 16, (size_t)rows * sizeof(float));
+    }
+    free(g);
+}
+
+static void rows_q4_1(int64_t n, const void *w, size_t ws, const void *a, float *out, int nr) {
+    tile_q4_1(n, w, ws, nr, a, 0, 1, out, 0);
+}
+
+/* One dot: per block the exact integer sum (maddubs, madd, then across the
+ * lanes), then the two FMAs in scalar. */
+static float dot_q4_1(int64_t n, const void *wv, const void *av) {
+    const uint8_t *w = wv, *a = av;
+    const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    float acc = 0;
+    for (int64_t b = 0; b < n / 32; b++, w += Q4_1_SZ, a += Q8_1_SZ) {
+        __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w + Q4_1_QS)));
+        q = _mm256_and_si256(_mm256_srlv_epi64(q, _mm256_set_epi64x(4, 4, 0, 0)), low4);
+        __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)(a + Q8_1_QS))), ones);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        const float dd = _cvtsh_ss(load16(w)) * _cvtsh_ss(load16(a));
+        acc = __builtin_fmaf(dd, (float)_mm_cvtsi128_si32(s4), acc);
+        acc = __builtin_fmaf(_cvtsh_ss(load16(w + 2)), _cvtsh_ss(load16(a + 2)), acc);
+    }
+    return acc;
+}
+
+void fr_kernels_fill_avx2_q4_1(fr_kernel_table *t) {
+    t->dot[FR_Q4_1] = dot_q4_1;
+    t->dot_rows[FR_Q4_1] = rows_q4_1;
+    t->dot_tile[FR_Q4_1] = tile_q4_1;
+    t->pack[FR_Q4_1] = fr_pack_q4_1;
+    t->dot_packed[FR_Q4_1] = dot_packed_q4_1;
+}
