@@ -34,7 +34,7 @@
 #define NT 4                    /* tokens sharing each unpacked half-group of codes */
 #define TILE_TOKENS 64          /* tokens whose activation headers are converted together */
 #define KB 64                   /* blocks per pass: headers of TILE_TOKENS x KB as floats on the stack */
-#define PF_AHEAD (8 * BLK)      /* decode requests the weight stream this far ahead */
+#define PF_AHEAD (8 * BLK)      /* a group's first pass requests its blocks this far ahead */
 
 /* One half (8 rows, h) of a group against nt tokens, blocks [b0, b1):
  * acc[t] holds the 8 rows' sums for token t. af: the tokens' activation
