@@ -14,16 +14,15 @@
  * blocks first gathers the headers 8 at a time into a register,
  * converts them with F16C, and stores the scale products; the main loop
  * then broadcasts each from memory, which needs no shuffle port.
- * Q5_0 adds its 5th bits (a shuffle and compare per block) and subtracts
- * 16 sum(a) like Q4_0 subtracts 8 sum(a).
+ * Q4_0 subtracts 8 sum(a) from the unsigned codes' sums.
  *
  * K-quants (256-element super-blocks against Q8_K) scale each 32 (Q4_K) or
  * 16 (Q6_K) weights' s16 pair sums by their small integer scale with madd,
  * so a whole super-block's integer sum is exact before its one FMA; see
  * the K-quant section. The tiles of the 32-element formats unpack each
  * weight block once for four tokens (see "tiles" below); the other
- * multi-row and tile entries are one dot per output. Q4_1 has its own
- * kernels, on rows packed at load: kernels_avx2_q4_1.c.
+ * multi-row and tile entries are one dot per output. Q4_1 and Q5_0 have
+ * their own kernels, on rows packed at load: kernels_avx2_packed.c.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -93,25 +92,13 @@ static inline void scales_d(const uint8_t *x, size_t x_blk, const uint8_t *y, in
 
 /* ---- quantized dots --------------------------------------------------- */
 
-/* Q5_0's 5th bits as 16 or 0 per byte, in element order: each byte takes
- * the qh byte holding its bit (shuffle), then tests that bit. */
-static inline __m256i q5_high(const uint8_t *qh) {
-    const __m256i which = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                           2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)load32(qh)), which);
-    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-    return _mm256_and_si256(v, _mm256_set1_epi8(16));
-}
-
-
-enum { FMT_Q4_0, FMT_Q8_0, FMT_Q5_0 };
+enum { FMT_Q4_0, FMT_Q8_0 };
 
 #define NT 4 /* activation rows (tokens) that share each unpacked weight block */
 
 /* A weight block as the operands each token's activations meet. maddubs
  * wants one operand unsigned: u holds the codes as unsigned bytes (Q4_0,
- * Q5_0), or |w| for Q8_0, whose sign w moves onto the activations
+ * or |w| for Q8_0, whose sign w moves onto the activations
  * (sign(a, w)). */
 typedef struct { __m256i w, u; } wblock;
 
@@ -120,8 +107,6 @@ static inline __attribute__((always_inline)) wblock weight_block(const uint8_t *
     if (fmt == FMT_Q8_0) {
         b.w = load256(xb + Q8_0_QS);
         b.u = _mm256_abs_epi8(b.w);
-    } else if (fmt == FMT_Q5_0) {
-        b.u = b.w = _mm256_or_si256(q4_block(xb + Q5_0_QS), q5_high(xb + Q5_0_QH));
     } else {
         b.u = b.w = q4_block(xb + Q4_0_QS);
     }
@@ -129,14 +114,14 @@ static inline __attribute__((always_inline)) wblock weight_block(const uint8_t *
 }
 
 /* Integer dot of a weight block with an activation block: 8 s32 partial
- * sums of four products each, exact. Q4_0 / Q5_0: q a and o a pairs both by maddubs
+ * sums of four products each, exact. Q4_0: q a and o a pairs both by maddubs
  * with q and o unsigned; their s16 difference is exact (|pair| <=
- * 2*31*128, for any activation byte). Q8_0: |w| x sign(w)*a, |w| <= 128
+ * 2*15*128, for any activation byte). Q8_0: |w| x sign(w)*a, |w| <= 128
  * and |a| <= 127. */
 static inline __attribute__((always_inline)) __m256i block_idot(wblock b, const uint8_t *yb, const int fmt) {
     __m256i a = load256(yb + Q8_0_QS);
     if (fmt == FMT_Q8_0) return dot_u8s8(b.u, _mm256_sign_epi8(a, b.w));
-    __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(fmt == FMT_Q5_0 ? 16 : 8), a);
+    __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(8), a);
     return _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(b.u, a), o), _mm256_set1_epi16(1));
 }
 
@@ -149,7 +134,7 @@ static inline __attribute__((always_inline)) __m256i block_idot(wblock b, const 
 static inline __attribute__((always_inline)) void chunk_blocks(const uint8_t *xc, int m, const uint8_t *yc,
                                                                size_t ys, int nt, float (*sc)[CHUNK],
                                                                __m256 *acc0, __m256 *acc1, const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : Q8_0_SZ;
     const size_t ysz = Q8_0_SZ;
     int j = 0;
     for (; j + 1 < m; j += 2) {
@@ -181,7 +166,7 @@ static inline __attribute__((always_inline)) float finish(__m256 acc0, __m256 ac
  * then the chunk's blocks. */
 static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t *x, const uint8_t *y,
                                                         const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : Q8_0_SZ;
     const size_t ysz = Q8_0_SZ;
     const int64_t nb = n / 32;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -219,7 +204,7 @@ static inline __attribute__((always_inline)) void row_tokens(int64_t n, const ui
                                                              const uint8_t *a, size_t as, const float *af,
                                                              size_t af_stride, const int nt, float *out, size_t ldo,
                                                              const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : Q8_0_SZ;
     const size_t ysz = Q8_0_SZ;
     const int64_t nb = n / 32;
     __m256 acc0[NT], acc1[NT];
@@ -242,7 +227,7 @@ static inline __attribute__((always_inline)) void row_tokens(int64_t n, const ui
 static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t *w, size_t ws, int nr,
                                                         const uint8_t *a, size_t as, int nc, float *out,
                                                         size_t ldo, const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : Q8_0_SZ;
     const size_t ysz = Q8_0_SZ;
     const int64_t nb = n / 32, padded = (nb + 7) / 8 * 8;
     /* work space: the row's header floats and the group's; plain malloc,
@@ -280,7 +265,6 @@ static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t
 
 static float dot_q4_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q4_0); }
 static float dot_q8_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q8_0); }
-static float dot_q5_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q5_0); }
 
 #define QTILE(name, fmt)                                                                           \
     static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc, \
@@ -289,7 +273,6 @@ static float dot_q5_0_q8_0(int64_t n, const void *w, const void *a) { return qdo
     }
 QTILE(tile_q4_0_q8_0, FMT_Q4_0)
 QTILE(tile_q8_0_q8_0, FMT_Q8_0)
-QTILE(tile_q5_0_q8_0, FMT_Q5_0)
 
 /* ---- K-quant dots (super-blocks of 256 against Q8_K) -------------------------
  *
@@ -518,7 +501,6 @@ FLOAT_DOT(dot_bf16, uint16_t, float, load_bf16x8, load_f32x8, bf16_of, f32_of)
 
 ROWS_OF(rows_q4_0_q8_0, dot_q4_0_q8_0)
 ROWS_OF(rows_q8_0_q8_0, dot_q8_0_q8_0)
-ROWS_OF(rows_q5_0_q8_0, dot_q5_0_q8_0)
 ROWS_OF(rows_q4_k_q8_k, dot_q4_k_q8_k)
 ROWS_OF(rows_q6_k_q8_k, dot_q6_k_q8_k)
 ROWS_OF(rows_f32, dot_f32)
@@ -684,9 +666,6 @@ void fr_kernels_fill_avx2(fr_kernel_table *t) {
     t->quant[FR_Q8_0] = quant_q8_0;
     t->quant[FR_Q8_1] = quant_q8_1;
     t->quant[FR_F16] = quant_f16;
-    t->dot[FR_Q5_0] = dot_q5_0_q8_0;
-    t->dot_rows[FR_Q5_0] = rows_q5_0_q8_0;
-    t->dot_tile[FR_Q5_0] = tile_q5_0_q8_0;
     t->dot[FR_Q4_K] = dot_q4_k_q8_k;
     t->dot_rows[FR_Q4_K] = rows_q4_k_q8_k;
     t->dot_tile[FR_Q4_K] = tile_q4_k_q8_k;
@@ -694,5 +673,5 @@ void fr_kernels_fill_avx2(fr_kernel_table *t) {
     t->dot_rows[FR_Q6_K] = rows_q6_k_q8_k;
     t->dot_tile[FR_Q6_K] = tile_q6_k_q8_k;
     t->quant[FR_Q8_K] = quant_q8_k;
-    fr_kernels_fill_avx2_q4_1(t); /* kernels_avx2_q4_1.c */
+    fr_kernels_fill_avx2_packed(t); /* kernels_avx2_packed.c */
 }

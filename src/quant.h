@@ -97,7 +97,8 @@ typedef void (*fr_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int nr
                                size_t a_stride, int nc, float *out, size_t ldo);
 
 /* Weights rearranged once at load for one level's kernels (Q4_1 at the
- * AVX2 and AMX levels: fr_pack_q4_1 below): pack writes nr rows (a multiple of 16) of n
+ * AVX2 and AMX levels, Q5_0 at the AVX2 level: fr_pack_q4_1 and
+ * fr_pack_q5_0 below): pack writes nr rows (a multiple of 16) of n
  * elements, read at w_stride, as the same number of bytes, each group of 16
  * rows starting where it did in a contiguous copy. dot_packed is dot_tile
  * on such rows (nr a multiple of 16, w at a group's start), nc >= 1: the
@@ -181,6 +182,15 @@ float fr_dot_prompt_ref(uint32_t type, int64_t n, const void *w, const uint16_t 
 #define FR_Q4_1_GROUP_BLOCK (16 * 20)
 void fr_pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
 void fr_pack_q4_1_group(int64_t n, const void *src, size_t ws, int rows, void *dst);
+/* Q5_0 the same way (the AVX2 level), FR_Q5_0_GROUP_BLOCK bytes a block:
+ *   d[16]         fp16 (bytes 0..31)
+ *   hb[4][16]     1 byte each (32 + 16 h + r): row r's 5th bits of the
+ *                 elements of q[h][r], bit c for element 4h + c (c < 4),
+ *                 bit 4 + c for element 16 + 4h + c
+ *   q[4][16]      4 bytes each (96 + 64 h + 4 r), as Q4_1's. */
+#define FR_Q5_0_GROUP_BLOCK (16 * 22)
+void fr_pack_q5_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
+void fr_pack_q5_0_group(int64_t n, const void *src, size_t ws, int rows, void *dst);
 
 /* Quantizes an activation row of n floats to act_type (F32, F16, BF16,
  * Q8_0, Q8_1, Q8_K) with the dispatched quantizer. Inputs must be finite. */
@@ -201,7 +211,7 @@ typedef struct {
     fr_dot_prompt_fn dot_prompt[FR_TYPE_COUNT];
 } fr_kernel_table;
 void fr_kernels_fill_avx2(fr_kernel_table *t);
-void fr_kernels_fill_avx2_q4_1(fr_kernel_table *t);
+void fr_kernels_fill_avx2_packed(fr_kernel_table *t);
 void fr_kernels_fill_avx512(fr_kernel_table *t);
 void fr_kernels_fill_amx(fr_kernel_table *t);
 void fr_kernels_fill_amx_packed(fr_kernel_table *t);

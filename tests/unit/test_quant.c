@@ -651,14 +651,14 @@ TEST(quant_dot_tile_bit_identical_to_dot_rows) {
 }
 
 /* The block-exact scalar twins (the AMX level's arithmetic, and the AVX2
- * level's for Q4_1; the K-quants' sum their super-blocks exactly) are dots
+ * level's for Q4_1 and Q5_0; the K-quants' sum their super-blocks exactly) are dots
  * like the others: within rounding of the double-precision sum. At those
  * levels, dot, dot_rows and dot_tile give exactly its bits for every row
  * and token: row counts around the group of 16, token counts around the
  * panels and chunks, odd addresses and strides, long rows. A kernel that
  * summed in another order, or skipped a row of a group, fails. */
 static bool block_exact_at(int level, uint32_t type) {
-    return level == FR_ISA_AMX || (level == FR_ISA_AVX2 && type == FR_Q4_1);
+    return level == FR_ISA_AMX || (level == FR_ISA_AVX2 && (type == FR_Q4_1 || type == FR_Q5_0));
 }
 
 TEST(quant_block_exact_levels) {
@@ -729,14 +729,15 @@ TEST(quant_block_exact_levels) {
 }
 
 /* Weights packed at load (quant.h's groups of 16 rows), at the levels
- * that have packed kernels (AVX2 and AMX, for Q4_1): for every token count
+ * that have packed kernels (Q4_1 at AVX2 and AMX, Q5_0 at AVX2): for
+ * every token count
  * (the AMX rows kernel below 4, panels and chunks, the last panel short)
  * and group count, dot_packed gives the exact twin's bits, from rows read
  * at an odd stride and activations at an odd address. A packing that put
  * one code, scale or min in the wrong place, or a kernel that summed in
- * another order, fails. The scalar and AVX-512 levels pack nothing (the
- * AVX-512 level's own Q4_1 dots have other bits than the AVX2 level's
- * packed ones). */
+ * another order, fails. The other levels and types pack nothing (the
+ * AVX-512 level's own dots have other bits than the AVX2 level's packed
+ * ones). */
 TEST(quant_packed_is_block_exact) {
     enum { MAXN = 2048, MAXR = 48, MAXC = 150, LDO = MAXR + 3 };
     static const int nrs[] = {16, 32, 48}, ncs[] = {1, 2, 3, 4, 5, 8, 15, 16, 17, 40, 64, 65, 128, 129, 150};
@@ -746,11 +747,13 @@ TEST(quant_packed_is_block_exact) {
     static float out[MAXC * LDO];
     int packed_levels = 0;
     FOR_EACH_LEVEL(level) {
-    for (uint32_t t = 0; t < FR_TYPE_COUNT; t++)
-        if (fr_traits(t) && t != FR_Q4_1) CHECK(!fr_traits(t)->pack && !fr_traits(t)->dot_packed);
-    const bool packs = level == FR_ISA_AVX2 || level == FR_ISA_AMX;
-    CHECK_MSG((fr_traits(FR_Q4_1)->pack != NULL) == packs, "%s", fr_isa_name(level));
-    packed_levels += packs;
+    for (uint32_t t = 0; t < FR_TYPE_COUNT; t++) {
+        const bool packs = (t == FR_Q4_1 && (level == FR_ISA_AVX2 || level == FR_ISA_AMX)) ||
+                           (t == FR_Q5_0 && level == FR_ISA_AVX2);
+        if (fr_traits(t)) CHECK_MSG(!fr_traits(t)->pack == !packs && !fr_traits(t)->dot_packed == !packs,
+                                    "%s %s", fr_isa_name(level), fr_traits(t)->name);
+    }
+    packed_levels += fr_traits(FR_Q4_1)->pack != NULL;
     for (uint32_t type = 0; type < FR_TYPE_COUNT; type++) {
         const fr_type_traits *tt = fr_traits(type);
         if (!tt || !tt->pack) continue;

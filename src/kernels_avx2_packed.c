@@ -1,0 +1,290 @@
+/*
+ * kernels_avx2_packed.c - Q4_1 and Q5_0 at the AVX2 level, on rows packed
+ * in groups of 16 at load (quant.h: fr_pack_q4_1, fr_pack_q5_0): decode,
+ * batched decode and prefill.
+ *
+ * Why: the 32-element dots of kernels_avx2.c give one (row, token) pair a
+ * register per block: 8 partial sums that cost the pair a madd, a
+ * conversion and an FMA per block and a horizontal sum at the end, which
+ * made a prompt's matmuls ~6 vector operations per 32 products. Here the
+ * lanes are rows. A 32-byte load of a packed block holds 4 codes of each
+ * of 8 rows in their low nibbles and 4 more in their high ones (Q5_0 adds
+ * their 5th bits from one byte per row); against a token's 4 activation
+ * bytes broadcast, maddubs gives each row its own pair sums in its own
+ * lanes. They add up in 16 bits exactly (Q4_1: a block's 4 steps, |sum| <=
+ * 4 * 2 * 2 * 15 * 128 < 2^15; Q5_0: 2 steps, 2 * 2 * 2 * 31 * 128 <
+ * 2^15, then a madd), so the per-block work (a madd or two, a conversion,
+ * the scale product and an FMA or two) is shared by 8 rows and nothing is
+ * summed across lanes: ~2.5 operations per 32 products for Q4_1, most of
+ * them the maddubs and the adds.
+ *
+ * Arithmetic: the block-exact one of the AMX level (fr_dot_exact_ref), bit
+ * for bit: per block the exact integer sum of the signed codes times the
+ * activations (Q5_0's q - 16 as sum q a - 16 sum a), then acc = fma(d_w
+ * d_a, isum, acc) (and for Q4_1 acc = fma(m_w, s_a, acc)), block after
+ * block. Each lane is one (row, token) pair, so a token's bits depend on
+ * nothing else in the call and decode alone, decode in a batch and prefill
+ * agree. Rows that are not packed (odd row counts, or out of memory at
+ * load) take the same kernel on a group packed per call, or the scalar
+ * twin: the same bits.
+ */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#include "quant.h"
+#include "simd_common.h"
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define NT 4          /* tokens sharing each unpacked half-group of codes */
+#define TILE_TOKENS 64 /* tokens whose activation headers are converted together */
+#define KB 64         /* blocks per pass: headers of TILE_TOKENS x KB on the stack */
+#define PF_BLOCKS 8   /* a group's first pass requests its blocks this far ahead */
+
+enum { FMT_Q4_1, FMT_Q5_0 };
+
+static ALWAYS_INLINE size_t group_block(const int fmt) {
+    return fmt == FMT_Q4_1 ? FR_Q4_1_GROUP_BLOCK : FR_Q5_0_GROUP_BLOCK;
+}
+
+/* Step q's codes of half h as two vectors of bytes (elements 4q.. of each
+ * row, and 16 + 4q..), Q5_0's with their 5th bits: each row's hb byte
+ * copied to its 4 lanes, one bit tested per lane. */
+static ALWAYS_INLINE void step_codes(const uint8_t *blk, int h, int q, const int fmt, __m256i *lo, __m256i *hi) {
+    const __m256i low4 = _mm256_set1_epi8(15);
+    __m256i v = _mm256_loadu_si256((const __m256i *)(blk + (fmt == FMT_Q4_1 ? 64 : 96) + 64 * q + 32 * h));
+    *lo = _mm256_and_si256(v, low4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    if (fmt == FMT_Q5_0) {
+        const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
+                                                4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
+        const __m256i bit_lo = _mm256_set1_epi32(0x08040201), bit_hi = _mm256_set1_epi32((int)0x80402010);
+        const __m256i sixteen = _mm256_set1_epi8(16);
+        __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)load64(blk + 32 + 16 * q + 8 * h)), spread);
+        *lo = _mm256_or_si256(*lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit_lo), bit_lo), sixteen));
+        *hi = _mm256_or_si256(*hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit_hi), bit_hi), sixteen));
+    }
+}
+
+/* One half (8 rows, h) of a group against nt tokens, blocks [b0, b1):
+ * acc[t] holds the 8 rows' sums for token t. af: the tokens' activation
+ * headers, two 4-byte values per block from b0 (Q4_1: d and s as floats;
+ * Q5_0: d as a float and sum a as an int32), afs floats apart. ahead:
+ * request the group's blocks PF_BLOCKS on (the hardware prefetcher alone
+ * left decode ~10 % slower). */
+static ALWAYS_INLINE void half_blocks(const uint8_t *g, int h, int64_t b0, int64_t b1, const uint8_t *a, size_t as,
+                                      const float *af, int afs, const int nt, int ahead, __m256 *acc,
+                                      const int fmt) {
+    const size_t blk_bytes = group_block(fmt), ablk = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
+    const int aqs = fmt == FMT_Q4_1 ? Q8_1_QS : Q8_0_QS;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = b0; b < b1; b++) {
+        const uint8_t *blk = g + b * blk_bytes;
+        if (ahead) /* the group's first pass brings it in from memory */
+            for (size_t l = 0; l < blk_bytes; l += 64)
+                _mm_prefetch((const char *)blk + PF_BLOCKS * blk_bytes + l, _MM_HINT_T0);
+        __m256i s16[NT], s32[NT];
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) s16[t] = s32[t] = _mm256_setzero_si256();
+#pragma GCC unroll 1 /* unrolled, the four steps' codes stay live and the sums spill */
+        for (int q = 0; q < 4; q++) {
+            __m256i lo, hi;
+            step_codes(blk, h, q, fmt, &lo, &hi);
+#pragma GCC unroll 4
+            for (int t = 0; t < nt; t++) {
+                const uint8_t *qa = a + t * as + b * ablk + aqs + 4 * q;
+                __m256i p = _mm256_maddubs_epi16(lo, _mm256_set1_epi32((int)load32(qa)));
+                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi, _mm256_set1_epi32((int)load32(qa + 16))));
+                s16[t] = _mm256_add_epi16(s16[t], p);
+                if (fmt == FMT_Q5_0 && q % 2 == 1) { /* two steps fill 16 bits */
+                    s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], ones));
+                    s16[t] = _mm256_setzero_si256();
+                }
+            }
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+        __m256 mw = fmt == FMT_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * h)))
+                                    : _mm256_setzero_ps();
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) {
+            const float *f = af + t * afs + 2 * (b - b0);
+            __m256i isum;
+            if (fmt == FMT_Q4_1) {
+                isum = _mm256_madd_epi16(s16[t], ones);
+            } else { /* sum (q - 16) a = sum q a - 16 sum a */
+                __m256i sa = _mm256_castps_si256(_mm256_broadcast_ss(f + 1));
+                isum = _mm256_sub_epi32(s32[t], _mm256_slli_epi32(sa, 4));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(f)), _mm256_cvtepi32_ps(isum), acc[t]);
+            if (fmt == FMT_Q4_1) acc[t] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(f + 1), acc[t]);
+        }
+    }
+}
+
+/* Both halves of group g for nt tokens over blocks [b0, b1), continuing
+ * the sums already in out unless first. (Both halves at once, each
+ * broadcast serving 16 rows, two tokens at a time: ~10 % slower.) */
+static ALWAYS_INLINE void group_tokens(const uint8_t *g, int64_t b0, int64_t b1, const uint8_t *a, size_t as,
+                                       const float *af, int afs, const int nt, float *out, size_t ldo, int first,
+                                       int ahead, const int fmt) {
+    for (int h = 0; h < 2; h++) {
+        __m256 acc[NT];
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++)
+            acc[t] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(out + t * ldo + 8 * h);
+        half_blocks(g, h, b0, b1, a, as, af, afs, nt, ahead && h == 0, acc, fmt);
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * ldo + 8 * h, acc[t]);
+    }
+}
+
+/* Sum of a Q8_0 block's 32 codes, exact. */
+static inline int32_t code_sum(const uint8_t *qs) {
+    __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)qs)),
+                                  _mm256_set1_epi16(1));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    return _mm_cvtsi128_si32(s4);
+}
+
+/* Activation headers of tokens [c0, c1), blocks [b0, b1) into af (2 KB
+ * values a token): Q8_1's d and s as floats; Q8_0's d as a float and the
+ * block's sum of codes as an int32. */
+static ALWAYS_INLINE void act_headers(const uint8_t *a, size_t as, int c0, int c1, int64_t b0, int64_t b1, float *af,
+                                      const int fmt) {
+    for (int c = c0; c < c1; c++)
+        for (int64_t b = b0; b < b1; b++) {
+            float *f = af + (c - c0) * 2 * KB + 2 * (b - b0);
+            if (fmt == FMT_Q4_1) {
+                const uint8_t *hd = a + c * as + b * Q8_1_SZ;
+                f[0] = _cvtsh_ss(load16(hd));
+                f[1] = _cvtsh_ss(load16(hd + 2));
+            } else {
+                const uint8_t *blk = a + c * as + b * Q8_0_SZ;
+                int32_t sum = code_sum(blk + Q8_0_QS);
+                f[0] = _cvtsh_ss(load16(blk));
+                memcpy(&f[1], &sum, sizeof sum);
+            }
+        }
+}
+
+/* dot_packed: nr rows (a multiple of 16, w at a group's start) against nc
+ * tokens. Tokens go in tiles whose headers are converted once, and rows
+ * in passes of up to KB blocks (the sums carried through out between
+ * passes, which changes no bit: each lane's FMAs run in block order). */
+static ALWAYS_INLINE void packed(int64_t n, const uint8_t *w, int nr, const uint8_t *a, size_t as, int nc,
+                                 float *out, size_t ldo, const int fmt) {
+    const int64_t nb = n / 32;
+    _Alignas(32) float af[TILE_TOKENS * 2 * KB];
+    for (int c0 = 0; c0 < nc; c0 += TILE_TOKENS) {
+        const int c1 = nc - c0 < TILE_TOKENS ? nc : c0 + TILE_TOKENS;
+        for (int64_t b0 = 0; b0 < nb; b0 += KB) {
+            const int64_t b1 = nb - b0 < KB ? nb : b0 + KB;
+            act_headers(a, as, c0, c1, b0, b1, af, fmt);
+            for (int r = 0; r < nr; r += 16) {
+                const uint8_t *g = w + (size_t)(r / 16) * nb * group_block(fmt);
+                for (int c = c0; c < c1; c += NT) {
+                    const uint8_t *ac = a + c * as;
+                    const float *f = af + (c - c0) * 2 * KB;
+                    float *o = out + c * ldo + r;
+                    const int first = b0 == 0, ahead = c == c0;
+                    switch (c1 - c < NT ? c1 - c : NT) { /* a constant count keeps the sums in registers */
+                    case 1: group_tokens(g, b0, b1, ac, as, f, 2 * KB, 1, o, ldo, first, ahead, fmt); break;
+                    case 2: group_tokens(g, b0, b1, ac, as, f, 2 * KB, 2, o, ldo, first, ahead, fmt); break;
+                    case 3: group_tokens(g, b0, b1, ac, as, f, 2 * KB, 3, o, ldo, first, ahead, fmt); break;
+                    default: group_tokens(g, b0, b1, ac, as, f, 2 * KB, 4, o, ldo, first, ahead, fmt); break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void dot_packed_q4_1(int64_t n, const void *w, int nr, const void *a, size_t as, int nc, float *out,
+                            size_t ldo) {
+    packed(n, w, nr, a, as, nc, out, ldo, FMT_Q4_1);
+}
+
+static void dot_packed_q5_0(int64_t n, const void *w, int nr, const void *a, size_t as, int nc, float *out,
+                            size_t ldo) {
+    packed(n, w, nr, a, as, nc, out, ldo, FMT_Q5_0);
+}
+
+/* ---- rows that are not packed --------------------------------------------
+ *
+ * Each group of up to 16 rows is packed into a buffer (the missing rows
+ * zero) and goes through the kernel above, its outputs copied out; without
+ * memory, the scalar twin. */
+static ALWAYS_INLINE void tile_unpacked(int64_t n, const uint8_t *w, size_t ws, int nr, const void *a, size_t as,
+                                        int nc, float *out, size_t ldo, const int fmt) {
+    const size_t gbytes = (size_t)(n / 32) * group_block(fmt);
+    uint8_t *g = gbytes > 0 ? aligned_alloc(32, gbytes + (size_t)nc * 16 * sizeof(float)) : NULL;
+    if (!g) {
+        fr_dot_fn exact = fr_dot_exact_ref(fmt == FMT_Q4_1 ? FR_Q4_1 : FR_Q5_0);
+        for (int c = 0; c < nc; c++)
+            for (int r = 0; r < nr; r++) out[c * ldo + r] = exact(n, w + r * ws, (const uint8_t *)a + c * as);
+        return;
+    }
+    float *o16 = (float *)(g + gbytes);
+    for (int r0 = 0; r0 < nr; r0 += 16) {
+        const int rows = nr - r0 < 16 ? nr - r0 : 16;
+        if (fmt == FMT_Q4_1) fr_pack_q4_1_group(n, w + (size_t)r0 * ws, ws, rows, g);
+        else fr_pack_q5_0_group(n, w + (size_t)r0 * ws, ws, rows, g);
+        packed(n, g, 16, a, as, nc, o16, 16, fmt);
+        for (int c = 0; c < nc; c++) memcpy(out + c * ldo + r0, o16 + c * 16, (size_t)rows * sizeof(float));
+    }
+    free(g);
+}
+
+static void tile_q4_1(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc, float *out,
+                      size_t ldo) {
+    tile_unpacked(n, w, ws, nr, a, as, nc, out, ldo, FMT_Q4_1);
+}
+
+static void tile_q5_0(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc, float *out,
+                      size_t ldo) {
+    tile_unpacked(n, w, ws, nr, a, as, nc, out, ldo, FMT_Q5_0);
+}
+
+static void rows_q4_1(int64_t n, const void *w, size_t ws, const void *a, float *out, int nr) {
+    tile_q4_1(n, w, ws, nr, a, 0, 1, out, 0);
+}
+
+static void rows_q5_0(int64_t n, const void *w, size_t ws, const void *a, float *out, int nr) {
+    tile_q5_0(n, w, ws, nr, a, 0, 1, out, 0);
+}
+
+/* One dot: per block the exact integer sum (maddubs, madd, then across the
+ * lanes), then the two FMAs in scalar. */
+static float dot_q4_1(int64_t n, const void *wv, const void *av) {
+    const uint8_t *w = wv, *a = av;
+    const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    float acc = 0;
+    for (int64_t b = 0; b < n / 32; b++, w += Q4_1_SZ, a += Q8_1_SZ) {
+        __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w + Q4_1_QS)));
+        q = _mm256_and_si256(_mm256_srlv_epi64(q, _mm256_set_epi64x(4, 4, 0, 0)), low4);
+        __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)(a + Q8_1_QS))), ones);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        const float dd = _cvtsh_ss(load16(w)) * _cvtsh_ss(load16(a));
+        acc = __builtin_fmaf(dd, (float)_mm_cvtsi128_si32(s4), acc);
+        acc = __builtin_fmaf(_cvtsh_ss(load16(w + 2)), _cvtsh_ss(load16(a + 2)), acc);
+    }
+    return acc;
+}
+
+
+/* Q5_0's single dot is its scalar twin: nothing calls it on a hot path. */
+void fr_kernels_fill_avx2_packed(fr_kernel_table *t) {
+    t->dot[FR_Q4_1] = dot_q4_1;
+    t->dot_rows[FR_Q4_1] = rows_q4_1;
+    t->dot_tile[FR_Q4_1] = tile_q4_1;
+    t->pack[FR_Q4_1] = fr_pack_q4_1;
+    t->dot_packed[FR_Q4_1] = dot_packed_q4_1;
+    t->dot[FR_Q5_0] = fr_dot_exact_ref(FR_Q5_0);
+    t->dot_rows[FR_Q5_0] = rows_q5_0;
+    t->dot_tile[FR_Q5_0] = tile_q5_0;
+    t->pack[FR_Q5_0] = fr_pack_q5_0;
+    t->dot_packed[FR_Q5_0] = dot_packed_q5_0;
+}
