@@ -182,12 +182,12 @@ static void bench_prefill(const shape *s, int batch) {
         fr_traits(tt->act_type)->quant(x, a + c * arb, s->n);
     }
     int lvl = fr_kernels_select(fr_isa_detect());
-    const int hows = tt->pack && tt->dot_prompt && s->rows % 16 == 0 ? 4 : 2;
+    const int hows = tt->pack && s->rows % 16 == 0 ? (tt->dot_prompt ? 4 : 3) : 2;
     static const char *names[4] = {"dot_tile", "dot_rows", "dot_packed", "dot_prompt"};
     uint8_t *packed = hows > 2 ? malloc(rb * s->rows) : NULL;
-    uint16_t *xh = hows > 2 ? malloc(sizeof(uint16_t) * s->n * batch) : NULL;
-    if (packed) {
-        tt->pack(s->n, w, rb, s->rows, packed);
+    uint16_t *xh = hows > 3 ? malloc(sizeof(uint16_t) * s->n * batch) : NULL;
+    if (packed) tt->pack(s->n, w, rb, s->rows, packed);
+    if (xh) {
         for (int c = 0; c < batch; c++) {
             for (int64_t i = 0; i < s->n; i++) x[i] = frand();
             fr_quantize_act(FR_BF16, x, xh + c * s->n, s->n);

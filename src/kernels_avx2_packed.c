@@ -39,6 +39,7 @@
 #define TILE_TOKENS 64 /* tokens whose activation headers are converted together */
 #define KB 64         /* blocks per pass: headers of TILE_TOKENS x KB on the stack */
 #define PF_BLOCKS 8   /* a group's first pass requests its blocks this far ahead */
+#define ROWS_PF 512   /* rows8 requests each row this many bytes ahead */
 
 enum { FMT_Q4_1, FMT_Q5_0 };
 
@@ -212,11 +213,74 @@ static void dot_packed_q5_0(int64_t n, const void *w, int nr, const void *a, siz
 
 /* ---- rows that are not packed --------------------------------------------
  *
- * Each group of up to 16 rows is packed into a buffer (the missing rows
- * zero) and goes through the kernel above, its outputs copied out; without
- * memory, the scalar twin. */
+ * For a few tokens (decode), 8 rows at a time: each row's block against
+ * the token as 8 partial sums, the 8 rows' vectors reduced together by a
+ * tree of horizontal adds into one vector of exact block sums, one row
+ * per lane, then the same FMAs as above. For more tokens, each group of
+ * up to 16 rows is packed into a buffer (the missing rows zero) and goes
+ * through the kernel above, its outputs copied out; without memory, the
+ * scalar twin. */
+
+/* A block's codes as 32 bytes in element order (Q5_0's 5th bits
+ * included). */
+static ALWAYS_INLINE __m256i block_codes(const uint8_t *x, const int fmt) {
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + (fmt == FMT_Q4_1 ? Q4_1_QS : 6))));
+    v = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(15));
+    if (fmt == FMT_Q5_0) { /* bit j of qh: element j's 5th bit */
+        const __m256i which = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                               2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+        __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)load32(x + 2)), which);
+        v = _mm256_or_si256(v, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit), _mm256_set1_epi8(16)));
+    }
+    return v;
+}
+
+/* rows (1..8) rows at w (stride ws) against one token a: out[0..rows). */
+static ALWAYS_INLINE void rows8(int64_t n, const uint8_t *w, size_t ws, int rows, const uint8_t *a, float *out,
+                                const int fmt) {
+    const size_t wblk = fmt == FMT_Q4_1 ? Q4_1_SZ : Q5_0_SZ, ablk = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
+    const int aqs = fmt == FMT_Q4_1 ? Q8_1_QS : Q8_0_QS;
+    const __m256i ones = _mm256_set1_epi16(1);
+    const uint8_t *row[8];
+    for (int i = 0; i < 8; i++) row[i] = w + (size_t)(i < rows ? i : rows - 1) * ws; /* spare lanes repeat a row */
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++) {
+        const uint8_t *ab = a + b * ablk;
+        const __m256i act = _mm256_loadu_si256((const __m256i *)(ab + aqs));
+        __m256i v[8];
+        float d[8], m[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            const uint8_t *x = row[i] + b * wblk;
+            _mm_prefetch((const char *)x + ROWS_PF, _MM_HINT_T0);
+            v[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(block_codes(x, fmt), act), ones);
+            d[i] = _cvtsh_ss(load16(x));
+            m[i] = fmt == FMT_Q4_1 ? _cvtsh_ss(load16(x + 2)) : 0.0f;
+        }
+        __m256i t0 = _mm256_hadd_epi32(v[0], v[1]), t1 = _mm256_hadd_epi32(v[2], v[3]);
+        __m256i t2 = _mm256_hadd_epi32(v[4], v[5]), t3 = _mm256_hadd_epi32(v[6], v[7]);
+        __m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3);
+        __m256i isum = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+        if (fmt == FMT_Q5_0) isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(16 * code_sum(ab + Q8_0_QS)));
+        const float da = _cvtsh_ss(load16(ab));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(d), _mm256_set1_ps(da)), _mm256_cvtepi32_ps(isum), acc);
+        if (fmt == FMT_Q4_1) acc = _mm256_fmadd_ps(_mm256_loadu_ps(m), _mm256_set1_ps(_cvtsh_ss(load16(ab + 2))), acc);
+    }
+    float o[8];
+    _mm256_storeu_ps(o, acc);
+    memcpy(out, o, (size_t)rows * sizeof(float));
+}
+
 static ALWAYS_INLINE void tile_unpacked(int64_t n, const uint8_t *w, size_t ws, int nr, const void *a, size_t as,
                                         int nc, float *out, size_t ldo, const int fmt) {
+    if (nc < NT) {
+        for (int c = 0; c < nc; c++)
+            for (int r = 0; r < nr; r += 8)
+                rows8(n, w + (size_t)r * ws, ws, nr - r < 8 ? nr - r : 8, (const uint8_t *)a + c * as,
+                      out + c * ldo + r, fmt);
+        return;
+    }
     const size_t gbytes = (size_t)(n / 32) * group_block(fmt);
     uint8_t *g = gbytes > 0 ? aligned_alloc(32, gbytes + (size_t)nc * 16 * sizeof(float)) : NULL;
     if (!g) {
