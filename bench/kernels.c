@@ -296,7 +296,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof batches / sizeof batches[0] && !prefill_only; i++)
         if (wanted(batches[i].type)) bench_batch(&batches[i], 64);
     const struct { shape s; int batch; } prefills[] = {
-        {{FR_Q4_1, 576, 1536}, 512}, {{FR_Q4_1, 1536, 576}, 512}, {{FR_Q8_0, 576, 49152}, 64},
+        {{FR_Q4_1, 576, 1536}, 512}, {{FR_Q4_1, 1536, 576}, 512}, {{FR_Q4_0, 576, 1536}, 512}, {{FR_Q8_0, 576, 49152}, 64},
         {{FR_Q5_0, 640, 2048}, 512}, {{FR_Q4_K, 1024, 640}, 512}, {{FR_Q6_K, 2048, 640}, 512},
     };
     for (size_t i = 0; i < sizeof prefills / sizeof prefills[0]; i++)

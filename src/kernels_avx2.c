@@ -13,16 +13,16 @@
  * them one by one costs several shuffle uops per block, so each chunk of
  * blocks first gathers the headers 8 at a time into a register,
  * converts them with F16C, and stores the scale products; the main loop
- * then broadcasts each from memory, which needs no shuffle port.
- * Q4_0 subtracts 8 sum(a) from the unsigned codes' sums.
+ * then broadcasts each from memory, which needs no shuffle port. Of the
+ * 32-element formats only Q8_0 is here: Q4_0, Q4_1 and Q5_0 have their
+ * own kernels, on rows packed at load (kernels_avx2_packed.c).
  *
  * K-quants (256-element super-blocks against Q8_K) scale each 32 (Q4_K) or
  * 16 (Q6_K) weights' s16 pair sums by their small integer scale with madd,
  * so a whole super-block's integer sum is exact before its one FMA; see
- * the K-quant section. The tiles of the 32-element formats unpack each
- * weight block once for four tokens (see "tiles" below); the other
- * multi-row and tile entries are one dot per output. Q4_1 and Q5_0 have
- * their own kernels, on rows packed at load: kernels_avx2_packed.c.
+ * the K-quant section. Q8_0's tiles read each weight block once for four
+ * tokens (see "tiles" below); the other multi-row and tile entries are
+ * one dot per output.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -41,14 +41,6 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-
-/* 32 nibbles of a 4-bit block as 32 bytes 0..15 in element order: the low
- * nibbles (elements 0..15) then the high ones (16..31). */
-static inline __m256i q4_block(const uint8_t *qs) {
-    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
-    v = _mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0));
-    return _mm256_and_si256(v, _mm256_set1_epi8(15));
-}
 
 /* u8 x s8 -> 8 x s32 partial sums (pairs must fit s16, see callers). */
 static inline __m256i dot_u8s8(__m256i u, __m256i s) {
@@ -80,7 +72,7 @@ static inline __m128i headers8_16(const uint8_t *p, size_t stride, int gm) {
     return _mm_insert_epi16(v, header16(p, stride, 7, gm), 7);
 }
 
-/* For Q4_0 / Q8_0 weights against Q8_0 activations: sc[j] = d_w d_a. */
+/* For Q8_0 weights against Q8_0 activations: sc[j] = d_w d_a. */
 static inline void scales_d(const uint8_t *x, size_t x_blk, const uint8_t *y, int m, float *sc) {
     for (int j = 0; j < m; j += 8) {
         int gm = FR_MIN(8, m - j);
@@ -92,37 +84,25 @@ static inline void scales_d(const uint8_t *x, size_t x_blk, const uint8_t *y, in
 
 /* ---- quantized dots --------------------------------------------------- */
 
-enum { FMT_Q4_0, FMT_Q8_0 };
-
 #define NT 4 /* activation rows (tokens) that share each unpacked weight block */
 
 /* A weight block as the operands each token's activations meet. maddubs
- * wants one operand unsigned: u holds the codes as unsigned bytes (Q4_0,
- * or |w| for Q8_0, whose sign w moves onto the activations
- * (sign(a, w)). */
+ * wants one operand unsigned: u holds |w|, and the sign of w moves onto
+ * the activations (sign(a, w)). */
 typedef struct { __m256i w, u; } wblock;
 
-static inline __attribute__((always_inline)) wblock weight_block(const uint8_t *xb, const int fmt) {
+static inline __attribute__((always_inline)) wblock weight_block(const uint8_t *xb) {
     wblock b;
-    if (fmt == FMT_Q8_0) {
-        b.w = load256(xb + Q8_0_QS);
-        b.u = _mm256_abs_epi8(b.w);
-    } else {
-        b.u = b.w = q4_block(xb + Q4_0_QS);
-    }
+    b.w = load256(xb + Q8_0_QS);
+    b.u = _mm256_abs_epi8(b.w);
     return b;
 }
 
 /* Integer dot of a weight block with an activation block: 8 s32 partial
- * sums of four products each, exact. Q4_0: q a and o a pairs both by maddubs
- * with q and o unsigned; their s16 difference is exact (|pair| <=
- * 2*15*128, for any activation byte). Q8_0: |w| x sign(w)*a, |w| <= 128
- * and |a| <= 127. */
-static inline __attribute__((always_inline)) __m256i block_idot(wblock b, const uint8_t *yb, const int fmt) {
-    __m256i a = load256(yb + Q8_0_QS);
-    if (fmt == FMT_Q8_0) return dot_u8s8(b.u, _mm256_sign_epi8(a, b.w));
-    __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(8), a);
-    return _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(b.u, a), o), _mm256_set1_epi16(1));
+ * sums of four products each, exact: |w| x sign(w)*a, |w| <= 128 and
+ * |a| <= 127. */
+static inline __attribute__((always_inline)) __m256i block_idot(wblock b, const uint8_t *yb) {
+    return dot_u8s8(b.u, _mm256_sign_epi8(load256(yb + Q8_0_QS), b.w));
 }
 
 /* The blocks of one chunk (m blocks at xc) against nt (1..NT) activation
@@ -133,26 +113,26 @@ static inline __attribute__((always_inline)) __m256i block_idot(wblock b, const 
  * order either way. */
 static inline __attribute__((always_inline)) void chunk_blocks(const uint8_t *xc, int m, const uint8_t *yc,
                                                                size_t ys, int nt, float (*sc)[CHUNK],
-                                                               __m256 *acc0, __m256 *acc1, const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : Q8_0_SZ;
+                                                               __m256 *acc0, __m256 *acc1) {
+    const size_t xsz = Q8_0_SZ;
     const size_t ysz = Q8_0_SZ;
     int j = 0;
     for (; j + 1 < m; j += 2) {
-        wblock w0 = weight_block(xc + j * xsz, fmt), w1 = weight_block(xc + (j + 1) * xsz, fmt);
+        wblock w0 = weight_block(xc + j * xsz), w1 = weight_block(xc + (j + 1) * xsz);
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) {
             const uint8_t *yb = yc + t * ys + j * ysz;
-            acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w0, yb, fmt)),
+            acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w0, yb)),
                                       _mm256_broadcast_ss(sc[t] + j), acc0[t]);
-            acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w1, yb + ysz, fmt)),
+            acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w1, yb + ysz)),
                                       _mm256_broadcast_ss(sc[t] + j + 1), acc1[t]);
         }
     }
     if (j < m) {
-        wblock w0 = weight_block(xc + j * xsz, fmt);
+        wblock w0 = weight_block(xc + j * xsz);
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++)
-            acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w0, yc + t * ys + j * ysz, fmt)),
+            acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w0, yc + t * ys + j * ysz)),
                                       _mm256_broadcast_ss(sc[t] + j), acc0[t]);
     }
 }
@@ -164,9 +144,8 @@ static inline __attribute__((always_inline)) float finish(__m256 acc0, __m256 ac
 
 /* One dot: per chunk, the scale products from the blocks' fp16 headers,
  * then the chunk's blocks. */
-static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t *x, const uint8_t *y,
-                                                        const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : Q8_0_SZ;
+static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t *x, const uint8_t *y) {
+    const size_t xsz = Q8_0_SZ;
     const size_t ysz = Q8_0_SZ;
     const int64_t nb = n / 32;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -175,12 +154,12 @@ static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t
         const int m = (int)FR_MIN(CHUNK, nb - c0);
         const uint8_t *xc = x + c0 * xsz, *yc = y + c0 * ysz;
         scales_d(xc, xsz, yc, m, sc[0]);
-        chunk_blocks(xc, m, yc, 0, 1, sc, &acc0, &acc1, fmt);
+        chunk_blocks(xc, m, yc, 0, 1, sc, &acc0, &acc1);
     }
     return finish(acc0, acc1);
 }
 
-/* ---- tiles of the 32-element formats ------------------------------------
+/* ---- Q8_0 tiles ----------------------------------------------------------
  *
  * A tile call runs every weight row against groups of up to TILE_TOKENS
  * activation rows (kernel_loops.h), NT tokens at a time sharing each
@@ -202,9 +181,8 @@ static inline __attribute__((always_inline)) void headers_f32(const uint8_t *p, 
  * af, af_stride apart): out[t * ldo]. */
 static inline __attribute__((always_inline)) void row_tokens(int64_t n, const uint8_t *row, const float *wf,
                                                              const uint8_t *a, size_t as, const float *af,
-                                                             size_t af_stride, const int nt, float *out, size_t ldo,
-                                                             const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : Q8_0_SZ;
+                                                             size_t af_stride, const int nt, float *out, size_t ldo) {
+    const size_t xsz = Q8_0_SZ;
     const size_t ysz = Q8_0_SZ;
     const int64_t nb = n / 32;
     __m256 acc0[NT], acc1[NT];
@@ -218,7 +196,7 @@ static inline __attribute__((always_inline)) void row_tokens(int64_t n, const ui
             for (int j = 0; j < m; j += 8)
                 _mm256_storeu_ps(sc[t] + j, _mm256_mul_ps(_mm256_load_ps(wf + b0 + j),
                                                           _mm256_load_ps(af + (size_t)t * af_stride + b0 + j)));
-        chunk_blocks(row + b0 * xsz, m, a + b0 * ysz, as, nt, sc, acc0, acc1, fmt);
+        chunk_blocks(row + b0 * xsz, m, a + b0 * ysz, as, nt, sc, acc0, acc1);
     }
 #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) out[t * ldo] = finish(acc0[t], acc1[t]);
@@ -226,8 +204,8 @@ static inline __attribute__((always_inline)) void row_tokens(int64_t n, const ui
 
 static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t *w, size_t ws, int nr,
                                                         const uint8_t *a, size_t as, int nc, float *out,
-                                                        size_t ldo, const int fmt) {
-    const size_t xsz = fmt == FMT_Q4_0 ? Q4_0_SZ : Q8_0_SZ;
+                                                        size_t ldo) {
+    const size_t xsz = Q8_0_SZ;
     const size_t ysz = Q8_0_SZ;
     const int64_t nb = n / 32, padded = (nb + 7) / 8 * 8;
     /* work space: the row's header floats and the group's; plain malloc,
@@ -236,7 +214,7 @@ static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t
     float *work = nb > 0 ? aligned_alloc(32, (1 + TILE_TOKENS) * hdr * sizeof(float)) : NULL;
     if (!work) {
         for (int c = 0; c < nc; c++)
-            for (int r = 0; r < nr; r++) out[c * ldo + r] = qdot(n, w + r * ws, a + c * as, fmt);
+            for (int r = 0; r < nr; r++) out[c * ldo + r] = qdot(n, w + r * ws, a + c * as);
         return;
     }
     float *wf = work, *af = wf + hdr;
@@ -252,10 +230,10 @@ static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t
                 float *o = out + c * ldo + r;
                 const uint8_t *ac = a + c * as;
                 switch (c1 - c < NT ? c1 - c : NT) { /* a constant count keeps the accumulators in registers */
-                case 1: row_tokens(n, row, wf, ac, as, at, hdr, 1, o, ldo, fmt); break;
-                case 2: row_tokens(n, row, wf, ac, as, at, hdr, 2, o, ldo, fmt); break;
-                case 3: row_tokens(n, row, wf, ac, as, at, hdr, 3, o, ldo, fmt); break;
-                default: row_tokens(n, row, wf, ac, as, at, hdr, 4, o, ldo, fmt); break;
+                case 1: row_tokens(n, row, wf, ac, as, at, hdr, 1, o, ldo); break;
+                case 2: row_tokens(n, row, wf, ac, as, at, hdr, 2, o, ldo); break;
+                case 3: row_tokens(n, row, wf, ac, as, at, hdr, 3, o, ldo); break;
+                default: row_tokens(n, row, wf, ac, as, at, hdr, 4, o, ldo); break;
                 }
             }
         }
@@ -263,16 +241,12 @@ static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t
     free(work);
 }
 
-static float dot_q4_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q4_0); }
-static float dot_q8_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a, FMT_Q8_0); }
+static float dot_q8_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a); }
 
-#define QTILE(name, fmt)                                                                           \
-    static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc, \
-                     float *out, size_t ldo) {                                                     \
-        qtile(n, w, ws, nr, a, as, nc, out, ldo, fmt);                                             \
-    }
-QTILE(tile_q4_0_q8_0, FMT_Q4_0)
-QTILE(tile_q8_0_q8_0, FMT_Q8_0)
+static void tile_q8_0_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc, float *out,
+                           size_t ldo) {
+    qtile(n, w, ws, nr, a, as, nc, out, ldo);
+}
 
 /* ---- K-quant dots (super-blocks of 256 against Q8_K) -------------------------
  *
@@ -499,7 +473,6 @@ FLOAT_DOT(dot_bf16, uint16_t, float, load_bf16x8, load_f32x8, bf16_of, f32_of)
 
 /* ---- multi-row (all) and float tiles: one dot each ------------------------ */
 
-ROWS_OF(rows_q4_0_q8_0, dot_q4_0_q8_0)
 ROWS_OF(rows_q8_0_q8_0, dot_q8_0_q8_0)
 ROWS_OF(rows_q4_k_q8_k, dot_q4_k_q8_k)
 ROWS_OF(rows_q6_k_q8_k, dot_q6_k_q8_k)
@@ -648,17 +621,14 @@ static void quant_f16(const float *x, void *yv, int64_t n) {
 }
 
 void fr_kernels_fill_avx2(fr_kernel_table *t) {
-    t->dot[FR_Q4_0] = dot_q4_0_q8_0;
     t->dot[FR_Q8_0] = dot_q8_0_q8_0;
     t->dot[FR_F32] = dot_f32;
     t->dot[FR_F16] = dot_f16;
     t->dot[FR_BF16] = dot_bf16;
-    t->dot_rows[FR_Q4_0] = rows_q4_0_q8_0;
     t->dot_rows[FR_Q8_0] = rows_q8_0_q8_0;
     t->dot_rows[FR_F32] = rows_f32;
     t->dot_rows[FR_F16] = rows_f16;
     t->dot_rows[FR_BF16] = rows_bf16;
-    t->dot_tile[FR_Q4_0] = tile_q4_0_q8_0;
     t->dot_tile[FR_Q8_0] = tile_q8_0_q8_0;
     t->dot_tile[FR_F32] = tile_f32;
     t->dot_tile[FR_F16] = tile_f16;

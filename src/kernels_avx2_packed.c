@@ -1,7 +1,7 @@
 /*
- * kernels_avx2_packed.c - Q4_1 and Q5_0 at the AVX2 level, on rows packed
- * in groups of 16 at load (quant.h: fr_pack_q4_1, fr_pack_q5_0): decode,
- * batched decode and prefill.
+ * kernels_avx2_packed.c - Q4_0, Q4_1 and Q5_0 at the AVX2 level, on rows
+ * packed in groups of 16 at load (quant.h: fr_pack_q4_1 and the others):
+ * decode, batched decode and prefill.
  *
  * Why: the 32-element dots of kernels_avx2.c give one (row, token) pair a
  * register per block: 8 partial sums that cost the pair a madd, a
@@ -11,8 +11,8 @@
  * of 8 rows in their low nibbles and 4 more in their high ones (Q5_0 adds
  * their 5th bits from one byte per row); against a token's 4 activation
  * bytes broadcast, maddubs gives each row its own pair sums in its own
- * lanes. They add up in 16 bits exactly (Q4_1: a block's 4 steps, |sum| <=
- * 4 * 2 * 2 * 15 * 128 < 2^15; Q5_0: 2 steps, 2 * 2 * 2 * 31 * 128 <
+ * lanes. They add up in 16 bits exactly (Q4_0, Q4_1: a block's 4 steps,
+ * |sum| <= 4 * 2 * 2 * 15 * 128 < 2^15; Q5_0: 2 steps, 2 * 2 * 2 * 31 * 128 <
  * 2^15, then a madd), so the per-block work (a madd or two, a conversion,
  * the scale product and an FMA or two) is shared by 8 rows and nothing is
  * summed across lanes: ~2.5 operations per 32 products for Q4_1, most of
@@ -20,7 +20,7 @@
  *
  * Arithmetic: the block-exact one of the AMX level (fr_dot_exact_ref), bit
  * for bit: per block the exact integer sum of the signed codes times the
- * activations (Q5_0's q - 16 as sum q a - 16 sum a), then acc = fma(d_w
+ * activations (Q4_0's q - 8 and Q5_0's q - 16 as sum q a - 8 or 16 sum a), then acc = fma(d_w
  * d_a, isum, acc) (and for Q4_1 acc = fma(m_w, s_a, acc)), block after
  * block. Each lane is one (row, token) pair, so a token's bits depend on
  * nothing else in the call and decode alone, decode in a batch and prefill
@@ -41,10 +41,14 @@
 #define PF_BLOCKS 8   /* a group's first pass requests its blocks this far ahead */
 #define ROWS_PF 512   /* rows8 requests each row this many bytes ahead */
 
-enum { FMT_Q4_1, FMT_Q5_0 };
+enum { FMT_Q4_0, FMT_Q4_1, FMT_Q5_0 };
+
+/* Q4_0 and Q5_0 meet Q8_0 activations, with codes offset by 8 or 16. */
+#define Q8_0_ACTS(fmt) ((fmt) != FMT_Q4_1)
+#define OFFSET(fmt) ((fmt) == FMT_Q4_0 ? 8 : 16)
 
 static ALWAYS_INLINE size_t group_block(const int fmt) {
-    return fmt == FMT_Q4_1 ? FR_Q4_1_GROUP_BLOCK : FR_Q5_0_GROUP_BLOCK;
+    return fmt == FMT_Q4_0 ? FR_Q4_0_GROUP_BLOCK : fmt == FMT_Q4_1 ? FR_Q4_1_GROUP_BLOCK : FR_Q5_0_GROUP_BLOCK;
 }
 
 /* Step q's codes of half h as two vectors of bytes (elements 4q.. of each
@@ -52,7 +56,7 @@ static ALWAYS_INLINE size_t group_block(const int fmt) {
  * copied to its 4 lanes, one bit tested per lane. */
 static ALWAYS_INLINE void step_codes(const uint8_t *blk, int h, int q, const int fmt, __m256i *lo, __m256i *hi) {
     const __m256i low4 = _mm256_set1_epi8(15);
-    __m256i v = _mm256_loadu_si256((const __m256i *)(blk + (fmt == FMT_Q4_1 ? 64 : 96) + 64 * q + 32 * h));
+    __m256i v = _mm256_loadu_si256((const __m256i *)(blk + (fmt == FMT_Q4_0 ? 32 : fmt == FMT_Q4_1 ? 64 : 96) + 64 * q + 32 * h));
     *lo = _mm256_and_si256(v, low4);
     *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
     if (fmt == FMT_Q5_0) {
@@ -69,14 +73,14 @@ static ALWAYS_INLINE void step_codes(const uint8_t *blk, int h, int q, const int
 /* One half (8 rows, h) of a group against nt tokens, blocks [b0, b1):
  * acc[t] holds the 8 rows' sums for token t. af: the tokens' activation
  * headers, two 4-byte values per block from b0 (Q4_1: d and s as floats;
- * Q5_0: d as a float and sum a as an int32), afs floats apart. ahead:
+ * Q4_0, Q5_0: d as a float and sum a as an int32), afs floats apart. ahead:
  * request the group's blocks PF_BLOCKS on (the hardware prefetcher alone
  * left decode ~10 % slower). */
 static ALWAYS_INLINE void half_blocks(const uint8_t *g, int h, int64_t b0, int64_t b1, const uint8_t *a, size_t as,
                                       const float *af, int afs, const int nt, int ahead, __m256 *acc,
                                       const int fmt) {
-    const size_t blk_bytes = group_block(fmt), ablk = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
-    const int aqs = fmt == FMT_Q4_1 ? Q8_1_QS : Q8_0_QS;
+    const size_t blk_bytes = group_block(fmt), ablk = Q8_0_ACTS(fmt) ? Q8_0_SZ : Q8_1_SZ;
+    const int aqs = Q8_0_ACTS(fmt) ? Q8_0_QS : Q8_1_QS;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = b0; b < b1; b++) {
         const uint8_t *blk = g + b * blk_bytes;
@@ -111,9 +115,10 @@ static ALWAYS_INLINE void half_blocks(const uint8_t *g, int h, int64_t b0, int64
             __m256i isum;
             if (fmt == FMT_Q4_1) {
                 isum = _mm256_madd_epi16(s16[t], ones);
-            } else { /* sum (q - 16) a = sum q a - 16 sum a */
+            } else { /* sum (q - o) a = sum q a - o sum a */
                 __m256i sa = _mm256_castps_si256(_mm256_broadcast_ss(f + 1));
-                isum = _mm256_sub_epi32(s32[t], _mm256_slli_epi32(sa, 4));
+                isum = fmt == FMT_Q5_0 ? s32[t] : _mm256_madd_epi16(s16[t], ones);
+                isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(sa, fmt == FMT_Q5_0 ? 4 : 3));
             }
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(f)), _mm256_cvtepi32_ps(isum), acc[t]);
             if (fmt == FMT_Q4_1) acc[t] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(f + 1), acc[t]);
@@ -156,7 +161,7 @@ static ALWAYS_INLINE void act_headers(const uint8_t *a, size_t as, int c0, int c
     for (int c = c0; c < c1; c++)
         for (int64_t b = b0; b < b1; b++) {
             float *f = af + (c - c0) * 2 * KB + 2 * (b - b0);
-            if (fmt == FMT_Q4_1) {
+            if (!Q8_0_ACTS(fmt)) {
                 const uint8_t *hd = a + c * as + b * Q8_1_SZ;
                 f[0] = _cvtsh_ss(load16(hd));
                 f[1] = _cvtsh_ss(load16(hd + 2));
@@ -206,6 +211,11 @@ static void dot_packed_q4_1(int64_t n, const void *w, int nr, const void *a, siz
     packed(n, w, nr, a, as, nc, out, ldo, FMT_Q4_1);
 }
 
+static void dot_packed_q4_0(int64_t n, const void *w, int nr, const void *a, size_t as, int nc, float *out,
+                            size_t ldo) {
+    packed(n, w, nr, a, as, nc, out, ldo, FMT_Q4_0);
+}
+
 static void dot_packed_q5_0(int64_t n, const void *w, int nr, const void *a, size_t as, int nc, float *out,
                             size_t ldo) {
     packed(n, w, nr, a, as, nc, out, ldo, FMT_Q5_0);
@@ -224,7 +234,7 @@ static void dot_packed_q5_0(int64_t n, const void *w, int nr, const void *a, siz
 /* A block's codes as 32 bytes in element order (Q5_0's 5th bits
  * included). */
 static ALWAYS_INLINE __m256i block_codes(const uint8_t *x, const int fmt) {
-    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + (fmt == FMT_Q4_1 ? Q4_1_QS : 6))));
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + (fmt == FMT_Q4_0 ? Q4_0_QS : fmt == FMT_Q4_1 ? Q4_1_QS : Q5_0_QS))));
     v = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(15));
     if (fmt == FMT_Q5_0) { /* bit j of qh: element j's 5th bit */
         const __m256i which = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
@@ -239,8 +249,9 @@ static ALWAYS_INLINE __m256i block_codes(const uint8_t *x, const int fmt) {
 /* rows (1..8) rows at w (stride ws) against one token a: out[0..rows). */
 static ALWAYS_INLINE void rows8(int64_t n, const uint8_t *w, size_t ws, int rows, const uint8_t *a, float *out,
                                 const int fmt) {
-    const size_t wblk = fmt == FMT_Q4_1 ? Q4_1_SZ : Q5_0_SZ, ablk = fmt == FMT_Q4_1 ? Q8_1_SZ : Q8_0_SZ;
-    const int aqs = fmt == FMT_Q4_1 ? Q8_1_QS : Q8_0_QS;
+    const size_t wblk = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ : Q5_0_SZ;
+    const size_t ablk = Q8_0_ACTS(fmt) ? Q8_0_SZ : Q8_1_SZ;
+    const int aqs = Q8_0_ACTS(fmt) ? Q8_0_QS : Q8_1_QS;
     const __m256i ones = _mm256_set1_epi16(1);
     const uint8_t *row[8];
     for (int i = 0; i < 8; i++) row[i] = w + (size_t)(i < rows ? i : rows - 1) * ws; /* spare lanes repeat a row */
@@ -262,7 +273,7 @@ static ALWAYS_INLINE void rows8(int64_t n, const uint8_t *w, size_t ws, int rows
         __m256i t2 = _mm256_hadd_epi32(v[4], v[5]), t3 = _mm256_hadd_epi32(v[6], v[7]);
         __m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3);
         __m256i isum = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
-        if (fmt == FMT_Q5_0) isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(16 * code_sum(ab + Q8_0_QS)));
+        if (Q8_0_ACTS(fmt)) isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(OFFSET(fmt) * code_sum(ab + Q8_0_QS)));
         const float da = _cvtsh_ss(load16(ab));
         acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(d), _mm256_set1_ps(da)), _mm256_cvtepi32_ps(isum), acc);
         if (fmt == FMT_Q4_1) acc = _mm256_fmadd_ps(_mm256_loadu_ps(m), _mm256_set1_ps(_cvtsh_ss(load16(ab + 2))), acc);
@@ -284,7 +295,7 @@ static ALWAYS_INLINE void tile_unpacked(int64_t n, const uint8_t *w, size_t ws, 
     const size_t gbytes = (size_t)(n / 32) * group_block(fmt);
     uint8_t *g = gbytes > 0 ? aligned_alloc(32, gbytes + (size_t)nc * 16 * sizeof(float)) : NULL;
     if (!g) {
-        fr_dot_fn exact = fr_dot_exact_ref(fmt == FMT_Q4_1 ? FR_Q4_1 : FR_Q5_0);
+        fr_dot_fn exact = fr_dot_exact_ref(fmt == FMT_Q4_0 ? FR_Q4_0 : fmt == FMT_Q4_1 ? FR_Q4_1 : FR_Q5_0);
         for (int c = 0; c < nc; c++)
             for (int r = 0; r < nr; r++) out[c * ldo + r] = exact(n, w + r * ws, (const uint8_t *)a + c * as);
         return;
@@ -292,7 +303,8 @@ static ALWAYS_INLINE void tile_unpacked(int64_t n, const uint8_t *w, size_t ws, 
     float *o16 = (float *)(g + gbytes);
     for (int r0 = 0; r0 < nr; r0 += 16) {
         const int rows = nr - r0 < 16 ? nr - r0 : 16;
-        if (fmt == FMT_Q4_1) fr_pack_q4_1_group(n, w + (size_t)r0 * ws, ws, rows, g);
+        if (fmt == FMT_Q4_0) fr_pack_q4_0_group(n, w + (size_t)r0 * ws, ws, rows, g);
+        else if (fmt == FMT_Q4_1) fr_pack_q4_1_group(n, w + (size_t)r0 * ws, ws, rows, g);
         else fr_pack_q5_0_group(n, w + (size_t)r0 * ws, ws, rows, g);
         packed(n, g, 16, a, as, nc, o16, 16, fmt);
         for (int c = 0; c < nc; c++) memcpy(out + c * ldo + r0, o16 + c * 16, (size_t)rows * sizeof(float));
@@ -305,6 +317,11 @@ static void tile_q4_1(int64_t n, const void *w, size_t ws, int nr, const void *a
     tile_unpacked(n, w, ws, nr, a, as, nc, out, ldo, FMT_Q4_1);
 }
 
+static void tile_q4_0(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc, float *out,
+                      size_t ldo) {
+    tile_unpacked(n, w, ws, nr, a, as, nc, out, ldo, FMT_Q4_0);
+}
+
 static void tile_q5_0(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc, float *out,
                       size_t ldo) {
     tile_unpacked(n, w, ws, nr, a, as, nc, out, ldo, FMT_Q5_0);
@@ -312,6 +329,10 @@ static void tile_q5_0(int64_t n, const void *w, size_t ws, int nr, const void *a
 
 static void rows_q4_1(int64_t n, const void *w, size_t ws, const void *a, float *out, int nr) {
     tile_q4_1(n, w, ws, nr, a, 0, 1, out, 0);
+}
+
+static void rows_q4_0(int64_t n, const void *w, size_t ws, const void *a, float *out, int nr) {
+    tile_q4_0(n, w, ws, nr, a, 0, 1, out, 0);
 }
 
 static void rows_q5_0(int64_t n, const void *w, size_t ws, const void *a, float *out, int nr) {
@@ -339,8 +360,14 @@ static float dot_q4_1(int64_t n, const void *wv, const void *av) {
 }
 
 
-/* Q5_0's single dot is its scalar twin: nothing calls it on a hot path. */
+/* Q4_0's and Q5_0's single dots are their scalar twins: nothing calls
+ * them on a hot path. */
 void fr_kernels_fill_avx2_packed(fr_kernel_table *t) {
+    t->dot[FR_Q4_0] = fr_dot_exact_ref(FR_Q4_0);
+    t->dot_rows[FR_Q4_0] = rows_q4_0;
+    t->dot_tile[FR_Q4_0] = tile_q4_0;
+    t->pack[FR_Q4_0] = fr_pack_q4_0;
+    t->dot_packed[FR_Q4_0] = dot_packed_q4_0;
     t->dot[FR_Q4_1] = dot_q4_1;
     t->dot_rows[FR_Q4_1] = rows_q4_1;
     t->dot_tile[FR_Q4_1] = tile_q4_1;

@@ -97,8 +97,8 @@ typedef void (*fr_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int nr
                                size_t a_stride, int nc, float *out, size_t ldo);
 
 /* Weights rearranged once at load for one level's kernels (Q4_1 at the
- * AVX2 and AMX levels, Q5_0 at the AVX2 level: fr_pack_q4_1 and
- * fr_pack_q5_0 below): pack writes nr rows (a multiple of 16) of n
+ * AVX2 and AMX levels, Q4_0 and Q5_0 at the AVX2 level: fr_pack_q4_1
+ * and the others below): pack writes nr rows (a multiple of 16) of n
  * elements, read at w_stride, as the same number of bytes, each group of 16
  * rows starting where it did in a contiguous copy. dot_packed is dot_tile
  * on such rows (nr a multiple of 16, w at a group's start), nc >= 1: the
@@ -191,6 +191,10 @@ void fr_pack_q4_1_group(int64_t n, const void *src, size_t ws, int rows, void *d
 #define FR_Q5_0_GROUP_BLOCK (16 * 22)
 void fr_pack_q5_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
 void fr_pack_q5_0_group(int64_t n, const void *src, size_t ws, int rows, void *dst);
+/* Q4_0 likewise (the AVX2 level): d[16], then q[4][16] at 32 + 64 h + 4 r. */
+#define FR_Q4_0_GROUP_BLOCK (16 * 18)
+void fr_pack_q4_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
+void fr_pack_q4_0_group(int64_t n, const void *src, size_t ws, int rows, void *dst);
 
 /* Quantizes an activation row of n floats to act_type (F32, F16, BF16,
  * Q8_0, Q8_1, Q8_K) with the dispatched quantizer. Inputs must be finite. */

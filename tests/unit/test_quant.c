@@ -651,14 +651,14 @@ TEST(quant_dot_tile_bit_identical_to_dot_rows) {
 }
 
 /* The block-exact scalar twins (the AMX level's arithmetic, and the AVX2
- * level's for Q4_1 and Q5_0; the K-quants' sum their super-blocks exactly) are dots
+ * level's for Q4_0, Q4_1 and Q5_0; the K-quants' sum their super-blocks exactly) are dots
  * like the others: within rounding of the double-precision sum. At those
  * levels, dot, dot_rows and dot_tile give exactly its bits for every row
  * and token: row counts around the group of 16, token counts around the
  * panels and chunks, odd addresses and strides, long rows. A kernel that
  * summed in another order, or skipped a row of a group, fails. */
 static bool block_exact_at(int level, uint32_t type) {
-    return level == FR_ISA_AMX || (level == FR_ISA_AVX2 && (type == FR_Q4_1 || type == FR_Q5_0));
+    return level == FR_ISA_AMX || (level == FR_ISA_AVX2 && (type == FR_Q4_0 || type == FR_Q4_1 || type == FR_Q5_0));
 }
 
 TEST(quant_block_exact_levels) {
@@ -729,7 +729,8 @@ TEST(quant_block_exact_levels) {
 }
 
 /* Weights packed at load (quant.h's groups of 16 rows), at the levels
- * that have packed kernels (Q4_1 at AVX2 and AMX, Q5_0 at AVX2): for
+ * that have packed kernels (Q4_1 at AVX2 and AMX, Q4_0 and Q5_0 at
+ * AVX2): for
  * every token count
  * (the AMX rows kernel below 4, panels and chunks, the last panel short)
  * and group count, dot_packed gives the exact twin's bits, from rows read
@@ -749,7 +750,7 @@ TEST(quant_packed_is_block_exact) {
     FOR_EACH_LEVEL(level) {
     for (uint32_t t = 0; t < FR_TYPE_COUNT; t++) {
         const bool packs = (t == FR_Q4_1 && (level == FR_ISA_AVX2 || level == FR_ISA_AMX)) ||
-                           (t == FR_Q5_0 && level == FR_ISA_AVX2);
+                           ((t == FR_Q4_0 || t == FR_Q5_0) && level == FR_ISA_AVX2);
         if (fr_traits(t)) CHECK_MSG(!fr_traits(t)->pack == !packs && !fr_traits(t)->dot_packed == !packs,
                                     "%s %s", fr_isa_name(level), fr_traits(t)->name);
     }
