@@ -292,10 +292,11 @@ static ALWAYS_INLINE void tile_unpacked(int64_t n, const uint8_t *w, size_t ws, 
                       out + c * ldo + r, fmt);
         return;
     }
+    const uint32_t type = fmt == FMT_Q4_0 ? FR_Q4_0 : fmt == FMT_Q4_1 ? FR_Q4_1 : FR_Q5_0;
     const size_t gbytes = (size_t)(n / 32) * group_block(fmt);
     uint8_t *g = gbytes > 0 ? aligned_alloc(32, gbytes + (size_t)nc * 16 * sizeof(float)) : NULL;
     if (!g) {
-        fr_dot_fn exact = fr_dot_exact_ref(fmt == FMT_Q4_0 ? FR_Q4_0 : fmt == FMT_Q4_1 ? FR_Q4_1 : FR_Q5_0);
+        fr_dot_fn exact = fr_dot_exact_ref(type);
         for (int c = 0; c < nc; c++)
             for (int r = 0; r < nr; r++) out[c * ldo + r] = exact(n, w + r * ws, (const uint8_t *)a + c * as);
         return;
@@ -303,9 +304,7 @@ static ALWAYS_INLINE void tile_unpacked(int64_t n, const uint8_t *w, size_t ws, 
     float *o16 = (float *)(g + gbytes);
     for (int r0 = 0; r0 < nr; r0 += 16) {
         const int rows = nr - r0 < 16 ? nr - r0 : 16;
-        if (fmt == FMT_Q4_0) fr_pack_q4_0_group(n, w + (size_t)r0 * ws, ws, rows, g);
-        else if (fmt == FMT_Q4_1) fr_pack_q4_1_group(n, w + (size_t)r0 * ws, ws, rows, g);
-        else fr_pack_q5_0_group(n, w + (size_t)r0 * ws, ws, rows, g);
+        fr_pack_group(type, n, w + (size_t)r0 * ws, ws, rows, g);
         packed(n, g, 16, a, as, nc, o16, 16, fmt);
         for (int c = 0; c < nc; c++) memcpy(out + c * ldo + r0, o16 + c * 16, (size_t)rows * sizeof(float));
     }

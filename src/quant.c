@@ -770,70 +770,37 @@ fr_dot_fn fr_dot_exact_ref(uint32_t type) {
     return NULL;
 }
 
-/* ---- Q4_1 rows packed in groups of 16 (layout in quant.h) --------------- */
+/* ---- rows packed in groups of 16 (layouts in quant.h) -------------------- */
 
-void fr_pack_q4_1_group(int64_t n, const void *src, size_t ws, int rows, void *dst) {
-    const int64_t nb = n / QK4_1;
-    for (int64_t b = 0; b < nb; b++) {
-        uint8_t *o = (uint8_t *)dst + b * FR_Q4_1_GROUP_BLOCK;
-        memset(o, 0, FR_Q4_1_GROUP_BLOCK); /* rows past `rows`: d = m = 0, codes 0 */
+void fr_pack_group(uint32_t type, int64_t n, const void *src, size_t ws, int rows, void *dst) {
+    const size_t bb = fr_traits(type)->bytes, gb = 16 * bb, codes = gb - 256; /* the codes come last */
+    const int qs = type == FR_Q4_0 ? 2 : type == FR_Q4_1 ? Q4_1_QS : 6;
+    for (int64_t b = 0; b < n / 32; b++) {
+        uint8_t *o = (uint8_t *)dst + b * gb;
+        memset(o, 0, gb); /* rows past `rows`: scales 0, codes 0 */
         for (int r = 0; r < rows; r++) {
-            const uint8_t *x = (const uint8_t *)src + (size_t)r * ws + b * sizeof(block_q4_1);
-            memcpy(o + 2 * r, x, 2);          /* d */
-            memcpy(o + 32 + 2 * r, x + 2, 2); /* m */
-            for (int h = 0; h < 4; h++) memcpy(o + 64 + 64 * h + 4 * r, x + Q4_1_QS + 4 * h, 4);
-        }
-    }
-}
-
-void fr_pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) {
-    const size_t group = (size_t)(n / QK4_1) * FR_Q4_1_GROUP_BLOCK;
-    for (int64_t g = 0; g < nr / 16; g++)
-        fr_pack_q4_1_group(n, (const uint8_t *)src + (size_t)g * 16 * ws, ws, 16, (uint8_t *)dst + g * group);
-}
-
-void fr_pack_q5_0_group(int64_t n, const void *src, size_t ws, int rows, void *dst) {
-    const int64_t nb = n / QK5_0;
-    for (int64_t b = 0; b < nb; b++) {
-        uint8_t *o = (uint8_t *)dst + b * FR_Q5_0_GROUP_BLOCK;
-        memset(o, 0, FR_Q5_0_GROUP_BLOCK);
-        for (int r = 0; r < rows; r++) {
-            const uint8_t *x = (const uint8_t *)src + (size_t)r * ws + b * sizeof(block_q5_0);
-            uint32_t qh;
-            memcpy(&qh, x + 2, 4);
+            const uint8_t *x = (const uint8_t *)src + (size_t)r * ws + b * bb;
             memcpy(o + 2 * r, x, 2); /* d */
+            if (type == FR_Q4_1) memcpy(o + 32 + 2 * r, x + 2, 2); /* m */
+            uint32_t qh = 0;
+            if (type == FR_Q5_0) memcpy(&qh, x + 2, 4);
             for (int h = 0; h < 4; h++) {
-                o[32 + 16 * h + r] = (uint8_t)((qh >> (4 * h) & 15) | (qh >> (16 + 4 * h) & 15) << 4);
-                memcpy(o + 96 + 64 * h + 4 * r, x + 6 + 4 * h, 4);
+                if (type == FR_Q5_0) o[32 + 16 * h + r] = (uint8_t)((qh >> (4 * h) & 15) | (qh >> (16 + 4 * h) & 15) << 4);
+                memcpy(o + codes + 64 * h + 4 * r, x + qs + 4 * h, 4);
             }
         }
     }
 }
 
-void fr_pack_q5_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) {
-    const size_t group = (size_t)(n / QK5_0) * FR_Q5_0_GROUP_BLOCK;
+static void pack_rows(uint32_t type, int64_t n, const void *src, size_t ws, int64_t nr, void *dst) {
+    const size_t group = (size_t)(n / 32) * 16 * fr_traits(type)->bytes;
     for (int64_t g = 0; g < nr / 16; g++)
-        fr_pack_q5_0_group(n, (const uint8_t *)src + (size_t)g * 16 * ws, ws, 16, (uint8_t *)dst + g * group);
+        fr_pack_group(type, n, (const uint8_t *)src + (size_t)g * 16 * ws, ws, 16, (uint8_t *)dst + g * group);
 }
 
-void fr_pack_q4_0_group(int64_t n, const void *src, size_t ws, int rows, void *dst) {
-    const int64_t nb = n / QK4_0;
-    for (int64_t b = 0; b < nb; b++) {
-        uint8_t *o = (uint8_t *)dst + b * FR_Q4_0_GROUP_BLOCK;
-        memset(o, 0, FR_Q4_0_GROUP_BLOCK);
-        for (int r = 0; r < rows; r++) {
-            const uint8_t *x = (const uint8_t *)src + (size_t)r * ws + b * sizeof(block_q4_0);
-            memcpy(o + 2 * r, x, 2); /* d */
-            for (int h = 0; h < 4; h++) memcpy(o + 32 + 64 * h + 4 * r, x + 2 + 4 * h, 4);
-        }
-    }
-}
-
-void fr_pack_q4_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) {
-    const size_t group = (size_t)(n / QK4_0) * FR_Q4_0_GROUP_BLOCK;
-    for (int64_t g = 0; g < nr / 16; g++)
-        fr_pack_q4_0_group(n, (const uint8_t *)src + (size_t)g * 16 * ws, ws, 16, (uint8_t *)dst + g * group);
-}
+void fr_pack_q4_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q4_0, n, src, ws, nr, dst); }
+void fr_pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q4_1, n, src, ws, nr, dst); }
+void fr_pack_q5_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q5_0, n, src, ws, nr, dst); }
 
 float fr_dot_prompt_ref(uint32_t type, int64_t n, const void *w, const uint16_t *x) {
     if (type != FR_Q4_1) return NAN;

@@ -165,36 +165,33 @@ fr_dot_fn fr_dot_exact_ref(uint32_t type);
  * order, so the two agree to rounding, not bit for bit. */
 float fr_dot_prompt_ref(uint32_t type, int64_t n, const void *w, const uint16_t *x);
 
-/* Q4_1 rows packed for the kernels that read 16 rows at once (the AVX2
- * and AMX levels' dot_packed): the same bytes as the original rows,
- * permuted within each group of 16 rows, so a group starts where it did
- * in a contiguous copy. Block b of a group, FR_Q4_1_GROUP_BLOCK bytes at
- * b * FR_Q4_1_GROUP_BLOCK from the group's start:
- *   d[16], m[16]  fp16, row r's scale and min (bytes 0..31, 32..63)
- *   q[4][16]      4 bytes each (64 + 64 h + 4 r): row r's code bytes
- *                 4h .. 4h + 3, i.e. elements 4h .. 4h + 3 in their low
- *                 nibbles and 16 + 4h .. 16 + 4h + 3 in their high ones.
+/* Q4_0, Q4_1 and Q5_0 rows packed for the kernels that read 16 rows at
+ * once (the AVX2 level's dot_packed, and the AMX level's for Q4_1): the
+ * same bytes as the original rows, permuted within each group of 16 rows,
+ * so a group starts where it did in a contiguous copy. Block b of a group
+ * is 16 original blocks' bytes at b * FR_*_GROUP_BLOCK from the group's
+ * start, the codes last:
+ *   d[16]       fp16, row r's scale (bytes 0..31)
+ *   Q4_1 m[16]  fp16, row r's min (32..63)
+ *   Q5_0 hb[4][16]  1 byte each (32 + 16 h + r): the 5th bits of the
+ *               elements of q[h][r], bit c for element 4h + c (c < 4),
+ *               bit 4 + c for element 16 + 4h + c
+ *   q[4][16]    4 bytes each (the last 256 bytes, + 64 h + 4 r): row r's
+ *               code bytes 4h .. 4h + 3, i.e. elements 4h .. 4h + 3 in
+ *               their low nibbles and 16 + 4h .. 16 + 4h + 3 in their
+ *               high ones.
  * So a vector of q[h] holds 4 consecutive codes of each row, which meet a
  * token's 4 activation bytes broadcast: lane r works on row r alone.
- * fr_pack_q4_1 packs nr rows (a multiple of 16) read at stride ws;
- * fr_pack_q4_1_group packs one group of `rows` <= 16 rows, the others
- * zero. */
-#define FR_Q4_1_GROUP_BLOCK (16 * 20)
-void fr_pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
-void fr_pack_q4_1_group(int64_t n, const void *src, size_t ws, int rows, void *dst);
-/* Q5_0 the same way (the AVX2 level), FR_Q5_0_GROUP_BLOCK bytes a block:
- *   d[16]         fp16 (bytes 0..31)
- *   hb[4][16]     1 byte each (32 + 16 h + r): row r's 5th bits of the
- *                 elements of q[h][r], bit c for element 4h + c (c < 4),
- *                 bit 4 + c for element 16 + 4h + c
- *   q[4][16]      4 bytes each (96 + 64 h + 4 r), as Q4_1's. */
-#define FR_Q5_0_GROUP_BLOCK (16 * 22)
-void fr_pack_q5_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
-void fr_pack_q5_0_group(int64_t n, const void *src, size_t ws, int rows, void *dst);
-/* Q4_0 likewise (the AVX2 level): d[16], then q[4][16] at 32 + 64 h + 4 r. */
+ * fr_pack_q4_0 / q4_1 / q5_0 pack nr rows (a multiple of 16) read at
+ * stride ws; fr_pack_group packs one group of `rows` <= 16 rows of one of
+ * these types, the others zero. */
 #define FR_Q4_0_GROUP_BLOCK (16 * 18)
+#define FR_Q4_1_GROUP_BLOCK (16 * 20)
+#define FR_Q5_0_GROUP_BLOCK (16 * 22)
 void fr_pack_q4_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
-void fr_pack_q4_0_group(int64_t n, const void *src, size_t ws, int rows, void *dst);
+void fr_pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
+void fr_pack_q5_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
+void fr_pack_group(uint32_t type, int64_t n, const void *src, size_t ws, int rows, void *dst);
 
 /* Quantizes an activation row of n floats to act_type (F32, F16, BF16,
  * Q8_0, Q8_1, Q8_K) with the dispatched quantizer. Inputs must be finite. */
