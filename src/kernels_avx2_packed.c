@@ -56,7 +56,8 @@ static ALWAYS_INLINE size_t group_block(const int fmt) {
  * copied to its 4 lanes, one bit tested per lane. */
 static ALWAYS_INLINE void step_codes(const uint8_t *blk, int h, int q, const int fmt, __m256i *lo, __m256i *hi) {
     const __m256i low4 = _mm256_set1_epi8(15);
-    __m256i v = _mm256_loadu_si256((const __m256i *)(blk + (fmt == FMT_Q4_0 ? 32 : fmt == FMT_Q4_1 ? 64 : 96) + 64 * q + 32 * h));
+    const int codes = fmt == FMT_Q4_0 ? 32 : fmt == FMT_Q4_1 ? 64 : 96; /* the last 256 bytes */
+    __m256i v = _mm256_loadu_si256((const __m256i *)(blk + codes + 64 * q + 32 * h));
     *lo = _mm256_and_si256(v, low4);
     *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
     if (fmt == FMT_Q5_0) {
@@ -234,7 +235,8 @@ static void dot_packed_q5_0(int64_t n, const void *w, int nr, const void *a, siz
 /* A block's codes as 32 bytes in element order (Q5_0's 5th bits
  * included). */
 static ALWAYS_INLINE __m256i block_codes(const uint8_t *x, const int fmt) {
-    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + (fmt == FMT_Q4_0 ? Q4_0_QS : fmt == FMT_Q4_1 ? Q4_1_QS : Q5_0_QS))));
+    const int qs = fmt == FMT_Q4_0 ? Q4_0_QS : fmt == FMT_Q4_1 ? Q4_1_QS : Q5_0_QS;
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + qs)));
     v = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(15));
     if (fmt == FMT_Q5_0) { /* bit j of qh: element j's 5th bit */
         const __m256i which = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,

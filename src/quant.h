@@ -157,7 +157,8 @@ const char *fr_isa_name(int isa);
  * detected one; returns the level in use. */
 int fr_kernels_init_from_env(void);
 /* The scalar twin of the AMX level's Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K
- * dots (block sums exact, FMAs per block in order); NULL for other types. */
+ * dots, and of the AVX2 level's Q4_0, Q4_1 and Q5_0 ones (block sums
+ * exact, FMAs per block in order); NULL for other types. */
 fr_dot_fn fr_dot_exact_ref(uint32_t type);
 /* The scalar twin of dot_prompt on one original row w and n bf16
  * activations (NAN for a type without one): weights fma(d, q, m) rounded
@@ -199,8 +200,9 @@ void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n);
 
 /* Internal: one ISA's kernels, indexed by type id; NULL = none at this
  * level (the level below stays in place). quant[] is indexed by the
- * activation type it produces. Filled by kernels_avx2.c / kernels_avx512.c,
- * installed into the traits by fr_kernels_select. */
+ * activation type it produces. Filled by kernels_avx2.c (with
+ * kernels_avx2_packed.c), kernels_avx512.c and kernels_amx*.c, installed
+ * into the traits by fr_kernels_select. */
 typedef struct {
     fr_dot_fn dot[FR_TYPE_COUNT];
     fr_dot_rows_fn dot_rows[FR_TYPE_COUNT];
