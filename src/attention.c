@@ -72,15 +72,13 @@ static float dots_scalar(const float *q, const float *k, int k_stride, int np, i
     return m;
 }
 
-static float dots_t_scalar(const float *q, const float *kt, int p0, int p1, int n, float scale, float *s) {
-    float m = -INFINITY;
-    for (int p = p0; p < p1; p++) {
-        float d = 0;
-        for (int i = 0; i < n; i++) d += q[i] * kt[(size_t)i * FR_KV_PAGE + p];
-        s[p] = d * scale;
-        m = FR_MAX(m, s[p]);
-    }
-    return m;
+static void dots_t_scalar(const float *const *q, int nr, const float *kt, int n, float scale, float *s) {
+    for (int r = 0; r < nr; r++)
+        for (int p = 0; p < FR_KV_PAGE; p++) {
+            float d = 0;
+            for (int i = 0; i < n; i++) d += q[r][i] * kt[(size_t)i * FR_KV_PAGE + p];
+            s[r * FR_KV_PAGE + p] = d * scale;
+        }
 }
 
 const fr_attn_kernels fr_attn_scalar = { f16_to_f32_scalar, f32_to_f16_scalar, dot_scalar, scale_add_scalar,
@@ -114,20 +112,18 @@ typedef struct { float m, l; float *acc; const float *q; int qpos, head; bool la
 /* First key position a query at qpos may see. */
 static int first_visible(int qpos, int window) { return window && qpos - window + 1 > 0 ? qpos - window + 1 : 0; }
 
-/* Scores of row st against slots [a, b) of a page: computed from its
- * tile kt (channel-major when kt_channels: an fp16 page's keys), or copied
- * from pre (scored from packed keys already); a slot
- * the row may not see (evicted, outside its window, in its future)
- * scores -inf, which exp turns into an exact 0. Returns the maximum. */
+/* Scores of row st against slots [a, b) of a page: copied from pre (the
+ * page's scores for every row, computed for all of them at once) or
+ * computed from its key tile kt; a slot the row may not see (evicted,
+ * outside its window, in its future) scores -inf, which exp turns into
+ * an exact 0. Returns the maximum. */
 static float row_scores(const attn_job *j, const fr_kv_page *p, const row_state *st, const float *kt,
-                        bool kt_channels, const float *pre, float *s, int a, int b, bool masked) {
+                        const float *pre, float *s, int a, int b, bool masked) {
     const fr_hparams *hp = &j->ctx->model->hp;
     int hd = hp->head_dim, lo = first_visible(st->qpos, j->L->window);
     float mt = -INFINITY;
     if (pre) {
         for (int i = a; i < b; i++) mt = FR_MAX(mt, s[i] = pre[i]);
-    } else if (kt_channels) {
-        mt = kernels()->dots_t(st->q, kt, a, b, hd, hp->attn_scale, s);
     } else {
         mt = kernels()->dots(st->q, kt + (size_t)a * hd, hd, b - a, hd, hp->attn_scale, s + a);
     }
@@ -160,12 +156,15 @@ static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int 
         if (p->n == 0 || p->pos[p->n - 1] < lo_min) continue;
         if (p->pos[0] > qmax) break; /* positions ascend along the table */
         if (pi + 1 < p1) fr_kv_prefetch_head(kvc, j->L->pages[pi + 1], kvh, hd);
-        /* packed KIVI keys are scored from their codes, for all rows at
-         * once (kv_codec.h); other pages are loaded as a key tile, an fp16
-         * page's channel-major as it is stored (kv.h) */
+        /* packed KIVI keys are scored from their codes, an fp16 page's
+         * from its keys channel-major as they are stored (kv.h), for all
+         * rows at once; other pages are loaded as a key tile */
         bool fused = fr_kv_scores_fused(p), channels = !p->packed;
         if (fused) fr_kv_key_scores(kvc, p, kvh, hd, qrows, nr, hp->attn_scale, pre);
-        if (channels) K->f16_to_f32(fr_kv_f16_keys(p, kvh, hd), kt, hd * FR_KV_PAGE);
+        if (channels) {
+            K->f16_to_f32(fr_kv_f16_keys(p, kvh, hd), kt, hd * FR_KV_PAGE);
+            K->dots_t(qrows, nr, kt, hd, hp->attn_scale, pre);
+        }
         fr_kv_load_head(kvc, p, kvh, hd, fused || channels ? NULL : kt, vt, hd);
         for (int r = 0; r < nr; r++) {
             row_state *st = &rs[r];
@@ -175,7 +174,7 @@ static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int 
                 a = FR_MAX(0, lo - p->pos[0]);
                 b = FR_MIN(p->n, st->qpos - p->pos[0] + 1);
             }
-            float mt = row_scores(j, p, st, kt, channels, fused ? pre + r * FR_KV_PAGE : NULL, s, a, b, !p->dense);
+            float mt = row_scores(j, p, st, kt, fused || channels ? pre + r * FR_KV_PAGE : NULL, s, a, b, !p->dense);
             if (mt == -INFINITY) continue;
             if (j->scores && st->last)
                 memcpy(j->scores + (size_t)st->head * kvc->cap_slots + (size_t)pi * FR_KV_PAGE + a, s + a,

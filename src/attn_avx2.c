@@ -163,30 +163,33 @@ static void pv(float *acc, float c, const float *e, const float *v, int v_stride
 
 _Static_assert(FR_KV_PAGE == 32, "dots_t: a page is 4 vectors of 8 slots");
 
-/* Keys channel-major: the page's 32 slots in 4 vectors side by side
- * (independent FMA chains over the channels), all of them whatever the
- * range, so that a slot's bits never depend on the range. */
-static float dots_t(const float *q, const float *kt, int p0, int p1, int n, float scale, float *s) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int i = 0; i < n; i++) {
-        __m256 qi = _mm256_set1_ps(q[i]);
-        const float *k = kt + (size_t)i * FR_KV_PAGE;
-        a0 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k), a0);
-        a1 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k + 8), a1);
-        a2 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k + 16), a2);
-        a3 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k + 24), a3);
+/* Keys channel-major: a row's 32 scores are 4 vectors of slots side by
+ * side, FMA chains over the channels. Two rows at a time, so that 8
+ * chains are in flight (a row's 4 alone would wait on the FMA latency)
+ * and each key vector loaded serves both; a slot's chain is the same
+ * for a row in a pair or alone. */
+static void dots_t(const float *const *q, int nr, const float *kt, int n, float scale, float *s) {
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (int r = 0; r < nr; r += 2) {
+        const int pair = r + 1 < nr;
+        const float *q0 = q[r], *q1 = q[pair ? r + 1 : r];
+        __m256 a[8];
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++) a[v] = _mm256_setzero_ps();
+        for (int i = 0; i < n; i++) {
+            const float *k = kt + (size_t)i * FR_KV_PAGE;
+            __m256 x0 = _mm256_set1_ps(q0[i]), x1 = _mm256_set1_ps(q1[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                __m256 kv = _mm256_loadu_ps(k + 8 * v);
+                a[v] = _mm256_fmadd_ps(x0, kv, a[v]);
+                a[4 + v] = _mm256_fmadd_ps(x1, kv, a[4 + v]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++)
+            if (v < 4 || pair) _mm256_storeu_ps(s + (size_t)(r + v / 4) * FR_KV_PAGE + 8 * (v % 4), _mm256_mul_ps(a[v], vs));
     }
-    float t[FR_KV_PAGE], m = -INFINITY;
-    __m256 vs = _mm256_set1_ps(scale);
-    _mm256_storeu_ps(t, _mm256_mul_ps(a0, vs));
-    _mm256_storeu_ps(t + 8, _mm256_mul_ps(a1, vs));
-    _mm256_storeu_ps(t + 16, _mm256_mul_ps(a2, vs));
-    _mm256_storeu_ps(t + 24, _mm256_mul_ps(a3, vs));
-    for (int p = p0; p < p1; p++) {
-        s[p] = t[p];
-        m = s[p] > m ? s[p] : m;
-    }
-    return m;
 }
 
 const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv, dots, dots_t };

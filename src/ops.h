@@ -70,10 +70,12 @@ typedef struct {
     void (*pv)(float *acc, float c, const float *e, const float *v, int v_stride, int np, int n);
     /* s[p] = scale * dot(q, k + p*k_stride, n), p < np; returns the largest */
     float (*dots)(const float *q, const float *k, int k_stride, int np, int n, float scale, float *s);
-    /* The same for keys channel-major (an fp16 page's, kv.h, as floats):
-     * key p's channel i is kt[i * FR_KV_PAGE + p]; s[p] for p in [p0, p1).
-     * A slot's score is the same bits whatever range it is asked in. */
-    float (*dots_t)(const float *q, const float *kt, int p0, int p1, int n, float scale, float *s);
+    /* Scores of nr query rows q[r] against a page's 32 keys stored
+     * channel-major (an fp16 page's, kv.h, as floats: key p's channel i
+     * is kt[i * FR_KV_PAGE + p]): s[r * FR_KV_PAGE + p] = scale * q_r.k_p
+     * for every slot. A row's bits depend on that row alone, never on the
+     * others in the call. */
+    void (*dots_t)(const float *const *q, int nr, const float *kt, int n, float scale, float *s);
 } fr_attn_kernels;
 extern const fr_attn_kernels fr_attn_scalar, fr_attn_avx2;
 

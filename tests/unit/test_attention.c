@@ -188,19 +188,23 @@ TEST(attention_primitives_avx2_match_scalar) {
         fr_attn_scalar.dots(a, keys, 5, np, 5, 1.0f, s1v); /* widths not a multiple of 8 */
         fr_attn_avx2.dots(a, keys, 5, np, 5, 1.0f, s2v);
         for (int i = 0; i < np; i++) CHECK_NEAR(s1v[i], s2v[i], 1e-4 * (1 + fabsf(s1v[i])));
-        /* scores from channel-major keys, for every range of a page's slots */
+        /* scores of 1-5 rows from channel-major keys; a row's are the same
+         * bits alone as beside others */
         static float kc[64 * FR_KV_PAGE];
         for (int i = 0; i < 64 * FR_KV_PAGE; i++) kc[i] = frand(&seed);
-        int cn = n % 65, q0 = n % 29, q1 = q0 + (n / 7) % (FR_KV_PAGE + 1 - q0);
-        float t1[FR_KV_PAGE], t2[FR_KV_PAGE], all[FR_KV_PAGE];
-        float tm1 = fr_attn_scalar.dots_t(a, kc, q0, q1, cn, 0.125f, t1);
-        float tm2 = fr_attn_avx2.dots_t(a, kc, q0, q1, cn, 0.125f, t2);
-        fr_attn_avx2.dots_t(a, kc, 0, FR_KV_PAGE, cn, 0.125f, all);
-        for (int p = q0; p < q1; p++) {
-            CHECK_NEAR(t1[p], t2[p], 1e-4 * (1 + fabsf(t1[p])));
-            CHECK_MSG(t2[p] == all[p], "slot %d of [%d, %d)", p, q0, q1); /* the range never matters */
+        int cn = n % 65, nq = 1 + n % 5;
+        const float *qs[5] = { a, b, a + 1, b + 1, a + 2 };
+        float t1[5 * FR_KV_PAGE], t2[5 * FR_KV_PAGE], alone[FR_KV_PAGE];
+        fr_attn_scalar.dots_t(qs, nq, kc, cn, 0.125f, t1);
+        fr_attn_avx2.dots_t(qs, nq, kc, cn, 0.125f, t2);
+        for (int r = 0; r < nq; r++) {
+            fr_attn_avx2.dots_t(qs + r, 1, kc, cn, 0.125f, alone);
+            for (int p = 0; p < FR_KV_PAGE; p++) {
+                float x = t1[r * FR_KV_PAGE + p], y = t2[r * FR_KV_PAGE + p];
+                CHECK_NEAR(x, y, 1e-4 * (1 + fabsf(x)));
+                CHECK_MSG(y == alone[p], "row %d of %d, slot %d", r, nq, p);
+            }
         }
-        if (q1 > q0) CHECK_NEAR(tm1, tm2, 1e-4 * (1 + fabsf(tm1)));
         /* exp(s - m): relative error well under 1e-6, down to underflow */
         float e1[301], e2[301];
         for (int i = 0; i < n; i++) e1[i] = e2[i] = -fabsf(a[i]) * (i % 3 ? 1.0f : 0.01f);
