@@ -13,6 +13,7 @@
 
 void fr_rmsnorm(float *y, const float *x, const float *w, int n, int d, float eps) {
     if (fr_kernels_isa() >= FR_ISA_AVX512) fr_rmsnorm_avx512(y, x, w, n, d, eps);
+    else if (fr_kernels_isa() >= FR_ISA_AVX2) fr_rmsnorm_avx2(y, x, w, n, d, eps);
     else fr_rmsnorm_scalar(y, x, w, n, d, eps);
 }
 

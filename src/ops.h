@@ -27,6 +27,7 @@ void fr_glu_avx2(float *a, const float *b, int64_t count, int act);
  * the same bits). */
 void fr_rmsnorm_scalar(float *y, const float *x, const float *w, int n, int d, float eps);
 void fr_rmsnorm_avx512(float *y, const float *x, const float *w, int n, int d, float eps);
+void fr_rmsnorm_avx2(float *y, const float *x, const float *w, int n, int d, float eps);
 void fr_rope_scalar(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind);
 void fr_rope_avx512(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind);
 /* Row r of a matrix as floats (embedding lookup). */

@@ -86,6 +86,29 @@ TEST(ops_rmsnorm_and_rope_avx512_bit_identical) {
         }
 }
 
+/* The AVX2 RMSNorm gives the scalar code's bits, as the AVX-512 one. */
+TEST(ops_rmsnorm_avx2_bit_identical) {
+    if (fr_isa_detect() < FR_ISA_AVX2) return;
+    enum { MAX = 4 * 2 * 320 };
+    static float x[MAX], w[MAX], a[MAX], b[MAX];
+    unsigned seed = 7;
+    for (int i = 0; i < MAX; i++) {
+        seed = seed * 1103515245u + 12345u;
+        x[i] = ((int)(seed >> 8 & 0xffff) - 32768) * ldexpf(1.0f, (int)(seed >> 28) - 20);
+        w[i] = 0.5f + (float)(i % 13) / 7;
+    }
+    const int widths[] = { 576, 640, 100, 7, 16, 1536, 12 };
+    for (size_t k = 0; k < sizeof widths / sizeof widths[0]; k++) {
+        int d = widths[k], n = MAX / d < 3 ? MAX / d : 3;
+        fr_rmsnorm_scalar(a, x, w, n, d, 1e-5f);
+        fr_rmsnorm_avx2(b, x, w, n, d, 1e-5f);
+        CHECK_MSG(!memcmp(a, b, (size_t)n * d * sizeof(float)), "rmsnorm d=%d", d);
+        memcpy(a, x, (size_t)n * d * sizeof(float));
+        fr_rmsnorm_avx2(a, a, w, n, d, 1e-5f); /* in place */
+        CHECK_MSG(!memcmp(a, b, (size_t)n * d * sizeof(float)), "rmsnorm in place d=%d", d);
+    }
+}
+
 TEST(ops_nonfinite_activations_quantize_as_zero) {
     /* only a broken model produces them; float-to-int of NaN/Inf would be
      * undefined, so they count as 0 (the rest of the row is unaffected) */
