@@ -15,12 +15,13 @@
  * converts them with F16C, and stores the scale products; the main loop
  * then broadcasts each from memory, which needs no shuffle port. Of the
  * 32-element formats only Q8_0 is here: Q4_0, Q4_1 and Q5_0 have their
- * own kernels, on rows packed at load (kernels_avx2_packed.c).
+ * own kernels, on rows packed at load (kernels_avx2_packed.c), and so has
+ * Q4_K (kernels_avx2_packed_k.c).
  *
- * K-quants (256-element super-blocks against Q8_K) scale each 32 (Q4_K) or
- * 16 (Q6_K) weights' s16 pair sums by their small integer scale with madd,
- * so a whole super-block's integer sum is exact before its one FMA; see
- * the K-quant section. Q8_0's tiles read each weight block once for four
+ * Q6_K (256-element super-blocks against Q8_K) scales each 16 weights'
+ * s16 pair sums by their small integer scale with madd, so a whole
+ * super-block's integer sum is exact before its one FMA; see the Q6_K
+ * section. Q8_0's tiles read each weight block once for four
  * tokens (see "tiles" below); the other multi-row and tile entries are
  * one dot per output.
  */
@@ -248,24 +249,15 @@ static void tile_q8_0_q8_0(int64_t n, const void *w, size_t ws, int nr, const vo
     qtile(n, w, ws, nr, a, as, nc, out, ldo);
 }
 
-/* ---- K-quant dots (super-blocks of 256 against Q8_K) -------------------------
+/* ---- Q6_K dots (super-blocks of 256 against Q8_K) -------------------------
  *
  * Per 32 weights: maddubs (code u8 x activation s8 -> s16 pair sums, at
- * most 2*63*128 for Q6_K's 6-bit codes), then madd with the sub-block's
+ * most 2*63*128 for the 6-bit codes), then madd with the sub-block's
  * scale broadcast to 16 lanes (-> s32, exact), added into the block's
  * integer sum; the block's float scale product goes on with one FMA. The
- * terms that do not depend on the weight codes (Q4_K's mins, Q6_K's
- * offset 32) come from the activation block's bsums. */
-
-
-
-/* The 16 activation bsums summed in pairs (one per 32-element sub-block),
- * as s16 at the lanes of the mins in q4_k_scales' order, zeros at the
- * scales': madd with the widened scales then gives the min sums. */
-static inline __m256i q8_k_pair_sums(const uint8_t *bsums) {
-    __m256i p = _mm256_madd_epi16(load256(bsums), _mm256_set1_epi16(1));
-    return _mm256_packs_epi32(_mm256_setzero_si256(), p);
-}
+ * offset 32, which does not depend on the codes, comes from the
+ * activation block's bsums. (Q4_K has its own kernels, on rows packed at
+ * load: kernels_avx2_packed_k.c.) */
 
 /* Q6_K codes of one half (128 elements) as four 32-byte vectors in
  * element order: low nibbles of ql[0..31], ql[32..63], then their high
@@ -283,29 +275,10 @@ static inline void q6_k_half(const uint8_t *ql, const uint8_t *qh, __m256i q[4])
 /* A super-block unpacked for its integer dot with activations: 8 vectors
  * of 32 codes (in the order of the activation's 32-byte groups), for each
  * the scale words madd multiplies their pair sums by, the widened scales
- * (for Q4_K's mins, Q6_K's offset) and the fp16 d (Q4_K: d, dmin) as
- * floats. The single dots unpack one at a time (it stays in registers);
+ * (for the offset) and the fp16 d as a float. The single dots unpack one at a time (it stays in registers);
  * the tiles unpack a row's super-blocks once into a buffer that every
  * token of the group then reads. */
 typedef struct { __m256i q[8], sc[8], s16; __m128 d; } ksb;
-
-/* Q4_K: sub-block j's scale is word j (j < 4) or j + 4 of s16: broadcast
- * each 128-bit half, then pick words with a shuffle. */
-static inline __attribute__((always_inline)) void q4_k_unpack(const uint8_t *x, ksb *u) {
-    u->s16 = _mm256_cvtepu8_epi16(q4_k_scales(x + Q4_K_SC));
-    __m256i slo = _mm256_permute2x128_si256(u->s16, u->s16, 0x00), shi = _mm256_permute2x128_si256(u->s16, u->s16, 0x11);
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++) {
-        __m256i q = load256(x + Q4_K_QS + 32 * c);
-        u->q[2 * c] = _mm256_and_si256(q, _mm256_set1_epi8(15));
-        u->q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(15));
-        __m256i src = c < 2 ? slo : shi;
-        const int w0 = 2 * (2 * c % 4), w1 = w0 + 2; /* byte of the scale word in its half */
-        u->sc[2 * c] = _mm256_shuffle_epi8(src, _mm256_set1_epi16((short)(w0 | (w0 + 1) << 8)));
-        u->sc[2 * c + 1] = _mm256_shuffle_epi8(src, _mm256_set1_epi16((short)(w1 | (w1 + 1) << 8)));
-    }
-    u->d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load32(x)));
-}
 
 /* Q6_K: the 32 codes at 32g cover scales 2g and 2g + 1, one per 128-bit half. */
 static inline __attribute__((always_inline)) void q6_k_unpack(const uint8_t *x, ksb *u) {
@@ -326,7 +299,7 @@ static inline __attribute__((always_inline)) void q6_k_unpack(const uint8_t *x, 
 }
 
 /* sum_g sc_g (codes_g . a_g), exact: maddubs pairs stay below 2^15
- * (2*63*128 for Q6_K's 6-bit codes), madd by the small scales to s32. */
+ * (2*63*128 for the 6-bit codes), madd by the small scales to s32. */
 static inline __attribute__((always_inline)) __m256i ksb_isum(const ksb *u, const uint8_t *y) {
     __m256i isum = _mm256_setzero_si256();
 #pragma GCC unroll 8
@@ -336,34 +309,14 @@ static inline __attribute__((always_inline)) __m256i ksb_isum(const ksb *u, cons
     return isum;
 }
 
-/* One super-block of one token into the accumulators. Q4_K: d d_a isum
- * into acc, dmin d_a msum into accm (subtracted at the end). Q6_K:
- * sum (q - 32) a = sum q a - 32 sum a: codes 0..63 go to maddubs
- * unsigned, and 32 * sum_k sc_k bsums_k comes off the sum. */
-static inline __attribute__((always_inline)) void q4_k_step(const ksb *u, const uint8_t *y, __m256 *acc, __m256 *accm) {
-    __m256i msum = _mm256_madd_epi16(u->s16, q8_k_pair_sums(y + Q8_K_BS));
-    __m256i isum = ksb_isum(u, y);
-    __m128 dd = _mm_mul_ps(u->d, _mm_set1_ps(load_f32(y)));
-    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(dd), *acc);
-    *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_broadcastss_ps(_mm_movehdup_ps(dd)), *accm);
-}
-
+/* One super-block of one token into the accumulator: sum (q - 32) a =
+ * sum q a - 32 sum a: codes 0..63 go to maddubs unsigned, and
+ * 32 * sum_k sc_k bsums_k comes off the sum. */
 static inline __attribute__((always_inline)) void q6_k_step(const ksb *u, const uint8_t *y, __m256 *acc) {
     __m256i corr = _mm256_madd_epi16(u->s16, load256(y + Q8_K_BS));
     __m256i isum = _mm256_sub_epi32(ksb_isum(u, y), _mm256_slli_epi32(corr, 5));
     float dd = _mm_cvtss_f32(u->d) * load_f32(y);
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dd), *acc);
-}
-
-static float dot_q4_k_q8_k(int64_t n, const void *wv, const void *av) {
-    const uint8_t *x = wv, *y = av;
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++, x += Q4_K_SZ, y += Q8_K_SZ) {
-        ksb u;
-        q4_k_unpack(x, &u);
-        q4_k_step(&u, y, &acc, &accm);
-    }
-    return hsum256(_mm256_sub_ps(acc, accm));
 }
 
 static float dot_q6_k_q8_k(int64_t n, const void *wv, const void *av) {
@@ -377,21 +330,18 @@ static float dot_q6_k_q8_k(int64_t n, const void *wv, const void *av) {
     return hsum256(acc);
 }
 
-/* K-quant tiles: tokens in groups of TILE_TOKENS; each weight row is
- * unpacked once per group into a work buffer, and every token of the group runs the
- * single dot's steps on it. */
-
-static inline __attribute__((always_inline)) void ktile(int64_t n, const uint8_t *w, size_t ws, int nr,
-                                                        const uint8_t *a, size_t as, int nc, float *out,
-                                                        size_t ldo, const int q6) {
+/* Q6_K tiles: tokens in groups of TILE_TOKENS; each weight row is
+ * unpacked once per group into a work buffer, and every token of the
+ * group runs the single dot's steps on it. */
+static void tile_q6_k_q8_k(int64_t n, const void *wv, size_t ws, int nr, const void *av, size_t as, int nc,
+                           float *out, size_t ldo) {
+    const uint8_t *w = wv, *a = av;
     const int64_t nsb = n / QK_K;
-    const size_t xsz = q6 ? Q6_K_SZ : Q4_K_SZ;
     /* plain aligned_alloc: a failure is no error here, one dot each gives the same bits */
     ksb *buf = nsb > 0 ? aligned_alloc(32, (size_t)nsb * sizeof(ksb)) : NULL;
     if (!buf) {
         for (int c = 0; c < nc; c++)
-            for (int r = 0; r < nr; r++)
-                out[c * ldo + r] = q6 ? dot_q6_k_q8_k(n, w + r * ws, a + c * as) : dot_q4_k_q8_k(n, w + r * ws, a + c * as);
+            for (int r = 0; r < nr; r++) out[c * ldo + r] = dot_q6_k_q8_k(n, w + r * ws, a + c * as);
         return;
     }
     for (int c0 = 0; c0 < nc; c0 += TILE_TOKENS) {
@@ -399,34 +349,17 @@ static inline __attribute__((always_inline)) void ktile(int64_t n, const uint8_t
         for (int r = 0; r < nr; r++) {
             const uint8_t *row = w + r * ws;
             if (r + ROWS_AHEAD < nr) prefetch_row(row + ROWS_AHEAD * ws, ws);
-            for (int64_t i = 0; i < nsb; i++) {
-                if (q6) q6_k_unpack(row + i * xsz, &buf[i]);
-                else q4_k_unpack(row + i * xsz, &buf[i]);
-            }
+            for (int64_t i = 0; i < nsb; i++) q6_k_unpack(row + i * Q6_K_SZ, &buf[i]);
             for (int c = c0; c < c1; c++) {
                 const uint8_t *y = a + c * as;
-                __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-                for (int64_t i = 0; i < nsb; i++, y += Q8_K_SZ) {
-                    if (q6) q6_k_step(&buf[i], y, &acc);
-                    else q4_k_step(&buf[i], y, &acc, &accm);
-                }
-                out[c * ldo + r] = q6 ? hsum256(acc) : hsum256(_mm256_sub_ps(acc, accm));
+                __m256 acc = _mm256_setzero_ps();
+                for (int64_t i = 0; i < nsb; i++, y += Q8_K_SZ) q6_k_step(&buf[i], y, &acc);
+                out[c * ldo + r] = hsum256(acc);
             }
         }
     }
     free(buf);
 }
-
-static void tile_q4_k_q8_k(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc,
-                           float *out, size_t ldo) {
-    ktile(n, w, ws, nr, a, as, nc, out, ldo, 0);
-}
-
-static void tile_q6_k_q8_k(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc,
-                           float *out, size_t ldo) {
-    ktile(n, w, ws, nr, a, as, nc, out, ldo, 1);
-}
-
 
 /* ---- float dots ------------------------------------------------------- */
 
@@ -474,7 +407,6 @@ FLOAT_DOT(dot_bf16, uint16_t, float, load_bf16x8, load_f32x8, bf16_of, f32_of)
 /* ---- multi-row (all) and float tiles: one dot each ------------------------ */
 
 ROWS_OF(rows_q8_0_q8_0, dot_q8_0_q8_0)
-ROWS_OF(rows_q4_k_q8_k, dot_q4_k_q8_k)
 ROWS_OF(rows_q6_k_q8_k, dot_q6_k_q8_k)
 ROWS_OF(rows_f32, dot_f32)
 ROWS_OF(rows_f16, dot_f16)
@@ -636,9 +568,6 @@ void fr_kernels_fill_avx2(fr_kernel_table *t) {
     t->quant[FR_Q8_0] = quant_q8_0;
     t->quant[FR_Q8_1] = quant_q8_1;
     t->quant[FR_F16] = quant_f16;
-    t->dot[FR_Q4_K] = dot_q4_k_q8_k;
-    t->dot_rows[FR_Q4_K] = rows_q4_k_q8_k;
-    t->dot_tile[FR_Q4_K] = tile_q4_k_q8_k;
     t->dot[FR_Q6_K] = dot_q6_k_q8_k;
     t->dot_rows[FR_Q6_K] = rows_q6_k_q8_k;
     t->dot_tile[FR_Q6_K] = tile_q6_k_q8_k;

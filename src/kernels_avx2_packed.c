@@ -379,4 +379,5 @@ void fr_kernels_fill_avx2_packed(fr_kernel_table *t) {
     t->dot_tile[FR_Q5_0] = tile_q5_0;
     t->pack[FR_Q5_0] = fr_pack_q5_0;
     t->dot_packed[FR_Q5_0] = dot_packed_q5_0;
+    fr_kernels_fill_avx2_packed_k(t); /* Q4_K: kernels_avx2_packed_k.c */
 }

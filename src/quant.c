@@ -772,7 +772,33 @@ fr_dot_fn fr_dot_exact_ref(uint32_t type) {
 
 /* ---- rows packed in groups of 16 (layouts in quant.h) -------------------- */
 
+/* Q4_K's group layout (quant.h): sub-block j's element e is the low
+ * (j even) or high (j odd) nibble of code byte 32 (j / 2) + e. */
+static void pack_group_q4_k(int64_t n, const uint8_t *src, size_t ws, int rows, uint8_t *dst) {
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        uint8_t *o = dst + b * FR_Q4_K_GROUP_BLOCK;
+        memset(o, 0, FR_Q4_K_GROUP_BLOCK); /* rows past `rows`: scales 0, codes 0 */
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *x = src + (size_t)r * ws + b * sizeof(block_q4_K);
+            memcpy(o + 2 * r, x, 2);                  /* d */
+            memcpy(o + 32 + 2 * r, x + Q4_K_DMIN, 2); /* dmin */
+            for (int k = 0; k < 12; k++) o[64 + 16 * k + r] = x[Q4_K_SC + k];
+            for (int j = 0; j < 8; j++) {
+                const uint8_t *qs = x + Q4_K_QS + 32 * (j / 2);
+                for (int e = 0; e < 16; e++) {
+                    int lo = j & 1 ? qs[e] >> 4 : qs[e] & 15, hi = j & 1 ? qs[16 + e] >> 4 : qs[16 + e] & 15;
+                    o[256 + 256 * j + 64 * (e / 4) + 4 * r + e % 4] = (uint8_t)(lo | hi << 4);
+                }
+            }
+        }
+    }
+}
+
 void fr_pack_group(uint32_t type, int64_t n, const void *src, size_t ws, int rows, void *dst) {
+    if (type == FR_Q4_K) {
+        pack_group_q4_k(n, src, ws, rows, dst);
+        return;
+    }
     const size_t bb = fr_traits(type)->bytes, gb = 16 * bb, codes = gb - 256; /* the codes come last */
     const int qs = type == FR_Q4_0 ? 2 : type == FR_Q4_1 ? Q4_1_QS : 6;
     for (int64_t b = 0; b < n / 32; b++) {
@@ -793,7 +819,7 @@ void fr_pack_group(uint32_t type, int64_t n, const void *src, size_t ws, int row
 }
 
 static void pack_rows(uint32_t type, int64_t n, const void *src, size_t ws, int64_t nr, void *dst) {
-    const size_t group = (size_t)(n / 32) * 16 * fr_traits(type)->bytes;
+    const size_t group = (size_t)(n / fr_traits(type)->blck) * 16 * fr_traits(type)->bytes;
     for (int64_t g = 0; g < nr / 16; g++)
         fr_pack_group(type, n, (const uint8_t *)src + (size_t)g * 16 * ws, ws, 16, (uint8_t *)dst + g * group);
 }
@@ -801,6 +827,7 @@ static void pack_rows(uint32_t type, int64_t n, const void *src, size_t ws, int6
 void fr_pack_q4_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q4_0, n, src, ws, nr, dst); }
 void fr_pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q4_1, n, src, ws, nr, dst); }
 void fr_pack_q5_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q5_0, n, src, ws, nr, dst); }
+void fr_pack_q4_k(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q4_K, n, src, ws, nr, dst); }
 
 float fr_dot_prompt_ref(uint32_t type, int64_t n, const void *w, const uint16_t *x) {
     if (type != FR_Q4_1) return NAN;

@@ -157,7 +157,7 @@ const char *fr_isa_name(int isa);
  * detected one; returns the level in use. */
 int fr_kernels_init_from_env(void);
 /* The scalar twin of the AMX level's Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K
- * dots, and of the AVX2 level's Q4_0, Q4_1 and Q5_0 ones (block sums
+ * dots, and of the AVX2 level's Q4_0, Q4_1, Q5_0 and Q4_K ones (block sums
  * exact, FMAs per block in order); NULL for other types. */
 fr_dot_fn fr_dot_exact_ref(uint32_t type);
 /* The scalar twin of dot_prompt on one original row w and n bf16
@@ -194,6 +194,19 @@ void fr_pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
 void fr_pack_q5_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
 void fr_pack_group(uint32_t type, int64_t n, const void *src, size_t ws, int rows, void *dst);
 
+/* Q4_K rows packed the same way for the AVX2 level's dot_packed
+ * (kernels_avx2_packed_k.c): super-block b of a group is 16 original
+ * super-blocks' bytes at b * FR_Q4_K_GROUP_BLOCK:
+ *   d[16], dmin[16]  fp16 (bytes 0..31, 32..63)
+ *   sc[12][16]       the 12 packed scale bytes, byte k of row r at
+ *                    64 + 16 k + r (unpacked by the kernel, 16 rows at once)
+ *   q[8][4][16]      4 bytes each (256 + 256 j + 64 s + 4 r): sub-block j's
+ *                    elements 4s .. 4s + 3 of row r in the low nibbles and
+ *                    16 + 4s .. 16 + 4s + 3 in the high ones, as in q above.
+ * fr_pack_group packs Q4_K groups as well. */
+#define FR_Q4_K_GROUP_BLOCK (16 * 144)
+void fr_pack_q4_k(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
+
 /* Quantizes an activation row of n floats to act_type (F32, F16, BF16,
  * Q8_0, Q8_1, Q8_K) with the dispatched quantizer. Inputs must be finite. */
 void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n);
@@ -215,6 +228,7 @@ typedef struct {
 } fr_kernel_table;
 void fr_kernels_fill_avx2(fr_kernel_table *t);
 void fr_kernels_fill_avx2_packed(fr_kernel_table *t);
+void fr_kernels_fill_avx2_packed_k(fr_kernel_table *t);
 void fr_kernels_fill_avx512(fr_kernel_table *t);
 void fr_kernels_fill_amx(fr_kernel_table *t);
 void fr_kernels_fill_amx_packed(fr_kernel_table *t);

@@ -1,7 +1,8 @@
 /*
  * simd_common.h - small helpers shared by the AVX2 and the AVX-512 kernel
- * files: block layouts as byte offsets, unaligned scalar loads and Q4_K's
- * scale unpacking (SSE2 only, so it builds with either file's flags).
+ * files: block layouts as byte offsets, unaligned scalar loads, Q4_K's
+ * scale unpacking (SSE2 only, so it builds with either file's flags) and
+ * Q8_K's sub-block sums (AVX2).
  */
 #ifndef FR_SIMD_COMMON_H
 #define FR_SIMD_COMMON_H
@@ -36,5 +37,15 @@ static inline __m128i q4_k_scales(const uint8_t *s) {
     hi |= (lo >> 2) & 0x3030303030303030ull;
     return _mm_set_epi64x((long long)hi, (long long)(lo & 0x3f3f3f3f3f3f3f3full));
 }
+
+#ifdef __AVX2__
+/* A Q8_K block's 16 bsums summed in pairs (one per 32-element sub-block),
+ * as s16 at the lanes of the mins in q4_k_scales' order widened to 16
+ * bits, zeros at the scales': madd with those then gives the min sums. */
+static inline __m256i q8_k_pair_sums(const uint8_t *bsums) {
+    __m256i p = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), _mm256_set1_epi16(1));
+    return _mm256_packs_epi32(_mm256_setzero_si256(), p);
+}
+#endif
 
 #endif

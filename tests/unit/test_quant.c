@@ -658,7 +658,8 @@ TEST(quant_dot_tile_bit_identical_to_dot_rows) {
  * panels and chunks, odd addresses and strides, long rows. A kernel that
  * summed in another order, or skipped a row of a group, fails. */
 static bool block_exact_at(int level, uint32_t type) {
-    return level == FR_ISA_AMX || (level == FR_ISA_AVX2 && (type == FR_Q4_0 || type == FR_Q4_1 || type == FR_Q5_0));
+    return level == FR_ISA_AMX ||
+           (level == FR_ISA_AVX2 && (type == FR_Q4_0 || type == FR_Q4_1 || type == FR_Q5_0 || type == FR_Q4_K));
 }
 
 TEST(quant_block_exact_levels) {
@@ -729,9 +730,8 @@ TEST(quant_block_exact_levels) {
 }
 
 /* Weights packed at load (quant.h's groups of 16 rows), at the levels
- * that have packed kernels (Q4_1 at AVX2 and AMX, Q4_0 and Q5_0 at
- * AVX2): for
- * every token count
+ * that have packed kernels (Q4_1 at AVX2 and AMX, Q4_0, Q5_0 and Q4_K at
+ * AVX2): for every token count
  * (the AMX rows kernel below 4, panels and chunks, the last panel short)
  * and group count, dot_packed gives the exact twin's bits, from rows read
  * at an odd stride and activations at an odd address. A packing that put
@@ -742,7 +742,7 @@ TEST(quant_block_exact_levels) {
 TEST(quant_packed_is_block_exact) {
     enum { MAXN = 2048, MAXR = 48, MAXC = 150, LDO = MAXR + 3 };
     static const int nrs[] = {16, 32, 48}, ncs[] = {1, 2, 3, 4, 5, 8, 15, 16, 17, 40, 64, 65, 128, 129, 150};
-    static const int64_t sizes[] = {32, 64, 96, 576, 2048, 2080};
+    static const int64_t sizes[] = {32, 64, 96, 576, 2048, 2080}, ksizes[] = {256, 512, 2048, 2304};
     static uint8_t w[MAXR * (MAXN + 32)], a[MAXC * (MAXN + 32) * 2], x[(MAXN + 32) * 2], wb[MAXR * (MAXN + 40)];
     static uint8_t ab[MAXC * ((MAXN + 32) * 2 + 8) + 8], packed[MAXR * (MAXN + 32) + 64];
     static float out[MAXC * LDO];
@@ -750,7 +750,7 @@ TEST(quant_packed_is_block_exact) {
     FOR_EACH_LEVEL(level) {
     for (uint32_t t = 0; t < FR_TYPE_COUNT; t++) {
         const bool packs = (t == FR_Q4_1 && (level == FR_ISA_AVX2 || level == FR_ISA_AMX)) ||
-                           ((t == FR_Q4_0 || t == FR_Q5_0) && level == FR_ISA_AVX2);
+                           ((t == FR_Q4_0 || t == FR_Q5_0 || t == FR_Q4_K) && level == FR_ISA_AVX2);
         if (fr_traits(t)) CHECK_MSG(!fr_traits(t)->pack == !packs && !fr_traits(t)->dot_packed == !packs,
                                     "%s %s", fr_isa_name(level), fr_traits(t)->name);
     }
@@ -761,8 +761,9 @@ TEST(quant_packed_is_block_exact) {
         CHECK(tt->dot_packed != NULL);
         fr_dot_fn exact = fr_dot_exact_ref(type);
         CHECK(exact != NULL);
-        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-            int64_t n = sizes[s];
+        const int k = tt->blck == QK_K;
+        for (size_t s = 0; s < (k ? sizeof ksizes : sizeof sizes) / sizeof sizes[0]; s++) {
+            int64_t n = k ? ksizes[s] : sizes[s];
             size_t rb = fr_row_bytes(type, n), arb = fr_row_bytes(tt->act_type, n);
             make_rows(type, n, MAXR, w, x);
             for (int c = 0; c < MAXC; c++) {
