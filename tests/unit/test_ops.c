@@ -50,29 +50,42 @@ TEST(ops_rope_rotates_pairs_and_halves) {
     CHECK_NEAR(b[1], -sinf(0.02f), 1e-6);
 }
 
-/* The AVX-512 RMSNorm and RoPE give the scalar code's bits: widths with
- * and without tails, in place and not, both RoPE layouts, partial
- * rotation (rope_dim < head_dim), values over many magnitudes. */
-TEST(ops_rmsnorm_and_rope_avx512_bit_identical) {
-    if (fr_isa_detect() < FR_ISA_AVX512) return;
-    enum { MAX = 4 * 2 * 320 };
-    static float x[MAX], w[MAX], a[MAX], b[MAX], cs[4 * 256];
+enum { TWIN_MAX = 4 * 2 * 320 };
+
+/* Activations over many magnitudes and norm weights, for the twins below. */
+static void twin_inputs(float *x, float *w) {
     unsigned seed = 5;
-    for (int i = 0; i < MAX; i++) {
+    for (int i = 0; i < TWIN_MAX; i++) {
         seed = seed * 1103515245u + 12345u;
         x[i] = ((int)(seed >> 8 & 0xffff) - 32768) * ldexpf(1.0f, (int)(seed >> 28) - 20);
         w[i] = 0.5f + (float)(i % 13) / 7;
     }
-    const int widths[] = { 576, 640, 100, 7, 16, 1536 };
+}
+
+/* An RMSNorm twin gives the scalar code's bits: widths with and without
+ * tails, in place and not. */
+static void check_rmsnorm_twin(const char *name, void (*norm)(float *, const float *, const float *, int, int, float)) {
+    static float x[TWIN_MAX], w[TWIN_MAX], a[TWIN_MAX], b[TWIN_MAX];
+    twin_inputs(x, w);
+    const int widths[] = { 576, 640, 100, 7, 16, 1536, 12 };
     for (size_t k = 0; k < sizeof widths / sizeof widths[0]; k++) {
-        int d = widths[k], n = MAX / d < 3 ? MAX / d : 3;
+        int d = widths[k], n = TWIN_MAX / d < 3 ? TWIN_MAX / d : 3;
         fr_rmsnorm_scalar(a, x, w, n, d, 1e-5f);
-        fr_rmsnorm_avx512(b, x, w, n, d, 1e-5f);
-        CHECK_MSG(!memcmp(a, b, (size_t)n * d * sizeof(float)), "rmsnorm d=%d", d);
+        norm(b, x, w, n, d, 1e-5f);
+        CHECK_MSG(!memcmp(a, b, (size_t)n * d * sizeof(float)), "%s rmsnorm d=%d", name, d);
         memcpy(a, x, (size_t)n * d * sizeof(float));
-        fr_rmsnorm_avx512(a, a, w, n, d, 1e-5f); /* in place */
-        CHECK_MSG(!memcmp(a, b, (size_t)n * d * sizeof(float)), "rmsnorm in place d=%d", d);
+        norm(a, a, w, n, d, 1e-5f); /* in place */
+        CHECK_MSG(!memcmp(a, b, (size_t)n * d * sizeof(float)), "%s rmsnorm in place d=%d", name, d);
     }
+}
+
+/* The AVX-512 RMSNorm and RoPE give the scalar code's bits: both RoPE
+ * layouts, partial rotation (rope_dim < head_dim). */
+TEST(ops_rmsnorm_and_rope_avx512_bit_identical) {
+    if (fr_isa_detect() < FR_ISA_AVX512) return;
+    check_rmsnorm_twin("avx512", fr_rmsnorm_avx512);
+    static float x[TWIN_MAX], w[TWIN_MAX], a[TWIN_MAX], b[TWIN_MAX], cs[4 * 256];
+    twin_inputs(x, w);
     const int shapes[][3] = { { 2, 64, 64 }, { 1, 256, 256 }, { 3, 96, 64 }, { 2, 128, 32 } }; /* heads, head_dim, rope_dim */
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
         for (int kind = FR_ROPE_NORM; kind <= FR_ROPE_NEOX; kind++) {
@@ -86,27 +99,9 @@ TEST(ops_rmsnorm_and_rope_avx512_bit_identical) {
         }
 }
 
-/* The AVX2 RMSNorm gives the scalar code's bits, as the AVX-512 one. */
 TEST(ops_rmsnorm_avx2_bit_identical) {
     if (fr_isa_detect() < FR_ISA_AVX2) return;
-    enum { MAX = 4 * 2 * 320 };
-    static float x[MAX], w[MAX], a[MAX], b[MAX];
-    unsigned seed = 7;
-    for (int i = 0; i < MAX; i++) {
-        seed = seed * 1103515245u + 12345u;
-        x[i] = ((int)(seed >> 8 & 0xffff) - 32768) * ldexpf(1.0f, (int)(seed >> 28) - 20);
-        w[i] = 0.5f + (float)(i % 13) / 7;
-    }
-    const int widths[] = { 576, 640, 100, 7, 16, 1536, 12 };
-    for (size_t k = 0; k < sizeof widths / sizeof widths[0]; k++) {
-        int d = widths[k], n = MAX / d < 3 ? MAX / d : 3;
-        fr_rmsnorm_scalar(a, x, w, n, d, 1e-5f);
-        fr_rmsnorm_avx2(b, x, w, n, d, 1e-5f);
-        CHECK_MSG(!memcmp(a, b, (size_t)n * d * sizeof(float)), "rmsnorm d=%d", d);
-        memcpy(a, x, (size_t)n * d * sizeof(float));
-        fr_rmsnorm_avx2(a, a, w, n, d, 1e-5f); /* in place */
-        CHECK_MSG(!memcmp(a, b, (size_t)n * d * sizeof(float)), "rmsnorm in place d=%d", d);
-    }
+    check_rmsnorm_twin("avx2", fr_rmsnorm_avx2);
 }
 
 TEST(ops_nonfinite_activations_quantize_as_zero) {
