@@ -188,7 +188,8 @@ static void dots_t(const float *const *q, int nr, const float *kt, int n, float 
         }
 #pragma GCC unroll 8
         for (int v = 0; v < 8; v++)
-            if (v < 4 || pair) _mm256_storeu_ps(s + (size_t)(r + v / 4) * FR_KV_PAGE + 8 * (v % 4), _mm256_mul_ps(a[v], vs));
+            if (v < 4 || pair)
+                _mm256_storeu_ps(s + (size_t)(r + v / 4) * FR_KV_PAGE + 8 * (v % 4), _mm256_mul_ps(a[v], vs));
     }
 }
 

@@ -275,9 +275,10 @@ static inline void q6_k_half(const uint8_t *ql, const uint8_t *qh, __m256i q[4])
 /* A super-block unpacked for its integer dot with activations: 8 vectors
  * of 32 codes (in the order of the activation's 32-byte groups), for each
  * the scale words madd multiplies their pair sums by, the widened scales
- * (for the offset) and the fp16 d as a float. The single dots unpack one at a time (it stays in registers);
- * the tiles unpack a row's super-blocks once into a buffer that every
- * token of the group then reads. */
+ * (for the offset) and the fp16 d as a float. The single dots unpack one
+ * at a time (it stays in registers); the tiles unpack a row's
+ * super-blocks once into a buffer that every token of the group then
+ * reads. */
 typedef struct { __m256i q[8], sc[8], s16; __m128 d; } ksb;
 
 /* Q6_K: the 32 codes at 32g cover scales 2g and 2g + 1, one per 128-bit half. */

@@ -68,7 +68,8 @@ static void unpack_scales(const uint8_t *blk, kscales *u) {
             u->sc[h][j] = _mm256_or_si256(w, _mm256_slli_epi32(w, 16));
         }
         for (int i = 0; i < 4; i++) {
-            __m128i a = h ? _mm_srli_si128(m[2 * i], 8) : m[2 * i], b = h ? _mm_srli_si128(m[2 * i + 1], 8) : m[2 * i + 1];
+            __m128i a = h ? _mm_srli_si128(m[2 * i], 8) : m[2 * i];
+            __m128i b = h ? _mm_srli_si128(m[2 * i + 1], 8) : m[2 * i + 1];
             u->m[h][i] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b));
         }
         u->d[h] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
@@ -138,9 +139,11 @@ static ALWAYS_INLINE void half_sbs(const uint8_t *g, kscales *ks, int h, int64_t
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) {
             const float *f = af + (t * KSB + (b - b0)) * AH;
-            __m256i msum = _mm256_madd_epi16(u->m[h][0], _mm256_castps_si256(_mm256_broadcast_ss(f + 1)));
-            for (int i = 1; i < 4; i++)
-                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(u->m[h][i], _mm256_castps_si256(_mm256_broadcast_ss(f + 1 + i))));
+            __m256i msum = _mm256_setzero_si256();
+            for (int i = 0; i < 4; i++) { /* (m_2i, m_2i+1) . (S_2i, S_2i+1) per row */
+                __m256i s = _mm256_castps_si256(_mm256_broadcast_ss(f + 1 + i));
+                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(u->m[h][i], s));
+            }
             __m256 da = _mm256_broadcast_ss(f);
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(u->d[h], da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(u->dmin[h], _mm256_sub_ps(_mm256_setzero_ps(), da)),

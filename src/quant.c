@@ -827,7 +827,9 @@ static void pack_rows(uint32_t type, int64_t n, const void *src, size_t ws, int6
 void fr_pack_q4_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q4_0, n, src, ws, nr, dst); }
 void fr_pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q4_1, n, src, ws, nr, dst); }
 void fr_pack_q5_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q5_0, n, src, ws, nr, dst); }
-void fr_pack_q4_k(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q4_K, n, src, ws, nr, dst); }
+void fr_pack_q4_k(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) {
+    pack_rows(FR_Q4_K, n, src, ws, nr, dst);
+}
 
 float fr_dot_prompt_ref(uint32_t type, int64_t n, const void *w, const uint16_t *x) {
     if (type != FR_Q4_1) return NAN;
