@@ -9,7 +9,8 @@
  * made a prompt's matmuls ~6 vector operations per 32 products. Here the
  * lanes are rows. A 32-byte load of a packed block holds 4 codes of each
  * of 8 rows in their low nibbles and 4 more in their high ones (Q5_0 adds
- * their 5th bits from one byte per row); against a token's 4 activation
+ * their 5th bits from a vector laid out as the codes, two bits per byte
+ * and step); against a token's 4 activation
  * bytes broadcast, maddubs gives each row its own pair sums in its own
  * lanes. They add up in 16 bits exactly (Q4_0, Q4_1: a block's 4 steps,
  * |sum| <= 4 * 2 * 2 * 15 * 128 < 2^15; Q5_0: 2 steps, 2 * 2 * 2 * 31 * 128 <
@@ -52,22 +53,21 @@ static ALWAYS_INLINE size_t group_block(const int fmt) {
 }
 
 /* Step q's codes of half h as two vectors of bytes (elements 4q.. of each
- * row, and 16 + 4q..), Q5_0's with their 5th bits: each row's hb byte
- * copied to its 4 lanes, one bit tested per lane. */
-static ALWAYS_INLINE void step_codes(const uint8_t *blk, int h, int q, const int fmt, __m256i *lo, __m256i *hi) {
+ * row, and 16 + 4q..), Q5_0's with their 5th bits: hb holds the half's
+ * hb bytes, lane for lane with the codes, shifted right by 2q so far, its
+ * bits 0 and 1 now the step's; it moves on by 2 for the next step. */
+static ALWAYS_INLINE void step_codes(const uint8_t *blk, int h, int q, const int fmt, __m256i *hb, __m256i *lo,
+                                     __m256i *hi) {
     const __m256i low4 = _mm256_set1_epi8(15);
     const int codes = fmt == FMT_Q4_0 ? 32 : fmt == FMT_Q4_1 ? 64 : 96; /* the last 256 bytes */
     __m256i v = _mm256_loadu_si256((const __m256i *)(blk + codes + 64 * q + 32 * h));
     *lo = _mm256_and_si256(v, low4);
     *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-    if (fmt == FMT_Q5_0) {
-        const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
-                                                4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
-        const __m256i bit_lo = _mm256_set1_epi32(0x08040201), bit_hi = _mm256_set1_epi32((int)0x80402010);
+    if (fmt == FMT_Q5_0) { /* bit 0 or 1 of each byte up to bit 4 (within its byte: shifts of at most 4) */
         const __m256i sixteen = _mm256_set1_epi8(16);
-        __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)load64(blk + 32 + 16 * q + 8 * h)), spread);
-        *lo = _mm256_or_si256(*lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit_lo), bit_lo), sixteen));
-        *hi = _mm256_or_si256(*hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit_hi), bit_hi), sixteen));
+        *lo = _mm256_or_si256(*lo, _mm256_and_si256(_mm256_slli_epi16(*hb, 4), sixteen));
+        *hi = _mm256_or_si256(*hi, _mm256_and_si256(_mm256_slli_epi16(*hb, 3), sixteen));
+        *hb = _mm256_srli_epi16(*hb, 2);
     }
 }
 
@@ -89,12 +89,13 @@ static ALWAYS_INLINE void half_blocks(const uint8_t *g, int h, int64_t b0, int64
             for (size_t l = 0; l < blk_bytes; l += 64)
                 _mm_prefetch((const char *)blk + PF_BLOCKS * blk_bytes + l, _MM_HINT_T0);
         __m256i s16[NT], s32[NT];
+        __m256i hb = fmt == FMT_Q5_0 ? _mm256_loadu_si256((const __m256i *)(blk + 32 + 32 * h)) : _mm256_setzero_si256();
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) s16[t] = s32[t] = _mm256_setzero_si256();
 #pragma GCC unroll 1 /* unrolled, the four steps' codes stay live and the sums spill */
         for (int q = 0; q < 4; q++) {
             __m256i lo, hi;
-            step_codes(blk, h, q, fmt, &lo, &hi);
+            step_codes(blk, h, q, fmt, &hb, &lo, &hi);
 #pragma GCC unroll 4
             for (int t = 0; t < nt; t++) {
                 const uint8_t *qa = a + t * as + b * ablk + aqs + 4 * q;

@@ -811,7 +811,8 @@ void fr_pack_group(uint32_t type, int64_t n, const void *src, size_t ws, int row
             uint32_t qh = 0;
             if (type == FR_Q5_0) memcpy(&qh, x + 2, 4);
             for (int h = 0; h < 4; h++) {
-                if (type == FR_Q5_0) o[32 + 16 * h + r] = (uint8_t)((qh >> (4 * h) & 15) | (qh >> (16 + 4 * h) & 15) << 4);
+                for (int c = 0; type == FR_Q5_0 && c < 4; c++)
+                    o[32 + 4 * r + c] |= (uint8_t)((qh >> (4 * h + c) & 1) << 2 * h | (qh >> (16 + 4 * h + c) & 1) << (2 * h + 1));
                 memcpy(o + codes + 64 * h + 4 * r, x + qs + 4 * h, 4);
             }
         }

@@ -174,9 +174,9 @@ float fr_dot_prompt_ref(uint32_t type, int64_t n, const void *w, const uint16_t 
  * start, the codes last:
  *   d[16]       fp16, row r's scale (bytes 0..31)
  *   Q4_1 m[16]  fp16, row r's min (32..63)
- *   Q5_0 hb[4][16]  1 byte each (32 + 16 h + r): the 5th bits of the
- *               elements of q[h][r], bit c for element 4h + c (c < 4),
- *               bit 4 + c for element 16 + 4h + c
+ *   Q5_0 hb[16][4]  1 byte each (32 + 4 r + c): the 5th bits of row
+ *               r's elements 4h + c (bit 2h) and 16 + 4h + c (bit
+ *               2h + 1), h < 4: the byte beside code byte c of each q[h][r]
  *   q[4][16]    4 bytes each (the last 256 bytes, + 64 h + 4 r): row r's
  *               code bytes 4h .. 4h + 3, i.e. elements 4h .. 4h + 3 in
  *               their low nibbles and 16 + 4h .. 16 + 4h + 3 in their
