@@ -236,6 +236,36 @@ int frugal_ctx_kv_tokens(const frugal_ctx *ctx);
  * it may have to forget more (down to 0): check frugal_ctx_pos after. */
 frugal_status frugal_ctx_rewind(frugal_ctx *ctx, int pos);
 
+/* ---- Profile: where a forward pass spends its time ------------------ */
+
+/* The parts of the forward pass a profile times: the matrix products by
+ * role, attention (RoPE, QK-norm, caching keys and values, and attention
+ * itself), and everything else (embedding, norms, residual adds). */
+typedef enum {
+    FRUGAL_PART_QKV, FRUGAL_PART_ATTENTION, FRUGAL_PART_ATTN_OUT, FRUGAL_PART_FFN_UP,
+    FRUGAL_PART_FFN_DOWN, FRUGAL_PART_OUTPUT, FRUGAL_PART_OTHER, FRUGAL_PARTS
+} frugal_part;
+
+/* One part, summed over the evaluations since profiling began: wall
+ * time, the bytes it must read from memory at least (the weights of its
+ * matrices; for attention the KV cache pages it reads) and its arithmetic
+ * (2 per multiply-add), from which a roofline follows: bytes / seconds
+ * against the machine's read bandwidth, flops / seconds against its peak.
+ * The bytes and flops are counted from the shapes, not measured. */
+typedef struct {
+    double seconds, bytes, flops;
+    int64_t calls;   /* forward passes that ran the part */
+} frugal_part_stats;
+
+/* Starts profiling ctx's forward passes from zero (on) or stops it. A
+ * batch (frugal_eval_batch, frugal_eval_runs) is profiled in ctxs[0].
+ * Costs a clock read per part and layer. */
+frugal_status frugal_ctx_profile(frugal_ctx *ctx, bool on);
+/* The sums so far; all zero if profiling never ran. */
+void frugal_ctx_profile_get(const frugal_ctx *ctx, frugal_part_stats parts[FRUGAL_PARTS]);
+/* "qkv", "attention", "attn_out", "ffn_up", "ffn_down", "output", "other". */
+const char *frugal_part_name(int part);
+
 /* ---- Prefix cache: KV pages shared between contexts ------------------ */
 
 /* Contexts over the same model whose token sequences start alike (a

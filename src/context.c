@@ -176,6 +176,7 @@ void frugal_ctx_free(frugal_ctx *c) {
     for (int k = 0; k < FR_MAX_ROPE_BASES; k++) fr_free(c->rope_cs[k]);
     fr_free(c->x); fr_free(c->xb); fr_free(c->q); fr_free(c->k); fr_free(c->v);
     fr_free(c->att); fr_free(c->hb); fr_free(c->hb2); fr_free(c->qbuf); fr_free(c->is_prompt); fr_free(c->attn_partial); fr_free(c->logits);
+    fr_free(c->prof);
     fr_free(c);
 }
 
@@ -305,6 +306,28 @@ int frugal_ctx_size(const frugal_ctx *c) { return c->n_ctx; }
 int frugal_ctx_threads(const frugal_ctx *c) { return fr_pool_size(c->pool); }
 
 size_t frugal_ctx_kv_bytes(const frugal_ctx *c) { return fr_kv_bytes(&c->kv); }
+
+frugal_status frugal_ctx_profile(frugal_ctx *c, bool on) {
+    if (!on) {
+        fr_free(c->prof);
+        c->prof = NULL;
+        return FRUGAL_OK;
+    }
+    if (!c->prof && !(c->prof = fr_malloc(sizeof *c->prof)))
+        return fr_error(FRUGAL_ERR_NOMEM, "out of memory for a profile");
+    memset(c->prof, 0, sizeof *c->prof);
+    return FRUGAL_OK;
+}
+
+void frugal_ctx_profile_get(const frugal_ctx *c, frugal_part_stats parts[FRUGAL_PARTS]) {
+    for (int i = 0; i < FRUGAL_PARTS; i++)
+        parts[i] = c->prof ? c->prof->part[i] : (frugal_part_stats){ 0 };
+}
+
+const char *frugal_part_name(int part) {
+    static const char *names[FRUGAL_PARTS] = { "qkv", "attention", "attn_out", "ffn_up", "ffn_down", "output", "other" };
+    return part >= 0 && part < FRUGAL_PARTS ? names[part] : "unknown";
+}
 
 int frugal_ctx_kv_tokens(const frugal_ctx *c) {
     int most = 0;

@@ -26,6 +26,7 @@
  * any batch, so the logits keep their bits.
  */
 #include <string.h>
+#include <time.h>
 #include "ops.h"
 #include "quant.h"
 
@@ -33,6 +34,55 @@
  * adds): for a prompt, split over the pool by rows; for a few tokens, on
  * the calling thread (no hand-off). */
 #define PARALLEL_TOKENS 16
+
+/* ---- profile (frugal_ctx_profile) ----------------------------------------
+ * Each mark charges the time since the previous one to a part, with the
+ * bytes and flops that part implies by its shapes. */
+
+static double prof_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void prof_mark(frugal_ctx *ctx, int part, double bytes, double flops) {
+    fr_profile *p = ctx->prof;
+    if (!p) return;
+    double now = prof_now();
+    p->part[part].seconds += now - p->last;
+    p->part[part].bytes += bytes;
+    p->part[part].flops += flops;
+    p->part[part].calls++;
+    p->last = now;
+}
+
+/* A product of n tokens with the matrices ws. */
+static void prof_matmul(frugal_ctx *ctx, int part, const fr_weight *const *ws, int nw, int n) {
+    if (!ctx->prof) return;
+    double bytes = 0, flops = 0;
+    for (int i = 0; i < nw; i++) {
+        bytes += (double)ws[i]->rows * (double)ws[i]->row_bytes;
+        flops += 2.0 * (double)ws[i]->rows * (double)ws[i]->cols * n;
+    }
+    prof_mark(ctx, part, bytes, flops);
+}
+
+/* Attention of layer l: every page of each sequence's layer is read once
+ * a step; a row at context length c costs 2 * head_dim * c multiply-adds
+ * per query head (scores and values). Run rows see the layer's tokens
+ * less those after them. */
+static void prof_attention(frugal_ctx *ctx, const fr_batch *b, int l) {
+    if (!ctx->prof) return;
+    const fr_hparams *hp = &ctx->model->hp;
+    double bytes = 0, flops = 0;
+    for (int r = 0; r < b->n_runs; r++) {
+        const fr_kv_layer *kl = &b->seq[r]->kv.layers[l];
+        for (int i = 0; i < kl->n_pages; i++) bytes += (double)kl->pages[i]->bytes;
+        double len = b->run_len[r];
+        flops += 4.0 * hp->n_head * hp->head_dim * len * (kl->live - (len - 1) / 2);
+    }
+    prof_mark(ctx, FRUGAL_PART_ATTENTION, bytes, flops);
+}
 
 typedef void (*range_fn)(const void *arg, int64_t lo, int64_t hi);
 typedef struct { range_fn fn; const void *arg; int64_t rows; } range_job;
@@ -129,18 +179,22 @@ static frugal_status attention_block(frugal_ctx *ctx, const fr_batch *b, int l, 
     const fr_weight *w[3] = { &L->wq, &L->wk, &L->wv };
     float *y[3] = { ctx->q, ctx->k, ctx->v };
     fr_matmul_multi(ctx, w, y, 3, ctx->x, L->attn_norm.data, n);
+    prof_matmul(ctx, FRUGAL_PART_QKV, w, 3, n);
     if (L->q_norm.data) norm_rows(ctx, ctx->q, L->q_norm.data, n * hp->n_head, hd, n);
     if (L->k_norm.data) norm_rows(ctx, ctx->k, L->k_norm.data, n * hp->n_head_kv, hd, n);
     frugal_status st = attend_runs(ctx, b, l, n, keep);
     if (st) return st;
+    prof_attention(ctx, b, l);
     if (keep) {
         gather_rows(ctx->x, ctx->is_prompt, b, keep, d);
         n = n_keep;
     }
     if (n == 0) return FRUGAL_OK;
     fr_matmul(ctx, &L->wo, ctx->att, n, ctx->xb);
+    prof_matmul(ctx, FRUGAL_PART_ATTN_OUT, (const fr_weight *[]){ &L->wo }, 1, n);
     if (L->post_attn_norm.data) norm_rows(ctx, ctx->xb, L->post_attn_norm.data, n, d, n);
     add_residual(ctx, ctx->x, ctx->xb, n, d);
+    prof_mark(ctx, FRUGAL_PART_OTHER, 0, 0);
     return FRUGAL_OK;
 }
 
@@ -150,9 +204,12 @@ static void ffn_block(frugal_ctx *ctx, int l, int n) {
     int d = hp->n_embd;
     if (n == 0) return;
     fr_matmul_glu(ctx, &L->w_gate, &L->w_up, ctx->x, L->ffn_norm.data, n, ctx->hb, ctx->hb2, hp->ffn_act);
+    prof_matmul(ctx, FRUGAL_PART_FFN_UP, (const fr_weight *[]){ &L->w_gate, &L->w_up }, 2, n);
     fr_matmul(ctx, &L->w_down, ctx->hb, n, ctx->xb);
+    prof_matmul(ctx, FRUGAL_PART_FFN_DOWN, (const fr_weight *[]){ &L->w_down }, 1, n);
     if (L->post_ffn_norm.data) norm_rows(ctx, ctx->xb, L->post_ffn_norm.data, n, d, n);
     add_residual(ctx, ctx->x, ctx->xb, n, d);
+    prof_mark(ctx, FRUGAL_PART_OTHER, 0, 0);
 }
 
 /* The rows whose logits are asked for: the last n_out of the batch, or
@@ -177,6 +234,7 @@ frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *toke
     const frugal_model *m = ctx->model;
     const fr_hparams *hp = &m->hp;
     int d = hp->n_embd;
+    if (ctx->prof) ctx->prof->last = prof_now();
     for (int t = 0; t < n; t++) {
         float *row = ctx->x + (size_t)t * d;
         fr_get_row(&m->tok_embd, tokens[t], row);
@@ -196,6 +254,7 @@ frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *toke
         memset(ctx->is_prompt + t0, b->prompt || b->run_len[r] > 1, (size_t)b->run_len[r]);
     ctx->prompt_rows = ctx->is_prompt;
     int keep[FR_MAX_BATCH_SEQS], n_keep = output_rows(b, n, n_out, keep);
+    prof_mark(ctx, FRUGAL_PART_OTHER, 0, 0);
     for (int l = 0; l < hp->n_layer; l++) {
         bool prune = l == hp->n_layer - 1 && n_keep < n;
         frugal_status st = attention_block(ctx, b, l, n, prune ? keep : NULL, n_keep);
@@ -220,7 +279,9 @@ frugal_status fr_forward(frugal_ctx *ctx, const fr_batch *b, const int32_t *toke
         float *xo = ctx->x + (size_t)(n - n_out) * d;
         fr_rmsnorm(xo, xo, m->output_norm.data, n_out, d, hp->norm_eps);
         ctx->prompt_rows = ctx->is_prompt + (n - n_out);
+        prof_mark(ctx, FRUGAL_PART_OTHER, 0, 0);
         fr_matmul(ctx, &m->output, xo, n_out, ctx->logits);
+        prof_matmul(ctx, FRUGAL_PART_OUTPUT, (const fr_weight *[]){ &m->output }, 1, n_out);
     }
     ctx->prompt_rows = NULL;
     return FRUGAL_OK;

@@ -97,6 +97,12 @@ frugal_status fr_check_hparams(frugal_model *m);
 
 /* ---- inference context ---- */
 
+/* Sums of frugal_ctx_profile, and the time of the last mark. */
+typedef struct {
+    frugal_part_stats part[FRUGAL_PARTS];
+    double last;
+} fr_profile;
+
 struct frugal_ctx {
     frugal_model *model;
     fr_pool *pool;
@@ -116,6 +122,7 @@ struct frugal_ctx {
     int n_logits_cap;        /* rows the logits buffer holds */
     int logits_first;        /* token index (in the last eval) of logits row 0 */
     int logits_count;        /* rows valid */
+    fr_profile *prof;        /* frugal_ctx_profile: NULL when off */
 };
 
 #define FR_MAX_BATCH_SEQS 256 /* runs (sequences) in one batch */

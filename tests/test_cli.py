@@ -165,6 +165,28 @@ def test_bench_json_reports_sane_figures(smollm2):
         assert run_frugal("bench", "-m", smollm2, "-b", bad, check=False).returncode == 2
 
 
+def test_bench_profile_accounts_for_the_time(smollm2):
+    """--profile: per part of the forward pass, time that adds up to the
+    test's own, and the bytes and flops of its shapes."""
+    import json
+    out = run_frugal("bench", "-m", smollm2, "-p", 32, "-n", 8, "-r", 2, "-t", THREADS, "--json", "--no-probe",
+                     "--profile")
+    r = json.loads(out.stdout)
+    for test in ("pp", "tg"):
+        prof = r["profile"][test]
+        parts = {p["part"]: p for p in prof["parts"]}
+        assert set(parts) == {"qkv", "attention", "attn_out", "ffn_up", "ffn_down", "output", "other"}
+        per_unit = sum(p["seconds"] for p in parts.values()) / prof["units"]
+        assert 0.5 < per_unit * r[test]["tps"] <= 1.05, (test, per_unit, r[test]["tps"])
+        assert parts["ffn_up"]["flops"] > parts["ffn_down"]["flops"] > 0
+    tg = {p["part"]: p for p in r["profile"]["tg"]["parts"]}
+    # a decoding step reads every matrix once: all the weights but the norms' vectors
+    matrices = sum(tg[k]["bytes"] for k in ("qkv", "attn_out", "ffn_up", "ffn_down", "output")) / 16
+    assert 0.99 * r["weight_bytes_per_token"] < matrices <= r["weight_bytes_per_token"]
+    text = run_frugal("bench", "-m", smollm2, "-p", 0, "-n", 4, "-r", 1, "-t", THREADS, "--no-probe", "--profile").stdout.decode()
+    assert "tg4, per step:" in text and "| ffn_up |" in text and "| all |" in text
+
+
 def test_context_larger_than_memory_is_refused_up_front(smollm2):
     """The KV cache is allocated lazily; an impossible one must be refused
     with a clear message, not "succeed" and get the process killed later."""

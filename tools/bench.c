@@ -10,6 +10,9 @@
  * weights are read once per step for all B, so the roofline bytes are
  * per step, not per token.
  * Tokens are random ids; tokenization and sampling are not timed.
+ * With --profile, each test is followed by its time per part of the
+ * forward pass (frugal_ctx_profile) with the same roofline context per
+ * part: the bytes it must read and the GB/s that makes, and its GFLOP/s.
  */
 #include <math.h>
 #include <pthread.h>
@@ -74,6 +77,47 @@ static double probe_bandwidth(int n_threads) {
 
 /* Bytes of weights one decoded token reads: every matrix once; the
  * embedding table only one row, unless it doubles as the output matrix. */
+static void add_parts(frugal_part_stats *sum, const frugal_ctx *ctx) {
+    frugal_part_stats p[FRUGAL_PARTS];
+    frugal_ctx_profile_get(ctx, p);
+    for (int i = 0; i < FRUGAL_PARTS; i++) {
+        sum[i].seconds += p[i].seconds, sum[i].bytes += p[i].bytes, sum[i].flops += p[i].flops;
+        sum[i].calls += p[i].calls;
+    }
+}
+
+/* A test's profile in JSON: per part, the sums over n tokens (pp) or
+ * steps (tg). */
+static void print_profile_json(const frugal_part_stats *parts, double n) {
+    printf("{\"units\": %.0f, \"parts\": [", n);
+    for (int i = 0; i < FRUGAL_PARTS; i++)
+        printf("%s{\"part\": \"%s\", \"seconds\": %.6f, \"bytes\": %.0f, \"flops\": %.0f}", i ? ", " : "",
+               frugal_part_name(i), parts[i].seconds, parts[i].bytes, parts[i].flops);
+    printf("]}");
+}
+
+/* The profile of one test as a table, per token (pp) or per step (tg); n:
+ * tokens or steps timed. */
+static void print_profile(const char *test, const frugal_part_stats *parts, double n, double bw) {
+    double total = 0;
+    for (int i = 0; i < FRUGAL_PARTS; i++) total += parts[i].seconds;
+    printf("\n%s, per %s:\n\n| part | ms | share | MB read | GB/s | GFLOP/s |\n|---|---|---|---|---|---|\n", test,
+           strncmp(test, "pp", 2) ? "step" : "token");
+    for (int i = 0; i < FRUGAL_PARTS; i++) {
+        const frugal_part_stats *p = &parts[i];
+        double sec = p->seconds > 0 ? p->seconds : 1e-12;
+        char gbs[48] = "", gflops[24] = "";
+        if (p->bytes > 0) {
+            int k = snprintf(gbs, sizeof gbs, "%.2f", p->bytes / sec / 1e9);
+            if (bw > 0) snprintf(gbs + k, sizeof gbs - (size_t)k, " (%.0f%%)", 100 * p->bytes / sec / 1e9 / bw);
+        }
+        if (p->flops > 0) snprintf(gflops, sizeof gflops, "%.1f", p->flops / sec / 1e9);
+        printf("| %s | %.3f | %.1f%% | %.2f | %s | %s |\n", frugal_part_name(i), p->seconds / n * 1e3,
+               total > 0 ? 100 * p->seconds / total : 0, p->bytes / n / 1e6, gbs, gflops);
+    }
+    printf("| all | %.3f | 100%% | | | |\n", total / n * 1e3);
+}
+
 static void weight_traffic(const frugal_model *m, double *bytes_per_tok, double *matrix_params) {
     frugal_tensor_info t;
     bool tied = true;
@@ -92,13 +136,14 @@ int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
     int n_p = 512, n_g = 128, reps = 5, n_threads = 0, depth = 0, n_seq = 1;
     frugal_ctx_params kv = frugal_ctx_default_params();
-    bool json = false, probe_only = false, probe = true;
+    bool json = false, probe_only = false, probe = true, profile = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = true;
         if (!strcmp(a, "--json")) { json = true; continue; }
         if (!strcmp(a, "--probe")) { probe_only = true; continue; }
         if (!strcmp(a, "--no-probe")) { probe = false; continue; }
+        if (!strcmp(a, "--profile")) { profile = true; continue; }
         if (!v) ok = false;
         else if (!strcmp(a, "-m")) model = v;
         else if (!strcmp(a, "-p")) ok = cli_int(a, v, 0, 1 << 16, &n_p);
@@ -110,10 +155,11 @@ int cmd_bench(int argc, char **argv) {
         else if (cli_kv_option(a, v, &kv, &ok)) {}
         else ok = false;
         if (!ok) {
-            fprintf(stderr, "usage: frugal bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [-d DEPTH] [-b B] [--json] [--no-probe]\n"
+            fprintf(stderr, "usage: frugal bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [-d DEPTH] [-b B] [--json] [--no-probe] [--profile]\n"
                             "       frugal bench --probe [-t N]   (read bandwidth only)\n"
                             "  -d DEPTH         tokens already in the KV cache when pp and tg are timed\n"
                             "  -b B             tg decodes B sequences together (aggregate t/s; default 1)\n"
+                            "  --profile        time per part of the forward pass after each test\n"
                             CLI_KV_USAGE);
             return 2;
         }
@@ -164,19 +210,24 @@ int cmd_bench(int argc, char **argv) {
     for (int b = 0; b < n_seq; b++) kv_bytes += frugal_ctx_kv_bytes(seqs[b]);
     int32_t step[64];
     for (int b = 0; b < n_seq; b++) step[b] = toks[b];
+    frugal_part_stats pp_parts[FRUGAL_PARTS] = { 0 }, tg_parts[FRUGAL_PARTS] = { 0 };
     for (int r = 0; r < reps && !st; r++) {
         if (n_p) {
             frugal_ctx_rewind(ctx, depth);
+            if (profile) st = frugal_ctx_profile(ctx, true);
             double t0 = cli_now();
-            st = frugal_eval(ctx, toks, n_p, false);
+            if (!st) st = frugal_eval(ctx, toks, n_p, false);
             pp[r] = n_p / (cli_now() - t0);
+            if (profile) add_parts(pp_parts, ctx);
         }
         if (n_g && !st) {
             for (int b = 0; b < n_seq; b++) frugal_ctx_rewind(seqs[b], depth);
+            if (profile) st = frugal_ctx_profile(ctx, true);
             double t0 = cli_now();
             for (int i = 0; i < n_g && !st; i++)
                 st = n_seq == 1 ? frugal_eval(ctx, step, 1, false) : frugal_eval_batch(seqs, step, n_seq);
             tg[r] = (double)n_g * n_seq / (cli_now() - t0);
+            if (profile) add_parts(tg_parts, ctx);
         }
     }
     if (!st && frugal_ctx_pos(ctx) < depth) {
@@ -206,8 +257,16 @@ int cmd_bench(int argc, char **argv) {
         printf(" \"batch\": %d, \"depth\": %d, \"kv_type\": \"%s\", \"kv_budget\": %d, \"kv_bytes\": %zu,\n", n_seq, depth,
                frugal_kv_type_name(kv.kv_type), kv.kv_budget, kv_bytes);
         printf(" \"pp\": {\"n\": %d, \"tps\": %.2f, \"sd\": %.2f, \"gflops\": %.1f},\n", n_p, sp.mean, sp.sd, 2 * mparams * sp.mean / 1e9);
-        printf(" \"tg\": {\"n\": %d, \"tps\": %.2f, \"sd\": %.2f, \"gbs\": %.2f, \"bw_fraction\": %.3f}}\n", n_g, sg.mean, sg.sd,
+        printf(" \"tg\": {\"n\": %d, \"tps\": %.2f, \"sd\": %.2f, \"gbs\": %.2f, \"bw_fraction\": %.3f}", n_g, sg.mean, sg.sd,
                tg_bytes * sg.mean / 1e9, bw > 0 ? tg_bytes * sg.mean / 1e9 / bw : 0);
+        if (profile) {
+            printf(",\n \"profile\": {\"pp\": ");
+            print_profile_json(pp_parts, (double)n_p * reps);
+            printf(", \"tg\": ");
+            print_profile_json(tg_parts, (double)n_g * reps);
+            printf("}");
+        }
+        printf("}\n");
     } else {
         printf("| model | size | params | threads | kv cache | test | t/s | roofline |\n|---|---|---|---|---|---|---|---|\n");
         if (n_p)
@@ -222,6 +281,15 @@ int cmd_bench(int argc, char **argv) {
                    tg_bytes * sg.mean / 1e9, frac);
         }
         if (depth) printf("KV cache at depth %d: %.1f MiB\n", depth, kv_bytes / 1048576.0);
+    }
+    char test[48];
+    if (profile && n_p && !json) {
+        snprintf(test, sizeof test, "pp%d%s", n_p, at);
+        print_profile(test, pp_parts, (double)n_p * reps, bw);
+    }
+    if (profile && n_g && !json) {
+        snprintf(test, sizeof test, "tg%d%s", n_g, at);
+        print_profile(test, tg_parts, (double)n_g * reps, bw);
     }
     free(pp); free(tg); free(toks);
     for (int b = n_seq - 1; b >= 0; b--) frugal_ctx_free(seqs[b]); /* seqs[0]'s threads last */

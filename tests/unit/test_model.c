@@ -398,3 +398,80 @@ TEST(model_prefix_cache_load_is_bit_identical) {
     frugal_prefix_cache_free(pc);
     free_model(m);
 }
+
+/* Bytes and multiply-adds of every matrix in one role, over all layers. */
+static void role_cost(const frugal_model *m, int part, double *bytes, double *macs) {
+    *bytes = *macs = 0;
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        const fr_layer *L = &m->layers[l];
+        const fr_weight *w[3] = { 0 };
+        if (part == FRUGAL_PART_QKV) w[0] = &L->wq, w[1] = &L->wk, w[2] = &L->wv;
+        if (part == FRUGAL_PART_ATTN_OUT) w[0] = &L->wo;
+        if (part == FRUGAL_PART_FFN_UP) w[0] = &L->w_gate, w[1] = &L->w_up;
+        if (part == FRUGAL_PART_FFN_DOWN) w[0] = &L->w_down;
+        for (int i = 0; i < 3 && w[i]; i++) {
+            *bytes += (double)w[i]->rows * (double)w[i]->row_bytes;
+            *macs += (double)w[i]->rows * (double)w[i]->cols;
+        }
+    }
+}
+
+/* The profile charges each part its passes, and the bytes and flops its
+ * shapes imply: a prompt's last layer goes on with its output row only. */
+TEST(model_profile_counts_every_part) {
+    frugal_model *m = load_default();
+    if (!m) return;
+    frugal_ctx *c = new_ctx(m, 2, 64);
+    CHECK(c);
+    const int n = 20, L = m->hp.n_layer, hq = m->hp.n_head * m->hp.head_dim;
+    int32_t t[20];
+    for (int i = 0; i < n; i++) t[i] = 100 + 7 * i;
+    frugal_part_stats p[FRUGAL_PARTS];
+    frugal_ctx_profile_get(c, p);
+    CHECK(p[FRUGAL_PART_QKV].calls == 0 && p[FRUGAL_PART_QKV].seconds == 0); /* never started */
+    CHECK(frugal_ctx_profile(c, true) == FRUGAL_OK);
+    CHECK(frugal_eval(c, t, n, false) == FRUGAL_OK);
+    frugal_ctx_profile_get(c, p);
+    double total = 0;
+    for (int i = 0; i < FRUGAL_PARTS; i++) total += p[i].seconds;
+    CHECK(total > 0);
+    for (int part = FRUGAL_PART_QKV; part <= FRUGAL_PART_FFN_DOWN; part++) {
+        if (part == FRUGAL_PART_ATTENTION) continue;
+        double bytes, macs;
+        role_cost(m, part, &bytes, &macs);
+        double rows = part == FRUGAL_PART_QKV ? n : n - 1.0 / L * (n - 1); /* per layer, on average */
+        CHECK_MSG(p[part].calls == L, "%s: %lld calls", frugal_part_name(part), (long long)p[part].calls);
+        CHECK_MSG(p[part].bytes == bytes, "%s: %.0f bytes, not %.0f", frugal_part_name(part), p[part].bytes, bytes);
+        CHECK_MSG(fabs(p[part].flops - 2 * macs * rows) <= 1e-9 * p[part].flops, "%s: %.0f flops, not %.0f",
+                  frugal_part_name(part), p[part].flops, 2 * macs * rows);
+        CHECK(p[part].seconds > 0);
+    }
+    /* row i sees i + 1 keys: scores and values, per query head */
+    CHECK(p[FRUGAL_PART_ATTENTION].flops == 4.0 * hq * L * n * (n + 1) / 2);
+    CHECK(p[FRUGAL_PART_ATTENTION].bytes > 0 && p[FRUGAL_PART_ATTENTION].calls == L);
+    const fr_weight *out = &m->output;
+    CHECK(p[FRUGAL_PART_OUTPUT].calls == 1 && p[FRUGAL_PART_OUTPUT].flops == 2.0 * out->rows * out->cols);
+    CHECK(p[FRUGAL_PART_OUTPUT].bytes == (double)out->rows * out->row_bytes);
+    /* turned on again it starts from zero; a decoding step is one row */
+    CHECK(frugal_ctx_profile(c, true) == FRUGAL_OK);
+    CHECK(frugal_eval(c, t, 1, false) == FRUGAL_OK);
+    frugal_ctx_profile_get(c, p);
+    double bytes, macs;
+    role_cost(m, FRUGAL_PART_FFN_UP, &bytes, &macs);
+    CHECK(p[FRUGAL_PART_FFN_UP].calls == L && p[FRUGAL_PART_FFN_UP].flops == 2 * macs);
+    CHECK(p[FRUGAL_PART_ATTENTION].flops == 4.0 * hq * L * (n + 1));
+    /* off: nothing is kept */
+    CHECK(frugal_ctx_profile(c, false) == FRUGAL_OK);
+    CHECK(frugal_eval(c, t, 1, false) == FRUGAL_OK);
+    frugal_ctx_profile_get(c, p);
+    CHECK(p[FRUGAL_PART_FFN_UP].calls == 0);
+    /* without memory for it, profiling is an error and evaluation goes on */
+    fr_alloc_fail_after(1);
+    frugal_status st = frugal_ctx_profile(c, true);
+    fr_alloc_fail_after(0);
+    CHECK(st == FRUGAL_ERR_NOMEM);
+    CHECK(frugal_eval(c, t, 1, false) == FRUGAL_OK);
+    CHECK(!strcmp(frugal_part_name(FRUGAL_PART_FFN_DOWN), "ffn_down") && !strcmp(frugal_part_name(99), "unknown"));
+    frugal_ctx_free(c);
+    free_model(m);
+}
