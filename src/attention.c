@@ -136,54 +136,75 @@ static float row_scores(const attn_job *j, const fr_kv_page *p, const row_state 
     return mt;
 }
 
-/* Attends rows rs[0..nr) to the layer's pages [p0, p1). */
-static void attend_pages(const attn_job *j, int kvh, row_state *rs, int nr, int p0, int p1) {
+/* Buffers of one page and KV head as attend_pages uses them: tiles
+ * packed at a stride of hd (rows 2 KiB apart would all fall in the same
+ * few L1 sets and evict each other), and scores. */
+typedef struct {
+    float kt[FR_KV_PAGE * MAX_HD], vt[FR_KV_PAGE * MAX_HD], s[FR_KV_PAGE], pre[QBLOCK * FR_KV_PAGE];
+} page_tiles;
+
+/* Rows rs[0..nr) of KV head kvh attend to page pi. */
+static void attend_page_head(const attn_job *j, int pi, int kvh, row_state *rs, int nr, page_tiles *t) {
     const fr_hparams *hp = &j->ctx->model->hp;
     const fr_kv_cache *kvc = &j->ctx->kv;
     const fr_attn_kernels *K = kernels();
-    int hd = hp->head_dim, qmax = 0, lo_min = INT32_MAX;
+    const fr_kv_page *p = j->L->pages[pi];
+    int hd = hp->head_dim;
+    const float *qrows[QBLOCK];
+    for (int r = 0; r < nr; r++) qrows[r] = rs[r].q;
+    /* packed KIVI keys are scored from their codes, an fp16 page's from
+     * its keys channel-major as they are stored (kv.h), for all rows at
+     * once; other pages are loaded as a key tile */
+    bool fused = fr_kv_scores_fused(p), channels = !p->packed;
+    if (fused) fr_kv_key_scores(kvc, p, kvh, hd, qrows, nr, hp->attn_scale, t->pre);
+    if (channels) {
+        K->f16_to_f32(fr_kv_f16_keys(p, kvh, hd), t->kt, hd * FR_KV_PAGE);
+        K->dots_t(qrows, nr, t->kt, hd, hp->attn_scale, t->pre);
+    }
+    fr_kv_load_head(kvc, p, kvh, hd, fused || channels ? NULL : t->kt, t->vt, hd);
+    for (int r = 0; r < nr; r++) {
+        row_state *st = &rs[r];
+        int lo = first_visible(st->qpos, j->L->window), a = 0, b = p->n;
+        if (p->pos[0] > st->qpos || p->pos[p->n - 1] < lo) continue;
+        if (p->dense) { /* visible slots are one run */
+            a = FR_MAX(0, lo - p->pos[0]);
+            b = FR_MIN(p->n, st->qpos - p->pos[0] + 1);
+        }
+        float *s = t->s;
+        float mt = row_scores(j, p, st, t->kt, fused || channels ? t->pre + r * FR_KV_PAGE : NULL, s, a, b, !p->dense);
+        if (mt == -INFINITY) continue;
+        if (j->scores && st->last)
+            memcpy(j->scores + (size_t)st->head * kvc->cap_slots + (size_t)pi * FR_KV_PAGE + a, s + a,
+                   (size_t)(b - a) * sizeof *s);
+        float m_new = FR_MAX(st->m, mt), c = expf(st->m - m_new);
+        st->l = st->l * c + K->exp_sub(s + a, m_new, b - a);
+        K->pv(st->acc, c, s + a, t->vt + (size_t)a * hd, hd, b - a, hd);
+        st->m = m_new;
+    }
+}
+
+/* Attends rows rs[0..nr) to the layer's pages [p0, p1): nr / nh rows for
+ * each of the KV heads kvh0 .. kvh0 + nh - 1, which take each page in
+ * turn, so that a decode's heads together read a page once, front to
+ * back. A row's arithmetic is that of its head alone. */
+static void attend_pages(const attn_job *j, int kvh0, int nh, row_state *rs, int nr, int p0, int p1) {
+    const fr_kv_cache *kvc = &j->ctx->kv;
+    int hd = j->ctx->model->hp.head_dim, qmax = 0, lo_min = INT32_MAX, per_head = nr / nh;
     for (int r = 0; r < nr; r++) {
         qmax = FR_MAX(qmax, rs[r].qpos);
         lo_min = FR_MIN(lo_min, first_visible(rs[r].qpos, j->L->window));
     }
-    /* tiles packed at a stride of hd: rows 2 KiB apart would all fall in
-     * the same few L1 sets and evict each other */
-    float kt[FR_KV_PAGE * MAX_HD], vt[FR_KV_PAGE * MAX_HD], s[FR_KV_PAGE], pre[QBLOCK * FR_KV_PAGE];
-    const float *qrows[QBLOCK];
-    for (int r = 0; r < nr; r++) qrows[r] = rs[r].q;
+    page_tiles t;
     for (int pi = p0; pi < p1; pi++) {
         const fr_kv_page *p = j->L->pages[pi];
         if (p->n == 0 || p->pos[p->n - 1] < lo_min) continue;
         if (p->pos[0] > qmax) break; /* positions ascend along the table */
-        if (pi + 1 < p1) fr_kv_prefetch_head(kvc, j->L->pages[pi + 1], kvh, hd);
-        /* packed KIVI keys are scored from their codes, an fp16 page's
-         * from its keys channel-major as they are stored (kv.h), for all
-         * rows at once; other pages are loaded as a key tile */
-        bool fused = fr_kv_scores_fused(p), channels = !p->packed;
-        if (fused) fr_kv_key_scores(kvc, p, kvh, hd, qrows, nr, hp->attn_scale, pre);
-        if (channels) {
-            K->f16_to_f32(fr_kv_f16_keys(p, kvh, hd), kt, hd * FR_KV_PAGE);
-            K->dots_t(qrows, nr, kt, hd, hp->attn_scale, pre);
-        }
-        fr_kv_load_head(kvc, p, kvh, hd, fused || channels ? NULL : kt, vt, hd);
-        for (int r = 0; r < nr; r++) {
-            row_state *st = &rs[r];
-            int lo = first_visible(st->qpos, j->L->window), a = 0, b = p->n;
-            if (p->pos[0] > st->qpos || p->pos[p->n - 1] < lo) continue;
-            if (p->dense) { /* visible slots are one run */
-                a = FR_MAX(0, lo - p->pos[0]);
-                b = FR_MIN(p->n, st->qpos - p->pos[0] + 1);
-            }
-            float mt = row_scores(j, p, st, kt, fused || channels ? pre + r * FR_KV_PAGE : NULL, s, a, b, !p->dense);
-            if (mt == -INFINITY) continue;
-            if (j->scores && st->last)
-                memcpy(j->scores + (size_t)st->head * kvc->cap_slots + (size_t)pi * FR_KV_PAGE + a, s + a,
-                       (size_t)(b - a) * sizeof *s);
-            float m_new = FR_MAX(st->m, mt), c = expf(st->m - m_new);
-            st->l = st->l * c + K->exp_sub(s + a, m_new, b - a);
-            K->pv(st->acc, c, s + a, vt + (size_t)a * hd, hd, b - a, hd);
-            st->m = m_new;
-        }
+        /* one head's values are every kv_dim-th run of a page (slot-major,
+         * kv.h): requested a page ahead; all heads read the whole page in
+         * order, which the hardware prefetcher follows unasked (asked, in
+         * bursts of a page, decode in a batch was slower) */
+        if (nh == 1 && pi + 1 < p1) fr_kv_prefetch_head(kvc, j->L->pages[pi + 1], kvh0, hd);
+        for (int h = 0; h < nh; h++) attend_page_head(j, pi, kvh0 + h, rs + h * per_head, per_head, &t);
     }
 }
 
@@ -223,11 +244,16 @@ static void block_pages(const attn_job *j, fr_attn_block *b, int p0, int p1, int
 }
 
 /* A decode's rows of all KV heads (row r = query head r) over pages
- * [p0, p1), head after head, each with the block kernel's arithmetic as
- * in an item of its own. */
+ * [p0, p1), each head with the arithmetic it has in an item of its own:
+ * the block kernel's head after head, or attend_pages' heads page by
+ * page. */
 static void attend_heads(const attn_job *j, row_state *rs, int p0, int p1) {
     const fr_hparams *hp = &j->ctx->model->hp;
     const int g = j->group;
+    if (!use_block_kernel(j)) {
+        attend_pages(j, 0, hp->n_head_kv, rs, hp->n_head, p0, p1);
+        return;
+    }
     for (int kvh = 0; kvh < hp->n_head_kv; kvh++) {
         fr_attn_block b;
         block_of(j, rs + kvh * g, g, &b);
@@ -263,7 +289,7 @@ static void attend_item(const attn_job *j, int64_t w) {
         block_pages(j, &b, (int)p0, (int)p1, kvh);
         for (int r = 0; r < nr; r++) rs[r].m = b.m[r], rs[r].l = b.l[r];
     } else {
-        attend_pages(j, kvh, rs, nr, (int)p0, (int)p1);
+        attend_pages(j, kvh, 1, rs, nr, (int)p0, (int)p1);
     }
     for (int r = 0; r < nr; r++) {
         int t = j->all_heads ? 0 : (r0 + r) / j->group, h = rs[r].head;
@@ -362,7 +388,7 @@ static void group_heads(attn_job *jobs, int n_jobs, int nth) {
     if (items < 4 * (int64_t)nth) return;
     for (int i = 0; i < n_jobs; i++) {
         const fr_hparams *hp = &jobs[i].ctx->model->hp;
-        jobs[i].all_heads = jobs[i].n == 1 && use_block_kernel(&jobs[i]) && hp->n_head <= QBLOCK;
+        jobs[i].all_heads = jobs[i].n == 1 && hp->n_head <= QBLOCK;
     }
 }
 
