@@ -61,6 +61,19 @@ bool api_utf8_valid(const char *str, size_t n) {
     return true;
 }
 
+/* True when the JSON text has a NUL character in a string, raw or as
+ * the escape \u0000. A backslash only occurs inside strings, and one
+ * escapes the next character, so "\\u0000" is a backslash and text. */
+static bool has_nul(const char *s, size_t n) {
+    if (memchr(s, 0, n)) return true;
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\') continue;
+        if (i + 5 < n && !memcmp(s + i + 1, "u0000", 5)) return true;
+        i++;
+    }
+    return false;
+}
+
 /* Parses the body into a JSON object, or fills err. JSON text must be
  * UTF-8 (RFC 8259), and cJSON would pass invalid bytes through into
  * strings we later tokenize and echo back, so we check that first. */
@@ -70,10 +83,18 @@ static cJSON *parse_object(const char *body, size_t len, api_error *err) {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
     if (!root) { bad(err, NULL, "%s", "the request body is not valid JSON"); return NULL; }
+    size_t value_len = end ? (size_t)(end - body) : 0;
     while (end && end < body + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r' || !*end)) end++;
     if (!end || end != body + len) {
         cJSON_Delete(root);
         bad(err, NULL, "%s", "the request body has data after the JSON value");
+        return NULL;
+    }
+    /* cJSON keeps strings NUL-terminated: a NUL in one would silently cut
+     * off the rest of a message or prompt */
+    if (has_nul(body, value_len)) {
+        cJSON_Delete(root);
+        bad(err, NULL, "%s", "strings must not contain NUL characters (\\u0000)");
         return NULL;
     }
     if (!cJSON_IsObject(root)) {
@@ -160,6 +181,7 @@ static int parse_stop(const cJSON *o, api_request *r, api_error *err) {
         if (!cJSON_IsString(it)) return bad(err, "stop", "%s", "'stop' must be a string or a list of strings");
         if (!it->valuestring[0]) return bad(err, "stop", "%s", "stop strings must not be empty");
         if (!(r->stop[r->n_stop] = strdup(it->valuestring))) return nomem(err);
+        r->stop_len[r->n_stop] = strlen(it->valuestring);
         r->n_stop++;
     }
     return 0;

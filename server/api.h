@@ -53,6 +53,7 @@ typedef struct {
     frugal_sampler_params sampling;
     bool seed_given;
     char *stop[API_MAX_STOP]; /* owned, non-empty */
+    size_t stop_len[API_MAX_STOP]; /* their strlen: the scheduler needs it every step */
     int n_stop;
     bool stream;
     bool include_usage;  /* stream_options.include_usage: a last chunk with usage */

@@ -251,13 +251,18 @@ static size_t releasable(slot *sl, bool *stopped) {
     size_t end = sl->gen_len, first = end, hold = 0;
     *stopped = false;
     for (int i = 0; i < r->n_stop; i++) {
-        size_t n = strlen(r->stop[i]);
+        size_t n = r->stop_len[i];
         /* text before `released` has been searched: a new match ends after it */
         size_t from = sl->released >= n ? sl->released - n + 1 : 0;
         const char *p = memmem(sl->gen + from, end - from, r->stop[i], n);
         if (p && (size_t)(p - sl->gen) < first) { first = (size_t)(p - sl->gen); *stopped = true; }
-        for (size_t k = n - 1; k > hold && !*stopped; k--)
-            if (k <= end - sl->released && !memcmp(sl->gen + end - k, r->stop[i], k)) hold = k;
+        /* the tail that may begin a stop string lies in the text not yet
+         * released: bounding k by the stop string's length alone would
+         * cost every step of every slot a loop as long as the longest
+         * stop string a client sent (megabytes, in a large body) */
+        size_t unreleased = end - sl->released;
+        for (size_t k = n - 1 < unreleased ? n - 1 : unreleased; k > hold && !*stopped; k--)
+            if (!memcmp(sl->gen + end - k, r->stop[i], k)) hold = k;
     }
     if (first < sl->released) first = sl->released; /* cannot happen: such a tail was held back */
     if (*stopped) return sl->gen_len = first;
@@ -407,17 +412,30 @@ static job *queue_pop(scheduler *s) {
     return j;
 }
 
+/* Under s->mu: takes the jobs whose client left out of the queue,
+ * wherever they wait, keeping the others in order. Dropping only those
+ * at its head would let the departed hold places behind a live job
+ * until a slot frees, and new requests get 503 from a queue of ghosts. */
+static void drop_cancelled(scheduler *s) {
+    int kept = 0;
+    for (int i = 0; i < s->q_len; i++) {
+        job *j = s->queue[(s->q_head + i) % s->q_cap];
+        if (atomic_load(&j->cancelled)) {
+            job_finish(j, NULL, 499, "cancelled", 0);
+            job_release(j);
+        } else {
+            s->queue[(s->q_head + kept++) % s->q_cap] = j;
+        }
+    }
+    s->q_len = kept;
+}
+
 /* Under s->mu: gives waiting jobs the free slot with the longest common
  * prefix (ties: the least recently used, so hot caches survive). */
 static void admit(scheduler *s) {
+    drop_cancelled(s);
     while (s->q_len > 0) {
         job *j = s->queue[s->q_head];
-        if (atomic_load(&j->cancelled)) {
-            queue_pop(s);
-            job_finish(j, NULL, 499, "cancelled", 0);
-            job_release(j);
-            continue;
-        }
         slot *best = NULL;
         int best_len = -1;
         for (int i = 0; i < s->n_slots; i++) {
@@ -476,9 +494,16 @@ static void *sched_main(void *arg) {
 sched_submit_result sched_submit(scheduler *s, job *j) {
     pthread_mutex_lock(&s->mu);
     sched_submit_result r = SCHED_OK;
+    /* free slots take jobs at once; beyond them, n_queue may wait (not
+     * counting those whose client has left: the scheduler may not have
+     * looked at the queue since, being busy with a step) */
+    bool full = s->q_len >= s->n_slots - s->n_busy + s->n_queue;
+    if (full && !s->stopping) {
+        drop_cancelled(s);
+        full = s->q_len >= s->n_slots - s->n_busy + s->n_queue;
+    }
     if (s->stopping) r = SCHED_STOPPING;
-    /* free slots take jobs at once; beyond them, n_queue may wait */
-    else if (s->q_len >= s->n_slots - s->n_busy + s->n_queue) r = SCHED_FULL;
+    else if (full) r = SCHED_FULL;
     else {
         j->t_submit = now();
         atomic_fetch_add(&j->refs, 1);

@@ -157,3 +157,68 @@ def test_long_prompt_is_prefilled_in_chunks_alongside_others(server, client, cli
     assert results["long"][1] > 2 * 256
     assert results["long"][0] == cli_greedy(long_prompt, 12, raw=True)
     assert results["short"][0] == cli_greedy(short, 12, raw=True)
+
+
+def test_clients_that_left_the_queue_do_not_keep_their_places(server_factory):
+    """A client that leaves while queued behind a live one gives its place
+    back at once, not when a slot frees: else a queue of departed clients
+    answers 503 to everyone for as long as the running reply lasts."""
+    small = server_factory("--parallel", 1, "--queue", 2, "-c", 1024)
+    running = open_stream(small.port, {"prompt": "Once upon a time", "max_tokens": 1000, "temperature": 0,
+                                       "stream": True})
+    body = json.dumps({"prompt": "Hello", "max_tokens": 4}).encode()
+    queued = []
+    for n in (1, 2):  # the first stays, the second (behind it) leaves
+        s = socket.create_connection(("127.0.0.1", small.port), timeout=60)
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        queued.append(s)
+        deadline = time.monotonic() + 30
+        while small.metrics()["frugal_queue_length"] != n:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    queued[1].close()
+    # its connection notices within 50 ms; the running reply lasts far longer
+    deadline = time.monotonic() + 5
+    while True:
+        c = socket.create_connection(("127.0.0.1", small.port), timeout=60)
+        chat = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "stream": True}).encode()
+        c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(chat) + chat)
+        status = c.recv(12)  # a chat stream's headers come at once, with its role chunk
+        c.close()
+        if status == b"HTTP/1.1 200":
+            break
+        assert status == b"HTTP/1.1 503" and time.monotonic() < deadline, status
+        time.sleep(0.1)
+    running.close()
+    queued[0].close()
+    deadline = time.monotonic() + 60
+    while True:
+        m = small.metrics()
+        if m["frugal_queue_length"] == 0 and m["frugal_active_sequences"] == 0:
+            break
+        assert time.monotonic() < deadline, m
+        time.sleep(0.02)
+
+
+def test_long_stop_strings_do_not_slow_every_step(server_factory):
+    """Stop strings of megabytes (a body under --max-body) cost each step
+    of the thread that decodes for everyone a search as long as the text
+    not yet released, not one as long as the strings."""
+    big = server_factory("--parallel", 1, "-c", 512, "--max-body", 64 << 20)
+    stops = ["~" * (15 << 20) + str(i) for i in range(4)]  # they never match
+
+    def decode_time(**extra):
+        """Seconds the 39 tokens after the first take (parsing excluded)."""
+        times = []
+        for n in (1, 40):
+            body = json.dumps({"prompt": "Once upon a time", "max_tokens": n, "temperature": 0, **extra}).encode()
+            t0 = time.monotonic()
+            status, _, data = big.request("POST", "/v1/completions", body)
+            times.append(time.monotonic() - t0)
+            assert status == 200 and json.loads(data)["usage"]["completion_tokens"] == n, data
+        return times[1] - times[0]
+
+    plain = decode_time()
+    long_stops = decode_time(stop=stops)
+    # scanning all 60 MB of them at each token added seconds here
+    assert long_stops < plain + 2.0, (plain, long_stops)

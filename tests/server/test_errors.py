@@ -54,6 +54,12 @@ BAD_REQUESTS = [
     (COMPLETIONS, {"prompt": "word " * 2000}, 400, "prompt"),
     (COMPLETIONS, {"prompt": "Hi", "echo": True}, 400, "echo"),
     (COMPLETIONS, {"prompt": "Hi", "best_of": 3}, 400, "best_of"),
+    # a NUL would cut the string short where cJSON keeps it (raw or escaped)
+    (COMPLETIONS, b'{"prompt": "Say\\u0000 hello"}', 400, None),
+    (COMPLETIONS, b'{"prompt": "Say\x00 hello"}', 400, None),
+    (CHAT, {"messages": [{"role": "user", "content": "Hi\u0000there"}]}, 400, None),
+    (CHAT, {"messages": [{"role": "user", "content": [{"type": "text", "text": "a\u0000"}]}]}, 400, None),
+    ("/tokenize", {"content": "a\u0000b"}, 400, None),
     ("/tokenize", {"content": 5}, 400, "content"),
     ("/detokenize", {"tokens": ["a"]}, 400, "tokens"),
     ("/detokenize", {"tokens": [-1]}, 400, "tokens"),
@@ -80,6 +86,15 @@ def test_prompt_too_long_says_so(server):
     _, _, data = post(server, COMPLETIONS, {"prompt": "word " * 2000})
     err = json.loads(data)["error"]
     assert err["code"] == "context_length_exceeded" and str(CTX) in err["message"]
+
+
+def test_nul_is_refused_but_an_escaped_backslash_before_u0000_is_text(server):
+    status, _, data = post(server, "/tokenize", b'{"content": "a\\\\u0000b"}')  # a, backslash, "u0000b"
+    assert status == 200, data
+    status, _, data = post(server, "/detokenize", json.loads(data))
+    assert status == 200 and json.loads(data)["content"] == "a\\u0000b"
+    status, _, data = post(server, "/tokenize", b'{"content": "a\\u0000b"}')
+    assert status == 400 and "NUL" in json.loads(data)["error"]["message"]
 
 
 def test_model_name_may_be_absent_or_the_loaded_one(server):
