@@ -217,7 +217,7 @@ static void operands(amx_attn *w, const fr_kv_cache *kvc, const fr_kv_page *p, i
         return;
     }
     /* a compressed page: decoded to floats, keys slot-major, then turned */
-    fr_kv_load_head(kvc, p, kvh, hd, w->kt, w->vt, hd);
+    fr_kv_load_head(kvc, p, kvh, hd, w->kt, w->vt, hd, NULL);
     for (int d = 0; d < hd; d++)
         for (int k = 0; k < PAGE; k++) w->ktt[d * PAGE + k] = k < p->n ? w->kt[k * hd + d] : 0.0f;
     keys_b(bk, NULL, w->ktt, hd);

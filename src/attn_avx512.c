@@ -375,7 +375,7 @@ void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *c
                 rows_page(b, p, NULL, k16, NULL, v16, ld, nx);
                 continue;
             }
-            fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd);
+            fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd, NULL);
             /* unwritten slots up to the next 16 keys are read, and masked:
              * make them numbers */
             int read = (np + 15) / 16 * 16;
@@ -394,7 +394,7 @@ void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *c
             lanes_page(&st, p, ktt, true, vt);
             continue;
         }
-        fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd);
+        fr_kv_load_head(kvc, p, kvh, hd, kt, vt, hd, NULL);
         int read = (np + 7) / 8 * 8; /* unwritten slots up to the next 8 keys are read, and masked */
         if (np < read) memset(kt + (size_t)np * hd, 0, (size_t)(read - np) * hd * sizeof(float));
         lanes_page(&st, p, kt, false, vt);

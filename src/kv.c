@@ -543,7 +543,8 @@ bool fr_kv_can_rewind(const fr_kv_cache *c, int pos) {
 
 /* ---- reading ---- */
 
-void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, float *kt, float *vt, int stride) {
+void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, float *kt, float *vt, int stride,
+                     const fr_kv_page *ahead) {
     if (p->packed) {
         const fr_kv_codec *codec = fr_kv_codec_get();
         if (kt) codec->load(p->format, true, p->k, c->kv_dim, h * hd, hd, kt, stride);
@@ -551,9 +552,14 @@ void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, f
         return;
     }
     const fr_attn_kernels *K = attn_kernels();
+    size_t row = (size_t)c->kv_dim, off = (size_t)h * hd;
     if (kt) keys_of_slots(fr_kv_f16_keys(p, h, hd), p->n, hd, kt, stride);
-    for (int s = 0; s < p->n; s++)
-        K->f16_to_f32((const uint16_t *)p->v + (size_t)s * c->kv_dim + (size_t)h * hd, vt + (size_t)s * stride, hd);
+    for (int s = 0; s < p->n; s++) {
+        if (ahead && !ahead->packed)
+            for (size_t o = 0; o < (size_t)hd * 2; o += 64)
+                __builtin_prefetch((const uint8_t *)((const uint16_t *)ahead->v + s * row + off) + o);
+        K->f16_to_f32((const uint16_t *)p->v + s * row + off, vt + (size_t)s * stride, hd);
+    }
 }
 
 bool fr_kv_scores_fused(const fr_kv_page *p) {

@@ -117,8 +117,11 @@ frugal_status fr_kv_truncate(fr_kv_cache *c, int pos);
 bool fr_kv_can_rewind(const fr_kv_cache *c, int pos);
 
 /* Loads slots [0, page->n) of KV head h of a page into float tiles
- * kt/vt [FR_KV_PAGE][stride]; kt NULL: the values only. */
-void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, float *kt, float *vt, int stride);
+ * kt/vt [FR_KV_PAGE][stride]; kt NULL: the values only. ahead, an fp16
+ * page (or NULL): each slot's values are preceded by a request for the
+ * same slot's of ahead, so that it streams in at the pace of this one. */
+void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, float *kt, float *vt, int stride,
+                     const fr_kv_page *ahead);
 
 /* Whether a page's keys are scored by fr_kv_key_scores instead of loaded
  * (packed KIVI pages). */

@@ -54,7 +54,7 @@ static void cache_contents(const fr_kv_cache *c, int n_kv, int hd, float *Kc, fl
     for (int i = 0; i < L->n_pages; i++) {
         const fr_kv_page *p = L->pages[i];
         for (int h = 0; h < n_kv; h++) {
-            fr_kv_load_head(c, p, h, hd, kt, vt, hd);
+            fr_kv_load_head(c, p, h, hd, kt, vt, hd, NULL);
             for (int s = 0; s < p->n; s++) {
                 if (!(p->live >> s & 1)) continue;
                 memcpy(Kc + ((size_t)p->pos[s] * n_kv + h) * hd, kt + (size_t)s * hd, hd * sizeof(float));

@@ -256,7 +256,7 @@ static bool kv_holds(const fr_kv_cache *c, int n_kv, int hd, const float *k, con
     for (int i = 0; i < L->n_pages; i++) {
         const fr_kv_page *p = L->pages[i];
         for (int h = 0; h < n_kv; h++) {
-            fr_kv_load_head(c, p, h, hd, kt, vt, hd);
+            fr_kv_load_head(c, p, h, hd, kt, vt, hd, NULL);
             const uint16_t *stored = fr_kv_f16_keys(p, h, hd);
             for (int s = 0; s < p->n; s++) {
                 if (!(p->live >> s & 1)) continue;
