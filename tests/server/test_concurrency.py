@@ -125,13 +125,7 @@ def test_full_queue_answers_503_with_retry_after(server_factory):
     waiting.close()
     # both cancellations land within a step each; the queued one may first
     # be handed the freed slot, so wait for queue and slots to be empty
-    deadline = time.monotonic() + 60
-    while True:
-        m = small.metrics()
-        if m["frugal_queue_length"] == 0 and m["frugal_active_sequences"] == 0:
-            break
-        assert time.monotonic() < deadline, m
-        time.sleep(0.02)
+    small.wait_idle(timeout=60)
     status, _, _ = small.request("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 2})
     assert status == 200
 
@@ -191,13 +185,7 @@ def test_clients_that_left_the_queue_do_not_keep_their_places(server_factory):
         time.sleep(0.1)
     running.close()
     queued[0].close()
-    deadline = time.monotonic() + 60
-    while True:
-        m = small.metrics()
-        if m["frugal_queue_length"] == 0 and m["frugal_active_sequences"] == 0:
-            break
-        assert time.monotonic() < deadline, m
-        time.sleep(0.02)
+    small.wait_idle(timeout=60)
 
 
 def test_long_stop_strings_do_not_slow_every_step(server_factory):

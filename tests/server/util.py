@@ -58,12 +58,15 @@ class Server:
         return out
 
     def wait_idle(self, timeout=30):
-        """Waits until no slot is busy; returns the seconds it took."""
+        """Waits until nothing is queued and no slot is busy; returns the
+        seconds it took."""
         t0 = time.monotonic()
-        while self.metrics()["frugal_active_sequences"] != 0:
-            assert time.monotonic() - t0 < timeout, "slots still busy"
+        while True:
+            m = self.metrics()
+            if m["frugal_queue_length"] == 0 and m["frugal_active_sequences"] == 0:
+                return time.monotonic() - t0
+            assert time.monotonic() - t0 < timeout, m
             time.sleep(0.02)
-        return time.monotonic() - t0
 
     def log(self):
         return self.log_path.read_text(errors="replace")
