@@ -254,7 +254,7 @@ typedef enum {
  * The bytes and flops are counted from the shapes, not measured. */
 typedef struct {
     double seconds, bytes, flops;
-    int64_t calls;   /* forward passes that ran the part */
+    int64_t calls;   /* times it ran: per layer and pass for a layer's parts */
 } frugal_part_stats;
 
 /* Starts profiling ctx's forward passes from zero (on) or stops it. A

@@ -69,8 +69,9 @@ static void prof_matmul(frugal_ctx *ctx, int part, const fr_weight *const *ws, i
 
 /* Attention of layer l: every page of each sequence's layer is read once
  * a step; a row at context length c costs 2 * head_dim * c multiply-adds
- * per query head (scores and values). Run rows see the layer's tokens
- * less those after them. */
+ * per query head (scores and values). A run's rows see the layer's tokens
+ * less those after them (an upper bound where a sliding window or a
+ * budget hides some). */
 static void prof_attention(frugal_ctx *ctx, const fr_batch *b, int l) {
     if (!ctx->prof) return;
     const fr_hparams *hp = &ctx->model->hp;
