@@ -75,8 +75,7 @@ static double probe_bandwidth(int n_threads) {
     return best;
 }
 
-/* Bytes of weights one decoded token reads: every matrix once; the
- * embedding table only one row, unless it doubles as the output matrix. */
+/* Adds ctx's profile so far to sum. */
 static void add_parts(frugal_part_stats *sum, const frugal_ctx *ctx) {
     frugal_part_stats p[FRUGAL_PARTS];
     frugal_ctx_profile_get(ctx, p);
@@ -118,6 +117,8 @@ static void print_profile(const char *test, const frugal_part_stats *parts, doub
     printf("| all | %.3f | 100%% | | | |\n", total / n * 1e3);
 }
 
+/* Bytes of weights one decoded token reads: every matrix once; the
+ * embedding table only one row, unless it doubles as the output matrix. */
 static void weight_traffic(const frugal_model *m, double *bytes_per_tok, double *matrix_params) {
     frugal_tensor_info t;
     bool tied = true;
