@@ -221,8 +221,10 @@ static void attend_pages(const attn_job *j, int kvh0, int nh, row_state *rs, int
          * for in a burst of a page, the loads that came after waited
          * behind it, and decode attention ran ~15 % slower) */
         const fr_kv_page *next = pi + 1 < p1 ? j->L->pages[pi + 1] : NULL;
-        if (next && next->packed) fr_kv_prefetch_head(kvc, next, kvh0, hd);
-        if (next && next->packed) next = NULL;
+        if (next && next->packed) {
+            fr_kv_prefetch_head(kvc, next, kvh0, hd);
+            next = NULL;
+        }
         for (int h = 0; h < nh; h++) attend_page_head(j, pi, kvh0 + h, rs + h * per_head, per_head, &t, next);
     }
 }
