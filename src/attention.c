@@ -113,28 +113,33 @@ typedef struct { float m, l; float *acc; const float *q; int qpos, head; bool la
 /* First key position a query at qpos may see. */
 static int first_visible(int qpos, int window) { return window && qpos - window + 1 > 0 ? qpos - window + 1 : 0; }
 
-/* Scores of row st against slots [a, b) of a page: copied from pre (the
- * page's scores for every row, computed for all of them at once) or
- * computed from its key tile kt; a slot the row may not see (evicted,
- * outside its window, in its future) scores -inf, which exp turns into
- * an exact 0. Returns the maximum. */
-static float row_scores(const attn_job *j, const fr_kv_page *p, const row_state *st, const float *kt,
-                        const float *pre, float *s, int a, int b, bool masked) {
+/* The maximum of x[0..n): four running maxima, not one chain of
+ * compares each waiting on the last. */
+static float max_of(const float *x, int n) {
+    float m[4] = { -INFINITY, -INFINITY, -INFINITY, -INFINITY };
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++) m[k] = FR_MAX(m[k], x[i + k]);
+    for (; i < n; i++) m[0] = FR_MAX(m[0], x[i]);
+    return FR_MAX(FR_MAX(m[0], m[1]), FR_MAX(m[2], m[3]));
+}
+
+/* Scores of row st against slots [a, b) of a page in s: there already
+ * (computed for all the block's rows at once: scored) or computed here
+ * from its key tile kt; a slot the row may not see (evicted, outside its
+ * window, in its future) scores -inf, which exp turns into an exact 0.
+ * Returns the maximum. */
+static float row_scores(const attn_job *j, const fr_kv_page *p, const row_state *st, const float *kt, bool scored,
+                        float *s, int a, int b, bool masked) {
     const fr_hparams *hp = &j->ctx->model->hp;
     int hd = hp->head_dim, lo = first_visible(st->qpos, j->L->window);
-    float mt = -INFINITY;
-    if (pre) {
-        for (int i = a; i < b; i++) mt = FR_MAX(mt, s[i] = pre[i]);
-    } else {
-        mt = kernels()->dots(st->q, kt + (size_t)a * hd, hd, b - a, hd, hp->attn_scale, s + a);
-    }
-    if (!masked) return mt;
-    mt = -INFINITY;
-    for (int i = a; i < b; i++) {
+    if (!masked)
+        return scored ? max_of(s + a, b - a)
+                      : kernels()->dots(st->q, kt + (size_t)a * hd, hd, b - a, hd, hp->attn_scale, s + a);
+    if (!scored) kernels()->dots(st->q, kt + (size_t)a * hd, hd, b - a, hd, hp->attn_scale, s + a);
+    for (int i = a; i < b; i++)
         if (!(p->live >> i & 1 && p->pos[i] >= lo && p->pos[i] <= st->qpos)) s[i] = -INFINITY;
-        mt = FR_MAX(mt, s[i]);
-    }
-    return mt;
+    return max_of(s + a, b - a);
 }
 
 /* Buffers of one page and KV head as attend_pages uses them: tiles
@@ -186,8 +191,9 @@ static void attend_page_head(const attn_job *j, int pi, int kvh, row_state *rs, 
             a = FR_MAX(0, lo - p->pos[0]);
             b = FR_MIN(p->n, st->qpos - p->pos[0] + 1);
         }
-        float *s = t->s;
-        float mt = row_scores(j, p, st, t->kt, fused || channels ? t->pre + r * FR_KV_PAGE : NULL, s, a, b, !p->dense);
+        /* a row's scores are used in place: exp overwrites them */
+        float *s = fused || channels ? t->pre + r * FR_KV_PAGE : t->s;
+        float mt = row_scores(j, p, st, t->kt, fused || channels, s, a, b, !p->dense);
         if (mt == -INFINITY) continue;
         if (j->scores && st->last)
             memcpy(j->scores + (size_t)st->head * kvc->cap_slots + (size_t)pi * FR_KV_PAGE + a, s + a,
