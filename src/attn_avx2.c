@@ -182,6 +182,7 @@ static void dots_t(const float *const *q, int nr, const float *kt, int n, float 
 #pragma GCC unroll 4
             for (int v = 0; v < 4; v++) {
                 __m256 kv = _mm256_loadu_ps(k + 8 * v);
+                __asm__("" : "+x"(kv)); /* one load for both rows: folded into each FMA, it was loaded twice */
                 a[v] = _mm256_fmadd_ps(x0, kv, a[v]);
                 a[4 + v] = _mm256_fmadd_ps(x1, kv, a[4 + v]);
             }
