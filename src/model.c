@@ -192,42 +192,93 @@ static frugal_status load_arch(frugal_model *m) {
                     m->arch);
 }
 
-/* Rearranges a matrix for the selected level's kernels when they have a
- * packed layout for its type (quant.h, fr_pack_q4_1), and lets the kernel
- * drop the mapped original's pages, which are no longer read (they come
- * back from the file if anything does). Out of memory leaves the matrix as
- * it was: the kernels on the original rows give the same bits. */
-static void pack_weight(const frugal_model *m, fr_weight *w) {
+/* How a matrix goes into the weight arena: rearranged for the selected
+ * level's kernels (quant.h, fr_pack_q4_1); copied as it is (a mapped
+ * file's matrix with no packed layout, or a tied output matrix, which is
+ * also the embedding table read by rows); or not at all (a file read
+ * into memory keeps its unpacked matrices where they are). */
+enum { PLACE_NONE, PLACE_PACK, PLACE_COPY };
+static int placement(const frugal_model *m, const fr_weight *w, bool tied) {
     const fr_type_traits *tt = fr_traits(w->type);
-    if (!w->data || w->rows < 16 || w->rows % 16 || !tt || !tt->pack) return;
-    size_t bytes = (size_t)w->rows * w->row_bytes;
-    w->packed_mem = fr_malloc(bytes + 63);
-    if (!w->packed_mem) return;
-    void *dst = (void *)(((uintptr_t)w->packed_mem + 63) & ~(uintptr_t)63);
-    tt->pack(w->cols, w->data, w->row_bytes, w->rows, dst);
-    w->packed = dst;
-    if (m->gguf->mapped) {
-        long ps = sysconf(_SC_PAGESIZE);
-        uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096, lo = ((uintptr_t)w->data + page - 1) & ~(page - 1);
-        uintptr_t hi = ((uintptr_t)w->data + bytes) & ~(page - 1);
-        if (lo < hi) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    if (!w->data || w->rows < 16) return PLACE_NONE;
+    if (!tied && tt && tt->pack && w->rows % 16 == 0) return PLACE_PACK;
+    return m->gguf->mapped ? PLACE_COPY : PLACE_NONE;
+}
+
+/* Bytes matrix w takes in the arena, 64-aligned. */
+static size_t placed_size(const frugal_model *m, const fr_weight *w, bool tied) {
+    if (placement(m, w, tied) == PLACE_NONE) return 0;
+    return ((size_t)w->rows * w->row_bytes + 63) & ~(size_t)63;
+}
+
+static void count_placed(frugal_model *m, fr_weight *w, bool tied) { m->placed_total += placed_size(m, w, tied); }
+
+/* Lets the kernel drop the pages of the mapped file wholly inside
+ * [p, p + n), which are no longer read (they come back from the file if
+ * anything does). */
+static void drop_mapped(const frugal_model *m, const void *p, size_t n) {
+    if (!m->gguf->mapped) return;
+    long ps = sysconf(_SC_PAGESIZE);
+    uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096, lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)p + n) & ~(page - 1);
+    if (lo < hi) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* Puts a matrix in its place in the arena and drops its mapped pages. A
+ * copy goes a few MiB at a time, so that a large matrix is never resident
+ * twice (a tied output matrix is most of a small model). */
+#define COPY_PIECE ((size_t)4 << 20)
+static void place_weight(frugal_model *m, fr_weight *w, bool tied) {
+    size_t size = (size_t)w->rows * w->row_bytes, bytes = placed_size(m, w, tied);
+    const uint8_t *orig = w->data;
+    if (!bytes || !m->placed_next) return;
+    if (placement(m, w, tied) == PLACE_PACK) {
+        fr_traits(w->type)->pack(w->cols, orig, w->row_bytes, w->rows, m->placed_next);
+        w->packed = m->placed_next;
+        drop_mapped(m, orig, size);
+    } else {
+        for (size_t o = 0; o < size; o += COPY_PIECE) {
+            size_t n = FR_MIN(COPY_PIECE, size - o);
+            memcpy(m->placed_next + o, orig + o, n);
+            drop_mapped(m, orig + o, n);
+        }
+        drop_mapped(m, orig, size); /* the pages that straddled two pieces */
+        w->data = m->placed_next;
     }
+    m->placed_next += bytes;
 }
 
-static void free_packed_weight(const frugal_model *m, fr_weight *w) {
-    (void)m;
-    fr_free(w->packed_mem);
-}
-
-/* fn on the matrices that may be packed: every layer's, and an output
- * matrix of its own (a tied one is the embedding table, read by rows). */
-static void each_packable(frugal_model *m, void (*fn)(const frugal_model *, fr_weight *)) {
+/* fn on the matrices a token reads: every layer's, and the output matrix
+ * (tied: the embedding table, which then moves with it). */
+static void each_matrix(frugal_model *m, void (*fn)(frugal_model *, fr_weight *, bool)) {
     for (int l = 0; m->layers && l < m->hp.n_layer; l++) {
         fr_layer *L = &m->layers[l];
         fr_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) fn(m, ws[i]);
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) fn(m, ws[i], false);
     }
-    if (m->output.data != m->tok_embd.data) fn(m, &m->output);
+    bool tied = m->output.data == m->tok_embd.data;
+    fn(m, &m->output, tied);
+    if (tied) m->tok_embd.data = m->output.data;
+}
+
+/* The matrices share one arena on 2 MiB pages (transparent huge pages,
+ * where the kernel grants them): decode streams every matrix once a
+ * token, and on 4 KiB pages each page was a TLB miss and a new start for
+ * the hardware prefetcher; on huge pages the products of a decode read
+ * ~9 % faster. Out of memory leaves every matrix where it was: the
+ * kernels on the original rows give the same bits. */
+#define HUGE_PAGE ((size_t)2 << 20)
+static void place_weights(frugal_model *m) {
+    each_matrix(m, count_placed);
+    if (!m->placed_total) return;
+    size_t span = (m->placed_total + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    m->placed_mem = fr_malloc(span + HUGE_PAGE);
+    if (!m->placed_mem) return;
+    m->placed_next = (uint8_t *)(((uintptr_t)m->placed_mem + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+#ifdef MADV_HUGEPAGE
+    (void)madvise(m->placed_next, span, MADV_HUGEPAGE);
+#endif
+    each_matrix(m, place_weight);
 }
 
 frugal_status frugal_model_load(const char *path, frugal_model **out) {
@@ -250,7 +301,7 @@ frugal_status frugal_model_load(const char *path, frugal_model **out) {
     if ((st = load_arch(m))) goto fail;
     if ((st = load_chat_template(m))) goto fail;
     m->isa = fr_kernels_init_from_env();
-    each_packable(m, pack_weight);
+    place_weights(m);
     if ((st = fr_kv_pool_new(fr_kv_f16_page_bytes(m->hp.n_head_kv * m->hp.head_dim), &m->kv_pool))) {
         if (st != FRUGAL_ERR_INVALID_ARG) goto fail;
         fr_clear_error(); /* pages too large for a slab: they come from fr_malloc */
@@ -266,7 +317,7 @@ void frugal_model_free(frugal_model *m) {
     if (!m) return;
     fr_kv_pool_free(m->kv_pool);
     fr_tokenizer_free(m->tok);
-    each_packable(m, free_packed_weight);
+    fr_free(m->placed_mem);
     gguf_close(m->gguf);
     fr_free(m->layers);
     fr_free(m->arch);

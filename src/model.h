@@ -22,7 +22,6 @@ typedef struct {
     int64_t cols, rows;
     size_t row_bytes;
     const void *packed; /* the rows rearranged for this level's kernels (traits' pack), or NULL */
-    void *packed_mem;   /* its allocation */
 } fr_weight;
 
 /* One transformer block. Optional weights (data == NULL when the
@@ -63,6 +62,9 @@ struct frugal_model {
     char *chat_default_system;
     int isa;                 /* kernel level in use */
     fr_kv_pool *kv_pool;     /* fp16 KV pages of all its contexts (NULL: fr_malloc) */
+    void *placed_mem;        /* the matrices' arena (model.c: place_weights), or NULL */
+    uint8_t *placed_next;    /* where the next one goes */
+    size_t placed_total;     /* bytes they take */
 };
 
 /* Binds a required tensor of the given shape (cols, rows; rows 1 for a

@@ -475,3 +475,42 @@ TEST(model_profile_counts_every_part) {
     frugal_ctx_free(c);
     free_model(m);
 }
+
+/* True when [p, p + n) lies in the model's weight arena. */
+static bool in_arena(const frugal_model *m, const void *p, size_t n) {
+    const uint8_t *a = m->placed_mem, *q = p;
+    return a && q >= a && q + n <= m->placed_next;
+}
+
+/* Every matrix a token reads sits in the one arena (model.c,
+ * place_weights), packed where the level has a layout for its type, else
+ * a byte-for-byte copy of the file's; a tied output matrix is copied
+ * once, and the embedding lookups read that copy. The matrices follow
+ * each other from a 2 MiB boundary. */
+TEST(model_matrices_live_in_one_arena) {
+    frugal_model *m = load_default();
+    if (!m) return;
+    CHECK(m->placed_mem != NULL && ((uintptr_t)m->placed_next & 63) == 0);
+    size_t placed = 0;
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        const fr_layer *L = &m->layers[l];
+        const fr_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            size_t bytes = (size_t)ws[i]->rows * ws[i]->row_bytes;
+            const void *at = ws[i]->packed ? ws[i]->packed : ws[i]->data;
+            CHECK_MSG(in_arena(m, at, bytes), "layer %d matrix %zu is not in the arena", l, i);
+            placed += (bytes + 63) & ~(size_t)63;
+        }
+    }
+    const gguf_tensor *t = gguf_find_tensor(m->gguf, "token_embd.weight");
+    size_t out_bytes = (size_t)m->output.rows * m->output.row_bytes;
+    CHECK(t && !gguf_find_tensor(m->gguf, "output.weight")); /* SmolLM2 ties them */
+    CHECK(m->output.data == m->tok_embd.data && m->output.packed == NULL);
+    CHECK(in_arena(m, m->output.data, out_bytes) && t->nbytes == out_bytes);
+    CHECK(memcmp(m->output.data, t->data, out_bytes) == 0); /* the file's pages come back from the file */
+    placed += (out_bytes + 63) & ~(size_t)63;
+    CHECK(m->placed_total == placed);
+    const uintptr_t huge = (uintptr_t)2 << 20, start = ((uintptr_t)m->placed_mem + huge - 1) & ~(huge - 1);
+    CHECK((uintptr_t)m->placed_next - start == placed); /* from a 2 MiB boundary, nothing between */
+    frugal_model_free(m);
+}
