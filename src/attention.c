@@ -32,6 +32,7 @@
 #define SPLIT_MIN 256    /* positions per split below which decode is not split */
 #define KEYS_PIECE 512   /* fp16 keys converted per request for the next page's (1 KiB) */
 #define MAX_HD 512
+#define DIRECT_ROWS 4    /* rows of a KV head up to which an fp16 page is read as it is */
 
 /* ---- scalar primitives (the reference for attn_avx2.c) ---- */
 
@@ -82,8 +83,30 @@ static void dots_t_scalar(const float *const *q, int nr, const float *kt, int n,
         }
 }
 
+static void pv_h_scalar(float *acc, float c, const float *e, const uint16_t *v, int v_stride, int np, int n,
+                        const uint16_t *ahead) {
+    (void)ahead;
+    for (int i = 0; i < n; i++) {
+        float a = acc[i] * c;
+        for (int p = 0; p < np; p++) a += e[p] * fr_fp16_to_fp32(v[(size_t)p * v_stride + i]);
+        acc[i] = a;
+    }
+}
+
+static void dots_t_h_scalar(const float *const *q, int nr, const uint16_t *kt, int n, float scale, float *s,
+                            const uint16_t *ahead) {
+    (void)ahead;
+    for (int r = 0; r < nr; r++)
+        for (int p = 0; p < FR_KV_PAGE; p++) {
+            float d = 0;
+            for (int i = 0; i < n; i++) d += q[r][i] * fr_fp16_to_fp32(kt[(size_t)i * FR_KV_PAGE + p]);
+            s[r * FR_KV_PAGE + p] = d * scale;
+        }
+}
+
 const fr_attn_kernels fr_attn_scalar = { f16_to_f32_scalar, f32_to_f16_scalar, dot_scalar, scale_add_scalar,
-                                         exp_sub_scalar, pv_scalar, dots_scalar, dots_t_scalar };
+                                         exp_sub_scalar, pv_scalar, dots_scalar, dots_t_scalar,
+                                         pv_h_scalar, dots_t_h_scalar };
 
 static const fr_attn_kernels *kernels(void) {
     return fr_kernels_isa() >= FR_ISA_AVX2 ? &fr_attn_avx2 : &fr_attn_scalar;
@@ -175,14 +198,22 @@ static void attend_page_head(const attn_job *j, int pi, int kvh, row_state *rs, 
     for (int r = 0; r < nr; r++) qrows[r] = rs[r].q;
     /* packed KIVI keys are scored from their codes, an fp16 page's from
      * its keys channel-major as they are stored (kv.h), for all rows at
-     * once; other pages are loaded as a key tile */
-    bool fused = fr_kv_scores_fused(p), channels = !p->packed;
+     * once; other pages are loaded as a key tile. A few rows (a decode's)
+     * read an fp16 page as it is, converting as they go: converted once
+     * into the tiles, it was written and read again for too few rows to
+     * pay (the same bits either way) */
+    bool fused = fr_kv_scores_fused(p), channels = !p->packed, direct = channels && nr <= DIRECT_ROWS;
+    const uint16_t *v16 = direct ? (const uint16_t *)p->v + (size_t)kvh * hd : NULL;
+    const uint16_t *ahead_v = direct && ahead ? (const uint16_t *)ahead->v + (size_t)kvh * hd : NULL;
     if (fused) fr_kv_key_scores(kvc, p, kvh, hd, qrows, nr, hp->attn_scale, t->pre);
-    if (channels) {
+    if (direct) {
+        K->dots_t_h(qrows, nr, fr_kv_f16_keys(p, kvh, hd), hd, hp->attn_scale, t->pre,
+                    ahead ? fr_kv_f16_keys(ahead, kvh, hd) : NULL);
+    } else if (channels) {
         keys_channels(K, p, ahead, kvh, hd, t->kt);
         K->dots_t(qrows, nr, t->kt, hd, hp->attn_scale, t->pre);
     }
-    fr_kv_load_head(kvc, p, kvh, hd, fused || channels ? NULL : t->kt, t->vt, hd, ahead);
+    if (!direct) fr_kv_load_head(kvc, p, kvh, hd, fused || channels ? NULL : t->kt, t->vt, hd, ahead);
     for (int r = 0; r < nr; r++) {
         row_state *st = &rs[r];
         int lo = first_visible(st->qpos, j->L->window), a = 0, b = p->n;
@@ -200,7 +231,12 @@ static void attend_page_head(const attn_job *j, int pi, int kvh, row_state *rs, 
                    (size_t)(b - a) * sizeof *s);
         float m_new = FR_MAX(st->m, mt), c = expf(st->m - m_new);
         st->l = st->l * c + K->exp_sub(s + a, m_new, b - a);
-        K->pv(st->acc, c, s + a, t->vt + (size_t)a * hd, hd, b - a, hd);
+        if (direct)
+            K->pv_h(st->acc, c, s + a, v16 + (size_t)a * kvc->kv_dim, kvc->kv_dim, b - a, hd,
+                    ahead_v ? ahead_v + (size_t)a * kvc->kv_dim : NULL);
+        else
+            K->pv(st->acc, c, s + a, t->vt + (size_t)a * hd, hd, b - a, hd);
+        ahead_v = NULL; /* requested once */
         st->m = m_new;
     }
 }

@@ -124,11 +124,25 @@ static float exp_sub(float *s, float m, int n) {
     return total;
 }
 
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* Eight floats of x at i: floats, or fp16 converted (exactly). */
+static ALWAYS_INLINE __m256 load8(const void *x, size_t i, const bool f16) {
+    if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)x + i)));
+    return _mm256_loadu_ps((const float *)x + i);
+}
+static ALWAYS_INLINE float load1(const void *x, size_t i, const bool f16) {
+    return f16 ? fr_fp16_to_fp32(((const uint16_t *)x)[i]) : ((const float *)x)[i];
+}
+
 /* acc = acc * c + sum_p e[p] * v[p]: 64 output lanes at a time stay in
  * eight registers across all the tile's keys, so the FMAs of one key are
  * independent of each other (a narrower block would wait on the latency
- * of one accumulator per key). */
-static void pv(float *acc, float c, const float *e, const float *v, int v_stride, int np, int n) {
+ * of one accumulator per key). v in floats or fp16 (pv_h); ahead: fp16
+ * values of the page read next, laid out as v, each slot's requested as
+ * this one's is first read (NULL: none). */
+static ALWAYS_INLINE void pv_any(float *acc, float c, const float *e, const void *v, int v_stride, int np, int n,
+                                 const uint16_t *ahead, const bool f16) {
     int i = 0;
     __m256 vc = _mm256_set1_ps(c);
     for (; i + 64 <= n; i += 64) {
@@ -137,9 +151,10 @@ static void pv(float *acc, float c, const float *e, const float *v, int v_stride
         for (int k = 0; k < 8; k++) a[k] = _mm256_mul_ps(vc, _mm256_loadu_ps(acc + i + 8 * k));
         for (int p = 0; p < np; p++) {
             __m256 ep = _mm256_set1_ps(e[p]);
-            const float *vp = v + (size_t)p * v_stride + i;
+            size_t vp = (size_t)p * v_stride + i;
+            for (int o = 0; ahead && i == 0 && o < n; o += 32) _mm_prefetch((const char *)(ahead + vp + o), _MM_HINT_T0);
 #pragma GCC unroll 8
-            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(ep, _mm256_loadu_ps(vp + 8 * k), a[k]);
+            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(ep, load8(v, vp + 8 * k, f16), a[k]);
         }
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) _mm256_storeu_ps(acc + i + 8 * k, a[k]);
@@ -148,17 +163,26 @@ static void pv(float *acc, float c, const float *e, const float *v, int v_stride
         __m256 a0 = _mm256_mul_ps(vc, _mm256_loadu_ps(acc + i)), a1 = _mm256_mul_ps(vc, _mm256_loadu_ps(acc + i + 8));
         for (int p = 0; p < np; p++) {
             __m256 ep = _mm256_set1_ps(e[p]);
-            a0 = _mm256_fmadd_ps(ep, _mm256_loadu_ps(v + (size_t)p * v_stride + i), a0);
-            a1 = _mm256_fmadd_ps(ep, _mm256_loadu_ps(v + (size_t)p * v_stride + i + 8), a1);
+            a0 = _mm256_fmadd_ps(ep, load8(v, (size_t)p * v_stride + i, f16), a0);
+            a1 = _mm256_fmadd_ps(ep, load8(v, (size_t)p * v_stride + i + 8, f16), a1);
         }
         _mm256_storeu_ps(acc + i, a0);
         _mm256_storeu_ps(acc + i + 8, a1);
     }
     for (; i < n; i++) {
         float a = acc[i] * c;
-        for (int p = 0; p < np; p++) a += e[p] * v[(size_t)p * v_stride + i];
+        for (int p = 0; p < np; p++) a += e[p] * load1(v, (size_t)p * v_stride + i, f16);
         acc[i] = a;
     }
+}
+
+static void pv(float *acc, float c, const float *e, const float *v, int v_stride, int np, int n) {
+    pv_any(acc, c, e, v, v_stride, np, n, NULL, false);
+}
+
+static void pv_h(float *acc, float c, const float *e, const uint16_t *v, int v_stride, int np, int n,
+                 const uint16_t *ahead) {
+    pv_any(acc, c, e, v, v_stride, np, n, ahead, true);
 }
 
 _Static_assert(FR_KV_PAGE == 32, "dots_t: a page is 4 vectors of 8 slots");
@@ -167,8 +191,10 @@ _Static_assert(FR_KV_PAGE == 32, "dots_t: a page is 4 vectors of 8 slots");
  * side, FMA chains over the channels. Two rows at a time, so that 8
  * chains are in flight (a row's 4 alone would wait on the FMA latency)
  * and each key vector loaded serves both; a slot's chain is the same
- * for a row in a pair or alone. */
-static void dots_t(const float *const *q, int nr, const float *kt, int n, float scale, float *s) {
+ * for a row in a pair or alone. Keys in floats, or fp16 (dots_t_h; ahead
+ * as for pv_any, requested on the first pass). */
+static ALWAYS_INLINE void dots_t_any(const float *const *q, int nr, const void *kt, int n, float scale, float *s,
+                                     const uint16_t *ahead, const bool f16) {
     const __m256 vs = _mm256_set1_ps(scale);
     for (int r = 0; r < nr; r += 2) {
         const int pair = r + 1 < nr;
@@ -177,11 +203,12 @@ static void dots_t(const float *const *q, int nr, const float *kt, int n, float 
 #pragma GCC unroll 8
         for (int v = 0; v < 8; v++) a[v] = _mm256_setzero_ps();
         for (int i = 0; i < n; i++) {
-            const float *k = kt + (size_t)i * FR_KV_PAGE;
+            const size_t k = (size_t)i * FR_KV_PAGE;
+            if (ahead && r == 0) _mm_prefetch((const char *)(ahead + k), _MM_HINT_T0);
             __m256 x0 = _mm256_set1_ps(q0[i]), x1 = _mm256_set1_ps(q1[i]);
 #pragma GCC unroll 4
             for (int v = 0; v < 4; v++) {
-                __m256 kv = _mm256_loadu_ps(k + 8 * v);
+                __m256 kv = load8(kt, k + 8 * v, f16);
                 __asm__("" : "+x"(kv)); /* one load for both rows: folded into each FMA, it was loaded twice */
                 a[v] = _mm256_fmadd_ps(x0, kv, a[v]);
                 a[4 + v] = _mm256_fmadd_ps(x1, kv, a[4 + v]);
@@ -194,4 +221,13 @@ static void dots_t(const float *const *q, int nr, const float *kt, int n, float 
     }
 }
 
-const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv, dots, dots_t };
+static void dots_t(const float *const *q, int nr, const float *kt, int n, float scale, float *s) {
+    dots_t_any(q, nr, kt, n, scale, s, NULL, false);
+}
+
+static void dots_t_h(const float *const *q, int nr, const uint16_t *kt, int n, float scale, float *s,
+                     const uint16_t *ahead) {
+    dots_t_any(q, nr, kt, n, scale, s, ahead, true);
+}
+
+const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv, dots, dots_t, pv_h, dots_t_h };

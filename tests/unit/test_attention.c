@@ -205,6 +205,26 @@ TEST(attention_primitives_avx2_match_scalar) {
                 CHECK_MSG(y == alone[p], "row %d of %d, slot %d", r, nq, p);
             }
         }
+        /* the same from fp16 keys and values as stored, converted as they
+         * are read: the bits of converting them first */
+        static uint16_t kc16[64 * FR_KV_PAGE], v16[130 * 7];
+        static float kcf[64 * FR_KV_PAGE], vf[130 * 7];
+        fr_attn_scalar.f32_to_f16(kc, kc16, 64 * FR_KV_PAGE);
+        fr_attn_scalar.f16_to_f32(kc16, kcf, 64 * FR_KV_PAGE);
+        for (int level = 0; level < 2; level++) {
+            const fr_attn_kernels *K = level ? &fr_attn_avx2 : &fr_attn_scalar;
+            K->dots_t(qs, nq, kcf, cn, 0.125f, t1);
+            K->dots_t_h(qs, nq, kc16, cn, 0.125f, t2, level ? kc16 + 32 : NULL);
+            CHECK_MSG(memcmp(t1, t2, sizeof(float) * FR_KV_PAGE * nq) == 0, "dots_t_h, level %d, n %d", level, n);
+            int vn = n % 130, vp = n % 8; /* widths past 64 and 16 lanes, and their tails */
+            for (int i = 0; i < 130 * 7; i++) vf[i] = b[i % 301];
+            fr_attn_scalar.f32_to_f16(vf, v16, 130 * 7);
+            fr_attn_scalar.f16_to_f32(v16, vf, 130 * 7);
+            for (int i = 0; i < vn; i++) pv1[i] = pv2[i] = a[i];
+            K->pv(pv1, 0.7f, b, vf, 130, vp > 7 ? 7 : vp, vn);
+            K->pv_h(pv2, 0.7f, b, v16, 130, vp > 7 ? 7 : vp, vn, level ? v16 : NULL);
+            CHECK_MSG(memcmp(pv1, pv2, sizeof(float) * vn) == 0, "pv_h, level %d, n %d", level, n);
+        }
         /* exp(s - m): relative error well under 1e-6, down to underflow */
         float e1[301], e2[301];
         for (int i = 0; i < n; i++) e1[i] = e2[i] = -fabsf(a[i]) * (i % 3 ? 1.0f : 0.01f);
