@@ -49,6 +49,7 @@ void fr_rope_table(float *cs, int pos, int rope_dim, float theta) {
  * x[i + rope_dim/2]). cs holds each token's table (rope_dim floats). */
 void fr_rope(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind) {
     if (fr_kernels_isa() >= FR_ISA_AVX512 && rope_dim % 32 == 0) fr_rope_avx512(x, n, n_heads, head_dim, rope_dim, cs, kind);
+    else if (fr_kernels_isa() >= FR_ISA_AVX2 && rope_dim % 16 == 0) fr_rope_avx2(x, n, n_heads, head_dim, rope_dim, cs, kind);
     else fr_rope_scalar(x, n, n_heads, head_dim, rope_dim, cs, kind);
 }
 

@@ -23,13 +23,14 @@ void fr_scale(float *y, const float *x, float c, int64_t count); /* y = x c */
 /* Its scalar reference and AVX2 twin (act_avx2.c). */
 void fr_glu_scalar(float *a, const float *b, int64_t count, int act);
 void fr_glu_avx2(float *a, const float *b, int64_t count, int act);
-/* RMSNorm's and RoPE's scalar references and AVX-512 twins (ops_avx512.c,
- * the same bits). */
+/* RMSNorm's and RoPE's scalar references and AVX-512 and AVX2 twins
+ * (ops_avx512.c, ops_avx2.c: the same bits). */
 void fr_rmsnorm_scalar(float *y, const float *x, const float *w, int n, int d, float eps);
 void fr_rmsnorm_avx512(float *y, const float *x, const float *w, int n, int d, float eps);
 void fr_rmsnorm_avx2(float *y, const float *x, const float *w, int n, int d, float eps);
 void fr_rope_scalar(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind);
 void fr_rope_avx512(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind);
+void fr_rope_avx2(float *x, int n, int n_heads, int head_dim, int rope_dim, const float *cs, int kind);
 /* Row r of a matrix as floats (embedding lookup). */
 void fr_get_row(const fr_weight *w, int64_t r, float *out);
 

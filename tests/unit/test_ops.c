@@ -79,11 +79,9 @@ static void check_rmsnorm_twin(const char *name, void (*norm)(float *, const flo
     }
 }
 
-/* The AVX-512 RMSNorm and RoPE give the scalar code's bits: both RoPE
- * layouts, partial rotation (rope_dim < head_dim). */
-TEST(ops_rmsnorm_and_rope_avx512_bit_identical) {
-    if (fr_isa_detect() < FR_ISA_AVX512) return;
-    check_rmsnorm_twin("avx512", fr_rmsnorm_avx512);
+/* A RoPE twin gives the scalar code's bits: both layouts, partial
+ * rotation (rope_dim < head_dim). */
+static void check_rope_twin(const char *name, void (*rope)(float *, int, int, int, int, const float *, int)) {
     static float x[TWIN_MAX], w[TWIN_MAX], a[TWIN_MAX], b[TWIN_MAX], cs[4 * 256];
     twin_inputs(x, w);
     const int shapes[][3] = { { 2, 64, 64 }, { 1, 256, 256 }, { 3, 96, 64 }, { 2, 128, 32 } }; /* heads, head_dim, rope_dim */
@@ -94,14 +92,22 @@ TEST(ops_rmsnorm_and_rope_avx512_bit_identical) {
             memcpy(a, x, (size_t)n * nh * hd * sizeof(float));
             memcpy(b, x, (size_t)n * nh * hd * sizeof(float));
             fr_rope_scalar(a, n, nh, hd, rd, cs, kind);
-            fr_rope_avx512(b, n, nh, hd, rd, cs, kind);
-            CHECK_MSG(!memcmp(a, b, (size_t)n * nh * hd * sizeof(float)), "rope kind %d shape %zu", kind, k);
+            rope(b, n, nh, hd, rd, cs, kind);
+            CHECK_MSG(!memcmp(a, b, (size_t)n * nh * hd * sizeof(float)), "%s rope kind %d shape %zu", name, kind, k);
         }
 }
 
-TEST(ops_rmsnorm_avx2_bit_identical) {
+/* The AVX-512 RMSNorm and RoPE give the scalar code's bits. */
+TEST(ops_rmsnorm_and_rope_avx512_bit_identical) {
+    if (fr_isa_detect() < FR_ISA_AVX512) return;
+    check_rmsnorm_twin("avx512", fr_rmsnorm_avx512);
+    check_rope_twin("avx512", fr_rope_avx512);
+}
+
+TEST(ops_rmsnorm_and_rope_avx2_bit_identical) {
     if (fr_isa_detect() < FR_ISA_AVX2) return;
     check_rmsnorm_twin("avx2", fr_rmsnorm_avx2);
+    check_rope_twin("avx2", fr_rope_avx2);
 }
 
 TEST(ops_nonfinite_activations_quantize_as_zero) {
