@@ -152,7 +152,8 @@ static ALWAYS_INLINE void pv_any(float *acc, float c, const float *e, const void
         for (int p = 0; p < np; p++) {
             __m256 ep = _mm256_set1_ps(e[p]);
             size_t vp = (size_t)p * v_stride + i;
-            for (int o = 0; ahead && i == 0 && o < n; o += 32) _mm_prefetch((const char *)(ahead + vp + o), _MM_HINT_T0);
+            for (int o = 0; ahead && i == 0 && o < n; o += 32) /* 32 fp16 values: a line */
+                _mm_prefetch((const char *)(ahead + vp + o), _MM_HINT_T0);
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(ep, load8(v, vp + 8 * k, f16), a[k]);
         }
@@ -230,4 +231,5 @@ static void dots_t_h(const float *const *q, int nr, const uint16_t *kt, int n, f
     dots_t_any(q, nr, kt, n, scale, s, ahead, true);
 }
 
-const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv, dots, dots_t, pv_h, dots_t_h };
+const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv, dots, dots_t,
+                                       pv_h, dots_t_h };

@@ -48,9 +48,10 @@ void fr_rope_avx2(float *x, int n, int n_heads, int head_dim, int rope_dim, cons
             float *v = x + ((size_t)t * n_heads + h) * head_dim;
             if (kind == FR_ROPE_NEOX) { /* pairs (i, i + half): the table's 8 pairs split into cos and sin */
                 for (int i = 0; i < half; i += 8) {
+                    /* the shuffles give pairs 0 1 4 5 | 2 3 6 7; the permute puts them in order */
                     __m256 t0 = _mm256_loadu_ps(c + 2 * i), t1 = _mm256_loadu_ps(c + 2 * i + 8);
                     __m256 co = _mm256_castpd_ps(_mm256_permute4x64_pd(
-                        _mm256_castps_pd(_mm256_shuffle_ps(t0, t1, 0x88)), 0xd8)); /* lanes 0 4 1 5 | 2 6 3 7 -> in order */
+                        _mm256_castps_pd(_mm256_shuffle_ps(t0, t1, 0x88)), 0xd8));
                     __m256 si = _mm256_castpd_ps(_mm256_permute4x64_pd(
                         _mm256_castps_pd(_mm256_shuffle_ps(t0, t1, 0xdd)), 0xd8));
                     __m256 a = _mm256_loadu_ps(v + i), b = _mm256_loadu_ps(v + i + half);
