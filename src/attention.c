@@ -83,14 +83,15 @@ static void dots_t_scalar(const float *const *q, int nr, const float *kt, int n,
         }
 }
 
-static void pv_h_scalar(float *acc, float c, const float *e, const uint16_t *v, int v_stride, int np, int n,
-                        const uint16_t *ahead) {
+static void pv_h_scalar(float *const *acc, const float *c, const float *const *e, int nr, const uint16_t *v,
+                        int v_stride, int np, int n, const uint16_t *ahead) {
     (void)ahead;
-    for (int i = 0; i < n; i++) {
-        float a = acc[i] * c;
-        for (int p = 0; p < np; p++) a += e[p] * fr_fp16_to_fp32(v[(size_t)p * v_stride + i]);
-        acc[i] = a;
-    }
+    for (int r = 0; r < nr; r++)
+        for (int i = 0; i < n; i++) {
+            float a = acc[r][i] * c[r];
+            for (int p = 0; p < np; p++) a += e[r][p] * fr_fp16_to_fp32(v[(size_t)p * v_stride + i]);
+            acc[r][i] = a;
+        }
 }
 
 static void dots_t_h_scalar(const float *const *q, int nr, const uint16_t *kt, int n, float scale, float *s,
@@ -185,6 +186,28 @@ static void keys_channels(const fr_attn_kernels *K, const fr_kv_page *p, const f
     }
 }
 
+/* The rows that read an fp16 page's values as stored, once each has its
+ * weights e for slots [a, b) of the page: rows with the same visible run
+ * (a decode's, all at one position) take one pass, which converts each
+ * value once for all of them; a row's bits are the same either way. */
+typedef struct {
+    float *acc[DIRECT_ROWS];
+    float c[DIRECT_ROWS];
+    const float *e[DIRECT_ROWS];
+    int a[DIRECT_ROWS], b[DIRECT_ROWS], n;
+} direct_rows;
+
+static void values_direct(const fr_kv_cache *kvc, const direct_rows *d, const uint16_t *v16, const uint16_t *ahead,
+                          int hd) {
+    bool same = true;
+    for (int i = 1; i < d->n; i++) same = same && d->a[i] == d->a[0] && d->b[i] == d->b[0];
+    for (int i = 0, m = same ? d->n : 1; i < d->n; i += m) {
+        size_t a = (size_t)d->a[i] * kvc->kv_dim;
+        kernels()->pv_h(d->acc + i, d->c + i, d->e + i, m, v16 + a, kvc->kv_dim, d->b[i] - d->a[i], hd,
+                        i == 0 && ahead ? ahead + a : NULL);
+    }
+}
+
 /* Rows rs[0..nr) of KV head kvh attend to page pi; ahead: the next page
  * when it is fp16, requested piece by piece as this one is read. */
 static void attend_page_head(const attn_job *j, int pi, int kvh, row_state *rs, int nr, page_tiles *t,
@@ -214,6 +237,7 @@ static void attend_page_head(const attn_job *j, int pi, int kvh, row_state *rs, 
         K->dots_t(qrows, nr, t->kt, hd, hp->attn_scale, t->pre);
     }
     if (!direct) fr_kv_load_head(kvc, p, kvh, hd, fused || channels ? NULL : t->kt, t->vt, hd, ahead);
+    direct_rows dr = { .n = 0 };
     for (int r = 0; r < nr; r++) {
         row_state *st = &rs[r];
         int lo = first_visible(st->qpos, j->L->window), a = 0, b = p->n;
@@ -232,13 +256,12 @@ static void attend_page_head(const attn_job *j, int pi, int kvh, row_state *rs, 
         float m_new = FR_MAX(st->m, mt), c = expf(st->m - m_new);
         st->l = st->l * c + K->exp_sub(s + a, m_new, b - a);
         if (direct)
-            K->pv_h(st->acc, c, s + a, v16 + (size_t)a * kvc->kv_dim, kvc->kv_dim, b - a, hd,
-                    ahead_v ? ahead_v + (size_t)a * kvc->kv_dim : NULL);
+            dr.acc[dr.n] = st->acc, dr.c[dr.n] = c, dr.e[dr.n] = s + a, dr.a[dr.n] = a, dr.b[dr.n++] = b;
         else
             K->pv(st->acc, c, s + a, t->vt + (size_t)a * hd, hd, b - a, hd);
-        ahead_v = NULL; /* requested once */
         st->m = m_new;
     }
+    if (dr.n) values_direct(kvc, &dr, v16, ahead_v, hd);
 }
 
 /* Attends rows rs[0..nr) to the layer's pages [p0, p1): nr / nh rows for

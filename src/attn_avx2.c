@@ -181,44 +181,110 @@ static void pv(float *acc, float c, const float *e, const float *v, int v_stride
     pv_any(acc, c, e, v, v_stride, np, n, NULL, false);
 }
 
-static void pv_h(float *acc, float c, const float *e, const uint16_t *v, int v_stride, int np, int n,
-                 const uint16_t *ahead) {
-    pv_any(acc, c, e, v, v_stride, np, n, ahead, true);
+/* R rows (1 to 4) of pv_h over lanes [0, n0), n0 a multiple of 8 W:
+ * each value vector is converted once for all R rows, W vectors of lanes
+ * a pass (R W accumulators); a lane's arithmetic is pv_any's (a multiply
+ * by c, then one FMA a slot), so a row's bits are those it has alone. */
+static ALWAYS_INLINE void pv_h_rows(float *const *acc, const float *c, const float *const *e, const uint16_t *v,
+                                    int v_stride, int np, int n0, const uint16_t *ahead, const int R, const int W) {
+    for (int i = 0; i < n0; i += 8 * W) {
+        __m256 a[4][8];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+            for (int w = 0; w < W; w++)
+                a[r][w] = _mm256_mul_ps(_mm256_set1_ps(c[r]), _mm256_loadu_ps(acc[r] + i + 8 * w));
+        for (int p = 0; p < np; p++) {
+            size_t vp = (size_t)p * v_stride + i;
+            for (int o = 0; ahead && i == 0 && o < n0; o += 32) /* 32 fp16 values: a line */
+                _mm_prefetch((const char *)(ahead + vp + o), _MM_HINT_T0);
+            __m256 ep[4];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) ep[r] = _mm256_set1_ps(e[r][p]);
+#pragma GCC unroll 8
+            for (int w = 0; w < W; w++) {
+                __m256 x = load8(v, vp + 8 * w, true);
+                __asm__("" : "+x"(x)); /* converted once for all the rows */
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) a[r][w] = _mm256_fmadd_ps(ep[r], x, a[r][w]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+            for (int w = 0; w < W; w++) _mm256_storeu_ps(acc[r] + i + 8 * w, a[r][w]);
+    }
+}
+
+/* Rows three or four at a time (two of four), sharing each conversion;
+ * the lanes past the last whole pass, and a row alone, take pv_any. */
+static void pv_h(float *const *acc, const float *c, const float *const *e, int nr, const uint16_t *v, int v_stride,
+                 int np, int n, const uint16_t *ahead) {
+    for (int r = 0; r < nr;) {
+        const int left = nr - r, R = left == 3 ? 3 : left >= 2 ? 2 : 1, n0 = R > 1 ? n / 32 * 32 : 0;
+        if (R == 3) pv_h_rows(acc + r, c + r, e + r, v, v_stride, np, n0, ahead, 3, 4);
+        if (R == 2) pv_h_rows(acc + r, c + r, e + r, v, v_stride, np, n0, ahead, 2, 4);
+        for (int k = r; k < r + R; k++)
+            pv_any(acc[k] + n0, c[k], e[k], v + n0, v_stride, np, n - n0, k == r && n0 == 0 ? ahead : NULL, true);
+        ahead = NULL;
+        r += R;
+    }
 }
 
 _Static_assert(FR_KV_PAGE == 32, "dots_t: a page is 4 vectors of 8 slots");
 
+/* R rows (1 to 3) of dots_t_any: 4 R chains over the channels, each key
+ * vector loaded once for all R rows (folded into each FMA, it was loaded
+ * once per row). */
+static ALWAYS_INLINE void dots_t_rows(const float *const *q, const void *kt, int n, __m256 vs, float *s,
+                                      const uint16_t *ahead, const bool f16, const int R) {
+    __m256 a[3][4];
+#pragma GCC unroll 3
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) a[r][v] = _mm256_setzero_ps();
+    for (int i = 0; i < n; i++) {
+        const size_t k = (size_t)i * FR_KV_PAGE;
+        if (ahead) _mm_prefetch((const char *)(ahead + k), _MM_HINT_T0);
+        __m256 x[3];
+#pragma GCC unroll 3
+        for (int r = 0; r < R; r++) x[r] = _mm256_set1_ps(q[r][i]);
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) {
+            __m256 kv = load8(kt, k + 8 * v, f16);
+            __asm__("" : "+x"(kv));
+#pragma GCC unroll 3
+            for (int r = 0; r < R; r++) a[r][v] = _mm256_fmadd_ps(x[r], kv, a[r][v]);
+        }
+    }
+#pragma GCC unroll 3
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) _mm256_storeu_ps(s + (size_t)r * FR_KV_PAGE + 8 * v, _mm256_mul_ps(a[r][v], vs));
+}
+
 /* Keys channel-major: a row's 32 scores are 4 vectors of slots side by
- * side, FMA chains over the channels. Two rows at a time, so that 8
- * chains are in flight (a row's 4 alone would wait on the FMA latency)
- * and each key vector loaded serves both; a slot's chain is the same
- * for a row in a pair or alone. Keys in floats, or fp16 (dots_t_h; ahead
- * as for pv_any, requested on the first pass). */
+ * side, FMA chains over the channels. Rows two or three at a time, so
+ * that 8 or 12 chains are in flight (a row's 4 alone would wait on the
+ * FMA latency) and each key vector serves them all; a slot's chain is the
+ * same for a row in any set or alone. Keys in floats, or fp16 (dots_t_h;
+ * ahead as for pv_any, requested on the first pass). */
 static ALWAYS_INLINE void dots_t_any(const float *const *q, int nr, const void *kt, int n, float scale, float *s,
                                      const uint16_t *ahead, const bool f16) {
     const __m256 vs = _mm256_set1_ps(scale);
-    for (int r = 0; r < nr; r += 2) {
-        const int pair = r + 1 < nr;
-        const float *q0 = q[r], *q1 = q[pair ? r + 1 : r];
-        __m256 a[8];
-#pragma GCC unroll 8
-        for (int v = 0; v < 8; v++) a[v] = _mm256_setzero_ps();
-        for (int i = 0; i < n; i++) {
-            const size_t k = (size_t)i * FR_KV_PAGE;
-            if (ahead && r == 0) _mm_prefetch((const char *)(ahead + k), _MM_HINT_T0);
-            __m256 x0 = _mm256_set1_ps(q0[i]), x1 = _mm256_set1_ps(q1[i]);
-#pragma GCC unroll 4
-            for (int v = 0; v < 4; v++) {
-                __m256 kv = load8(kt, k + 8 * v, f16);
-                __asm__("" : "+x"(kv)); /* one load for both rows: folded into each FMA, it was loaded twice */
-                a[v] = _mm256_fmadd_ps(x0, kv, a[v]);
-                a[4 + v] = _mm256_fmadd_ps(x1, kv, a[4 + v]);
-            }
+    for (int r = 0; r < nr;) {
+        const uint16_t *pf = r == 0 ? ahead : NULL;
+        float *sr = s + (size_t)r * FR_KV_PAGE;
+        if ((nr - r) % 2 && nr - r >= 3) {
+            dots_t_rows(q + r, kt, n, vs, sr, pf, f16, 3);
+            r += 3;
+        } else if (nr - r >= 2) {
+            dots_t_rows(q + r, kt, n, vs, sr, pf, f16, 2);
+            r += 2;
+        } else {
+            dots_t_rows(q + r, kt, n, vs, sr, pf, f16, 1);
+            r += 1;
         }
-#pragma GCC unroll 8
-        for (int v = 0; v < 8; v++)
-            if (v < 4 || pair)
-                _mm256_storeu_ps(s + (size_t)(r + v / 4) * FR_KV_PAGE + 8 * (v % 4), _mm256_mul_ps(a[v], vs));
     }
 }
 

@@ -78,12 +78,13 @@ typedef struct {
      * for every slot. A row's bits depend on that row alone, never on the
      * others in the call. */
     void (*dots_t)(const float *const *q, int nr, const float *kt, int n, float scale, float *s);
-    /* pv and dots_t on an fp16 page's values and keys as stored (kv.h),
-     * converted as they are read: the same bits as converting them first.
-     * ahead: the same values or keys of the page read next, requested as
-     * these are read (NULL: none). */
-    void (*pv_h)(float *acc, float c, const float *e, const uint16_t *v, int v_stride, int np, int n,
-                 const uint16_t *ahead);
+    /* pv for nr rows at once (acc[r], c[r], e[r]), and dots_t, on an
+     * fp16 page's values and keys as stored (kv.h), converted as they are
+     * read: the same bits as converting them first, and a row's the same
+     * in any set of rows. ahead: the same values or keys of the page read
+     * next, requested as these are read (NULL: none). */
+    void (*pv_h)(float *const *acc, const float *c, const float *const *e, int nr, const uint16_t *v, int v_stride,
+                 int np, int n, const uint16_t *ahead);
     void (*dots_t_h)(const float *const *q, int nr, const uint16_t *kt, int n, float scale, float *s,
                      const uint16_t *ahead);
 } fr_attn_kernels;

@@ -220,10 +220,22 @@ TEST(attention_primitives_avx2_match_scalar) {
             for (int i = 0; i < 130 * 7; i++) vf[i] = b[i % 301];
             fr_attn_scalar.f32_to_f16(vf, v16, 130 * 7);
             fr_attn_scalar.f16_to_f32(v16, vf, 130 * 7);
-            for (int i = 0; i < vn; i++) pv1[i] = pv2[i] = a[i];
-            K->pv(pv1, 0.7f, b, vf, 130, vp > 7 ? 7 : vp, vn);
-            K->pv_h(pv2, 0.7f, b, v16, 130, vp > 7 ? 7 : vp, vn, level ? v16 : NULL);
-            CHECK_MSG(memcmp(pv1, pv2, sizeof(float) * vn) == 0, "pv_h, level %d, n %d", level, n);
+            /* 1-5 rows at once, each its own weights and rescale: a row's
+             * bits are those of pv on the converted values, alone */
+            static float rows_h[5][130];
+            float *accs[5], cs[5];
+            const float *es[5];
+            for (int r = 0; r < nq; r++) {
+                accs[r] = rows_h[r], cs[r] = 0.7f - 0.1f * r, es[r] = b + 7 * r;
+                for (int i = 0; i < vn; i++) rows_h[r][i] = a[i + r];
+            }
+            K->pv_h(accs, cs, es, nq, v16, 130, vp > 7 ? 7 : vp, vn, level ? v16 : NULL);
+            for (int r = 0; r < nq; r++) {
+                for (int i = 0; i < vn; i++) pv1[i] = a[i + r];
+                K->pv(pv1, cs[r], es[r], vf, 130, vp > 7 ? 7 : vp, vn);
+                CHECK_MSG(memcmp(pv1, rows_h[r], sizeof(float) * vn) == 0, "pv_h, level %d, n %d, row %d of %d",
+                          level, n, r, nq);
+            }
         }
         /* exp(s - m): relative error well under 1e-6, down to underflow */
         float e1[301], e2[301];
