@@ -298,6 +298,8 @@ int main(int argc, char **argv) {
     const struct { shape s; int batch; } prefills[] = {
         {{FR_Q4_1, 576, 1536}, 512}, {{FR_Q4_1, 1536, 576}, 512}, {{FR_Q4_0, 576, 1536}, 512}, {{FR_Q8_0, 576, 49152}, 64},
         {{FR_Q5_0, 640, 2048}, 512}, {{FR_Q4_K, 1024, 640}, 512}, {{FR_Q6_K, 2048, 640}, 512},
+        /* a server's decode step of 8 sequences */
+        {{FR_Q4_1, 576, 1536}, 8}, {{FR_Q4_1, 1536, 576}, 8}, {{FR_Q8_0, 576, 49152}, 8},
     };
     for (size_t i = 0; i < sizeof prefills / sizeof prefills[0]; i++)
         if (wanted(prefills[i].s.type)) bench_prefill(&prefills[i].s, prefills[i].batch);

@@ -3,27 +3,17 @@
  * F16C (built with -mavx2 -mfma -mf16c; only called after kernels.c has
  * checked the CPU). No VNNI here: AVX2 machines without it exist.
  *
- * Quantized dots work one 32-element block per 256-bit register:
- *   integer part  maddubs (u8 x s8 -> saturating s16 pair sums) then madd
- *                 with ones (-> 8 s32 partial sums); exact because each kernel
- *                 keeps the operands small enough that no pair reaches 2^15;
- *   float part    the partial sums are converted and multiplied by the block
- *                 scale product d_w * d_a with one FMA into an accumulator.
- * The block scales are fp16 fields scattered at the block stride. Converting
- * them one by one costs several shuffle uops per block, so each chunk of
- * blocks first gathers the headers 8 at a time into a register,
- * converts them with F16C, and stores the scale products; the main loop
- * then broadcasts each from memory, which needs no shuffle port. Of the
- * 32-element formats only Q8_0 is here: Q4_0, Q4_1 and Q5_0 have their
- * own kernels, on rows packed at load (kernels_avx2_packed.c), and so has
- * Q4_K (kernels_avx2_packed_k.c).
+ * The 32-element formats (Q4_0, Q4_1, Q5_0, Q8_0) have their own kernels,
+ * on rows packed at load (kernels_avx2_packed.c), and so has Q4_K
+ * (kernels_avx2_packed_k.c). Here: Q6_K, the float types and the
+ * activation quantizers.
  *
- * Q6_K (256-element super-blocks against Q8_K) scales each 16 weights'
- * s16 pair sums by their small integer scale with madd, so a whole
- * super-block's integer sum is exact before its one FMA; see the Q6_K
- * section. Q8_0's tiles read each weight block once for four
- * tokens (see "tiles" below); the other multi-row and tile entries are
- * one dot per output.
+ * Q6_K (256-element super-blocks against Q8_K): maddubs (u8 codes x s8
+ * activations -> s16 pair sums, exact as no pair reaches 2^15), then
+ * madd by each 16 weights' small integer scale, so a whole super-block's
+ * integer sum is exact before its one FMA; see the Q6_K section. The
+ * multi-row and tile entries are one dot per output, except Q6_K's tile,
+ * which unpacks each row once for a group of tokens.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -33,8 +23,6 @@
 #include "simd_common.h"
 #include "kernel_loops.h"
 
-#define CHUNK 32 /* blocks whose scales are prepared at once */
-
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -42,212 +30,7 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-
-/* u8 x s8 -> 8 x s32 partial sums (pairs must fit s16, see callers). */
-static inline __m256i dot_u8s8(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-
 static inline __m256i load256(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
-
-/* ---- scale preparation ------------------------------------------------ */
-
-/* Header j of the gm blocks at p, or 0 past gm: the address is clamped to
- * block 0 so nothing past the row is read, and no branch is needed. */
-static inline uint16_t header16(const uint8_t *p, size_t stride, int j, int gm) {
-    uint16_t v = load16(p + (size_t)(j < gm ? j : 0) * stride);
-    return j < gm ? v : 0;
-}
-
-/* The 2-byte scales d of up to 8 blocks in one register, built with inserts from scalar loads. Going through
- * a small array in memory would make the vector load wait for the scalar
- * stores to retire (a failed store forward), which costs far more. */
-static inline __m128i headers8_16(const uint8_t *p, size_t stride, int gm) {
-    __m128i v = _mm_cvtsi32_si128(header16(p, stride, 0, gm));
-    v = _mm_insert_epi16(v, header16(p, stride, 1, gm), 1);
-    v = _mm_insert_epi16(v, header16(p, stride, 2, gm), 2);
-    v = _mm_insert_epi16(v, header16(p, stride, 3, gm), 3);
-    v = _mm_insert_epi16(v, header16(p, stride, 4, gm), 4);
-    v = _mm_insert_epi16(v, header16(p, stride, 5, gm), 5);
-    v = _mm_insert_epi16(v, header16(p, stride, 6, gm), 6);
-    return _mm_insert_epi16(v, header16(p, stride, 7, gm), 7);
-}
-
-/* For Q8_0 weights against Q8_0 activations: sc[j] = d_w d_a. */
-static inline void scales_d(const uint8_t *x, size_t x_blk, const uint8_t *y, int m, float *sc) {
-    for (int j = 0; j < m; j += 8) {
-        int gm = FR_MIN(8, m - j);
-        __m256 W = _mm256_cvtph_ps(headers8_16(x + (size_t)j * x_blk, x_blk, gm));
-        __m256 A = _mm256_cvtph_ps(headers8_16(y + (size_t)j * Q8_0_SZ, Q8_0_SZ, gm));
-        _mm256_storeu_ps(sc + j, _mm256_mul_ps(W, A));
-    }
-}
-
-/* ---- quantized dots --------------------------------------------------- */
-
-#define NT 4 /* activation rows (tokens) that share each unpacked weight block */
-
-/* A weight block as the operands each token's activations meet. maddubs
- * wants one operand unsigned: u holds |w|, and the sign of w moves onto
- * the activations (sign(a, w)). */
-typedef struct { __m256i w, u; } wblock;
-
-static inline __attribute__((always_inline)) wblock weight_block(const uint8_t *xb) {
-    wblock b;
-    b.w = load256(xb + Q8_0_QS);
-    b.u = _mm256_abs_epi8(b.w);
-    return b;
-}
-
-/* Integer dot of a weight block with an activation block: 8 s32 partial
- * sums of four products each, exact: |w| x sign(w)*a, |w| <= 128 and
- * |a| <= 127. */
-static inline __attribute__((always_inline)) __m256i block_idot(wblock b, const uint8_t *yb) {
-    return dot_u8s8(b.u, _mm256_sign_epi8(load256(yb + Q8_0_QS), b.w));
-}
-
-/* The blocks of one chunk (m blocks at xc) against nt (1..NT) activation
- * rows yc, yc + ys, ...: two blocks per step, each unpacked once and met
- * by every token, into two accumulators per token to cover the FMA
- * latency; sc[t] holds token t's scale products. The single dot and the tiles
- * both run this, so each token gets the same float operations in the same
- * order either way. */
-static inline __attribute__((always_inline)) void chunk_blocks(const uint8_t *xc, int m, const uint8_t *yc,
-                                                               size_t ys, int nt, float (*sc)[CHUNK],
-                                                               __m256 *acc0, __m256 *acc1) {
-    const size_t xsz = Q8_0_SZ;
-    const size_t ysz = Q8_0_SZ;
-    int j = 0;
-    for (; j + 1 < m; j += 2) {
-        wblock w0 = weight_block(xc + j * xsz), w1 = weight_block(xc + (j + 1) * xsz);
-#pragma GCC unroll 4
-        for (int t = 0; t < nt; t++) {
-            const uint8_t *yb = yc + t * ys + j * ysz;
-            acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w0, yb)),
-                                      _mm256_broadcast_ss(sc[t] + j), acc0[t]);
-            acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w1, yb + ysz)),
-                                      _mm256_broadcast_ss(sc[t] + j + 1), acc1[t]);
-        }
-    }
-    if (j < m) {
-        wblock w0 = weight_block(xc + j * xsz);
-#pragma GCC unroll 4
-        for (int t = 0; t < nt; t++)
-            acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_idot(w0, yc + t * ys + j * ysz)),
-                                      _mm256_broadcast_ss(sc[t] + j), acc0[t]);
-    }
-}
-
-/* The dot's result from its accumulators. */
-static inline __attribute__((always_inline)) float finish(__m256 acc0, __m256 acc1) {
-    return hsum256(_mm256_add_ps(acc0, acc1));
-}
-
-/* One dot: per chunk, the scale products from the blocks' fp16 headers,
- * then the chunk's blocks. */
-static inline __attribute__((always_inline)) float qdot(int64_t n, const uint8_t *x, const uint8_t *y) {
-    const size_t xsz = Q8_0_SZ;
-    const size_t ysz = Q8_0_SZ;
-    const int64_t nb = n / 32;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float sc[1][CHUNK];
-    for (int64_t c0 = 0; c0 < nb; c0 += CHUNK) {
-        const int m = (int)FR_MIN(CHUNK, nb - c0);
-        const uint8_t *xc = x + c0 * xsz, *yc = y + c0 * ysz;
-        scales_d(xc, xsz, yc, m, sc[0]);
-        chunk_blocks(xc, m, yc, 0, 1, sc, &acc0, &acc1);
-    }
-    return finish(acc0, acc1);
-}
-
-/* ---- Q8_0 tiles ----------------------------------------------------------
- *
- * A tile call runs every weight row against groups of up to TILE_TOKENS
- * activation rows (kernel_loops.h), NT tokens at a time sharing each
- * unpacked weight block. The fp16 headers are converted once: a group's
- * activation headers when the group starts, a row's weight headers once per
- * group; a (row, token) pair's scale products are then plain multiplies of
- * those floats in groups of 8 lanes, which are the very products that
- * scales_d forms for the single dot: the same floats multiplied, zeros
- * past the last block as there. */
-
-/* nb blocks' scales d as floats; zeros up to a multiple of 8 blocks. */
-static inline __attribute__((always_inline)) void headers_f32(const uint8_t *p, size_t stride, int64_t nb,
-                                                              float *f) {
-    const int64_t padded = (nb + 7) / 8 * 8;
-    for (int64_t j = 0; j < padded; j++) f[j] = j < nb ? _cvtsh_ss(load16(p + j * stride)) : 0.0f;
-}
-
-/* One weight row (its header floats in wf) against nt tokens (theirs in
- * af, af_stride apart): out[t * ldo]. */
-static inline __attribute__((always_inline)) void row_tokens(int64_t n, const uint8_t *row, const float *wf,
-                                                             const uint8_t *a, size_t as, const float *af,
-                                                             size_t af_stride, const int nt, float *out, size_t ldo) {
-    const size_t xsz = Q8_0_SZ;
-    const size_t ysz = Q8_0_SZ;
-    const int64_t nb = n / 32;
-    __m256 acc0[NT], acc1[NT];
-    float sc[NT][CHUNK];
-#pragma GCC unroll 4
-    for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
-    for (int64_t b0 = 0; b0 < nb; b0 += CHUNK) {
-        const int m = (int)FR_MIN(CHUNK, nb - b0);
-#pragma GCC unroll 4
-        for (int t = 0; t < nt; t++)
-            for (int j = 0; j < m; j += 8)
-                _mm256_storeu_ps(sc[t] + j, _mm256_mul_ps(_mm256_load_ps(wf + b0 + j),
-                                                          _mm256_load_ps(af + (size_t)t * af_stride + b0 + j)));
-        chunk_blocks(row + b0 * xsz, m, a + b0 * ysz, as, nt, sc, acc0, acc1);
-    }
-#pragma GCC unroll 4
-    for (int t = 0; t < nt; t++) out[t * ldo] = finish(acc0[t], acc1[t]);
-}
-
-static inline __attribute__((always_inline)) void qtile(int64_t n, const uint8_t *w, size_t ws, int nr,
-                                                        const uint8_t *a, size_t as, int nc, float *out,
-                                                        size_t ldo) {
-    const size_t xsz = Q8_0_SZ;
-    const size_t ysz = Q8_0_SZ;
-    const int64_t nb = n / 32, padded = (nb + 7) / 8 * 8;
-    /* work space: the row's header floats and the group's; plain malloc,
-     * as a failure is no error here: one dot per output gives the same bits */
-    const size_t hdr = (size_t)padded;
-    float *work = nb > 0 ? aligned_alloc(32, (1 + TILE_TOKENS) * hdr * sizeof(float)) : NULL;
-    if (!work) {
-        for (int c = 0; c < nc; c++)
-            for (int r = 0; r < nr; r++) out[c * ldo + r] = qdot(n, w + r * ws, a + c * as);
-        return;
-    }
-    float *wf = work, *af = wf + hdr;
-    for (int c0 = 0; c0 < nc; c0 += TILE_TOKENS) {
-        int c1 = nc - c0 < TILE_TOKENS ? nc : c0 + TILE_TOKENS;
-        for (int c = c0; c < c1; c++) headers_f32(a + c * as, ysz, nb, af + (c - c0) * hdr);
-        for (int r = 0; r < nr; r++) {
-            const uint8_t *row = w + r * ws;
-            if (r + ROWS_AHEAD < nr) prefetch_row(row + ROWS_AHEAD * ws, ws);
-            headers_f32(row, xsz, nb, wf);
-            for (int c = c0; c < c1; c += NT) {
-                const float *at = af + (c - c0) * hdr;
-                float *o = out + c * ldo + r;
-                const uint8_t *ac = a + c * as;
-                switch (c1 - c < NT ? c1 - c : NT) { /* a constant count keeps the accumulators in registers */
-                case 1: row_tokens(n, row, wf, ac, as, at, hdr, 1, o, ldo); break;
-                case 2: row_tokens(n, row, wf, ac, as, at, hdr, 2, o, ldo); break;
-                case 3: row_tokens(n, row, wf, ac, as, at, hdr, 3, o, ldo); break;
-                default: row_tokens(n, row, wf, ac, as, at, hdr, 4, o, ldo); break;
-                }
-            }
-        }
-    }
-    free(work);
-}
-
-static float dot_q8_0_q8_0(int64_t n, const void *w, const void *a) { return qdot(n, w, a); }
-
-static void tile_q8_0_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc, float *out,
-                           size_t ldo) {
-    qtile(n, w, ws, nr, a, as, nc, out, ldo);
-}
 
 /* ---- Q6_K dots (super-blocks of 256 against Q8_K) -------------------------
  *
@@ -407,7 +190,6 @@ FLOAT_DOT(dot_bf16, uint16_t, float, load_bf16x8, load_f32x8, bf16_of, f32_of)
 
 /* ---- multi-row (all) and float tiles: one dot each ------------------------ */
 
-ROWS_OF(rows_q8_0_q8_0, dot_q8_0_q8_0)
 ROWS_OF(rows_q6_k_q8_k, dot_q6_k_q8_k)
 ROWS_OF(rows_f32, dot_f32)
 ROWS_OF(rows_f16, dot_f16)
@@ -554,15 +336,12 @@ static void quant_f16(const float *x, void *yv, int64_t n) {
 }
 
 void fr_kernels_fill_avx2(fr_kernel_table *t) {
-    t->dot[FR_Q8_0] = dot_q8_0_q8_0;
     t->dot[FR_F32] = dot_f32;
     t->dot[FR_F16] = dot_f16;
     t->dot[FR_BF16] = dot_bf16;
-    t->dot_rows[FR_Q8_0] = rows_q8_0_q8_0;
     t->dot_rows[FR_F32] = rows_f32;
     t->dot_rows[FR_F16] = rows_f16;
     t->dot_rows[FR_BF16] = rows_bf16;
-    t->dot_tile[FR_Q8_0] = tile_q8_0_q8_0;
     t->dot_tile[FR_F32] = tile_f32;
     t->dot_tile[FR_F16] = tile_f16;
     t->dot_tile[FR_BF16] = tile_bf16;

@@ -44,14 +44,29 @@
 #define XB 16         /* blocks whose codes are unpacked at a time (8 KB) */
 #define XC_BLOCK 512  /* bytes of a block's unpacked codes: 2 halves x 4 steps x 2 vectors */
 
-enum { FMT_Q4_0, FMT_Q4_1, FMT_Q5_0 };
+enum { FMT_Q4_0, FMT_Q4_1, FMT_Q5_0, FMT_Q8_0 };
 
-/* Q4_0 and Q5_0 meet Q8_0 activations, with codes offset by 8 or 16. */
+/* Q4_0, Q5_0 and Q8_0 meet Q8_0 activations, Q4_0's and Q5_0's codes
+ * offset by 8 or 16. */
 #define Q8_0_ACTS(fmt) ((fmt) != FMT_Q4_1)
-#define OFFSET(fmt) ((fmt) == FMT_Q4_0 ? 8 : 16)
+#define OFFSET(fmt) ((fmt) == FMT_Q4_0 ? 8 : (fmt) == FMT_Q5_0 ? 16 : 0)
 
 static ALWAYS_INLINE size_t group_block(const int fmt) {
-    return fmt == FMT_Q4_0 ? FR_Q4_0_GROUP_BLOCK : fmt == FMT_Q4_1 ? FR_Q4_1_GROUP_BLOCK : FR_Q5_0_GROUP_BLOCK;
+    return fmt == FMT_Q4_0   ? FR_Q4_0_GROUP_BLOCK
+           : fmt == FMT_Q4_1 ? FR_Q4_1_GROUP_BLOCK
+           : fmt == FMT_Q5_0 ? FR_Q5_0_GROUP_BLOCK
+                             : FR_Q8_0_GROUP_BLOCK;
+}
+
+/* Element type, block size and code offset of the original rows. */
+static ALWAYS_INLINE uint32_t fmt_type(const int fmt) {
+    return fmt == FMT_Q4_0 ? FR_Q4_0 : fmt == FMT_Q4_1 ? FR_Q4_1 : fmt == FMT_Q5_0 ? FR_Q5_0 : FR_Q8_0;
+}
+static ALWAYS_INLINE size_t fmt_block(const int fmt) {
+    return fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ : fmt == FMT_Q5_0 ? Q5_0_SZ : Q8_0_SZ;
+}
+static ALWAYS_INLINE int fmt_qs(const int fmt) {
+    return fmt == FMT_Q4_0 ? Q4_0_QS : fmt == FMT_Q4_1 ? Q4_1_QS : fmt == FMT_Q5_0 ? Q5_0_QS : Q8_0_QS;
 }
 
 /* Step q's codes of half h as two vectors of bytes (elements 4q.. of each
@@ -60,6 +75,11 @@ static ALWAYS_INLINE size_t group_block(const int fmt) {
  * bits 0 and 1 now the step's; it moves on by 2 for the next step. */
 static ALWAYS_INLINE void step_codes(const uint8_t *blk, int h, int q, const int fmt, __m256i *hb, __m256i *lo,
                                      __m256i *hi) {
+    if (fmt == FMT_Q8_0) { /* stored in this order (quant.h) */
+        *lo = _mm256_loadu_si256((const __m256i *)(blk + 32 + 256 * h + 64 * q));
+        *hi = _mm256_loadu_si256((const __m256i *)(blk + 32 + 256 * h + 64 * q + 32));
+        return;
+    }
     const __m256i low4 = _mm256_set1_epi8(15);
     const int codes = fmt == FMT_Q4_0 ? 32 : fmt == FMT_Q4_1 ? 64 : 96; /* the last 256 bytes */
     __m256i v = _mm256_loadu_si256((const __m256i *)(blk + codes + 64 * q + 32 * h));
@@ -73,15 +93,35 @@ static ALWAYS_INLINE void step_codes(const uint8_t *blk, int h, int q, const int
     }
 }
 
-/* One half (8 rows, h) of a group against nt tokens, blocks [b0, b1):
- * acc[t] holds the 8 rows' sums for token t. af: the tokens' activation
+/* A token's products with a step's codes lo (elements 4q.. of each row)
+ * and hi (16 + 4q..), its activation bytes at qa: into the 16-bit sums
+ * s16; Q8_0's signed codes (ulo, uhi: their magnitudes) as |w| x sign(a,
+ * w), into the 32-bit sums s32 (each pair sum |2 x 128 x 127| < 2^15, but
+ * not two of them). */
+static ALWAYS_INLINE void step_products(__m256i lo, __m256i hi, __m256i ulo, __m256i uhi, const uint8_t *qa,
+                                        __m256i *s16, __m256i *s32, const int fmt) {
+    const __m256i alo = _mm256_set1_epi32((int)load32(qa)), ahi = _mm256_set1_epi32((int)load32(qa + 16));
+    if (fmt == FMT_Q8_0) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        __m256i plo = _mm256_maddubs_epi16(ulo, _mm256_sign_epi8(alo, lo));
+        __m256i phi = _mm256_maddubs_epi16(uhi, _mm256_sign_epi8(ahi, hi));
+        *s32 = _mm256_add_epi32(*s32, _mm256_add_epi32(_mm256_madd_epi16(plo, ones), _mm256_madd_epi16(phi, ones)));
+        return;
+    }
+    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi));
+    *s16 = _mm256_add_epi16(*s16, p);
+}
+
+/* Halves h0 .. h0 + nh - 1 (8 rows each) of a group against nt tokens,
+ * blocks [b0, b1): acc[(h - h0) nt + t] holds half h's 8 rows' sums for
+ * token t. af: the tokens' activation
  * headers, two 4-byte values per block from b0 (Q4_1: d and s as floats;
  * Q4_0, Q5_0: d as a float and sum a as an int32), afs floats apart. ahead:
  * request the group's blocks PF_BLOCKS on (the hardware prefetcher alone
  * left decode ~10 % slower). */
-static ALWAYS_INLINE void half_blocks(const uint8_t *g, const uint8_t *xc, int h, int64_t b0, int64_t b1,
-                                      const uint8_t *a, size_t as, const float *af, int afs, const int nt, int ahead,
-                                      __m256 *acc, const int fmt) {
+static ALWAYS_INLINE void half_blocks(const uint8_t *g, const uint8_t *xc, int h0, const int nh, int64_t b0,
+                                      int64_t b1, const uint8_t *a, size_t as, const float *af, int afs, const int nt,
+                                      int ahead, __m256 *acc_all, const int fmt) {
     const size_t blk_bytes = group_block(fmt), ablk = Q8_0_ACTS(fmt) ? Q8_0_SZ : Q8_1_SZ;
     const int aqs = Q8_0_ACTS(fmt) ? Q8_0_QS : Q8_1_QS;
     const __m256i ones = _mm256_set1_epi16(1);
@@ -90,74 +130,89 @@ static ALWAYS_INLINE void half_blocks(const uint8_t *g, const uint8_t *xc, int h
         if (ahead) /* the group's first pass brings it in from memory */
             for (size_t l = 0; l < blk_bytes; l += 64)
                 _mm_prefetch((const char *)blk + PF_BLOCKS * blk_bytes + l, _MM_HINT_T0);
-        __m256i s16[NT], s32[NT];
-        __m256i hb = _mm256_setzero_si256();
-        if (fmt == FMT_Q5_0 && !xc) hb = _mm256_loadu_si256((const __m256i *)(blk + 32 + 32 * h));
-#pragma GCC unroll 4
-        for (int t = 0; t < nt; t++) s16[t] = s32[t] = _mm256_setzero_si256();
-        /* Q5_0 takes its steps two at a time, then moves the 16-bit sums
-         * on to 32 bits; the others one at a time (unrolled, the four
-         * steps' codes stay live and the sums spill). */
-        const int steps = fmt == FMT_Q5_0 ? 2 : 1;
-#pragma GCC unroll 1
-        for (int q0 = 0; q0 < 4; q0 += steps) {
 #pragma GCC unroll 2
-            for (int q = q0; q < q0 + steps; q++) {
-                __m256i lo, hi;
-                if (xc) {
-                    const uint8_t *x = xc + (b - b0) * XC_BLOCK + 256 * h + 64 * q;
-                    lo = _mm256_load_si256((const __m256i *)x);
-                    hi = _mm256_load_si256((const __m256i *)(x + 32));
-                } else {
-                    step_codes(blk, h, q, fmt, &hb, &lo, &hi);
-                }
+        for (int hh = 0; hh < nh; hh++) {
+            const int h = h0 + hh;
+            __m256 *acc = acc_all + hh * nt;
+            __m256i s16[NT], s32[NT];
+            __m256i hb = _mm256_setzero_si256();
+            if (fmt == FMT_Q5_0 && !xc) hb = _mm256_loadu_si256((const __m256i *)(blk + 32 + 32 * h));
 #pragma GCC unroll 4
-                for (int t = 0; t < nt; t++) {
-                    const uint8_t *qa = a + t * as + b * ablk + aqs + 4 * q;
-                    __m256i p = _mm256_maddubs_epi16(lo, _mm256_set1_epi32((int)load32(qa)));
-                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi, _mm256_set1_epi32((int)load32(qa + 16))));
-                    s16[t] = _mm256_add_epi16(s16[t], p);
+            for (int t = 0; t < nt; t++) s16[t] = s32[t] = _mm256_setzero_si256();
+            /* Q5_0 takes its steps two at a time, then moves the 16-bit sums
+             * on to 32 bits; the others one at a time (unrolled, the four
+             * steps' codes stay live and the sums spill). */
+            const int steps = fmt == FMT_Q5_0 ? 2 : 1;
+#pragma GCC unroll 1
+            for (int q0 = 0; q0 < 4; q0 += steps) {
+#pragma GCC unroll 2
+                for (int q = q0; q < q0 + steps; q++) {
+                    __m256i lo, hi;
+                    if (xc) {
+                        const uint8_t *x = xc + (b - b0) * XC_BLOCK + 256 * h + 64 * q;
+                        lo = _mm256_load_si256((const __m256i *)x);
+                        hi = _mm256_load_si256((const __m256i *)(x + 32));
+                    } else {
+                        step_codes(blk, h, q, fmt, &hb, &lo, &hi);
+                    }
+                    const __m256i ulo = _mm256_abs_epi8(lo), uhi = _mm256_abs_epi8(hi); /* Q8_0's */
+#pragma GCC unroll 4
+                    for (int t = 0; t < nt; t++)
+                        step_products(lo, hi, ulo, uhi, a + t * as + b * ablk + aqs + 4 * q, &s16[t], &s32[t], fmt);
                 }
+                if (fmt == FMT_Q5_0)
+#pragma GCC unroll 4
+                    for (int t = 0; t < nt; t++) {
+                        s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], ones));
+                        s16[t] = _mm256_setzero_si256();
+                    }
             }
-            if (fmt == FMT_Q5_0)
+            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+            __m256 mw = fmt == FMT_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * h)))
+                                        : _mm256_setzero_ps();
 #pragma GCC unroll 4
-                for (int t = 0; t < nt; t++) {
-                    s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], ones));
-                    s16[t] = _mm256_setzero_si256();
+            for (int t = 0; t < nt; t++) {
+                const float *f = af + t * afs + 2 * (b - b0);
+                __m256i isum;
+                if (fmt == FMT_Q4_1) {
+                    isum = _mm256_madd_epi16(s16[t], ones);
+                } else if (fmt == FMT_Q8_0) {
+                    isum = s32[t];
+                } else { /* sum (q - o) a = sum q a - o sum a */
+                    __m256i sa = _mm256_castps_si256(_mm256_broadcast_ss(f + 1));
+                    isum = fmt == FMT_Q5_0 ? s32[t] : _mm256_madd_epi16(s16[t], ones);
+                    isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(sa, fmt == FMT_Q5_0 ? 4 : 3));
                 }
-        }
-        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
-        __m256 mw = fmt == FMT_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * h)))
-                                    : _mm256_setzero_ps();
-#pragma GCC unroll 4
-        for (int t = 0; t < nt; t++) {
-            const float *f = af + t * afs + 2 * (b - b0);
-            __m256i isum;
-            if (fmt == FMT_Q4_1) {
-                isum = _mm256_madd_epi16(s16[t], ones);
-            } else { /* sum (q - o) a = sum q a - o sum a */
-                __m256i sa = _mm256_castps_si256(_mm256_broadcast_ss(f + 1));
-                isum = fmt == FMT_Q5_0 ? s32[t] : _mm256_madd_epi16(s16[t], ones);
-                isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(sa, fmt == FMT_Q5_0 ? 4 : 3));
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(f)), _mm256_cvtepi32_ps(isum), acc[t]);
+                if (fmt == FMT_Q4_1) acc[t] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(f + 1), acc[t]);
             }
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(f)), _mm256_cvtepi32_ps(isum), acc[t]);
-            if (fmt == FMT_Q4_1) acc[t] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(f + 1), acc[t]);
         }
     }
 }
 
 /* Both halves of group g for nt tokens over blocks [b0, b1), continuing
- * the sums already in out unless first. (Both halves at once, each
- * broadcast serving 16 rows, two tokens at a time: ~10 % slower.) */
+ * the sums already in out unless first. A lone token (decode) takes both
+ * halves block by block, reading the group once, front to back, as it
+ * streams in (half by half, the Q8_0 output matrix of Gemma 3 read ~30 %
+ * slower than one row at a time). Several take one half at a time (both
+ * at once, each broadcast serving 16 rows, two tokens at a time: ~10 %
+ * slower). */
 static ALWAYS_INLINE void group_tokens(const uint8_t *g, const uint8_t *xc, int64_t b0, int64_t b1, const uint8_t *a,
                                        size_t as, const float *af, int afs, const int nt, float *out, size_t ldo,
                                        int first, int ahead, const int fmt) {
+    if (nt == 1) {
+        __m256 acc[2];
+        for (int h = 0; h < 2; h++) acc[h] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(out + 8 * h);
+        half_blocks(g, xc, 0, 2, b0, b1, a, as, af, afs, 1, ahead, acc, fmt);
+        for (int h = 0; h < 2; h++) _mm256_storeu_ps(out + 8 * h, acc[h]);
+        return;
+    }
     for (int h = 0; h < 2; h++) {
         __m256 acc[NT];
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++)
             acc[t] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(out + t * ldo + 8 * h);
-        half_blocks(g, xc, h, b0, b1, a, as, af, afs, nt, ahead && h == 0, acc, fmt);
+        half_blocks(g, xc, h, 1, b0, b1, a, as, af, afs, nt, ahead && h == 0, acc, fmt);
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * ldo + 8 * h, acc[t]);
     }
@@ -187,7 +242,7 @@ static ALWAYS_INLINE void act_headers(const uint8_t *a, size_t as, int c0, int c
                 f[1] = _cvtsh_ss(load16(hd + 2));
             } else {
                 const uint8_t *blk = a + c * as + b * Q8_0_SZ;
-                int32_t sum = code_sum(blk + Q8_0_QS);
+                int32_t sum = fmt == FMT_Q8_0 ? 0 : code_sum(blk + Q8_0_QS); /* (no offset to take off) */
                 f[0] = _cvtsh_ss(load16(blk));
                 memcpy(&f[1], &sum, sizeof sum);
             }
@@ -288,6 +343,11 @@ static void dot_packed_q5_0(int64_t n, const void *w, int nr, const void *a, siz
     packed(n, w, nr, a, as, nc, out, ldo, FMT_Q5_0);
 }
 
+static void dot_packed_q8_0(int64_t n, const void *w, int nr, const void *a, size_t as, int nc, float *out,
+                            size_t ldo) {
+    packed(n, w, nr, a, as, nc, out, ldo, FMT_Q8_0);
+}
+
 /* ---- rows that are not packed --------------------------------------------
  *
  * For a few tokens (decode), 8 rows at a time: each row's block against
@@ -299,9 +359,10 @@ static void dot_packed_q5_0(int64_t n, const void *w, int nr, const void *a, siz
  * scalar twin. */
 
 /* A block's codes as 32 bytes in element order (Q5_0's 5th bits
- * included). */
+ * included; Q8_0's as they are, signed). */
 static ALWAYS_INLINE __m256i block_codes(const uint8_t *x, const int fmt) {
-    const int qs = fmt == FMT_Q4_0 ? Q4_0_QS : fmt == FMT_Q4_1 ? Q4_1_QS : Q5_0_QS;
+    const int qs = fmt_qs(fmt);
+    if (fmt == FMT_Q8_0) return _mm256_loadu_si256((const __m256i *)(x + qs));
     __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + qs)));
     v = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(15));
     if (fmt == FMT_Q5_0) { /* bit j of qh: element j's 5th bit */
@@ -317,7 +378,7 @@ static ALWAYS_INLINE __m256i block_codes(const uint8_t *x, const int fmt) {
 /* rows (1..8) rows at w (stride ws) against one token a: out[0..rows). */
 static ALWAYS_INLINE void rows8(int64_t n, const uint8_t *w, size_t ws, int rows, const uint8_t *a, float *out,
                                 const int fmt) {
-    const size_t wblk = fmt == FMT_Q4_0 ? Q4_0_SZ : fmt == FMT_Q4_1 ? Q4_1_SZ : Q5_0_SZ;
+    const size_t wblk = fmt_block(fmt);
     const size_t ablk = Q8_0_ACTS(fmt) ? Q8_0_SZ : Q8_1_SZ;
     const int aqs = Q8_0_ACTS(fmt) ? Q8_0_QS : Q8_1_QS;
     const __m256i ones = _mm256_set1_epi16(1);
@@ -333,7 +394,10 @@ static ALWAYS_INLINE void rows8(int64_t n, const uint8_t *w, size_t ws, int rows
         for (int i = 0; i < 8; i++) {
             const uint8_t *x = row[i] + b * wblk;
             _mm_prefetch((const char *)x + ROWS_PF, _MM_HINT_T0);
-            v[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(block_codes(x, fmt), act), ones);
+            const __m256i c = block_codes(x, fmt); /* Q8_0's signed: |w| x sign(a, w) */
+            const __m256i p = fmt == FMT_Q8_0 ? _mm256_maddubs_epi16(_mm256_abs_epi8(c), _mm256_sign_epi8(act, c))
+                                              : _mm256_maddubs_epi16(c, act);
+            v[i] = _mm256_madd_epi16(p, ones);
             d[i] = _cvtsh_ss(load16(x));
             m[i] = fmt == FMT_Q4_1 ? _cvtsh_ss(load16(x + 2)) : 0.0f;
         }
@@ -341,7 +405,7 @@ static ALWAYS_INLINE void rows8(int64_t n, const uint8_t *w, size_t ws, int rows
         __m256i t2 = _mm256_hadd_epi32(v[4], v[5]), t3 = _mm256_hadd_epi32(v[6], v[7]);
         __m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3);
         __m256i isum = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
-        if (Q8_0_ACTS(fmt)) isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(OFFSET(fmt) * code_sum(ab + Q8_0_QS)));
+        if (OFFSET(fmt)) isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(OFFSET(fmt) * code_sum(ab + Q8_0_QS)));
         const float da = _cvtsh_ss(load16(ab));
         acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(d), _mm256_set1_ps(da)), _mm256_cvtepi32_ps(isum), acc);
         if (fmt == FMT_Q4_1) acc = _mm256_fmadd_ps(_mm256_loadu_ps(m), _mm256_set1_ps(_cvtsh_ss(load16(ab + 2))), acc);
@@ -360,7 +424,7 @@ static ALWAYS_INLINE void tile_unpacked(int64_t n, const uint8_t *w, size_t ws, 
                       out + c * ldo + r, fmt);
         return;
     }
-    const uint32_t type = fmt == FMT_Q4_0 ? FR_Q4_0 : fmt == FMT_Q4_1 ? FR_Q4_1 : FR_Q5_0;
+    const uint32_t type = fmt_type(fmt);
     const size_t gbytes = (size_t)(n / 32) * group_block(fmt);
     uint8_t *g = gbytes > 0 ? aligned_alloc(32, gbytes + (size_t)nc * 16 * sizeof(float)) : NULL;
     if (!g) {
@@ -394,6 +458,11 @@ static void tile_q5_0(int64_t n, const void *w, size_t ws, int nr, const void *a
     tile_unpacked(n, w, ws, nr, a, as, nc, out, ldo, FMT_Q5_0);
 }
 
+static void tile_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nc, float *out,
+                      size_t ldo) {
+    tile_unpacked(n, w, ws, nr, a, as, nc, out, ldo, FMT_Q8_0);
+}
+
 static void rows_q4_1(int64_t n, const void *w, size_t ws, const void *a, float *out, int nr) {
     tile_q4_1(n, w, ws, nr, a, 0, 1, out, 0);
 }
@@ -404,6 +473,10 @@ static void rows_q4_0(int64_t n, const void *w, size_t ws, const void *a, float 
 
 static void rows_q5_0(int64_t n, const void *w, size_t ws, const void *a, float *out, int nr) {
     tile_q5_0(n, w, ws, nr, a, 0, 1, out, 0);
+}
+
+static void rows_q8_0(int64_t n, const void *w, size_t ws, const void *a, float *out, int nr) {
+    tile_q8_0(n, w, ws, nr, a, 0, 1, out, 0);
 }
 
 /* One dot: per block the exact integer sum (maddubs, madd, then across the
@@ -427,8 +500,8 @@ static float dot_q4_1(int64_t n, const void *wv, const void *av) {
 }
 
 
-/* Q4_0's and Q5_0's single dots are their scalar twins: nothing calls
- * them on a hot path. */
+/* Q4_0's, Q5_0's and Q8_0's single dots are their scalar twins: nothing
+ * calls them on a hot path. */
 void fr_kernels_fill_avx2_packed(fr_kernel_table *t) {
     t->dot[FR_Q4_0] = fr_dot_exact_ref(FR_Q4_0);
     t->dot_rows[FR_Q4_0] = rows_q4_0;
@@ -445,5 +518,10 @@ void fr_kernels_fill_avx2_packed(fr_kernel_table *t) {
     t->dot_tile[FR_Q5_0] = tile_q5_0;
     t->pack[FR_Q5_0] = fr_pack_q5_0;
     t->dot_packed[FR_Q5_0] = dot_packed_q5_0;
+    t->dot[FR_Q8_0] = fr_dot_exact_ref(FR_Q8_0);
+    t->dot_rows[FR_Q8_0] = rows_q8_0;
+    t->dot_tile[FR_Q8_0] = tile_q8_0;
+    t->pack[FR_Q8_0] = fr_pack_q8_0;
+    t->dot_packed[FR_Q8_0] = dot_packed_q8_0;
     fr_kernels_fill_avx2_packed_k(t); /* Q4_K: kernels_avx2_packed_k.c */
 }

@@ -56,28 +56,40 @@ typedef struct {
     atomic_llong next;        /* the next row range to claim (claim_rows) */
 } mm_job;
 
-/* Rows [lo, hi) of matrix i for every token. Several tokens: the tile
- * kernel, which expands each weight row once for a group of tokens
- * (prefill, batched decode). One token: the rows kernel (decode). */
+/* Rows [lo, hi) of matrix i, packed at load (lo a multiple of 16), for
+ * every token: runs of tokens of one arithmetic (decodes come first in a
+ * server's step). */
+static void packed_rows(const mm_job *j, int i, int64_t lo, int64_t hi) {
+    const fr_weight *w = j->w[i];
+    const fr_type_traits *tt = fr_traits(w->type);
+    const uint8_t *wp = (const uint8_t *)w->packed + lo * w->row_bytes;
+    for (int t0 = 0, t1; t0 < j->n; t0 = t1) {
+        const bool prompt = !j->quant_prompt[i] && j->prompt[t0];
+        for (t1 = t0 + 1; t1 < j->n && (!j->quant_prompt[i] && j->prompt[t1]) == prompt; t1++) {}
+        float *y = j->y[i] + (size_t)t0 * w->rows + lo;
+        if (prompt)
+            tt->dot_prompt(w->cols, wp, (int)(hi - lo), (const uint8_t *)j->xh[i] + (size_t)t0 * j->xh_row[i],
+                           j->xh_row[i], t1 - t0, y, (size_t)w->rows);
+        else
+            tt->dot_packed(w->cols, wp, (int)(hi - lo), (const uint8_t *)j->xq[i] + (size_t)t0 * j->xq_row[i],
+                           j->xq_row[i], t1 - t0, y, (size_t)w->rows);
+    }
+}
+
+/* Rows [lo, hi) of matrix i for every token. The rows packed at load
+ * (whole groups of 16: all but the last rows % 16) take the packed
+ * kernels; the others, where they were: several tokens the tile kernel,
+ * which expands each weight row once for a group of tokens (prefill,
+ * batched decode), one token the rows kernel (decode). */
 static void mm_rows(const mm_job *j, int i, int64_t lo, int64_t hi) {
     const fr_weight *w = j->w[i];
     const fr_type_traits *tt = fr_traits(w->type);
-    if (w->packed && tt->dot_packed) { /* rows rearranged at load; lo is a multiple of 16 */
-        const uint8_t *wp = (const uint8_t *)w->packed + lo * w->row_bytes;
-        /* runs of tokens of one arithmetic (decodes come first in a server's step) */
-        for (int t0 = 0, t1; t0 < j->n; t0 = t1) {
-            const bool prompt = !j->quant_prompt[i] && j->prompt[t0];
-            for (t1 = t0 + 1; t1 < j->n && (!j->quant_prompt[i] && j->prompt[t1]) == prompt; t1++) {}
-            float *y = j->y[i] + (size_t)t0 * w->rows + lo;
-            if (prompt)
-                tt->dot_prompt(w->cols, wp, (int)(hi - lo), (const uint8_t *)j->xh[i] + (size_t)t0 * j->xh_row[i],
-                               j->xh_row[i], t1 - t0, y, (size_t)w->rows);
-            else
-                tt->dot_packed(w->cols, wp, (int)(hi - lo), (const uint8_t *)j->xq[i] + (size_t)t0 * j->xq_row[i],
-                               j->xq_row[i], t1 - t0, y, (size_t)w->rows);
-        }
-        return;
+    const int64_t packed = w->packed && tt->dot_packed ? w->rows / 16 * 16 : 0;
+    if (lo < packed) {
+        packed_rows(j, i, lo, FR_MIN(hi, packed));
+        lo = FR_MIN(hi, packed);
     }
+    if (lo == hi) return;
     const uint8_t *row = (const uint8_t *)w->data + lo * w->row_bytes;
     if (j->n > 1)
         tt->dot_tile(w->cols, row, w->row_bytes, (int)(hi - lo), j->xq[i], j->xq_row[i], j->n,
@@ -175,7 +187,9 @@ static void quantize_inputs(frugal_ctx *ctx, mm_job *j) {
         const fr_type_traits *tt = fr_traits(j->w[i]->type);
         uint32_t act = tt->act_type;
         j->xq_row[i] = fr_row_bytes(act, j->w[i]->cols);
-        j->quant_prompt[i] = !(j->prompt && j->w[i]->packed && tt->dot_packed && tt->dot_prompt);
+        /* (a matrix with rows past its packed groups quantizes them for those) */
+        j->quant_prompt[i] = !(j->prompt && j->w[i]->packed && tt->dot_packed && tt->dot_prompt &&
+                               j->w[i]->rows % 16 == 0);
         int same = -1;
         for (int k = 0; k < i && same < 0; k++)
             if ((uint32_t)fr_traits(j->w[k]->type)->act_type == act && j->quant_prompt[k] == j->quant_prompt[i])

@@ -193,25 +193,34 @@ static frugal_status load_arch(frugal_model *m) {
 }
 
 /* How a matrix goes into the weight arena: rearranged for the selected
- * level's kernels (quant.h, fr_pack_q4_1); copied as it is (a mapped
- * file's matrix with no packed layout, or a tied output matrix, which is
- * also the embedding table read by rows); or not at all (a file read
- * into memory keeps its unpacked matrices where they are). */
+ * level's kernels (quant.h, fr_pack_q4_1), its whole groups of 16 rows
+ * (the last rows % 16 are read where they were, a handful per token);
+ * copied as it is (a mapped file's matrix with no packed layout); or not
+ * at all (a file read into memory keeps its unpacked matrices where they
+ * are). A tied output matrix is packed like any other: the embedding
+ * table goes on reading its rows where they were, a row a token (from a
+ * mapped file, its pages come back from the page cache as they are
+ * read). */
 enum { PLACE_NONE, PLACE_PACK, PLACE_COPY };
-static int placement(const frugal_model *m, const fr_weight *w, bool tied) {
+static int placement(const frugal_model *m, const fr_weight *w) {
     const fr_type_traits *tt = fr_traits(w->type);
     if (!w->data || w->rows < 16) return PLACE_NONE;
-    if (!tied && tt && tt->pack && w->rows % 16 == 0) return PLACE_PACK;
+    if (tt && tt->pack) return PLACE_PACK;
     return m->gguf->mapped ? PLACE_COPY : PLACE_NONE;
 }
 
-/* Bytes matrix w takes in the arena, 64-aligned. */
-static size_t placed_size(const frugal_model *m, const fr_weight *w, bool tied) {
-    if (placement(m, w, tied) == PLACE_NONE) return 0;
-    return ((size_t)w->rows * w->row_bytes + 63) & ~(size_t)63;
+/* Rows of w that go into the arena. */
+static int64_t placed_rows(const frugal_model *m, const fr_weight *w) {
+    int place = placement(m, w);
+    return place == PLACE_PACK ? w->rows / 16 * 16 : place == PLACE_COPY ? w->rows : 0;
 }
 
-static void count_placed(frugal_model *m, fr_weight *w, bool tied) { m->placed_total += placed_size(m, w, tied); }
+/* Bytes matrix w takes in the arena, 64-aligned. */
+static size_t placed_size(const frugal_model *m, const fr_weight *w) {
+    return ((size_t)placed_rows(m, w) * w->row_bytes + 63) & ~(size_t)63;
+}
+
+static void count_placed(frugal_model *m, fr_weight *w) { m->placed_total += placed_size(m, w); }
 
 /* Lets the kernel drop the pages of the mapped file wholly inside
  * [p, p + n), which are no longer read (they come back from the file if
@@ -224,40 +233,43 @@ static void drop_mapped(const frugal_model *m, const void *p, size_t n) {
     if (lo < hi) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
-/* Puts a matrix in its place in the arena and drops its mapped pages. A
- * copy goes a few MiB at a time, so that a large matrix is never resident
- * twice (a tied output matrix is most of a small model). */
-#define COPY_PIECE ((size_t)4 << 20)
-static void place_weight(frugal_model *m, fr_weight *w, bool tied) {
-    size_t size = (size_t)w->rows * w->row_bytes, bytes = placed_size(m, w, tied);
+/* Puts a matrix in its place in the arena and drops its mapped pages. It
+ * goes a few MiB at a time (whole groups of 16 rows when packed: a group
+ * starts where it did in the original), so that a large matrix is never
+ * resident twice (a tied output matrix is most of a small model). */
+#define PIECE ((size_t)4 << 20)
+static void place_weight(frugal_model *m, fr_weight *w) {
+    size_t size = (size_t)placed_rows(m, w) * w->row_bytes, bytes = placed_size(m, w);
     const uint8_t *orig = w->data;
     if (!bytes || !m->placed_next) return;
-    if (placement(m, w, tied) == PLACE_PACK) {
-        fr_traits(w->type)->pack(w->cols, orig, w->row_bytes, w->rows, m->placed_next);
-        w->packed = m->placed_next;
-        drop_mapped(m, orig, size);
-    } else {
-        for (size_t o = 0; o < size; o += COPY_PIECE) {
-            size_t n = FR_MIN(COPY_PIECE, size - o);
+    bool pack = placement(m, w) == PLACE_PACK;
+    size_t piece = pack ? FR_MAX(PIECE / (16 * w->row_bytes), 1) * 16 * w->row_bytes : PIECE;
+    for (size_t o = 0; o < size; o += piece) {
+        size_t n = FR_MIN(piece, size - o);
+        if (pack)
+            fr_traits(w->type)->pack(w->cols, orig + o, w->row_bytes, (int64_t)(n / w->row_bytes), m->placed_next + o);
+        else
             memcpy(m->placed_next + o, orig + o, n);
-            drop_mapped(m, orig + o, n);
-        }
-        drop_mapped(m, orig, size); /* the pages that straddled two pieces */
-        w->data = m->placed_next;
+        drop_mapped(m, orig + o, n);
     }
+    drop_mapped(m, orig, size); /* the pages that straddled two pieces */
+    if (pack)
+        w->packed = m->placed_next;
+    else
+        w->data = m->placed_next;
     m->placed_next += bytes;
 }
 
 /* fn on the matrices a token reads: every layer's, and the output matrix
- * (tied: the embedding table, which then moves with it). */
-static void each_matrix(frugal_model *m, void (*fn)(frugal_model *, fr_weight *, bool)) {
+ * (tied and copied: the embedding table, which then moves with it). */
+static void each_matrix(frugal_model *m, void (*fn)(frugal_model *, fr_weight *)) {
     for (int l = 0; m->layers && l < m->hp.n_layer; l++) {
         fr_layer *L = &m->layers[l];
         fr_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) fn(m, ws[i], false);
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) fn(m, ws[i]);
     }
     bool tied = m->output.data == m->tok_embd.data;
-    fn(m, &m->output, tied);
+    fn(m, &m->output);
     if (tied) m->tok_embd.data = m->output.data;
 }
 

@@ -21,7 +21,8 @@ typedef struct {
     uint32_t type;
     int64_t cols, rows;
     size_t row_bytes;
-    const void *packed; /* the rows rearranged for this level's kernels (traits' pack), or NULL */
+    const void *packed; /* the first rows / 16 * 16 rows rearranged for this level's kernels (traits' pack),
+                         * or NULL; the rest are read at data */
 } fr_weight;
 
 /* One transformer block. Optional weights (data == NULL when the

@@ -794,9 +794,29 @@ static void pack_group_q4_k(int64_t n, const uint8_t *src, size_t ws, int rows, 
     }
 }
 
+/* Q8_0's group layout (quant.h): the codes as the 4-bit formats' unpack. */
+static void pack_group_q8_0(int64_t n, const uint8_t *src, size_t ws, int rows, uint8_t *dst) {
+    for (int64_t b = 0; b < n / 32; b++) {
+        uint8_t *o = dst + b * FR_Q8_0_GROUP_BLOCK;
+        memset(o, 0, FR_Q8_0_GROUP_BLOCK); /* rows past `rows`: scales 0, codes 0 */
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *x = src + (size_t)r * ws + b * sizeof(block_q8_0);
+            memcpy(o + 2 * r, x, 2); /* d */
+            const uint8_t *qs = x + offsetof(block_q8_0, qs);
+            for (int s = 0; s < 4; s++)
+                for (int k = 0; k < 2; k++)
+                    memcpy(o + 32 + 256 * (r / 8) + 64 * s + 32 * k + 4 * (r % 8), qs + 16 * k + 4 * s, 4);
+        }
+    }
+}
+
 void fr_pack_group(uint32_t type, int64_t n, const void *src, size_t ws, int rows, void *dst) {
     if (type == FR_Q4_K) {
         pack_group_q4_k(n, src, ws, rows, dst);
+        return;
+    }
+    if (type == FR_Q8_0) {
+        pack_group_q8_0(n, src, ws, rows, dst);
         return;
     }
     const size_t bb = fr_traits(type)->bytes, gb = 16 * bb, codes = gb - 256; /* the codes come last */
@@ -830,6 +850,9 @@ void fr_pack_q4_1(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) 
 void fr_pack_q5_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) { pack_rows(FR_Q5_0, n, src, ws, nr, dst); }
 void fr_pack_q4_k(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) {
     pack_rows(FR_Q4_K, n, src, ws, nr, dst);
+}
+void fr_pack_q8_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst) {
+    pack_rows(FR_Q8_0, n, src, ws, nr, dst);
 }
 
 float fr_dot_prompt_ref(uint32_t type, int64_t n, const void *w, const uint16_t *x) {

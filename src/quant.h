@@ -207,6 +207,18 @@ void fr_pack_group(uint32_t type, int64_t n, const void *src, size_t ws, int row
 #define FR_Q4_K_GROUP_BLOCK (16 * 144)
 void fr_pack_q4_k(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
 
+/* Q8_0 rows packed for the AVX2 level's dot_packed (kernels_avx2_packed.c):
+ * block b of a group is 16 original blocks' bytes at b *
+ * FR_Q8_0_GROUP_BLOCK:
+ *   d[16]          fp16, row r's scale (bytes 0..31)
+ *   q[2][4][2][8]  4 bytes each (32 + 256 h + 64 s + 32 k + 4 (r - 8 h),
+ *                  h = r / 8): row r's codes 4s .. 4s + 3 (k = 0) or
+ *                  16 + 4s .. 16 + 4s + 3 (k = 1),
+ * the order in which the kernel unpacks the 4-bit formats' codes, so it
+ * loads these as they are. fr_pack_group packs Q8_0 groups as well. */
+#define FR_Q8_0_GROUP_BLOCK (16 * 34)
+void fr_pack_q8_0(int64_t n, const void *src, size_t ws, int64_t nr, void *dst);
+
 /* Quantizes an activation row of n floats to act_type (F32, F16, BF16,
  * Q8_0, Q8_1, Q8_K) with the dispatched quantizer. Inputs must be finite. */
 void fr_quantize_act(uint32_t act_type, const float *x, void *y, int64_t n);

@@ -495,6 +495,21 @@ TEST(quant_dot_extreme_codes) {
             CHECK(fr_traits(FR_Q4_0)->dot(n, w40, a8) == fr_traits(FR_Q4_0)->dot_ref(n, w40, a8));
             CHECK(fr_traits(FR_Q4_1)->dot(n, w41, a81) == fr_traits(FR_Q4_1)->dot_ref(n, w41, a81));
         }
+        /* Q8_0's multi-row, tile and (where the level packs it) packed
+         * kernels, on 16 copies of the row: the sums are exact integers */
+        const fr_type_traits *t8 = fr_traits(FR_Q8_0);
+        static uint8_t p8[16 * sizeof w8];
+        float want = t8->dot_ref(32 * NB, w8, a8), rows[16], tile[2 * 16];
+        t8->dot_rows(32 * NB, w8, 0, a8, rows, 16);
+        for (int r = 0; r < 16; r++) CHECK(rows[r] == want);
+        t8->dot_tile(32 * NB, w8, 0, 16, a8, 0, 2, tile, 16);
+        for (int r = 0; r < 32; r++) CHECK(tile[r] == want);
+        if (t8->pack) {
+            t8->pack(32 * NB, w8, 0, 16, p8);
+            t8->dot_packed(32 * NB, p8, 16, a8, 0, 2, tile, 16);
+            for (int r = 0; r < 32; r++) CHECK_MSG(tile[r] == want, "%s: packed %g vs %g", fr_isa_name(lvl),
+                                                   (double)tile[r], (double)want);
+        }
         /* one block of each: exact integers the reference can spell out */
         CHECK(fr_traits(FR_Q8_0)->dot(32, w8, a8) == -128.0f * 127 * 32);
         CHECK(fr_traits(FR_Q4_0)->dot(32, w40, a8) == 7.0f * 127 * 32);
@@ -651,15 +666,15 @@ TEST(quant_dot_tile_bit_identical_to_dot_rows) {
 }
 
 /* The block-exact scalar twins (the AMX level's arithmetic, and the AVX2
- * level's for Q4_0, Q4_1 and Q5_0; the K-quants' sum their super-blocks exactly) are dots
+ * level's for Q4_0, Q4_1, Q5_0 and Q8_0; the K-quants' sum their super-blocks exactly) are dots
  * like the others: within rounding of the double-precision sum. At those
  * levels, dot, dot_rows and dot_tile give exactly its bits for every row
  * and token: row counts around the group of 16, token counts around the
  * panels and chunks, odd addresses and strides, long rows. A kernel that
  * summed in another order, or skipped a row of a group, fails. */
 static bool block_exact_at(int level, uint32_t type) {
-    return level == FR_ISA_AMX ||
-           (level == FR_ISA_AVX2 && (type == FR_Q4_0 || type == FR_Q4_1 || type == FR_Q5_0 || type == FR_Q4_K));
+    return level == FR_ISA_AMX || (level == FR_ISA_AVX2 && (type == FR_Q4_0 || type == FR_Q4_1 || type == FR_Q5_0 ||
+                                                            type == FR_Q8_0 || type == FR_Q4_K));
 }
 
 TEST(quant_block_exact_levels) {
@@ -730,8 +745,8 @@ TEST(quant_block_exact_levels) {
 }
 
 /* Weights packed at load (quant.h's groups of 16 rows), at the levels
- * that have packed kernels (Q4_1 at AVX2 and AMX, Q4_0, Q5_0 and Q4_K at
- * AVX2): for every token count
+ * that have packed kernels (Q4_1 at AVX2 and AMX, Q4_0, Q5_0, Q8_0 and
+ * Q4_K at AVX2): for every token count
  * (the AMX rows kernel below 4, panels and chunks, the last panel short)
  * and group count, dot_packed gives the exact twin's bits, from rows read
  * at an odd stride and activations at an odd address. A packing that put
@@ -743,14 +758,15 @@ TEST(quant_packed_is_block_exact) {
     enum { MAXN = 2048, MAXR = 48, MAXC = 150, LDO = MAXR + 3 };
     static const int nrs[] = {16, 32, 48}, ncs[] = {1, 2, 3, 4, 5, 8, 15, 16, 17, 40, 64, 65, 128, 129, 150};
     static const int64_t sizes[] = {32, 64, 96, 576, 2048, 2080}, ksizes[] = {256, 512, 2048, 2304};
-    static uint8_t w[MAXR * (MAXN + 32)], a[MAXC * (MAXN + 32) * 2], x[(MAXN + 32) * 2], wb[MAXR * (MAXN + 40)];
-    static uint8_t ab[MAXC * ((MAXN + 32) * 2 + 8) + 8], packed[MAXR * (MAXN + 32) + 64];
+    enum { ROWB = (MAXN + 32) * 2 }; /* room for a row of any type (Q8_0: 34 bytes per 32) */
+    static uint8_t w[MAXR * ROWB], a[MAXC * ROWB], x[ROWB], wb[MAXR * (ROWB + 8)];
+    static uint8_t ab[MAXC * (ROWB + 8) + 8], packed[MAXR * ROWB + 64];
     static float out[MAXC * LDO];
     int packed_levels = 0;
     FOR_EACH_LEVEL(level) {
     for (uint32_t t = 0; t < FR_TYPE_COUNT; t++) {
         const bool packs = (t == FR_Q4_1 && (level == FR_ISA_AVX2 || level == FR_ISA_AMX)) ||
-                           ((t == FR_Q4_0 || t == FR_Q5_0 || t == FR_Q4_K) && level == FR_ISA_AVX2);
+                           ((t == FR_Q4_0 || t == FR_Q5_0 || t == FR_Q8_0 || t == FR_Q4_K) && level == FR_ISA_AVX2);
         if (fr_traits(t)) CHECK_MSG(!fr_traits(t)->pack == !packs && !fr_traits(t)->dot_packed == !packs,
                                     "%s %s", fr_isa_name(level), fr_traits(t)->name);
     }
