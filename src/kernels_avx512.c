@@ -871,9 +871,9 @@ static void quant_q8_k(const float *x, void *yv, int64_t n) {
 }
 
 void fr_kernels_fill_avx512(fr_kernel_table *t) {
-    /* The single quantized dot stays AVX2's: with one row there is nothing
-     * to share, and its 256-bit code, which has three ports to run on
-     * rather than two for 512-bit, measured faster on short rows. For the
+    /* The single quantized dot stays AVX2's (for Q4_0, Q5_0 and Q8_0 its
+     * block-exact scalar twin: nothing calls a single dot on a hot path;
+     * the multi-row and tile kernels below are this level's). For the
      * K-quants the 1 x 1 tile is as fast or faster, so it is used. */
     t->dot[FR_F32] = dot_f32;
     t->dot[FR_F16] = dot_f16;
