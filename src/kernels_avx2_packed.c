@@ -58,7 +58,7 @@ static ALWAYS_INLINE size_t group_block(const int fmt) {
                              : FR_Q8_0_GROUP_BLOCK;
 }
 
-/* Element type, block size and code offset of the original rows. */
+/* Type, block size and offset of the codes in a block of the original rows. */
 static ALWAYS_INLINE uint32_t fmt_type(const int fmt) {
     return fmt == FMT_Q4_0 ? FR_Q4_0 : fmt == FMT_Q4_1 ? FR_Q4_1 : fmt == FMT_Q5_0 ? FR_Q5_0 : FR_Q8_0;
 }
@@ -116,7 +116,8 @@ static ALWAYS_INLINE void step_products(__m256i lo, __m256i hi, __m256i ulo, __m
  * blocks [b0, b1): acc[(h - h0) nt + t] holds half h's 8 rows' sums for
  * token t. af: the tokens' activation
  * headers, two 4-byte values per block from b0 (Q4_1: d and s as floats;
- * Q4_0, Q5_0: d as a float and sum a as an int32), afs floats apart. ahead:
+ * Q4_0, Q5_0: d as a float and sum a as an int32; Q8_0: d and 0), afs
+ * floats apart. ahead:
  * request the group's blocks PF_BLOCKS on (the hardware prefetcher alone
  * left decode ~10 % slower). */
 static ALWAYS_INLINE void half_blocks(const uint8_t *g, const uint8_t *xc, int h0, const int nh, int64_t b0,
