@@ -30,9 +30,7 @@
 
 #define QBLOCK FR_ATTN_BLOCK_ROWS /* query rows per work item */
 #define SPLIT_MIN 256    /* positions per split below which decode is not split */
-#define KEYS_PIECE 512   /* fp16 keys converted per request for the next page's (1 KiB) */
 #define MAX_HD 512
-#define DIRECT_ROWS 4    /* rows of a KV head up to which an fp16 page is read as it is */
 
 /* ---- scalar primitives (the reference for attn_avx2.c) ---- */
 
@@ -57,12 +55,14 @@ static float exp_sub_scalar(float *s, float m, int n) {
     return sum;
 }
 
-static void pv_scalar(float *acc, float c, const float *e, const float *v, int v_stride, int np, int n) {
-    for (int i = 0; i < n; i++) {
-        float a = acc[i] * c;
-        for (int p = 0; p < np; p++) a += e[p] * v[(size_t)p * v_stride + i];
-        acc[i] = a;
-    }
+static void pv_scalar(float *const *acc, const float *c, const float *const *e, int nr, const float *v, int v_stride,
+                      int np, int n) {
+    for (int r = 0; r < nr; r++)
+        for (int i = 0; i < n; i++) {
+            float a = acc[r][i] * c[r];
+            for (int p = 0; p < np; p++) a += e[r][p] * v[(size_t)p * v_stride + i];
+            acc[r][i] = a;
+        }
 }
 
 static float dots_scalar(const float *q, const float *k, int k_stride, int np, int n, float scale, float *s) {
@@ -72,15 +72,6 @@ static float dots_scalar(const float *q, const float *k, int k_stride, int np, i
         m = FR_MAX(m, s[p]);
     }
     return m;
-}
-
-static void dots_t_scalar(const float *const *q, int nr, const float *kt, int n, float scale, float *s) {
-    for (int r = 0; r < nr; r++)
-        for (int p = 0; p < FR_KV_PAGE; p++) {
-            float d = 0;
-            for (int i = 0; i < n; i++) d += q[r][i] * kt[(size_t)i * FR_KV_PAGE + p];
-            s[r * FR_KV_PAGE + p] = d * scale;
-        }
 }
 
 static void pv_h_scalar(float *const *acc, const float *c, const float *const *e, int nr, const uint16_t *v,
@@ -106,7 +97,7 @@ static void dots_t_h_scalar(const float *const *q, int nr, const uint16_t *kt, i
 }
 
 const fr_attn_kernels fr_attn_scalar = { f16_to_f32_scalar, f32_to_f16_scalar, dot_scalar, scale_add_scalar,
-                                         exp_sub_scalar, pv_scalar, dots_scalar, dots_t_scalar,
+                                         exp_sub_scalar, pv_scalar, dots_scalar,
                                          pv_h_scalar, dots_t_h_scalar };
 
 static const fr_attn_kernels *kernels(void) {
@@ -170,41 +161,35 @@ static float row_scores(const attn_job *j, const fr_kv_page *p, const row_state 
  * packed at a stride of hd (rows 2 KiB apart would all fall in the same
  * few L1 sets and evict each other), and scores. */
 typedef struct {
-    float kt[FR_KV_PAGE * MAX_HD], vt[FR_KV_PAGE * MAX_HD], s[FR_KV_PAGE], pre[QBLOCK * FR_KV_PAGE];
+    float kt[FR_KV_PAGE * MAX_HD], vt[FR_KV_PAGE * MAX_HD], pre[QBLOCK * FR_KV_PAGE];
 } page_tiles;
 
-/* An fp16 page's keys of KV head kvh as floats, channel-major as stored
- * (kv.h), piece by piece, each piece preceded by a request for the same
- * piece of page ahead (or none: NULL). */
-static void keys_channels(const fr_attn_kernels *K, const fr_kv_page *p, const fr_kv_page *ahead, int kvh, int hd,
-                          float *kt) {
-    const uint16_t *k = fr_kv_f16_keys(p, kvh, hd);
-    const char *next = ahead ? (const char *)fr_kv_f16_keys(ahead, kvh, hd) : NULL;
-    for (int i = 0, n = hd * FR_KV_PAGE; i < n; i += KEYS_PIECE) {
-        for (int o = 0; next && o < KEYS_PIECE * 2; o += 64) __builtin_prefetch(next + 2 * i + o);
-        K->f16_to_f32(k + i, kt + i, FR_MIN(KEYS_PIECE, n - i));
-    }
-}
-
-/* The rows that read an fp16 page's values as stored, once each has its
- * weights e for slots [a, b) of the page: rows with the same visible run
- * (a decode's, all at one position) take one pass, which converts each
- * value once for all of them; a row's bits are the same either way. */
+/* The rows of a page whose weights e for slots [a, b) are ready, waiting
+ * for the values: rows side by side with the same visible run (a
+ * decode's, all at one position; a prompt's on a page it sees whole) take
+ * one pass, which loads (or converts) each value once for all of them; a
+ * row's bits are the same either way. */
 typedef struct {
-    float *acc[DIRECT_ROWS];
-    float c[DIRECT_ROWS];
-    const float *e[DIRECT_ROWS];
-    int a[DIRECT_ROWS], b[DIRECT_ROWS], n;
-} direct_rows;
+    float *acc[QBLOCK];
+    float c[QBLOCK];
+    const float *e[QBLOCK];
+    int a[QBLOCK], b[QBLOCK], n;
+} value_rows;
 
-static void values_direct(const fr_kv_cache *kvc, const direct_rows *d, const uint16_t *v16, const uint16_t *ahead,
-                          int hd) {
-    bool same = true;
-    for (int i = 1; i < d->n; i++) same = same && d->a[i] == d->a[0] && d->b[i] == d->b[0];
-    for (int i = 0, m = same ? d->n : 1; i < d->n; i += m) {
-        size_t a = (size_t)d->a[i] * kvc->kv_dim;
-        kernels()->pv_h(d->acc + i, d->c + i, d->e + i, m, v16 + a, kvc->kv_dim, d->b[i] - d->a[i], hd,
-                        i == 0 && ahead ? ahead + a : NULL);
+/* Values of the rows d: from an fp16 page's as stored (v16, v16 != NULL;
+ * ahead: the next page's, requested on the first pass) or from the tile vt. */
+static void add_values(const fr_kv_cache *kvc, const value_rows *d, const uint16_t *v16, const uint16_t *ahead,
+                       const float *vt, int hd) {
+    for (int i = 0, m; i < d->n; i += m) {
+        for (m = 1; i + m < d->n && d->a[i + m] == d->a[i] && d->b[i + m] == d->b[i];) m++;
+        int np = d->b[i] - d->a[i];
+        if (v16) {
+            size_t a = (size_t)d->a[i] * kvc->kv_dim;
+            kernels()->pv_h(d->acc + i, d->c + i, d->e + i, m, v16 + a, kvc->kv_dim, np, hd,
+                            i == 0 && ahead ? ahead + a : NULL);
+        } else {
+            kernels()->pv(d->acc + i, d->c + i, d->e + i, m, vt + (size_t)d->a[i] * hd, hd, np, hd);
+        }
     }
 }
 
@@ -219,25 +204,22 @@ static void attend_page_head(const attn_job *j, int pi, int kvh, row_state *rs, 
     int hd = hp->head_dim;
     const float *qrows[QBLOCK];
     for (int r = 0; r < nr; r++) qrows[r] = rs[r].q;
-    /* packed KIVI keys are scored from their codes, an fp16 page's from
-     * its keys channel-major as they are stored (kv.h), for all rows at
-     * once; other pages are loaded as a key tile. A few rows (a decode's)
-     * read an fp16 page as it is, converting as they go: converted once
-     * into the tiles, it was written and read again for too few rows to
-     * pay (the same bits either way) */
-    bool fused = fr_kv_scores_fused(p), channels = !p->packed, direct = channels && nr <= DIRECT_ROWS;
-    const uint16_t *v16 = direct ? (const uint16_t *)p->v + (size_t)kvh * hd : NULL;
-    const uint16_t *ahead_v = direct && ahead ? (const uint16_t *)ahead->v + (size_t)kvh * hd : NULL;
+    /* packed KIVI keys are scored from their codes, for all rows at once;
+     * an fp16 page is read as it is stored (kv.h: keys channel-major),
+     * converted as it is read, its keys for all rows at once; other pages
+     * are loaded as tiles. (Converted once into tiles first, an fp16 page
+     * was written and read again: slower even for a prompt's 32 rows, the
+     * conversions on the FMAs' way being nearly free.) */
+    bool fused = fr_kv_scores_fused(p), f16 = !p->packed;
+    const uint16_t *v16 = f16 ? (const uint16_t *)p->v + (size_t)kvh * hd : NULL;
+    const uint16_t *ahead_v = f16 && ahead ? (const uint16_t *)ahead->v + (size_t)kvh * hd : NULL;
     if (fused) fr_kv_key_scores(kvc, p, kvh, hd, qrows, nr, hp->attn_scale, t->pre);
-    if (direct) {
+    if (f16)
         K->dots_t_h(qrows, nr, fr_kv_f16_keys(p, kvh, hd), hd, hp->attn_scale, t->pre,
                     ahead ? fr_kv_f16_keys(ahead, kvh, hd) : NULL);
-    } else if (channels) {
-        keys_channels(K, p, ahead, kvh, hd, t->kt);
-        K->dots_t(qrows, nr, t->kt, hd, hp->attn_scale, t->pre);
-    }
-    if (!direct) fr_kv_load_head(kvc, p, kvh, hd, fused || channels ? NULL : t->kt, t->vt, hd, ahead);
-    direct_rows dr = { .n = 0 };
+    else
+        fr_kv_load_head(kvc, p, kvh, hd, fused ? NULL : t->kt, t->vt, hd, ahead);
+    value_rows vr = { .n = 0 };
     for (int r = 0; r < nr; r++) {
         row_state *st = &rs[r];
         int lo = first_visible(st->qpos, j->L->window), a = 0, b = p->n;
@@ -246,22 +228,20 @@ static void attend_page_head(const attn_job *j, int pi, int kvh, row_state *rs, 
             a = FR_MAX(0, lo - p->pos[0]);
             b = FR_MIN(p->n, st->qpos - p->pos[0] + 1);
         }
-        /* a row's scores are used in place: exp overwrites them */
-        float *s = fused || channels ? t->pre + r * FR_KV_PAGE : t->s;
-        float mt = row_scores(j, p, st, t->kt, fused || channels, s, a, b, !p->dense);
+        /* a row's scores are used in place: exp overwrites them, and they
+         * wait there for the values (add_values) */
+        float *s = t->pre + r * FR_KV_PAGE;
+        float mt = row_scores(j, p, st, t->kt, fused || f16, s, a, b, !p->dense);
         if (mt == -INFINITY) continue;
         if (j->scores && st->last)
             memcpy(j->scores + (size_t)st->head * kvc->cap_slots + (size_t)pi * FR_KV_PAGE + a, s + a,
                    (size_t)(b - a) * sizeof *s);
-        float m_new = FR_MAX(st->m, mt), c = expf(st->m - m_new);
+        float m_new = FR_MAX(st->m, mt), c = m_new == st->m ? 1.0f : expf(st->m - m_new); /* expf(0) is 1 */
         st->l = st->l * c + K->exp_sub(s + a, m_new, b - a);
-        if (direct)
-            dr.acc[dr.n] = st->acc, dr.c[dr.n] = c, dr.e[dr.n] = s + a, dr.a[dr.n] = a, dr.b[dr.n++] = b;
-        else
-            K->pv(st->acc, c, s + a, t->vt + (size_t)a * hd, hd, b - a, hd);
+        vr.acc[vr.n] = st->acc, vr.c[vr.n] = c, vr.e[vr.n] = s + a, vr.a[vr.n] = a, vr.b[vr.n++] = b;
         st->m = m_new;
     }
-    if (dr.n) values_direct(kvc, &dr, v16, ahead_v, hd);
+    add_values(kvc, &vr, v16, ahead_v, t->vt, hd);
 }
 
 /* Attends rows rs[0..nr) to the layer's pages [p0, p1): nr / nh rows for
@@ -353,7 +333,10 @@ static void attend_heads(const attn_job *j, row_state *rs, int p0, int p1) {
 static void attend_item(const attn_job *j, int64_t w) {
     const fr_hparams *hp = &j->ctx->model->hp;
     int hd = hp->head_dim;
-    float acc[QBLOCK][MAX_HD];
+    /* outputs hd apart (MAX_HD apart, 2 KiB, a block's rows shared a few
+     * L1 sets and evicted each other: ~1.2x on a prompt's attention) */
+    _Alignas(64) float acc_rows[QBLOCK * MAX_HD];
+    float *acc[QBLOCK];
     row_state rs[QBLOCK];
     int split = (int)(w % j->n_splits), qb = (int)(w / j->n_splits % j->n_qblocks);
     int kvh = j->all_heads ? 0 : (int)(w / j->n_splits / j->n_qblocks);
@@ -361,6 +344,7 @@ static void attend_item(const attn_job *j, int64_t w) {
     for (int r = 0; r < nr; r++) {
         int t = (r0 + r) / j->group, h = kvh * j->group + (r0 + r) % j->group;
         if (j->all_heads) t = 0, h = r;
+        acc[r] = acc_rows + (size_t)r * hd;
         rs[r] = (row_state){ -INFINITY, 0, acc[r], j->q + ((size_t)t * hp->n_head + h) * hd, j->pos0 + t, h,
                              t == j->n - 1 };
         memset(acc[r], 0, (size_t)hd * sizeof(float));

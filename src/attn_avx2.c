@@ -177,19 +177,17 @@ static ALWAYS_INLINE void pv_any(float *acc, float c, const float *e, const void
     }
 }
 
-static void pv(float *acc, float c, const float *e, const float *v, int v_stride, int np, int n) {
-    pv_any(acc, c, e, v, v_stride, np, n, NULL, false);
-}
-
-/* R rows (1 to 4) of pv_h over lanes [0, n0), n0 a multiple of 8 W:
- * each value vector is converted once for all R rows, W vectors of lanes
- * a pass (R W accumulators); a lane's arithmetic is pv_any's (a multiply
- * by c, then one FMA a slot), so a row's bits are those it has alone. */
-static ALWAYS_INLINE void pv_h_rows(float *const *acc, const float *c, const float *const *e, const uint16_t *v,
-                                    int v_stride, int np, int n0, const uint16_t *ahead, const int R, const int W) {
+/* R rows (1 to 3) of pv over lanes [0, n0), n0 a multiple of 8 W, values
+ * in floats or fp16: each value vector is loaded (and converted) once for
+ * all R rows, W vectors of lanes a pass (R W accumulators); a lane's
+ * arithmetic is pv_any's (a multiply by c, then one FMA a slot), so a
+ * row's bits are those it has alone. */
+static ALWAYS_INLINE void pv_rows(float *const *acc, const float *c, const float *const *e, const void *v,
+                                  int v_stride, int np, int n0, const uint16_t *ahead, const bool f16, const int R,
+                                  const int W) {
     for (int i = 0; i < n0; i += 8 * W) {
-        __m256 a[4][8];
-#pragma GCC unroll 4
+        __m256 a[3][8];
+#pragma GCC unroll 3
         for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
             for (int w = 0; w < W; w++)
@@ -198,46 +196,58 @@ static ALWAYS_INLINE void pv_h_rows(float *const *acc, const float *c, const flo
             size_t vp = (size_t)p * v_stride + i;
             for (int o = 0; ahead && i == 0 && o < n0; o += 32) /* 32 fp16 values: a line */
                 _mm_prefetch((const char *)(ahead + vp + o), _MM_HINT_T0);
-            __m256 ep[4];
-#pragma GCC unroll 4
+            __m256 ep[3];
+#pragma GCC unroll 3
             for (int r = 0; r < R; r++) ep[r] = _mm256_set1_ps(e[r][p]);
 #pragma GCC unroll 8
             for (int w = 0; w < W; w++) {
-                __m256 x = load8(v, vp + 8 * w, true);
-                __asm__("" : "+x"(x)); /* converted once for all the rows */
-#pragma GCC unroll 4
+                __m256 x = load8(v, vp + 8 * w, f16);
+                __asm__("" : "+x"(x)); /* loaded once for all the rows */
+#pragma GCC unroll 3
                 for (int r = 0; r < R; r++) a[r][w] = _mm256_fmadd_ps(ep[r], x, a[r][w]);
             }
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 3
         for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
             for (int w = 0; w < W; w++) _mm256_storeu_ps(acc[r] + i + 8 * w, a[r][w]);
     }
 }
 
-/* Rows three or four at a time (two of four), sharing each conversion;
- * the lanes past the last whole pass, and a row alone, take pv_any. */
-static void pv_h(float *const *acc, const float *c, const float *const *e, int nr, const uint16_t *v, int v_stride,
-                 int np, int n, const uint16_t *ahead) {
+/* Rows three at a time where they can (two of four: 12 or 8 chains each
+ * wait on no other), sharing each value vector; the lanes past the last
+ * whole pass, and a row alone, take pv_any. */
+static ALWAYS_INLINE void pv_sets(float *const *acc, const float *c, const float *const *e, int nr, const void *v,
+                                  int v_stride, int np, int n, const uint16_t *ahead, const bool f16) {
     for (int r = 0; r < nr;) {
-        const int left = nr - r, R = left == 3 ? 3 : left >= 2 ? 2 : 1, n0 = R > 1 ? n / 32 * 32 : 0;
-        if (R == 3) pv_h_rows(acc + r, c + r, e + r, v, v_stride, np, n0, ahead, 3, 4);
-        if (R == 2) pv_h_rows(acc + r, c + r, e + r, v, v_stride, np, n0, ahead, 2, 4);
-        for (int k = r; k < r + R; k++)
-            pv_any(acc[k] + n0, c[k], e[k], v + n0, v_stride, np, n - n0, k == r && n0 == 0 ? ahead : NULL, true);
+        const int left = nr - r, R = left >= 3 && left != 4 ? 3 : left >= 2 ? 2 : 1, n0 = R > 1 ? n / 32 * 32 : 0;
+        if (R == 3) pv_rows(acc + r, c + r, e + r, v, v_stride, np, n0, ahead, f16, 3, 4);
+        if (R == 2) pv_rows(acc + r, c + r, e + r, v, v_stride, np, n0, ahead, f16, 2, 4);
+        for (int k = r; k < r + R; k++) {
+            const void *vk = f16 ? (const void *)((const uint16_t *)v + n0) : (const void *)((const float *)v + n0);
+            pv_any(acc[k] + n0, c[k], e[k], vk, v_stride, np, n - n0, k == r && n0 == 0 ? ahead : NULL, f16);
+        }
         ahead = NULL;
         r += R;
     }
 }
 
-_Static_assert(FR_KV_PAGE == 32, "dots_t: a page is 4 vectors of 8 slots");
+static void pv(float *const *acc, const float *c, const float *const *e, int nr, const float *v, int v_stride, int np,
+               int n) {
+    pv_sets(acc, c, e, nr, v, v_stride, np, n, NULL, false);
+}
 
-/* R rows (1 to 3) of dots_t_any: 4 R chains over the channels, each key
- * vector loaded once for all R rows (folded into each FMA, it was loaded
- * once per row). */
-static ALWAYS_INLINE void dots_t_rows(const float *const *q, const void *kt, int n, __m256 vs, float *s,
-                                      const uint16_t *ahead, const bool f16, const int R) {
+static void pv_h(float *const *acc, const float *c, const float *const *e, int nr, const uint16_t *v, int v_stride,
+                 int np, int n, const uint16_t *ahead) {
+    pv_sets(acc, c, e, nr, v, v_stride, np, n, ahead, true);
+}
+
+_Static_assert(FR_KV_PAGE == 32, "dots_t_h: a page is 4 vectors of 8 slots");
+
+/* R rows (1 to 3) of dots_t_h: 4 R chains over the channels, each key
+ * vector converted once for all R rows. */
+static ALWAYS_INLINE void dots_t_rows(const float *const *q, const uint16_t *kt, int n, __m256 vs, float *s,
+                                      const uint16_t *ahead, const int R) {
     __m256 a[3][4];
 #pragma GCC unroll 3
     for (int r = 0; r < R; r++)
@@ -251,7 +261,7 @@ static ALWAYS_INLINE void dots_t_rows(const float *const *q, const void *kt, int
         for (int r = 0; r < R; r++) x[r] = _mm256_set1_ps(q[r][i]);
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++) {
-            __m256 kv = load8(kt, k + 8 * v, f16);
+            __m256 kv = load8(kt, k + 8 * v, true);
             __asm__("" : "+x"(kv));
 #pragma GCC unroll 3
             for (int r = 0; r < R; r++) a[r][v] = _mm256_fmadd_ps(x[r], kv, a[r][v]);
@@ -264,38 +274,25 @@ static ALWAYS_INLINE void dots_t_rows(const float *const *q, const void *kt, int
 }
 
 /* Keys channel-major: a row's 32 scores are 4 vectors of slots side by
- * side, FMA chains over the channels. Rows two or three at a time, so
- * that 8 or 12 chains are in flight (a row's 4 alone would wait on the
- * FMA latency) and each key vector serves them all; a slot's chain is the
- * same for a row in any set or alone. Keys in floats, or fp16 (dots_t_h;
- * ahead as for pv_any, requested on the first pass). */
-static ALWAYS_INLINE void dots_t_any(const float *const *q, int nr, const void *kt, int n, float scale, float *s,
-                                     const uint16_t *ahead, const bool f16) {
+ * side, FMA chains over the channels. Rows three at a time where they
+ * can (pairs of four), so that 12 or 8 chains are in flight (a row's 4
+ * alone would wait on the FMA latency; 8 left a prompt's rows well short
+ * of the FMA rate) and each key vector serves them all; a slot's chain is
+ * the same for a row in any set or alone. ahead as for pv_any, requested
+ * on the first pass. */
+static void dots_t_h(const float *const *q, int nr, const uint16_t *kt, int n, float scale, float *s,
+                     const uint16_t *ahead) {
     const __m256 vs = _mm256_set1_ps(scale);
     for (int r = 0; r < nr;) {
+        const int left = nr - r, R = left >= 3 && left != 4 ? 3 : left >= 2 ? 2 : 1;
         const uint16_t *pf = r == 0 ? ahead : NULL;
         float *sr = s + (size_t)r * FR_KV_PAGE;
-        if ((nr - r) % 2 && nr - r >= 3) {
-            dots_t_rows(q + r, kt, n, vs, sr, pf, f16, 3);
-            r += 3;
-        } else if (nr - r >= 2) {
-            dots_t_rows(q + r, kt, n, vs, sr, pf, f16, 2);
-            r += 2;
-        } else {
-            dots_t_rows(q + r, kt, n, vs, sr, pf, f16, 1);
-            r += 1;
-        }
+        if (R == 3) dots_t_rows(q + r, kt, n, vs, sr, pf, 3);
+        if (R == 2) dots_t_rows(q + r, kt, n, vs, sr, pf, 2);
+        if (R == 1) dots_t_rows(q + r, kt, n, vs, sr, pf, 1);
+        r += R;
     }
 }
 
-static void dots_t(const float *const *q, int nr, const float *kt, int n, float scale, float *s) {
-    dots_t_any(q, nr, kt, n, scale, s, NULL, false);
-}
-
-static void dots_t_h(const float *const *q, int nr, const uint16_t *kt, int n, float scale, float *s,
-                     const uint16_t *ahead) {
-    dots_t_any(q, nr, kt, n, scale, s, ahead, true);
-}
-
-const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv, dots, dots_t,
+const fr_attn_kernels fr_attn_avx2 = { f16_to_f32, f32_to_f16, dot, scale_add, exp_sub, pv, dots,
                                        pv_h, dots_t_h };

@@ -68,21 +68,21 @@ typedef struct {
     float (*dot)(const float *a, const float *b, int n);
     void (*scale_add)(float *acc, float c, float p, const float *v, int n); /* acc = acc*c + p*v */
     float (*exp_sub)(float *s, float m, int n); /* s[i] = exp(s[i] - m); returns the sum */
-    /* acc[i] = acc[i]*c + sum_p e[p] * v[p*v_stride + i], i < n, p < np */
-    void (*pv)(float *acc, float c, const float *e, const float *v, int v_stride, int np, int n);
+    /* For each of nr rows r: acc[r][i] = acc[r][i] * c[r] + sum_p e[r][p] *
+     * v[p * v_stride + i], i < n, p < np; a row's bits are the same in any
+     * set of rows or alone. */
+    void (*pv)(float *const *acc, const float *c, const float *const *e, int nr, const float *v, int v_stride, int np,
+               int n);
     /* s[p] = scale * dot(q, k + p*k_stride, n), p < np; returns the largest */
     float (*dots)(const float *q, const float *k, int k_stride, int np, int n, float scale, float *s);
-    /* Scores of nr query rows q[r] against a page's 32 keys stored
-     * channel-major (an fp16 page's, kv.h, as floats: key p's channel i
-     * is kt[i * FR_KV_PAGE + p]): s[r * FR_KV_PAGE + p] = scale * q_r.k_p
-     * for every slot. A row's bits depend on that row alone, never on the
-     * others in the call. */
-    void (*dots_t)(const float *const *q, int nr, const float *kt, int n, float scale, float *s);
-    /* pv for nr rows at once (acc[r], c[r], e[r]), and dots_t, on an
-     * fp16 page's values and keys as stored (kv.h), converted as they are
-     * read: the same bits as converting them first, and a row's the same
-     * in any set of rows. ahead: the same values or keys of the page read
-     * next, requested as these are read (NULL: none). */
+    /* pv on an fp16 page's values as stored (kv.h), converted as they
+     * are read: the same bits as converting them first, and a row's the
+     * same in any set of rows. dots_t_h: the scores of nr query rows q[r]
+     * against an fp16 page's 32 keys as stored, channel-major (key p's
+     * channel i is kt[i * FR_KV_PAGE + p]): s[r * FR_KV_PAGE + p] = scale *
+     * q_r.k_p for every slot, a row's bits depending on that row alone.
+     * ahead: the same values or keys of the page read next, requested as
+     * these are read (NULL: none). */
     void (*pv_h)(float *const *acc, const float *c, const float *const *e, int nr, const uint16_t *v, int v_stride,
                  int np, int n, const uint16_t *ahead);
     void (*dots_t_h)(const float *const *q, int nr, const uint16_t *kt, int n, float scale, float *s,

@@ -168,13 +168,14 @@ TEST(attention_primitives_avx2_match_scalar) {
         fr_attn_scalar.scale_add(acc1, 0.5f, 2.0f, b, n);
         fr_attn_avx2.scale_add(acc2, 0.5f, 2.0f, b, n);
         for (int i = 0; i < n; i++) CHECK_NEAR(acc1[i], acc2[i], 1e-5);
-        float pv1[301], pv2[301];
+        float pv1[301], pv2[301], *p1 = pv1, *p2 = pv2, c7 = 0.7f;
+        const float *eb = b;
         for (int i = 0; i < n; i++) pv1[i] = pv2[i] = acc1[i];
-        fr_attn_scalar.pv(pv1, 0.7f, b, a, 3, n / 3, n / 3 > 0 ? 3 : 0);
-        fr_attn_avx2.pv(pv2, 0.7f, b, a, 3, n / 3, n / 3 > 0 ? 3 : 0);
+        fr_attn_scalar.pv(&p1, &c7, &eb, 1, a, 3, n / 3, n / 3 > 0 ? 3 : 0);
+        fr_attn_avx2.pv(&p2, &c7, &eb, 1, a, 3, n / 3, n / 3 > 0 ? 3 : 0);
         int w = n > 40 ? 40 : n;
-        fr_attn_scalar.pv(pv1, 0.7f, b, a, 41, 7 * (n > 300), w);
-        fr_attn_avx2.pv(pv2, 0.7f, b, a, 41, 7 * (n > 300), w);
+        fr_attn_scalar.pv(&p1, &c7, &eb, 1, a, 41, 7 * (n > 300), w);
+        fr_attn_avx2.pv(&p2, &c7, &eb, 1, a, 41, 7 * (n > 300), w);
         for (int i = 0; i < n; i++) CHECK_NEAR(pv1[i], pv2[i], 1e-3);
         /* scores of up to 40 keys of up to 64 channels */
         static float keys[40 * 64];
@@ -188,52 +189,56 @@ TEST(attention_primitives_avx2_match_scalar) {
         fr_attn_scalar.dots(a, keys, 5, np, 5, 1.0f, s1v); /* widths not a multiple of 8 */
         fr_attn_avx2.dots(a, keys, 5, np, 5, 1.0f, s2v);
         for (int i = 0; i < np; i++) CHECK_NEAR(s1v[i], s2v[i], 1e-4 * (1 + fabsf(s1v[i])));
-        /* scores of 1-5 rows from channel-major keys; a row's are the same
-         * bits alone as beside others */
-        static float kc[64 * FR_KV_PAGE];
+        /* scores of 1-5 rows from fp16 keys channel-major, converted as
+         * they are read: near a plain float reference at both levels, and
+         * a row's the same bits alone as beside others */
+        static float kc[64 * FR_KV_PAGE], kcf[64 * FR_KV_PAGE], vf[130 * 7];
+        static uint16_t kc16[64 * FR_KV_PAGE], v16[130 * 7];
         for (int i = 0; i < 64 * FR_KV_PAGE; i++) kc[i] = frand(&seed);
+        fr_attn_scalar.f32_to_f16(kc, kc16, 64 * FR_KV_PAGE);
+        fr_attn_scalar.f16_to_f32(kc16, kcf, 64 * FR_KV_PAGE);
         int cn = n % 65, nq = 1 + n % 5;
         const float *qs[5] = { a, b, a + 1, b + 1, a + 2 };
         float t1[5 * FR_KV_PAGE], t2[5 * FR_KV_PAGE], alone[FR_KV_PAGE];
-        fr_attn_scalar.dots_t(qs, nq, kc, cn, 0.125f, t1);
-        fr_attn_avx2.dots_t(qs, nq, kc, cn, 0.125f, t2);
+        fr_attn_scalar.dots_t_h(qs, nq, kc16, cn, 0.125f, t1, NULL);
+        fr_attn_avx2.dots_t_h(qs, nq, kc16, cn, 0.125f, t2, kc16 + 32);
         for (int r = 0; r < nq; r++) {
-            fr_attn_avx2.dots_t(qs + r, 1, kc, cn, 0.125f, alone);
+            fr_attn_avx2.dots_t_h(qs + r, 1, kc16, cn, 0.125f, alone, NULL);
             for (int p = 0; p < FR_KV_PAGE; p++) {
-                float x = t1[r * FR_KV_PAGE + p], y = t2[r * FR_KV_PAGE + p];
-                CHECK_NEAR(x, y, 1e-4 * (1 + fabsf(x)));
+                float ref = 0, x = t1[r * FR_KV_PAGE + p], y = t2[r * FR_KV_PAGE + p];
+                for (int i = 0; i < cn; i++) ref += qs[r][i] * kcf[i * FR_KV_PAGE + p];
+                ref *= 0.125f;
+                CHECK_NEAR(x, ref, 1e-4 * (1 + fabsf(ref)));
+                CHECK_NEAR(y, ref, 1e-4 * (1 + fabsf(ref)));
                 CHECK_MSG(y == alone[p], "row %d of %d, slot %d", r, nq, p);
             }
         }
-        /* the same from fp16 keys and values as stored, converted as they
-         * are read: the bits of converting them first */
-        static uint16_t kc16[64 * FR_KV_PAGE], v16[130 * 7];
-        static float kcf[64 * FR_KV_PAGE], vf[130 * 7];
-        fr_attn_scalar.f32_to_f16(kc, kc16, 64 * FR_KV_PAGE);
-        fr_attn_scalar.f16_to_f32(kc16, kcf, 64 * FR_KV_PAGE);
+        /* values as stored, converted as they are read: the bits of
+         * converting them first */
         for (int level = 0; level < 2; level++) {
             const fr_attn_kernels *K = level ? &fr_attn_avx2 : &fr_attn_scalar;
-            K->dots_t(qs, nq, kcf, cn, 0.125f, t1);
-            K->dots_t_h(qs, nq, kc16, cn, 0.125f, t2, level ? kc16 + 32 : NULL);
-            CHECK_MSG(memcmp(t1, t2, sizeof(float) * FR_KV_PAGE * nq) == 0, "dots_t_h, level %d, n %d", level, n);
             int vn = n % 130, vp = n % 8; /* widths past 64 and 16 lanes, and their tails */
             for (int i = 0; i < 130 * 7; i++) vf[i] = b[i % 301];
             fr_attn_scalar.f32_to_f16(vf, v16, 130 * 7);
             fr_attn_scalar.f16_to_f32(v16, vf, 130 * 7);
-            /* 1-5 rows at once, each its own weights and rescale: a row's
-             * bits are those of pv on the converted values, alone */
-            static float rows_h[5][130];
-            float *accs[5], cs[5];
+            /* 1-5 rows at once, each its own weights and rescale, from fp16
+             * or float values: a row's bits are those of pv on the
+             * converted values, alone */
+            static float rows_h[5][130], rows_f[5][130];
+            float *accs[5], *accf[5], cs[5];
             const float *es[5];
             for (int r = 0; r < nq; r++) {
-                accs[r] = rows_h[r], cs[r] = 0.7f - 0.1f * r, es[r] = b + 7 * r;
-                for (int i = 0; i < vn; i++) rows_h[r][i] = a[i + r];
+                accs[r] = rows_h[r], accf[r] = rows_f[r], cs[r] = 0.7f - 0.1f * r, es[r] = b + 7 * r;
+                for (int i = 0; i < vn; i++) rows_h[r][i] = rows_f[r][i] = a[i + r];
             }
             K->pv_h(accs, cs, es, nq, v16, 130, vp > 7 ? 7 : vp, vn, level ? v16 : NULL);
+            K->pv(accf, cs, es, nq, vf, 130, vp > 7 ? 7 : vp, vn);
             for (int r = 0; r < nq; r++) {
                 for (int i = 0; i < vn; i++) pv1[i] = a[i + r];
-                K->pv(pv1, cs[r], es[r], vf, 130, vp > 7 ? 7 : vp, vn);
+                K->pv(&p1, cs + r, es + r, 1, vf, 130, vp > 7 ? 7 : vp, vn);
                 CHECK_MSG(memcmp(pv1, rows_h[r], sizeof(float) * vn) == 0, "pv_h, level %d, n %d, row %d of %d",
+                          level, n, r, nq);
+                CHECK_MSG(memcmp(pv1, rows_f[r], sizeof(float) * vn) == 0, "pv, level %d, n %d, row %d of %d",
                           level, n, r, nq);
             }
         }
