@@ -212,35 +212,27 @@ static inline __m256 round_half_away(__m256 v) {
     return _mm256_add_ps(t, _mm256_and_ps(ge, step));
 }
 
-/* One block of 32 like the scalar reference: d = amax/127, id = 1/d,
- * q = roundf(x*id). Returns d (fp32) and the sum of q. */
-static inline float quant_block(const float *x, int8_t *qs, int *sum) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 v[4];
-    for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
-    __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                              _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    float amax = _mm_cvtss_f32(m4);
-    float d = amax / 127.0f;
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
-    __m256 vid = _mm256_set1_ps(id);
-    __m256i q[4];
-    for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(round_half_away(_mm256_mul_ps(v[k], vid)));
-    /* sum of q: the values are small integers, exact in any order */
-    __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-    *sum = _mm_cvtsi128_si32(s4);
-    /* s32 -> s8: the packs interleave 128-bit lanes, the permute restores order */
-    __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
-    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
-    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256((__m256i *)qs, p8);
-    return d;
+/* Lane i: the largest of the 8 lanes of v[i], as unsigned integers; and
+ * the sum of them. Pairs of lanes step by step, as for the 8 sums of a
+ * tree of horizontal adds. */
+static inline __m256i pair_max(__m256i a, __m256i b) {
+    __m256 fa = _mm256_castsi256_ps(a), fb = _mm256_castsi256_ps(b);
+    return _mm256_max_epu32(_mm256_castps_si256(_mm256_shuffle_ps(fa, fb, 0x88)),
+                            _mm256_castps_si256(_mm256_shuffle_ps(fa, fb, 0xdd)));
+}
+static inline __m256i lanes_max8(const __m256i *v) {
+    __m256i h01 = pair_max(v[0], v[1]), h23 = pair_max(v[2], v[3]);
+    __m256i h45 = pair_max(v[4], v[5]), h67 = pair_max(v[6], v[7]);
+    __m256i h0123 = pair_max(h01, h23), h4567 = pair_max(h45, h67);
+    return _mm256_max_epu32(_mm256_permute2x128_si256(h0123, h4567, 0x20),
+                            _mm256_permute2x128_si256(h0123, h4567, 0x31));
+}
+static inline __m256i lanes_sum8(const __m256i *v) {
+    __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
+    __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
+    __m256i h0123 = _mm256_hadd_epi32(h01, h23), h4567 = _mm256_hadd_epi32(h45, h67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(h0123, h4567, 0x20),
+                            _mm256_permute2x128_si256(h0123, h4567, 0x31));
 }
 
 static inline uint16_t to_fp16(float f) {
@@ -252,23 +244,68 @@ static inline void put_fp16(uint8_t *p, float f) {
     memcpy(p, &h, 2);
 }
 
-static void quant_q8_0(const float *x, void *yv, int64_t n) {
-    uint8_t *y = yv;
-    for (int64_t i = 0; i < n / QK8_0; i++, y += Q8_0_SZ) {
-        int sum;
-        put_fp16(y, quant_block(x + i * QK8_0, (int8_t *)(y + Q8_0_QS), &sum));
+/* Q8_0 and Q8_1 like the scalar reference, eight blocks at a time: per
+ * block d = amax / 127, id = 1 / d (0 for d = 0), codes roundf(x id), and
+ * for Q8_1 s = (sum of codes) d. A block's amax is the largest bit
+ * pattern of its |x|, which for finite floats orders them as their
+ * values do; eight blocks' maxima and code sums are reduced across lanes
+ * together, and d and id are a division each for all eight (one block at
+ * a time, the reductions and two scalar divisions were a chain of waits
+ * per block). A pattern above the largest finite one is an infinity or a
+ * NaN, so the pass is also the finiteness check (fr_quant_checked_fn):
+ * false, and y is to be written again. */
+static inline bool quant_q8_groups(const float *x, uint8_t *y, int64_t n, const bool q8_1) {
+    const size_t bsz = q8_1 ? Q8_1_SZ : Q8_0_SZ, qs = q8_1 ? Q8_1_QS : Q8_0_QS;
+    const __m256i abs_bits = _mm256_set1_epi32(0x7fffffff), top = _mm256_set1_epi32(0x7f7fffff);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i bad = _mm256_setzero_si256();
+    const int64_t nb = n / 32;
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        const int m = nb - b0 < 8 ? (int)(nb - b0) : 8;
+        const float *xb = x + b0 * 32;
+        uint8_t *yb = y + b0 * bsz;
+        __m256i r[8];
+        for (int i = 0; i < 8; i++) {
+            r[i] = _mm256_setzero_si256();
+            for (int k = 0; i < m && k < 4; k++)
+                r[i] = _mm256_max_epu32(r[i], _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(xb + 32 * i + 8 * k)),
+                                                               abs_bits));
+        }
+        const __m256i amax = lanes_max8(r);
+        bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(amax, top));
+        const __m256 d = _mm256_div_ps(_mm256_castsi256_ps(amax), _mm256_set1_ps(127.0f));
+        const __m256 id = _mm256_and_ps(_mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_OQ),
+                                        _mm256_div_ps(_mm256_set1_ps(1.0f), d));
+        for (int i = 0; i < 8; i++) {
+            r[i] = _mm256_setzero_si256();
+            if (i >= m) continue;
+            const __m256 vid = _mm256_permutevar8x32_ps(id, _mm256_set1_epi32(i));
+            __m256i q[4];
+            for (int k = 0; k < 4; k++)
+                q[k] = _mm256_cvtps_epi32(round_half_away(_mm256_mul_ps(_mm256_loadu_ps(xb + 32 * i + 8 * k), vid)));
+            r[i] = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            /* s32 -> s8: the packs interleave 128-bit lanes, the permute restores order */
+            __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            _mm256_storeu_si256((__m256i *)(yb + i * bsz + qs), _mm256_permutevar8x32_epi32(p8, order));
+        }
+        uint16_t dh[8], sh[8];
+        _mm_storeu_si128((__m128i *)dh, _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        if (q8_1) {
+            __m256 sd = _mm256_mul_ps(_mm256_cvtepi32_ps(lanes_sum8(r)), d); /* sums: small integers, exact */
+            _mm_storeu_si128((__m128i *)sh, _mm256_cvtps_ph(sd, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
+        for (int i = 0; i < m; i++) {
+            memcpy(yb + i * bsz, dh + i, 2);
+            if (q8_1) memcpy(yb + i * bsz + 2, sh + i, 2);
+        }
     }
+    return _mm256_testz_si256(bad, bad);
 }
 
-static void quant_q8_1(const float *x, void *yv, int64_t n) {
-    uint8_t *y = yv;
-    for (int64_t i = 0; i < n / QK8_1; i++, y += Q8_1_SZ) {
-        int sum;
-        float d = quant_block(x + i * QK8_1, (int8_t *)(y + Q8_1_QS), &sum);
-        put_fp16(y, d);
-        put_fp16(y + 2, (float)sum * d);
-    }
-}
+static bool quant_q8_0_checked(const float *x, void *y, int64_t n) { return quant_q8_groups(x, y, n, false); }
+static bool quant_q8_1_checked(const float *x, void *y, int64_t n) { return quant_q8_groups(x, y, n, true); }
+static void quant_q8_0(const float *x, void *y, int64_t n) { quant_q8_groups(x, y, n, false); }
+static void quant_q8_1(const float *x, void *y, int64_t n) { quant_q8_groups(x, y, n, true); }
 
 /* Q8_K like the reference (ggml's): the first value of largest magnitude
  * sets iscale = -127 / max; codes are iscale * x rounded to nearest even
@@ -347,6 +384,8 @@ void fr_kernels_fill_avx2(fr_kernel_table *t) {
     t->dot_tile[FR_BF16] = tile_bf16;
     t->quant[FR_Q8_0] = quant_q8_0;
     t->quant[FR_Q8_1] = quant_q8_1;
+    t->quant_checked[FR_Q8_0] = quant_q8_0_checked;
+    t->quant_checked[FR_Q8_1] = quant_q8_1_checked;
     t->quant[FR_F16] = quant_f16;
     t->dot[FR_Q6_K] = dot_q6_k_q8_k;
     t->dot_rows[FR_Q6_K] = rows_q6_k_q8_k;

@@ -112,8 +112,10 @@ TEST(ops_rmsnorm_and_rope_avx2_bit_identical) {
 
 TEST(ops_nonfinite_activations_quantize_as_zero) {
     /* only a broken model produces them; float-to-int of NaN/Inf would be
-     * undefined, so they count as 0 (the rest of the row is unaffected) */
+     * undefined, so they count as 0 (the rest of the row is unaffected),
+     * at every level */
     uint32_t types[3] = { FR_Q8_0, FR_Q8_1, FR_Q8_K };
+    FOR_EACH_LEVEL(lvl)
     for (int k = 0; k < 3; k++) {
         float x[512], z[512];
         for (int i = 0; i < 512; i++) x[i] = z[i] = sinf(i * 0.1f);
@@ -124,15 +126,15 @@ TEST(ops_nonfinite_activations_quantize_as_zero) {
         size_t bytes = fr_row_bytes(types[k], 512);
         fr_quantize_act(types[k], x, a, 512);
         fr_quantize_act(types[k], z, b, 512);
-        CHECK(memcmp(a, b, bytes) == 0);
-        /* one Inf anywhere, in every lane of the finiteness check's steps
-         * (an Inf left to the quantizer would zero its whole block) */
+        CHECK_MSG(memcmp(a, b, bytes) == 0, "%s, type %u", fr_isa_name(lvl), types[k]);
+        /* one Inf or NaN anywhere, in every lane of the finiteness check's
+         * steps (one left to the quantizer would spoil its whole block) */
         for (int p = 0; p < 512; p += p < 32 ? 1 : 37) {
             for (int i = 0; i < 512; i++) x[i] = z[i] = sinf(i * 0.1f);
-            x[p] = p & 1 ? INFINITY : -INFINITY, z[p] = 0;
+            x[p] = p % 3 == 0 ? -NAN : p & 1 ? INFINITY : -INFINITY, z[p] = 0;
             fr_quantize_act(types[k], x, a, 512);
             fr_quantize_act(types[k], z, b, 512);
-            CHECK_MSG(memcmp(a, b, bytes) == 0, "type %u, Inf at %d", types[k], p);
+            CHECK_MSG(memcmp(a, b, bytes) == 0, "%s, type %u, Inf or NaN at %d", fr_isa_name(lvl), types[k], p);
         }
     }
 }

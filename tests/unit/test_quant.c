@@ -50,11 +50,6 @@ static const int *row_offsets(uint32_t type) {
     return type == FR_F32 ? f32 : f16;
 }
 
-/* Runs body once per ISA level this CPU has, then restores the level. */
-#define FOR_EACH_LEVEL(lvl)                                                             \
-    for (int lvl = 0, saved_ = fr_kernels_isa(), once_ = 1; once_; once_ = 0, fr_kernels_select(saved_)) \
-        for (; lvl <= fr_isa_detect() && fr_kernels_select(lvl) == lvl; lvl++)
-
 /* ---- fp16 / bf16 ------------------------------------------------------- */
 
 TEST(quant_fp16_special_values) {

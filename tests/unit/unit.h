@@ -46,4 +46,10 @@ extern int unit_failed_flag;
         }                                                               \
     } while (0)
 
+/* Runs body once per ISA level this CPU has, then restores the level
+ * (the file includes quant.h). */
+#define FOR_EACH_LEVEL(lvl)                                                             \
+    for (int lvl = 0, saved_ = fr_kernels_isa(), once_ = 1; once_; once_ = 0, fr_kernels_select(saved_)) \
+        for (; lvl <= fr_isa_detect() && fr_kernels_select(lvl) == lvl; lvl++)
+
 #endif
