@@ -44,7 +44,11 @@ static double bench(int type, int depth, bool prefill, int n_head, int n_kv, int
     ctx.attn_partial = calloc((size_t)4 * n_head * (hd + 2), sizeof(float));
     fr_kv_config cfg = { .type = type, .residual = 32 };
     int zero = 0, kvd = n_kv * hd;
-    if (fr_kv_init(&ctx.kv, &cfg, 1, kvd, &zero) || fr_pool_new(1, &ctx.pool)) return -1;
+    fr_kv_pool *pages = NULL; /* fp16 pages from a pool of huge pages, as a model's */
+    if (fr_kv_pool_new(fr_kv_f16_page_bytes(kvd), &pages) || fr_kv_init(&ctx.kv, &cfg, 1, kvd, &zero) ||
+        fr_pool_new(1, &ctx.pool))
+        return -1;
+    ctx.kv.pool = pages;
     int rows = prefill ? depth : 1;
     float *k = malloc((size_t)512 * kvd * sizeof(float)), *q = malloc((size_t)rows * n_head * hd * sizeof(float));
     float *out = malloc((size_t)rows * n_head * hd * sizeof(float));
@@ -69,6 +73,7 @@ static double bench(int type, int depth, bool prefill, int n_head, int n_kv, int
     } while (cpu_now() - start < 1.0);
     fr_pool_free(ctx.pool);
     fr_kv_free(&ctx.kv);
+    fr_kv_pool_free(pages);
     free(k); free(q); free(out); free(ctx.attn_partial);
     return best * 1e6;
 }
