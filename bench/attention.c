@@ -45,7 +45,7 @@ static double bench(int type, int depth, bool prefill, int n_head, int n_kv, int
     fr_kv_config cfg = { .type = type, .residual = 32 };
     int zero = 0, kvd = n_kv * hd;
     fr_kv_pool *pages = NULL; /* fp16 pages from a pool of huge pages, as a model's */
-    if (fr_kv_pool_new(fr_kv_f16_page_bytes(kvd), &pages) || fr_kv_init(&ctx.kv, &cfg, 1, kvd, &zero) ||
+    if (fr_kv_pool_new(fr_kv_f16_page_bytes(kvd), &pages) || fr_kv_init(&ctx.kv, &cfg, 1, n_kv, hd, &zero) ||
         fr_pool_new(1, &ctx.pool))
         return -1;
     ctx.kv.pool = pages;

@@ -184,8 +184,8 @@ static void add_values(const fr_kv_cache *kvc, const value_rows *d, const uint16
         for (m = 1; i + m < d->n && d->a[i + m] == d->a[i] && d->b[i + m] == d->b[i];) m++;
         int np = d->b[i] - d->a[i];
         if (v16) {
-            size_t a = (size_t)d->a[i] * kvc->kv_dim;
-            kernels()->pv_h(d->acc + i, d->c + i, d->e + i, m, v16 + a, kvc->kv_dim, np, hd,
+            size_t a = (size_t)d->a[i] * hd;
+            kernels()->pv_h(d->acc + i, d->c + i, d->e + i, m, v16 + a, hd, np, hd,
                             i == 0 && ahead ? ahead + a : NULL);
         } else {
             kernels()->pv(d->acc + i, d->c + i, d->e + i, m, vt + (size_t)d->a[i] * hd, hd, np, hd);
@@ -211,8 +211,8 @@ static void attend_page_head(const attn_job *j, int pi, int kvh, row_state *rs, 
      * was written and read again: slower even for a prompt's 32 rows, the
      * conversions on the FMAs' way being nearly free.) */
     bool fused = fr_kv_scores_fused(p), f16 = !p->packed;
-    const uint16_t *v16 = f16 ? (const uint16_t *)p->v + (size_t)kvh * hd : NULL;
-    const uint16_t *ahead_v = f16 && ahead ? (const uint16_t *)ahead->v + (size_t)kvh * hd : NULL;
+    const uint16_t *v16 = f16 ? fr_kv_f16_values(p, kvh, hd) : NULL;
+    const uint16_t *ahead_v = f16 && ahead ? fr_kv_f16_values(ahead, kvh, hd) : NULL;
     if (fused) fr_kv_key_scores(kvc, p, kvh, hd, qrows, nr, hp->attn_scale, t->pre);
     if (f16)
         K->dots_t_h(qrows, nr, fr_kv_f16_keys(p, kvh, hd), hd, hp->attn_scale, t->pre,

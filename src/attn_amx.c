@@ -213,7 +213,7 @@ static void operands(amx_attn *w, const fr_kv_cache *kvc, const fr_kv_page *p, i
     uint16_t *bk[2] = { w->bk[0], w->bk[1] };
     if (!p->packed) {
         keys_b(bk, fr_kv_f16_keys(p, kvh, hd), NULL, hd);
-        values_b(w->bv, (const uint16_t *)p->v + (size_t)kvh * hd, (size_t)kvc->kv_dim, NULL, hd, p->n);
+        values_b(w->bv, fr_kv_f16_values(p, kvh, hd), (size_t)hd, NULL, hd, p->n);
         return;
     }
     /* a compressed page: decoded to floats, keys slot-major, then turned */

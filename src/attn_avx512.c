@@ -341,7 +341,7 @@ static ALWAYS_INLINE void rows_page(fr_attn_block *b, const fr_kv_page *p, const
 void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *const *pages, int p0, int p1,
                          int kvh) {
     const int hd = b->hd, nr = b->nr;
-    const size_t ld = (size_t)kvc->kv_dim; /* between the values of an fp16 page's slots */
+    const size_t ld = (size_t)hd; /* between the values of an fp16 page's slots */
     float kt[PAGE * MAX_HD] __attribute__((aligned(64))), vt[PAGE * MAX_HD] __attribute__((aligned(64)));
     float ktt[MAX_HD * PAGE] __attribute__((aligned(64)));
     float qt[MAX_HD * ROWS] __attribute__((aligned(64))), ot[MAX_HD * ROWS] __attribute__((aligned(64)));
@@ -360,7 +360,7 @@ void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *c
         if (p->pos[0] > qmax) break; /* positions ascend along the table */
         const int np = p->n;
         const uint16_t *k16 = p->packed ? NULL : fr_kv_f16_keys(p, kvh, hd);
-        const uint16_t *v16 = p->packed ? NULL : (const uint16_t *)p->v + (size_t)kvh * hd;
+        const uint16_t *v16 = p->packed ? NULL : fr_kv_f16_values(p, kvh, hd);
         if (!lanes) {
             /* decode reads the next page while it computes this one
              * (next_page); prefill computes long enough on each page that
@@ -369,7 +369,7 @@ void fr_attn_block_pages(fr_attn_block *b, const fr_kv_cache *kvc, fr_kv_page *c
             const fr_kv_page *q = pi + 1 < p1 ? pages[pi + 1] : NULL;
             next_page nx = { 0 };
             if (q && !q->packed) nx = (next_page){ (const uint8_t *)fr_kv_f16_keys(q, kvh, hd),
-                                                   (const uint16_t *)q->v + (size_t)kvh * hd };
+                                                   fr_kv_f16_values(q, kvh, hd) };
             else if (q) fr_kv_prefetch_head(kvc, q, kvh, hd);
             if (k16) { /* fp16 read in place */
                 rows_page(b, p, NULL, k16, NULL, v16, ld, nx);

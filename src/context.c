@@ -81,7 +81,7 @@ static frugal_status alloc_kv(frugal_ctx *c) {
     int *windows = fr_malloc((size_t)m->hp.n_layer * sizeof *windows);
     if (!windows) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the KV cache table");
     for (int l = 0; l < m->hp.n_layer; l++) windows[l] = m->layers[l].window;
-    frugal_status st = fr_kv_init(&c->kv, &c->kv.cfg, m->hp.n_layer, m->hp.n_head_kv * m->hp.head_dim, windows);
+    frugal_status st = fr_kv_init(&c->kv, &c->kv.cfg, m->hp.n_layer, m->hp.n_head_kv, m->hp.head_dim, windows);
     fr_free(windows);
     c->kv.pool = m->kv_pool;
     return st;

@@ -198,12 +198,15 @@ size_t fr_kv_bytes(const fr_kv_cache *c) {
     return total;
 }
 
-frugal_status fr_kv_init(fr_kv_cache *c, const fr_kv_config *cfg, int n_layer, int kv_dim, const int *windows) {
+frugal_status fr_kv_init(fr_kv_cache *c, const fr_kv_config *cfg, int n_layer, int n_head_kv, int head_dim,
+                         const int *windows) {
     fr_kv_config copy = *cfg; /* cfg may point into c */
     memset(c, 0, sizeof *c);
     c->cfg = copy;
     c->n_layer = n_layer;
-    c->kv_dim = kv_dim;
+    c->n_head_kv = n_head_kv;
+    c->head_dim = head_dim;
+    c->kv_dim = n_head_kv * head_dim;
     c->layers = fr_calloc((size_t)n_layer, sizeof *c->layers);
     if (!c->layers) return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the KV cache table");
     for (int l = 0; l < n_layer; l++) c->layers[l].window = windows ? windows[l] : 0;
@@ -264,7 +267,9 @@ static void put_slot(const fr_kv_cache *c, fr_kv_page *p, int s, const float *k,
         uint16_t *dst = (uint16_t *)p->k + (size_t)c0 * FR_KV_PAGE + s;
         for (int i = 0; i < n; i++) dst[(size_t)i * FR_KV_PAGE] = h[i];
     }
-    K->f32_to_f16(v, (uint16_t *)p->v + (size_t)s * c->kv_dim, c->kv_dim);
+    int hd = c->head_dim;
+    for (int h = 0; h < c->n_head_kv; h++)
+        K->f32_to_f16(v + (size_t)h * hd, (uint16_t *)fr_kv_f16_values(p, h, hd) + (size_t)s * hd, hd);
 }
 
 /* Keys channel-major x (n channels) to slot-major floats:
@@ -278,7 +283,11 @@ static void keys_of_slots(const uint16_t *x, int np, int n, float *kt, int strid
  * kv_dim floats. */
 static void get_rows(const fr_kv_cache *c, const fr_kv_page *p, bool key, float *rows) {
     if (!key) {
-        attn_kernels()->f16_to_f32((const uint16_t *)p->v, rows, p->n * c->kv_dim);
+        int hd = c->head_dim;
+        for (int s = 0; s < p->n; s++)
+            for (int h = 0; h < c->n_head_kv; h++)
+                attn_kernels()->f16_to_f32(fr_kv_f16_values(p, h, hd) + (size_t)s * hd,
+                                           rows + (size_t)s * c->kv_dim + (size_t)h * hd, hd);
         return;
     }
     keys_of_slots((const uint16_t *)p->k, p->n, c->kv_dim, rows, c->kv_dim);
@@ -322,13 +331,17 @@ static fr_kv_page *pack_page(fr_kv_cache *c, const fr_kv_page *p, int format) {
     if (!tmp) { page_unref(c, q); return NULL; }
     const fr_kv_codec *codec = fr_kv_codec_get();
     for (int key = 0; key < 2; key++) {
-        if (key) { /* the codecs take slot-major rows; fp16 keys are channel-major */
-            const uint16_t *src = (const uint16_t *)p->k;
-            for (int s = 0; s < p->n; s++)
-                for (int i = 0; i < c->kv_dim; i++) tmp[(size_t)s * c->kv_dim + i] = src[(size_t)i * FR_KV_PAGE + s];
-        } else {
-            memcpy(tmp, p->v, p->n * row);
-        }
+        /* the codecs take slot-major rows of kv_dim (kv.h: fp16 pages hold
+         * keys channel-major, and each head's values apart) */
+        int hd = c->head_dim;
+        for (int s = 0; s < p->n; s++)
+            for (int h = 0; h < c->n_head_kv; h++) {
+                uint16_t *dst = tmp + (size_t)s * c->kv_dim + (size_t)h * hd;
+                if (key)
+                    for (int i = 0; i < hd; i++) dst[i] = fr_kv_f16_keys(p, h, hd)[(size_t)i * FR_KV_PAGE + s];
+                else
+                    memcpy(dst, fr_kv_f16_values(p, h, hd) + (size_t)s * hd, (size_t)hd * sizeof *dst);
+            }
         for (int s = p->n; s < FR_KV_PAGE; s++) memcpy((uint8_t *)tmp + s * row, tmp, row);
         codec->pack(format, key, tmp, key ? q->k : q->v, c->kv_dim);
     }
@@ -575,13 +588,13 @@ void fr_kv_load_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, f
         return;
     }
     const fr_attn_kernels *K = attn_kernels();
-    size_t row = (size_t)c->kv_dim, off = (size_t)h * hd;
     if (kt) keys_of_slots(fr_kv_f16_keys(p, h, hd), p->n, hd, kt, stride);
+    const uint16_t *v = fr_kv_f16_values(p, h, hd);
+    const uint8_t *next = ahead && !ahead->packed ? (const uint8_t *)fr_kv_f16_values(ahead, h, hd) : NULL;
     for (int s = 0; s < p->n; s++) {
-        if (ahead && !ahead->packed)
-            for (size_t o = 0; o < (size_t)hd * 2; o += 64)
-                __builtin_prefetch((const uint8_t *)((const uint16_t *)ahead->v + s * row + off) + o);
-        K->f16_to_f32((const uint16_t *)p->v + s * row + off, vt + (size_t)s * stride, hd);
+        if (next)
+            for (size_t o = 0; o < (size_t)hd * 2; o += 64) __builtin_prefetch(next + (size_t)s * hd * 2 + o);
+        K->f16_to_f32(v + (size_t)s * hd, vt + (size_t)s * stride, hd);
     }
 }
 
@@ -595,8 +608,7 @@ void fr_kv_key_scores(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd, 
 }
 
 /* Asks for KV head h of a page ahead of its load: in fp16, the head's
- * slice of every slot (rows kv_dim apart, which the hardware prefetchers
- * do not follow); packed pages are small and prefetched whole. */
+ * keys and values; packed pages are small and prefetched whole. */
 void fr_kv_prefetch_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int hd) {
     if (p->packed) {
         size_t bytes = fr_kv_page_bytes(p->format, c->kv_dim);
@@ -606,11 +618,9 @@ void fr_kv_prefetch_head(const fr_kv_cache *c, const fr_kv_page *p, int h, int h
         }
         return;
     }
-    const uint8_t *k = (const uint8_t *)fr_kv_f16_keys(p, h, hd);
+    const uint8_t *k = (const uint8_t *)fr_kv_f16_keys(p, h, hd), *v = (const uint8_t *)fr_kv_f16_values(p, h, hd);
     for (size_t o = 0; o < (size_t)hd * FR_KV_PAGE * 2; o += 64) __builtin_prefetch(k + o);
-    size_t row = (size_t)c->kv_dim * 2, off = (size_t)h * hd * 2, len = (size_t)hd * 2;
-    for (int s = 0; s < p->n; s++)
-        for (size_t o = 0; o < len; o += 64) __builtin_prefetch(p->v + s * row + off + o);
+    for (size_t o = 0; o < (size_t)hd * p->n * 2; o += 64) __builtin_prefetch(v + o);
 }
 
 /* ---- scissorhands bookkeeping ---- */

@@ -39,17 +39,25 @@ typedef struct fr_kv_page {
     struct fr_kv_pool *pool;     /* where it goes back when freed; NULL: fr_malloc'd */
 } fr_kv_page;
 
-/* An fp16 page (not packed) holds its values slot-major, v[slot][kv_dim],
- * and its keys channel-major, k[channel][FR_KV_PAGE]: a channel's 32
- * slots side by side, so a head's keys are one block of head_dim x 32.
- * Decode attention scores the 32 keys of a page at once with keys in the
- * vector lanes: stored this way they load straight into the lanes, where
+/* An fp16 page (not packed) holds its keys and its values head by head.
+ * A head's keys are channel-major, k[head][channel][FR_KV_PAGE]: a
+ * channel's 32 slots side by side, a block of head_dim x 32. Decode
+ * attention scores the 32 keys of a page at once with keys in the vector
+ * lanes: stored this way they load straight into the lanes, where
  * slot-major keys had to be transposed at every read (bench/attention.c,
  * one layer's decode at depth 1500 on one AVX-512 thread: 87-94 -> 51-53
- * us). Slots not yet written hold keys of 0: kernels that read whole
- * vectors of slots read them, and mask them. */
+ * us). A head's values are slot-major, v[head][slot][head_dim], also one
+ * block: a head's keys and values are two runs of memory read front to
+ * back. (Values were v[slot][kv_dim] before: a head's read a slice of
+ * every slot, rows kv_dim apart, which the hardware prefetchers follow
+ * poorly; BENCHMARKS.md has the figures.) Slots not yet written hold keys
+ * of 0: kernels that read whole vectors of slots read them, and mask
+ * them. */
 static inline const uint16_t *fr_kv_f16_keys(const fr_kv_page *p, int h, int hd) {
     return (const uint16_t *)p->k + (size_t)h * hd * FR_KV_PAGE;
+}
+static inline const uint16_t *fr_kv_f16_values(const fr_kv_page *p, int h, int hd) {
+    return (const uint16_t *)p->v + (size_t)h * hd * FR_KV_PAGE;
 }
 
 typedef struct {
@@ -74,6 +82,7 @@ typedef struct {
 typedef struct {
     fr_kv_config cfg;
     int n_layer, kv_dim;
+    int n_head_kv, head_dim;     /* kv_dim = n_head_kv x head_dim */
     fr_kv_layer *layers;
     /* scissorhands: the last query row's raw attention scores per head and
      * slot of the layer being tracked, [n_head][cap_slots] */
@@ -94,7 +103,8 @@ void fr_kv_pool_put(fr_kv_pool *pool, fr_kv_page *p);
 size_t fr_kv_pool_in_use(fr_kv_pool *pool);   /* pages handed out and not yet back */
 size_t fr_kv_f16_page_bytes(int kv_dim);       /* allocation of an fp16 page, header included */
 
-frugal_status fr_kv_init(fr_kv_cache *c, const fr_kv_config *cfg, int n_layer, int kv_dim, const int *windows);
+frugal_status fr_kv_init(fr_kv_cache *c, const fr_kv_config *cfg, int n_layer, int n_head_kv, int head_dim,
+                         const int *windows);
 void fr_kv_free(fr_kv_cache *c);
 /* Page memory the cache's tables hold (shared pages counted in full). */
 size_t fr_kv_bytes(const fr_kv_cache *c);

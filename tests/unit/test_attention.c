@@ -35,7 +35,7 @@ static bool fixture_init(attn_fixture *f, int n_head, int n_kv, int hd, int wind
     f->ctx.n_batch = n_batch;
     f->ctx.n_threads = threads;
     f->ctx.attn_partial = calloc((size_t)threads * 2 * n_head * (hd + 2), sizeof(float));
-    return fr_kv_init(&f->ctx.kv, cfg, 1, n_kv * hd, &window) == FRUGAL_OK &&
+    return fr_kv_init(&f->ctx.kv, cfg, 1, n_kv, hd, &window) == FRUGAL_OK &&
            fr_pool_new(threads, &f->ctx.pool) == FRUGAL_OK;
 }
 
@@ -312,7 +312,7 @@ TEST(attention_block_shapes_are_bit_identical) {
     fr_kv_config cfg = { .residual = FR_KV_PAGE };
     fr_kv_cache c;
     int window = 0;
-    CHECK(fr_kv_init(&c, &cfg, 1, NKV * HD, &window) == FRUGAL_OK);
+    CHECK(fr_kv_init(&c, &cfg, 1, NKV, HD, &window) == FRUGAL_OK);
     static float K[TOTAL * NKV * HD], V[TOTAL * NKV * HD], Q[32 * HD];
     unsigned seed = 11;
     for (int i = 0; i < TOTAL * NKV * HD; i++) { K[i] = frand(&seed) * 2; V[i] = frand(&seed); }
@@ -405,7 +405,7 @@ TEST(attention_prompt_rows_on_tiles_are_block_invariant) {
         fr_kv_config cfg = { .type = type, .residual = FR_KV_PAGE };
         fr_kv_cache c;
         int window = 0;
-        CHECK(fr_kv_init(&c, &cfg, 1, NKV * HD, &window) == FRUGAL_OK);
+        CHECK(fr_kv_init(&c, &cfg, 1, NKV, HD, &window) == FRUGAL_OK);
         CHECK(fr_kv_append(&c, 0, K, V, TOTAL, 0) == FRUGAL_OK);
         CHECK(fr_kv_commit(&c, TOTAL, 64) == FRUGAL_OK);
         CHECK(c.layers[0].pages[0]->packed == (type == FR_KV_Q8));

@@ -51,7 +51,7 @@ static bool fixture(kv_fixture *f, int hd, int window, const fr_kv_config *cfg) 
     f->ctx.n_batch = 1;
     f->ctx.n_threads = 1;
     f->ctx.attn_partial = calloc(4 * (hd + 2), sizeof(float));
-    return fr_kv_init(&f->ctx.kv, cfg, 1, hd, &window) == FRUGAL_OK && fr_pool_new(1, &f->ctx.pool) == FRUGAL_OK;
+    return fr_kv_init(&f->ctx.kv, cfg, 1, 1, hd, &window) == FRUGAL_OK && fr_pool_new(1, &f->ctx.pool) == FRUGAL_OK;
 }
 
 static void fixture_done(kv_fixture *f) {
@@ -116,7 +116,7 @@ TEST(kv_memory_per_token_matches_formula) {
     for (int type = 0; type < FR_KV_TYPES; type++) {
         fr_kv_cache c;
         fr_kv_config cfg = { .type = type, .residual = 32 };
-        CHECK(fr_kv_init(&c, &cfg, 2, kv_dim, NULL) == FRUGAL_OK);
+        CHECK(fr_kv_init(&c, &cfg, 2, 3, kv_dim / 3, NULL) == FRUGAL_OK);
         float *x = calloc((size_t)320 * kv_dim, sizeof(float));
         for (int i = 0; i < 320 * kv_dim; i++) x[i] = (float)(i % 17) - 8;
         for (int l = 0; l < 2; l++) CHECK(fr_kv_append(&c, l, x, x, 320, 0) == FRUGAL_OK);
@@ -168,7 +168,7 @@ TEST(kv_pool_hands_out_and_recycles_pages) {
     for (int type = 0; type < FR_KV_TYPES; type++) {
         fr_kv_cache c;
         fr_kv_config cfg = { .type = type, .residual = 32 };
-        CHECK(fr_kv_init(&c, &cfg, 2, kv_dim, NULL) == FRUGAL_OK);
+        CHECK(fr_kv_init(&c, &cfg, 2, 3, kv_dim / 3, NULL) == FRUGAL_OK);
         c.pool = pool;
         float *x = calloc((size_t)100 * kv_dim, sizeof(float));
         for (int l = 0; l < 2; l++) CHECK(x && fr_kv_append(&c, l, x, x, 100, 0) == FRUGAL_OK);
@@ -188,7 +188,7 @@ TEST(kv_residual_keeps_recent_pages_fp16) {
     fr_kv_cache c;
     fr_kv_config cfg = { .type = FR_KV_KIVI2, .residual = 96 };
     float x[64] = { 1, 2, 3 };
-    CHECK(fr_kv_init(&c, &cfg, 1, 64, NULL) == FRUGAL_OK);
+    CHECK(fr_kv_init(&c, &cfg, 1, 1, 64, NULL) == FRUGAL_OK);
     for (int t = 0; t < 200; t++) {
         CHECK(fr_kv_append(&c, 0, x, x, 1, t) == FRUGAL_OK);
         CHECK(fr_kv_commit(&c, t + 1, 0) == FRUGAL_OK);
@@ -208,7 +208,7 @@ TEST(kv_window_layer_memory_is_bounded) {
     fr_kv_config cfg = { .type = FR_KV_KIVI4, .residual = 32 };
     int window = 64;
     float x[64] = { 0 };
-    CHECK(fr_kv_init(&c, &cfg, 1, 64, &window) == FRUGAL_OK);
+    CHECK(fr_kv_init(&c, &cfg, 1, 1, 64, &window) == FRUGAL_OK);
     for (int t = 0; t < 3000; t++) {
         CHECK(fr_kv_append(&c, 0, x, x, 1, t) == FRUGAL_OK);
         CHECK(fr_kv_commit(&c, t + 1, 8) == FRUGAL_OK);
@@ -227,7 +227,7 @@ TEST(kv_truncate_drops_tail_and_unpacks) {
     fr_kv_config cfg = { .type = FR_KV_Q8, .residual = 32 };
     float x[64];
     for (int i = 0; i < 64; i++) x[i] = i * 0.25f;
-    CHECK(fr_kv_init(&c, &cfg, 1, 64, NULL) == FRUGAL_OK);
+    CHECK(fr_kv_init(&c, &cfg, 1, 1, 64, NULL) == FRUGAL_OK);
     for (int t = 0; t < 100; t++) CHECK(fr_kv_append(&c, 0, x, x, 1, t) == FRUGAL_OK);
     CHECK(fr_kv_commit(&c, 100, 0) == FRUGAL_OK);
     CHECK(c.layers[0].pages[1]->packed);
@@ -246,7 +246,8 @@ TEST(kv_truncate_drops_tail_and_unpacks) {
 
 /* Every token an fp16 cache holds reads back as its keys and values
  * rounded to fp16: through the page loads, and in the stored layout the
- * AVX-512 kernel reads in place (keys channel-major, kv.h); after
+ * kernels read in place (kv.h: keys channel-major, a head's values one
+ * block); after
  * appends that fill pages part-way, a truncation (which rewrites the last
  * page), and a budget's evictions (compaction rewrites pages). */
 static bool kv_holds(const fr_kv_cache *c, int n_kv, int hd, const float *k, const float *v) {
@@ -257,13 +258,14 @@ static bool kv_holds(const fr_kv_cache *c, int n_kv, int hd, const float *k, con
         const fr_kv_page *p = L->pages[i];
         for (int h = 0; h < n_kv; h++) {
             fr_kv_load_head(c, p, h, hd, kt, vt, hd, NULL);
-            const uint16_t *stored = fr_kv_f16_keys(p, h, hd);
+            const uint16_t *stored = fr_kv_f16_keys(p, h, hd), *values = fr_kv_f16_values(p, h, hd);
             for (int s = 0; s < p->n; s++) {
                 if (!(p->live >> s & 1)) continue;
                 const float *want_k = k + (size_t)p->pos[s] * kv_dim + h * hd, *want_v = v + (size_t)p->pos[s] * kv_dim + h * hd;
                 for (int d = 0; d < hd; d++) {
                     float wk = fr_fp16_to_fp32(fr_fp32_to_fp16(want_k[d])), wv = fr_fp16_to_fp32(fr_fp32_to_fp16(want_v[d]));
-                    if (kt[s * hd + d] != wk || vt[s * hd + d] != wv || fr_fp16_to_fp32(stored[d * FR_KV_PAGE + s]) != wk)
+                    if (kt[s * hd + d] != wk || vt[s * hd + d] != wv || fr_fp16_to_fp32(stored[d * FR_KV_PAGE + s]) != wk ||
+                        fr_fp16_to_fp32(values[s * hd + d]) != wv)
                         return false;
                 }
             }
@@ -282,7 +284,7 @@ TEST(kv_fp16_pages_give_back_what_was_written) {
     for (int i = 0; i < total * kv_dim; i++) { k[i] = (float)(i % 1013) / 7.0f - 70; v[i] = (float)(i % 977) / 3.0f; }
     fr_kv_cache c;
     fr_kv_config cfg = { .type = FR_KV_F16, .residual = 32 };
-    CHECK(fr_kv_init(&c, &cfg, 1, kv_dim, NULL) == FRUGAL_OK);
+    CHECK(fr_kv_init(&c, &cfg, 1, n_kv, hd, NULL) == FRUGAL_OK);
     CHECK(fr_kv_append(&c, 0, k, v, 45, 0) == FRUGAL_OK);            /* a page and a part */
     for (int t = 45; t < 100; t++) CHECK(fr_kv_append(&c, 0, k + t * kv_dim, v + t * kv_dim, 1, t) == FRUGAL_OK);
     CHECK(fr_kv_commit(&c, 100, 0) == FRUGAL_OK);
@@ -294,7 +296,7 @@ TEST(kv_fp16_pages_give_back_what_was_written) {
     fr_kv_free(&c);
     /* a budget: tokens evicted from the middle, pages compacted */
     cfg = (fr_kv_config){ .type = FR_KV_F16, .residual = 32, .budget = 50, .policy = FR_KV_EVICT_WINDOW, .n_sink = 4 };
-    CHECK(fr_kv_init(&c, &cfg, 1, kv_dim, NULL) == FRUGAL_OK);
+    CHECK(fr_kv_init(&c, &cfg, 1, n_kv, hd, NULL) == FRUGAL_OK);
     for (int t = 0; t < total; t += 10) {
         CHECK(fr_kv_append(&c, 0, k + t * kv_dim, v + t * kv_dim, 10, t) == FRUGAL_OK);
         CHECK(fr_kv_commit(&c, t + 10, 0) == FRUGAL_OK);
