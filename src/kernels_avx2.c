@@ -13,7 +13,9 @@
  * madd by each 16 weights' small integer scale, so a whole super-block's
  * integer sum is exact before its one FMA; see the Q6_K section. The
  * multi-row and tile entries are one dot per output, except Q6_K's tile,
- * which unpacks each row once for a group of tokens.
+ * which lays out 16 rows at a time for a prompt (lanes are rows) or
+ * unpacks each row once for a few tokens. Q6_K's arithmetic is the
+ * block-exact one of fr_dot_exact_ref, bit for bit.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -31,6 +33,12 @@ static inline float hsum256(__m256 v) {
 }
 
 static inline __m256i load256(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+static inline int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1)));
+}
 
 /* ---- Q6_K dots (super-blocks of 256 against Q8_K) -------------------------
  *
@@ -93,56 +101,191 @@ static inline __attribute__((always_inline)) __m256i ksb_isum(const ksb *u, cons
     return isum;
 }
 
-/* One super-block of one token into the accumulator: sum (q - 32) a =
- * sum q a - 32 sum a: codes 0..63 go to maddubs unsigned, and
- * 32 * sum_k sc_k bsums_k comes off the sum. */
-static inline __attribute__((always_inline)) void q6_k_step(const ksb *u, const uint8_t *y, __m256 *acc) {
+/* One super-block of one token, the block-exact arithmetic of
+ * fr_dot_exact_ref(FR_Q6_K): sum (q - 32) a = sum q a - 32 sum a, codes
+ * 0..63 to maddubs unsigned and 32 * sum_k sc_k bsums_k off the sum; the
+ * lanes' exact sums added up, then one FMA. */
+static inline __attribute__((always_inline)) float q6_k_block(const ksb *u, const uint8_t *y, float acc) {
     __m256i corr = _mm256_madd_epi16(u->s16, load256(y + Q8_K_BS));
     __m256i isum = _mm256_sub_epi32(ksb_isum(u, y), _mm256_slli_epi32(corr, 5));
     float dd = _mm_cvtss_f32(u->d) * load_f32(y);
-    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dd), *acc);
+    return __builtin_fmaf(dd, (float)hsum_epi32(isum), acc);
 }
 
 static float dot_q6_k_q8_k(int64_t n, const void *wv, const void *av) {
     const uint8_t *x = wv, *y = av;
-    __m256 acc = _mm256_setzero_ps();
+    float acc = 0;
     for (int64_t i = 0; i < n / QK_K; i++, x += Q6_K_SZ, y += Q8_K_SZ) {
         ksb u;
         q6_k_unpack(x, &u);
-        q6_k_step(&u, y, &acc);
+        acc = q6_k_block(&u, y, acc);
     }
-    return hsum256(acc);
+    return acc;
 }
 
-/* Q6_K tiles: tokens in groups of TILE_TOKENS; each weight row is
- * unpacked once per group into a work buffer, and every token of the
- * group runs the single dot's steps on it. */
+/* A few tokens (batched decode): each weight row unpacked once into a
+ * work buffer, which every token then reads. */
+static void rows_tokens_q6_k(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *a, size_t as, int nc,
+                             float *out, size_t ldo, ksb *buf) {
+    const int64_t nsb = n / QK_K;
+    for (int r = 0; r < nr; r++) {
+        const uint8_t *row = w + r * ws;
+        if (r + ROWS_AHEAD < nr) prefetch_row(row + ROWS_AHEAD * ws, ws);
+        for (int64_t i = 0; i < nsb; i++) q6_k_unpack(row + i * Q6_K_SZ, &buf[i]);
+        for (int c = 0; c < nc; c++) {
+            const uint8_t *y = a + c * as;
+            float acc = 0;
+            for (int64_t i = 0; i < nsb; i++, y += Q8_K_SZ) acc = q6_k_block(&buf[i], y, acc);
+            out[c * ldo + r] = acc;
+        }
+    }
+}
+
+/* ---- Q6_K against many tokens: lanes are rows ------------------------------
+ *
+ * A prompt's products take 16 rows at a time, laid out per call (not at
+ * load: decode streams the rows as stored) as the lanes-are-rows kernels
+ * of kernels_avx2_packed*.c have them: a 32-byte vector holds 4 codes of
+ * each of 8 rows, as bytes 0..63, and maddubs against a token's 4
+ * activation bytes broadcast gives each row its pair sums in its own
+ * lanes. Two steps add up exactly in 16 bits (4 * 63 * 128 < 2^15); one
+ * madd by the rows' sub-block scales takes them to 32 bits. The offset 32
+ * meets the activation's bsums with 8 madds per super-block. No sum
+ * crosses lanes, so ~1 operation per 32 products besides the maddubs and
+ * broadcasts, where a row at a time (rows_tokens_q6_k) takes a madd, a
+ * load and an add per maddubs and a horizontal sum per super-block. The
+ * integers are those of fr_dot_exact_ref, and so is the FMA: same bits. */
+#define Q6_NT 4          /* tokens sharing each load of codes */
+#define Q6_GROUP_MIN 16  /* fewer tokens: rows_tokens_q6_k (laying out a group costs ~a token of products) */
+
+typedef struct {
+    uint8_t q[2][16][4][32];  /* half h (rows 8h..), sub-block k, step s: row i's codes 16k + 4s.. in bytes 4i.. */
+    int16_t sc[2][16][16];    /* half, sub-block k: row i's sc_k in words 2i and 2i + 1 (madd by it) */
+    int16_t scp[2][8][16];    /* half, pair j: row i's (sc_2j, sc_2j+1) in words 2i, 2i + 1 */
+    float d[2][8];
+} q6_group;
+
+/* Rows [0, rows) of a group (rows <= 16; the others zero) over nsb
+ * super-blocks into g. */
+static void q6_k_group(const uint8_t *w, size_t ws, int rows, int64_t nsb, q6_group *g) {
+    memset(g, 0, (size_t)nsb * sizeof *g);
+    for (int r = 0; r < rows; r++)
+        for (int64_t b = 0; b < nsb; b++) {
+            const uint8_t *x = w + r * ws + b * Q6_K_SZ;
+            const int8_t *sc = (const int8_t *)(x + Q6_K_SC);
+            q6_group *u = g + b;
+            const int h = r / 8, i = r % 8;
+            _Alignas(32) uint8_t q[QK_K];
+            __m256i v[8];
+            q6_k_half(x + Q6_K_QL, x + Q6_K_QH, v);
+            q6_k_half(x + Q6_K_QL + 64, x + Q6_K_QH + 32, v + 4);
+            for (int k = 0; k < 8; k++) _mm256_store_si256((__m256i *)(q + 32 * k), v[k]);
+            for (int k = 0; k < 16; k++) {
+                for (int s = 0; s < 4; s++) memcpy(&u->q[h][k][s][4 * i], q + 16 * k + 4 * s, 4);
+                u->sc[h][k][2 * i] = u->sc[h][k][2 * i + 1] = sc[k];
+                u->scp[h][k / 2][2 * i + k % 2] = sc[k];
+            }
+            u->d[h][i] = _cvtsh_ss(load16(x + Q6_K_D));
+        }
+}
+
+/* Half h of a group against nt tokens at a (stride as): acc[t] holds the
+ * 8 rows' sums for token t. */
+static inline __attribute__((always_inline)) void q6_k_half_tokens(const q6_group *g, int h, int64_t nsb,
+                                                                   const uint8_t *a, size_t as, const int nt,
+                                                                   __m256 *acc) {
+    for (int64_t b = 0; b < nsb; b++) {
+        const q6_group *u = g + b;
+        const uint8_t *ab = a + b * Q8_K_SZ;
+        __m256i isum[Q6_NT];
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+        for (int k = 0; k < 16; k++) {
+            const __m256i sc = _mm256_loadu_si256((const __m256i *)u->sc[h][k]);
+#pragma GCC unroll 2
+            for (int s = 0; s < 4; s += 2) {
+                const __m256i c0 = load256(u->q[h][k][s]), c1 = load256(u->q[h][k][s + 1]);
+#pragma GCC unroll 4
+                for (int t = 0; t < nt; t++) {
+                    const uint8_t *qa = ab + t * as + Q8_K_QS + 16 * k + 4 * s;
+                    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(c0, _mm256_set1_epi32((int)load32(qa))),
+                                                 _mm256_maddubs_epi16(c1, _mm256_set1_epi32((int)load32(qa + 4))));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, sc));
+                }
+            }
+        }
+        const __m256 d = _mm256_loadu_ps(u->d[h]);
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) {
+            const uint8_t *y = ab + t * as;
+            __m256i msum = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)u->scp[h][j]),
+                                                                _mm256_set1_epi32((int)load32(y + Q8_K_BS + 4 * j))));
+            __m256i is = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(msum, 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(load_f32(y))), _mm256_cvtepi32_ps(is), acc[t]);
+        }
+    }
+}
+
+/* A group of `rows` rows against tokens [0, nc), into out. */
+static void q6_k_group_tokens(const q6_group *g, int rows, int64_t nsb, const uint8_t *a, size_t as, int nc,
+                              float *out, size_t ldo) {
+    for (int c = 0; c < nc; c += Q6_NT) {
+        const int m = nc - c < Q6_NT ? nc - c : Q6_NT;
+        for (int h = 0; h < 2 && 8 * h < rows; h++) {
+            __m256 acc[Q6_NT];
+            for (int t = 0; t < Q6_NT; t++) acc[t] = _mm256_setzero_ps();
+            const uint8_t *ac = a + c * as;
+            switch (m) { /* a constant count keeps the sums in registers */
+            case 1: q6_k_half_tokens(g, h, nsb, ac, as, 1, acc); break;
+            case 2: q6_k_half_tokens(g, h, nsb, ac, as, 2, acc); break;
+            case 3: q6_k_half_tokens(g, h, nsb, ac, as, 3, acc); break;
+            default: q6_k_half_tokens(g, h, nsb, ac, as, 4, acc); break;
+            }
+            const int n8 = rows - 8 * h < 8 ? rows - 8 * h : 8;
+            for (int t = 0; t < m; t++) {
+                float o[8];
+                _mm256_storeu_ps(o, acc[t]);
+                memcpy(out + (size_t)(c + t) * ldo + 8 * h, o, (size_t)n8 * sizeof(float));
+            }
+        }
+    }
+}
+
 static void tile_q6_k_q8_k(int64_t n, const void *wv, size_t ws, int nr, const void *av, size_t as, int nc,
                            float *out, size_t ldo) {
     const uint8_t *w = wv, *a = av;
     const int64_t nsb = n / QK_K;
-    /* plain aligned_alloc: a failure is no error here, one dot each gives the same bits */
-    ksb *buf = nsb > 0 ? aligned_alloc(32, (size_t)nsb * sizeof(ksb)) : NULL;
-    if (!buf) {
+    if (nsb == 0) {
         for (int c = 0; c < nc; c++)
-            for (int r = 0; r < nr; r++) out[c * ldo + r] = dot_q6_k_q8_k(n, w + r * ws, a + c * as);
+            for (int r = 0; r < nr; r++) out[c * ldo + r] = 0;
         return;
     }
-    for (int c0 = 0; c0 < nc; c0 += TILE_TOKENS) {
-        int c1 = nc - c0 < TILE_TOKENS ? nc : c0 + TILE_TOKENS;
-        for (int r = 0; r < nr; r++) {
-            const uint8_t *row = w + r * ws;
-            if (r + ROWS_AHEAD < nr) prefetch_row(row + ROWS_AHEAD * ws, ws);
-            for (int64_t i = 0; i < nsb; i++) q6_k_unpack(row + i * Q6_K_SZ, &buf[i]);
-            for (int c = c0; c < c1; c++) {
-                const uint8_t *y = a + c * as;
-                __m256 acc = _mm256_setzero_ps();
-                for (int64_t i = 0; i < nsb; i++, y += Q8_K_SZ) q6_k_step(&buf[i], y, &acc);
-                out[c * ldo + r] = hsum256(acc);
-            }
-        }
+    /* plain aligned_alloc: a failure is no error here, one dot each gives the same bits */
+    if (nc < Q6_GROUP_MIN) {
+        ksb *buf = aligned_alloc(32, (size_t)nsb * sizeof(ksb));
+        if (buf) rows_tokens_q6_k(n, w, ws, nr, a, as, nc, out, ldo, buf);
+        else
+            for (int c = 0; c < nc; c++)
+                for (int r = 0; r < nr; r++) out[c * ldo + r] = dot_q6_k_q8_k(n, w + r * ws, a + c * as);
+        free(buf);
+        return;
     }
-    free(buf);
+    q6_group *g = aligned_alloc(32, (size_t)nsb * sizeof *g);
+    for (int r0 = 0; r0 < nr; r0 += 16) {
+        const int rows = nr - r0 < 16 ? nr - r0 : 16;
+        if (!g) {
+            for (int c = 0; c < nc; c++)
+                for (int r = r0; r < r0 + rows; r++) out[c * ldo + r] = dot_q6_k_q8_k(n, w + r * ws, a + c * as);
+            continue;
+        }
+        q6_k_group(w + (size_t)r0 * ws, ws, rows, nsb, g);
+        q6_k_group_tokens(g, rows, nsb, a, as, nc, out + r0, ldo);
+    }
+    free(g);
 }
 
 /* ---- float dots ------------------------------------------------------- */

@@ -661,7 +661,8 @@ TEST(quant_dot_tile_bit_identical_to_dot_rows) {
 }
 
 /* The block-exact scalar twins (the AMX level's arithmetic, and the AVX2
- * level's for Q4_0, Q4_1, Q5_0 and Q8_0; the K-quants' sum their super-blocks exactly) are dots
+ * level's for Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K; the K-quants' sum
+ * their super-blocks exactly) are dots
  * like the others: within rounding of the double-precision sum. At those
  * levels, dot, dot_rows and dot_tile give exactly its bits for every row
  * and token: row counts around the group of 16, token counts around the
@@ -669,7 +670,7 @@ TEST(quant_dot_tile_bit_identical_to_dot_rows) {
  * summed in another order, or skipped a row of a group, fails. */
 static bool block_exact_at(int level, uint32_t type) {
     return level == FR_ISA_AMX || (level == FR_ISA_AVX2 && (type == FR_Q4_0 || type == FR_Q4_1 || type == FR_Q5_0 ||
-                                                            type == FR_Q8_0 || type == FR_Q4_K));
+                                                            type == FR_Q8_0 || type == FR_Q4_K || type == FR_Q6_K));
 }
 
 TEST(quant_block_exact_levels) {
