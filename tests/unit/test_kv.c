@@ -264,8 +264,8 @@ static bool kv_holds(const fr_kv_cache *c, int n_kv, int hd, const float *k, con
                 const float *want_k = k + (size_t)p->pos[s] * kv_dim + h * hd, *want_v = v + (size_t)p->pos[s] * kv_dim + h * hd;
                 for (int d = 0; d < hd; d++) {
                     float wk = fr_fp16_to_fp32(fr_fp32_to_fp16(want_k[d])), wv = fr_fp16_to_fp32(fr_fp32_to_fp16(want_v[d]));
-                    if (kt[s * hd + d] != wk || vt[s * hd + d] != wv || fr_fp16_to_fp32(stored[d * FR_KV_PAGE + s]) != wk ||
-                        fr_fp16_to_fp32(values[s * hd + d]) != wv)
+                    if (kt[s * hd + d] != wk || vt[s * hd + d] != wv ||
+                        fr_fp16_to_fp32(stored[d * FR_KV_PAGE + s]) != wk || fr_fp16_to_fp32(values[s * hd + d]) != wv)
                         return false;
                 }
             }
