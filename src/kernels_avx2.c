@@ -255,37 +255,29 @@ static void q6_k_group_tokens(const q6_group *g, int rows, int64_t nsb, const ui
     }
 }
 
+/* Several tokens: a prompt's (Q6_GROUP_MIN or more) through groups of 16
+ * rows, a few (batched decode) a row at a time; without memory for the
+ * work buffer (plain aligned_alloc: no error here), one dot each, which
+ * gives the same bits. */
 static void tile_q6_k_q8_k(int64_t n, const void *wv, size_t ws, int nr, const void *av, size_t as, int nc,
                            float *out, size_t ldo) {
     const uint8_t *w = wv, *a = av;
     const int64_t nsb = n / QK_K;
-    if (nsb == 0) {
+    const bool groups = nc >= Q6_GROUP_MIN;
+    void *buf = nsb > 0 ? aligned_alloc(32, (size_t)nsb * (groups ? sizeof(q6_group) : sizeof(ksb))) : NULL;
+    if (!buf) {
         for (int c = 0; c < nc; c++)
-            for (int r = 0; r < nr; r++) out[c * ldo + r] = 0;
-        return;
-    }
-    /* plain aligned_alloc: a failure is no error here, one dot each gives the same bits */
-    if (nc < Q6_GROUP_MIN) {
-        ksb *buf = aligned_alloc(32, (size_t)nsb * sizeof(ksb));
-        if (buf) rows_tokens_q6_k(n, w, ws, nr, a, as, nc, out, ldo, buf);
-        else
-            for (int c = 0; c < nc; c++)
-                for (int r = 0; r < nr; r++) out[c * ldo + r] = dot_q6_k_q8_k(n, w + r * ws, a + c * as);
-        free(buf);
-        return;
-    }
-    q6_group *g = aligned_alloc(32, (size_t)nsb * sizeof *g);
-    for (int r0 = 0; r0 < nr; r0 += 16) {
-        const int rows = nr - r0 < 16 ? nr - r0 : 16;
-        if (!g) {
-            for (int c = 0; c < nc; c++)
-                for (int r = r0; r < r0 + rows; r++) out[c * ldo + r] = dot_q6_k_q8_k(n, w + r * ws, a + c * as);
-            continue;
+            for (int r = 0; r < nr; r++) out[c * ldo + r] = dot_q6_k_q8_k(n, w + r * ws, a + c * as);
+    } else if (!groups) {
+        rows_tokens_q6_k(n, w, ws, nr, a, as, nc, out, ldo, buf);
+    } else {
+        for (int r0 = 0; r0 < nr; r0 += 16) {
+            const int rows = nr - r0 < 16 ? nr - r0 : 16;
+            q6_k_group(w + (size_t)r0 * ws, ws, rows, nsb, buf);
+            q6_k_group_tokens(buf, rows, nsb, a, as, nc, out + r0, ldo);
         }
-        q6_k_group(w + (size_t)r0 * ws, ws, rows, nsb, g);
-        q6_k_group_tokens(g, rows, nsb, a, as, nc, out + r0, ldo);
     }
-    free(g);
+    free(buf);
 }
 
 /* ---- float dots ------------------------------------------------------- */
