@@ -43,7 +43,8 @@ static void check_request(int rc, const api_request *r, const api_error *err, ap
     if (rc != 0) {
         check_error(rc, err);
         /* a failed parse leaves nothing behind */
-        FUZZ_CHECK(!r->msgs && !r->n_msgs && !r->prompt && !r->prompt_tokens && !r->n_stop);
+        FUZZ_CHECK(!r->msgs && !r->n_msgs && !r->prompt && !r->prompt_tokens && !r->n_stop && !r->bias_tokens &&
+                   !r->n_bias);
         return;
     }
     FUZZ_CHECK(r->kind == kind);
@@ -56,6 +57,12 @@ static void check_request(int rc, const api_request *r, const api_error *err, ap
     FUZZ_CHECK(sp->min_p >= 0 && sp->min_p <= 1);
     FUZZ_CHECK(sp->top_k >= 0 && sp->top_k <= N_VOCAB);
     FUZZ_CHECK(isfinite(sp->repeat_penalty) && sp->repeat_penalty > 0);
+    FUZZ_CHECK(fabsf(sp->frequency_penalty) <= 2 && fabsf(sp->presence_penalty) <= 2);
+    FUZZ_CHECK(r->n_bias >= 0 && r->n_bias <= FRUGAL_MAX_LOGIT_BIAS && (!r->n_bias || (r->bias_tokens && r->bias)));
+    for (int i = 0; i < r->n_bias; i++) {
+        FUZZ_CHECK(r->bias_tokens[i] >= 0 && r->bias_tokens[i] < N_VOCAB && fabsf(r->bias[i]) <= 100);
+        for (int k = 0; k < i; k++) FUZZ_CHECK(r->bias_tokens[k] != r->bias_tokens[i]);
+    }
     if (kind == API_CHAT) {
         FUZZ_CHECK(r->msgs && r->n_msgs > 0);
         FUZZ_CHECK(!r->prompt && !r->prompt_tokens);

@@ -10,7 +10,8 @@
  *   frugal_ctx      one inference state over a model: KV cache, scratch
  *                   buffers, thread pool.
  *   frugal_sampler  turns logits into a token (greedy, temperature, top-k,
- *                   top-p, min-p, repetition penalty, seeded RNG).
+ *                   top-p, min-p, logit bias, repetition, frequency and
+ *                   presence penalties, seeded RNG).
  *   frugal_stream   turns a stream of tokens into valid UTF-8 text.
  *
  * Every call that can fail returns a frugal_status. The detailed message of
@@ -304,9 +305,16 @@ typedef struct {
     float top_p;          /* >= 1: off */
     float min_p;          /* <= 0: off */
     float repeat_penalty; /* 1: off */
-    int repeat_last_n;    /* tokens of history the penalty looks at */
+    int repeat_last_n;    /* tokens of history the penalties look at */
     uint64_t seed;
+    /* OpenAI's penalties, in -2..2 (0: off): a token seen c times among
+     * the last repeat_last_n loses c * frequency_penalty + presence_penalty
+     * from its logit, after the repetition penalty. */
+    float frequency_penalty;
+    float presence_penalty;
 } frugal_sampler_params;
+
+#define FRUGAL_MAX_LOGIT_BIAS 1024 /* tokens a sampler's logit bias can name */
 
 frugal_sampler_params frugal_sampler_default_params(void);
 frugal_status frugal_sampler_new(const frugal_sampler_params *p, int n_vocab,
@@ -314,6 +322,12 @@ frugal_status frugal_sampler_new(const frugal_sampler_params *p, int n_vocab,
 void frugal_sampler_free(frugal_sampler *s);
 /* Picks a token from logits (n_vocab floats, not modified). */
 int32_t frugal_sampler_sample(frugal_sampler *s, const float *logits);
+/* Adds bias[i] (finite, -100..100) to the logit of tokens[i] before
+ * every sample, ahead of the penalties (OpenAI's logit_bias: -100 all but
+ * bans a token, 100 all but forces it). Each token at most once, at most
+ * FRUGAL_MAX_LOGIT_BIAS of them; replaces the previous bias, n = 0 clears
+ * it. On an error the previous bias stays. */
+frugal_status frugal_sampler_set_logit_bias(frugal_sampler *s, const int32_t *tokens, const float *bias, int n);
 /* Records a token in the penalty history (prompt and generated tokens). */
 void frugal_sampler_accept(frugal_sampler *s, int32_t token);
 void frugal_sampler_reset(frugal_sampler *s);

@@ -148,9 +148,8 @@ static bool is_empty_value(const cJSON *it) {
 /* Features of the OpenAI API we do not implement: asking for them is an
  * error, sending their "off" value is fine. */
 static int refuse_unsupported(const cJSON *o, api_error *err) {
-    static const char *const names[] = { "logprobs", "top_logprobs", "echo", "suffix", "logit_bias",
-                                          "tools", "functions", "tool_choice", "function_call",
-                                          "presence_penalty", "frequency_penalty" };
+    static const char *const names[] = { "logprobs", "top_logprobs", "echo", "suffix",
+                                          "tools", "functions", "tool_choice", "function_call" };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const cJSON *it = field(o, names[i]);
         if (!it || is_empty_value(it)) continue;
@@ -164,6 +163,40 @@ static int refuse_unsupported(const cJSON *o, api_error *err) {
         const cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
         if (!t || !cJSON_IsString(t) || strcmp(t->valuestring, "text"))
             return bad(err, "response_format", "'%s' supports only {\"type\": \"text\"}", "response_format");
+    }
+    return 0;
+}
+
+/* logit_bias: {"token id": bias, ...}, ids as decimal strings (OpenAI's
+ * form), biases in [-100, 100], each id once. */
+static int parse_logit_bias(const cJSON *o, const api_limits *lim, api_request *r, api_error *err) {
+    const cJSON *lb = field(o, "logit_bias"), *it;
+    if (!lb) return 0;
+    if (!cJSON_IsObject(lb)) return bad(err, "logit_bias", "%s", "'logit_bias' must be an object of token ids to biases");
+    int n = cJSON_GetArraySize(lb);
+    if (n > FRUGAL_MAX_LOGIT_BIAS) {
+        api_set_error(err, 400, NULL, "logit_bias", NULL, "'logit_bias' names at most %d tokens", FRUGAL_MAX_LOGIT_BIAS);
+        return -1;
+    }
+    if (!n) return 0;
+    r->bias_tokens = malloc((size_t)n * sizeof *r->bias_tokens);
+    r->bias = malloc((size_t)n * sizeof *r->bias);
+    if (!r->bias_tokens || !r->bias) return nomem(err);
+    cJSON_ArrayForEach(it, lb) {
+        size_t digits = strspn(it->string, "0123456789");
+        long id = digits && digits <= 9 && !it->string[digits] ? strtol(it->string, NULL, 10) : -1;
+        if (id < 0 || id >= lim->n_vocab) {
+            api_set_error(err, 400, NULL, "logit_bias", NULL,
+                          "'logit_bias' keys must be token ids in [0, %d]; got '%.40s'", lim->n_vocab - 1, it->string);
+            return -1;
+        }
+        for (int i = 0; i < r->n_bias; i++)
+            if (r->bias_tokens[i] == id)
+                return bad(err, "logit_bias", "'logit_bias' names token %s twice", it->string);
+        if (!cJSON_IsNumber(it) || !(fabs(it->valuedouble) <= 100))
+            return bad(err, "logit_bias", "%s", "'logit_bias' values must be numbers in [-100, 100]");
+        r->bias_tokens[r->n_bias] = (int32_t)id;
+        r->bias[r->n_bias++] = (float)it->valuedouble;
     }
     return 0;
 }
@@ -224,6 +257,11 @@ static int parse_common(const cJSON *o, const api_limits *lim, api_request *r, a
     if (got) sp->top_k = v < 0 ? 0 : v > lim->n_vocab ? lim->n_vocab : (int)v;
     if ((got = get_number(o, "repeat_penalty", 0.01, 100, false, &v, err)) < 0) return -1;
     if (got) sp->repeat_penalty = (float)v;
+    if ((got = get_number(o, "frequency_penalty", -2, 2, false, &v, err)) < 0) return -1;
+    if (got) sp->frequency_penalty = (float)v;
+    if ((got = get_number(o, "presence_penalty", -2, 2, false, &v, err)) < 0) return -1;
+    if (got) sp->presence_penalty = (float)v;
+    if (parse_logit_bias(o, lim, r, err)) return -1;
     /* any integer a client may send: negative seeds wrap as in C */
     if ((got = get_number(o, "seed", -9223372036854775808.0, 18446744073709551615.0, true, &v, err)) < 0) return -1;
     if (got) {
@@ -368,6 +406,8 @@ void api_request_free(api_request *r) {
     free(r->prompt);
     free(r->prompt_tokens);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->bias_tokens);
+    free(r->bias);
     memset(r, 0, sizeof *r);
 }
 

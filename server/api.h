@@ -52,6 +52,9 @@ typedef struct {
     int max_tokens;      /* 0: not given, the server picks */
     frugal_sampler_params sampling;
     bool seed_given;
+    int32_t *bias_tokens; /* logit_bias, owned: tokens and their biases */
+    float *bias;
+    int n_bias;
     char *stop[API_MAX_STOP]; /* owned, non-empty */
     size_t stop_len[API_MAX_STOP]; /* their strlen: the scheduler needs it every step */
     int n_stop;

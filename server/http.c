@@ -346,6 +346,10 @@ static int prepare_job(http_server *srv, job *j, api_error *err) {
                            (uint64_t)(mono_now() * 1e9);
     }
     if (frugal_sampler_new(&r->sampling, srv->n_vocab, &j->smp) || frugal_stream_new(srv->model, &j->stream)) goto nomem;
+    if (frugal_sampler_set_logit_bias(j->smp, r->bias_tokens, r->bias, r->n_bias)) { /* (checked by api.c) */
+        api_set_error(err, 400, NULL, "logit_bias", NULL, "%s", frugal_last_error());
+        return -1;
+    }
     return 0;
 nomem:
     api_set_error(err, 500, "server_error", NULL, NULL, "out of memory");

@@ -1,16 +1,20 @@
 /*
  * sampler.c - from logits to a token.
  *
- * The chain, in llama.cpp's default order: repetition penalty -> top-k ->
- * top-p -> min-p -> temperature -> draw. Temperature <= 0 is greedy
- * (argmax after the penalty). Top-p and min-p look at the probabilities
+ * The chain, in llama.cpp's default order: logit bias -> penalties
+ * (repetition, then frequency and presence) -> top-k -> top-p -> min-p ->
+ * temperature -> draw. Temperature <= 0 is greedy (argmax after the bias
+ * and penalties). Top-p and min-p look at the probabilities
  * before temperature, as llama.cpp does. The RNG is a seeded 64-bit
  * xorshift*, so the same seed gives the same text.
  *
  * A sample is taken per sequence and token, on the server's one
  * scheduling thread while the compute threads wait, so greedy and top-k
  * read the logits in place, sixteen at a time, and never copy the whole
- * vocabulary (bench/sampler.c times them).
+ * vocabulary (bench/sampler.c times them). The bias and the penalties
+ * touch few tokens (those named, those in the recent history): their new
+ * logits go to a short side list, and a bitmask tells the scans to take
+ * those tokens from it instead of from the logits.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -26,13 +30,18 @@ struct frugal_sampler {
     int n_vocab;
     uint64_t rng;
     candidate *cand;
-    uint64_t *penalised;          /* bit per token: the penalty changes its logit (during a sample) */
+    uint64_t *penalised;          /* bit per token: its logit is in adjusted (during a sample) */
+    candidate *adjusted;          /* the tokens the bias or a penalty changes, new logits (during a sample) */
+    candidate bias[FRUGAL_MAX_LOGIT_BIAS]; /* the logit bias, by id */
+    int n_bias;
+    int32_t window[MAX_HISTORY];  /* the history the penalties look at, sorted (during a sample) */
     int32_t history[MAX_HISTORY]; /* ring buffer of recent tokens */
     int n_history, history_head;
 };
 
 frugal_sampler_params frugal_sampler_default_params(void) {
-    frugal_sampler_params p = { 0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0 };
+    frugal_sampler_params p = { .temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
+                                .repeat_penalty = 1.0f, .repeat_last_n = 64 };
     return p;
 }
 
@@ -59,7 +68,8 @@ static void seed_rng(frugal_sampler *s) {
 static bool params_valid(const frugal_sampler_params *p) {
     return isfinite(p->temperature) && p->temperature <= 100.0f && isfinite(p->top_p) &&
            isfinite(p->min_p) && p->min_p <= 1.0f && isfinite(p->repeat_penalty) &&
-           p->repeat_penalty > 0 && p->repeat_penalty <= 100.0f && p->repeat_last_n >= 0;
+           p->repeat_penalty > 0 && p->repeat_penalty <= 100.0f && p->repeat_last_n >= 0 &&
+           fabsf(p->frequency_penalty) <= 2.0f && fabsf(p->presence_penalty) <= 2.0f;
 }
 
 frugal_status frugal_sampler_new(const frugal_sampler_params *p, int n_vocab, frugal_sampler **out) {
@@ -68,12 +78,14 @@ frugal_status frugal_sampler_new(const frugal_sampler_params *p, int n_vocab, fr
     if (!params_valid(p))
         return fr_error(FRUGAL_ERR_INVALID_ARG,
                         "sampling parameters out of range (finite values, temperature <= 100, "
-                        "min-p <= 1, 0 < repeat penalty <= 100, repeat-last-n >= 0)");
+                        "min-p <= 1, 0 < repeat penalty <= 100, repeat-last-n >= 0, "
+                        "frequency and presence penalties in -2..2)");
     frugal_sampler *s = fr_calloc(1, sizeof *s);
     if (!s) return fr_error(FRUGAL_ERR_NOMEM, "out of memory");
     s->cand = fr_malloc((size_t)n_vocab * sizeof *s->cand);
     s->penalised = fr_calloc(((size_t)n_vocab + 63) / 64, sizeof *s->penalised);
-    if (!s->cand || !s->penalised) {
+    s->adjusted = fr_malloc((MAX_HISTORY + FRUGAL_MAX_LOGIT_BIAS) * sizeof *s->adjusted);
+    if (!s->cand || !s->penalised || !s->adjusted) {
         frugal_sampler_free(s);
         return fr_error(FRUGAL_ERR_NOMEM, "out of memory");
     }
@@ -89,6 +101,7 @@ void frugal_sampler_free(frugal_sampler *s) {
     if (!s) return;
     fr_free(s->cand);
     fr_free(s->penalised);
+    fr_free(s->adjusted);
     fr_free(s);
 }
 
@@ -103,20 +116,71 @@ void frugal_sampler_accept(frugal_sampler *s, int32_t token) {
     if (s->n_history < MAX_HISTORY) s->n_history++;
 }
 
-/* Each distinct token among the last repeat_last_n is penalised once:
- * positive logits divided by the penalty, negative ones multiplied.
- * Writes the penalised tokens with their new logits to pen (distinct
- * ids, at most repeat_last_n) and marks them in s->penalised (cleared by
- * clear_penalties); returns how many. */
-static int penalties(frugal_sampler *s, const float *logits, candidate *pen) {
-    int n = FR_MIN(s->n_history, s->p.repeat_last_n), m = 0;
-    if (s->p.repeat_penalty == 1.0f) return 0;
+static int by_id(const void *a, const void *b) {
+    return ((const candidate *)a)->id - ((const candidate *)b)->id;
+}
+
+frugal_status frugal_sampler_set_logit_bias(frugal_sampler *s, const int32_t *tokens, const float *bias, int n) {
+    if (!s || n < 0 || (n > 0 && (!tokens || !bias)))
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "bad arguments to frugal_sampler_set_logit_bias");
+    if (n > FRUGAL_MAX_LOGIT_BIAS)
+        return fr_error(FRUGAL_ERR_INVALID_ARG, "a logit bias names at most %d tokens (got %d)",
+                        FRUGAL_MAX_LOGIT_BIAS, n);
+    candidate b[FRUGAL_MAX_LOGIT_BIAS];
     for (int i = 0; i < n; i++) {
-        int32_t t = s->history[(s->history_head - 1 - i + MAX_HISTORY) % MAX_HISTORY];
-        if (t < 0 || t >= s->n_vocab || (s->penalised[t / 64] >> (t % 64) & 1)) continue;
-        s->penalised[t / 64] |= 1ull << (t % 64);
+        if (tokens[i] < 0 || tokens[i] >= s->n_vocab)
+            return fr_error(FRUGAL_ERR_INVALID_ARG, "logit bias for token %d, outside the vocabulary (0..%d)",
+                            (int)tokens[i], s->n_vocab - 1);
+        if (!(fabsf(bias[i]) <= 100.0f)) /* (NaN too) */
+            return fr_error(FRUGAL_ERR_INVALID_ARG, "logit bias %g for token %d is not in -100..100",
+                            (double)bias[i], (int)tokens[i]);
+        b[i] = (candidate){ bias[i], tokens[i] };
+    }
+    qsort(b, (size_t)n, sizeof *b, by_id);
+    for (int i = 1; i < n; i++)
+        if (b[i].id == b[i - 1].id)
+            return fr_error(FRUGAL_ERR_INVALID_ARG, "logit bias names token %d twice", (int)b[i].id);
+    memcpy(s->bias, b, (size_t)n * sizeof *b);
+    s->n_bias = n;
+    return FRUGAL_OK;
+}
+
+static int by_token(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A penalised logit: the repetition penalty (positive logits divided,
+ * negative ones multiplied), then count times the frequency penalty and
+ * once the presence penalty taken off. */
+static float penalise(const frugal_sampler_params *p, float l, int count) {
+    l = l > 0 ? l / p->repeat_penalty : l * p->repeat_penalty;
+    return l - (float)count * p->frequency_penalty - p->presence_penalty;
+}
+
+/* The tokens whose logits the bias or the penalties change, each once,
+ * with their new logits, into s->adjusted (in id order), each marked in
+ * s->penalised (cleared by clear_penalties); returns how many. The
+ * penalties count each token among the last repeat_last_n (sorted, so
+ * that equal ids are neighbours) and the biased tokens merge in by id. */
+static int adjust(frugal_sampler *s, const float *logits) {
+    const frugal_sampler_params *p = &s->p;
+    bool penalties = p->repeat_penalty != 1.0f || p->frequency_penalty != 0 || p->presence_penalty != 0;
+    int n = penalties ? FR_MIN(s->n_history, p->repeat_last_n) : 0, m = 0;
+    for (int i = 0; i < n; i++) s->window[i] = s->history[(s->history_head - 1 - i + MAX_HISTORY) % MAX_HISTORY];
+    qsort(s->window, (size_t)n, sizeof *s->window, by_token);
+    int i = 0, j = 0;
+    while (i < n && s->window[i] < 0) i++; /* (accept takes any id; only the vocabulary's count) */
+    while (i < n || j < s->n_bias) {
+        int32_t t = i < n && (j == s->n_bias || s->window[i] <= s->bias[j].id) ? s->window[i] : s->bias[j].id;
+        if (t >= s->n_vocab) break; /* the rest of the window is past the vocabulary (biases are within it) */
         float l = logits[t];
-        pen[m++] = (candidate){ l > 0 ? l / s->p.repeat_penalty : l * s->p.repeat_penalty, t };
+        if (j < s->n_bias && s->bias[j].id == t) l += s->bias[j++].logit;
+        int count = 0;
+        while (i < n && s->window[i] == t) i++, count++;
+        if (count) l = penalise(p, l, count);
+        s->penalised[t / 64] |= 1ull << (t % 64);
+        s->adjusted[m++] = (candidate){ l, t };
     }
     return m;
 }
@@ -234,8 +298,8 @@ static int32_t greedy(const frugal_sampler *s, const float *logits, const candid
 
 int32_t frugal_sampler_sample(frugal_sampler *s, const float *logits) {
     int n = s->n_vocab;
-    candidate pen[MAX_HISTORY];
-    int n_pen = penalties(s, logits, pen);
+    const candidate *pen = s->adjusted;
+    int n_pen = adjust(s, logits);
     int k = (s->p.top_k > 0 && s->p.top_k < n) ? s->p.top_k : n;
     if (s->p.temperature <= 0) {
         int32_t t = greedy(s, logits, pen, n_pen);

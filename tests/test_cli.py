@@ -97,11 +97,22 @@ def test_generation_stops_cleanly_when_context_fills(smollm2):
     (["-t", "-3"], b"-t expects"),
     (["--bogus"], b"unknown option"),
     (["-p"], b"needs a value"),
+    (["--presence-penalty", "3"], b"--presence-penalty expects"),
+    (["--frequency-penalty", "x"], b"--frequency-penalty expects"),
+    (["--logit-bias", "5x"], b"--logit-bias expects"),
+    (["--logit-bias", "5=101"], b"--logit-bias expects"),
 ])
 def test_bad_arguments_are_rejected(smollm2, args, msg):
     proc = run_frugal("run", "-m", smollm2, *args, check=False)
     assert proc.returncode == 2
     assert msg in proc.stderr
+
+
+def test_logit_bias_outside_the_vocabulary_or_twice_is_an_error(smollm2):
+    for args, msg in [(["--logit-bias", "49152=1"], b"outside the vocabulary"),
+                      (["--logit-bias", "7=1", "--logit-bias", "7=2"], b"names token 7 twice")]:
+        proc = run_frugal("run", "-m", smollm2, "-p", "Hi", "-n", "1", *args, check=False)
+        assert proc.returncode != 0 and msg in proc.stderr, proc.stderr
 
 
 def test_missing_model_names_the_fix(tmp_path):

@@ -18,6 +18,9 @@ typedef struct {
     frugal_ctx_params kv;                  /* the KV cache options */
     bool stats;
     frugal_sampler_params sp;
+    int n_bias;                            /* --logit-bias ID=BIAS, repeatable */
+    int32_t bias_id[FRUGAL_MAX_LOGIT_BIAS];
+    float bias[FRUGAL_MAX_LOGIT_BIAS];
 } run_opts;
 
 typedef struct { char *s; size_t len, cap; } strbuf;
@@ -58,9 +61,27 @@ static void usage(void) {
             "  --temp T         temperature (default 0.8; 0 = greedy)\n"
             "  --top-k K        (default 40; 0 = off)   --top-p P (default 0.95)   --min-p P (default 0.05)\n"
             "  --repeat-penalty R (default 1.0 = off)   --repeat-last-n N (default 64)\n"
+            "  --frequency-penalty F, --presence-penalty P  OpenAI's penalties, -2..2 (default 0 = off)\n"
+            "  --logit-bias ID=BIAS  add BIAS (-100..100) to token ID's logit (repeatable)\n"
             "  --seed S         RNG seed (default: random)\n"
             CLI_KV_USAGE
             "  --no-stats       no statistics line on stderr\n");
+}
+
+/* --logit-bias ID=BIAS (the sampler checks ID against the vocabulary). */
+static bool parse_bias(const char *v, run_opts *o) {
+    char *end;
+    long id = v ? strtol(v, &end, 10) : -1;
+    if (!v || end == v || *end != '=' || id < 0 || id > INT32_MAX) {
+        fprintf(stderr, "frugal: --logit-bias expects TOKEN_ID=BIAS, e.g. 42=-100\n");
+        return false;
+    }
+    if (o->n_bias == FRUGAL_MAX_LOGIT_BIAS) {
+        fprintf(stderr, "frugal: at most %d --logit-bias options\n", FRUGAL_MAX_LOGIT_BIAS);
+        return false;
+    }
+    o->bias_id[o->n_bias] = (int32_t)id;
+    return cli_float("--logit-bias", end + 1, -100, 100, &o->bias[o->n_bias++]);
 }
 
 static bool parse_args(int argc, char **argv, run_opts *o) {
@@ -87,6 +108,9 @@ static bool parse_args(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "--min-p")) ok = cli_float(a, v, 0, 1, &o->sp.min_p);
         else if (!strcmp(a, "--repeat-penalty")) ok = cli_float(a, v, 0.01, 100, &o->sp.repeat_penalty);
         else if (!strcmp(a, "--repeat-last-n")) ok = cli_int(a, v, 0, 4096, &o->sp.repeat_last_n);
+        else if (!strcmp(a, "--frequency-penalty")) ok = cli_float(a, v, -2, 2, &o->sp.frequency_penalty);
+        else if (!strcmp(a, "--presence-penalty")) ok = cli_float(a, v, -2, 2, &o->sp.presence_penalty);
+        else if (!strcmp(a, "--logit-bias")) ok = parse_bias(v, o);
         else if (!strcmp(a, "--seed")) {
             char *end;
             o->sp.seed = v ? strtoull(v, &end, 10) : 0;
@@ -277,6 +301,7 @@ int cmd_run(int argc, char **argv) {
     frugal_sampler *smp = NULL;
     frugal_status st = frugal_ctx_new(m, &cp, &ctx);
     if (!st) st = frugal_sampler_new(&o.sp, frugal_n_vocab(m), &smp);
+    if (!st) st = frugal_sampler_set_logit_bias(smp, o.bias_id, o.bias, o.n_bias);
     int rc = 1;
     if (st) cli_die_status(st, "setup");
     else {

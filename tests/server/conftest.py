@@ -39,15 +39,15 @@ def client(server):
 
 @pytest.fixture(scope="session")
 def cli_greedy():
-    """greedy(prompt, n, raw=False) -> the reply `frugal run --temp 0 -n n`
-    prints (memoized)."""
+    """greedy(prompt, n, raw=False, flags=()) -> the reply `frugal run --temp
+    0 -n n [flags]` prints (memoized)."""
     cache = {}
 
-    def greedy(prompt, n, raw=False):
-        key = (prompt, n, raw)
+    def greedy(prompt, n, raw=False, flags=()):
+        key = (prompt, n, raw, tuple(flags))
         if key not in cache:
             args = [str(FRUGAL), "run", "-m", str(MODEL), "-p", prompt, "-n", str(n), "--temp", "0",
-                    "-t", str(THREADS), "--no-stats"] + (["--raw"] if raw else [])
+                    "-t", str(THREADS), "--no-stats"] + (["--raw"] if raw else []) + list(flags)
             out = subprocess.run(args, capture_output=True, timeout=300, check=True).stdout.decode()
             assert out.endswith("\n")  # frugal run ends the reply with a newline
             cache[key] = out[:-1]

@@ -104,6 +104,24 @@ def test_multi_turn_reuses_the_cached_prefix(client):
     assert cached >= first.usage.prompt_tokens - 1, (cached, first.usage)
 
 
+def test_penalties_and_logit_bias_equal_cli(server, client, cli_greedy):
+    """OpenAI's frequency and presence penalties and logit_bias change the
+    greedy reply, and the same way as `frugal run`'s flags."""
+    plain = cli_greedy(RAW_PROMPT, 24, raw=True)
+    kw = dict(model=MODEL_ID, prompt=RAW_PROMPT, max_tokens=24, temperature=0)
+    r = client.completions.create(frequency_penalty=1.5, presence_penalty=0.5, **kw)
+    flags = ("--frequency-penalty", "1.5", "--presence-penalty", "0.5")
+    assert r.choices[0].text == cli_greedy(RAW_PROMPT, 24, raw=True, flags=flags) != plain
+    status, tok = server.json("POST", "/tokenize", {"content": " Paris"})
+    paris = tok["tokens"][-1]
+    assert plain.startswith(" Paris")
+    r = client.completions.create(logit_bias={str(paris): -100}, **kw)
+    banned = cli_greedy(RAW_PROMPT, 24, raw=True, flags=("--logit-bias", f"{paris}=-100"))
+    assert r.choices[0].text == banned and not banned.startswith(" Paris")
+    r = client.completions.create(logit_bias={str(paris): 100}, **{**kw, "max_tokens": 4})
+    assert r.choices[0].text == " Paris" * 4
+
+
 def test_token_ids_as_prompt(server, client):
     status, tok = server.json("POST", "/tokenize", {"content": RAW_PROMPT})
     a = client.completions.create(model=MODEL_ID, prompt=RAW_PROMPT, max_tokens=8, temperature=0)

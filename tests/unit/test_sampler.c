@@ -84,6 +84,125 @@ TEST(sampler_negative_logits_penalised_by_multiplying) {
     frugal_sampler_free(s);
 }
 
+/* The bias and all three penalties against a plain reference: logit +
+ * bias, then for a token seen c > 0 times in the window the repetition
+ * penalty and c * frequency + presence taken off. The best token is
+ * what greedy, top-k 1 and min-p 1 over the whole vocabulary all pick,
+ * over random logits, histories with repeats (and ids outside the
+ * vocabulary, which count for nothing), windows and biases. */
+TEST(sampler_bias_and_penalties_match_the_reference) {
+    enum { V = 700, ROUNDS = 200, HIST = 40 };
+    static float logits[V], want[V], bias[64];
+    static int32_t ids[64];
+    uint32_t x = 777;
+#define NEXT() (x = x * 1664525u + 1013904223u, x >> 8)
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < V; i++) logits[i] = (float)(NEXT() % 100000) / 10000.0f - 5.0f;
+        frugal_sampler_params p = frugal_sampler_default_params();
+        p.repeat_penalty = round % 4 == 0 ? 1.0f : 0.5f + (float)(NEXT() % 100) / 50.0f;
+        p.frequency_penalty = round % 5 == 1 ? 0 : (float)(NEXT() % 401) / 100.0f - 2.0f;
+        p.presence_penalty = round % 5 == 2 ? 0 : (float)(NEXT() % 401) / 100.0f - 2.0f;
+        p.repeat_last_n = (int)(NEXT() % (HIST + 1));
+        int n_bias = round % 6 == 3 ? 0 : (int)(NEXT() % 64);
+        bool named[V] = { false };
+        for (int i = 0; i < n_bias; i++) {
+            do ids[i] = (int32_t)(NEXT() % V); while (named[ids[i]]);
+            named[ids[i]] = true;
+            bias[i] = (float)(NEXT() % 20001) / 100.0f - 100.0f;
+        }
+        int32_t hist[HIST];
+        for (int i = 0; i < HIST; i++) { /* a few tokens, often repeated; some outside the vocabulary */
+            uint32_t r = NEXT();
+            hist[i] = r % 13 == 0 ? (r % 2 ? -3 : V + 5) : (int32_t)(r % 17 * 37 % V);
+        }
+        for (int how = 0; how < 3; how++) {
+            p.temperature = how == 0 ? 0 : 1.0f;
+            p.top_k = how == 1 ? 1 : 0;
+            p.top_p = 1.0f;
+            p.min_p = how == 2 ? 1.0f : 0;
+            frugal_sampler *s = NULL;
+            CHECK(frugal_sampler_new(&p, V, &s) == FRUGAL_OK);
+            CHECK(frugal_sampler_set_logit_bias(s, ids, bias, n_bias) == FRUGAL_OK);
+            for (int i = 0; i < HIST; i++) frugal_sampler_accept(s, hist[i]);
+            memcpy(want, logits, sizeof want);
+            for (int i = 0; i < n_bias; i++) want[ids[i]] += bias[i];
+            int count[V] = { 0 };
+            for (int i = HIST - p.repeat_last_n; i < HIST; i++)
+                if (hist[i] >= 0 && hist[i] < V) count[hist[i]]++;
+            for (int t = 0; t < V; t++) {
+                if (!count[t]) continue;
+                float l = want[t] > 0 ? want[t] / p.repeat_penalty : want[t] * p.repeat_penalty;
+                want[t] = l - (float)count[t] * p.frequency_penalty - p.presence_penalty;
+            }
+            int best = 0;
+            for (int i = 1; i < V; i++)
+                if (want[i] > want[best]) best = i;
+            CHECK_MSG(frugal_sampler_sample(s, logits) == best, "round %d, how %d", round, how);
+            frugal_sampler_free(s);
+        }
+    }
+#undef NEXT
+}
+
+/* A frequency penalty grows with the count, a presence penalty does not. */
+TEST(sampler_frequency_counts_presence_does_not) {
+    float logits[3] = { 3.0f, 2.0f, 0.0f };
+    frugal_sampler_params p = frugal_sampler_default_params();
+    p.temperature = 0;
+    p.frequency_penalty = 0.6f;
+    frugal_sampler *s = NULL;
+    CHECK(frugal_sampler_new(&p, 3, &s) == FRUGAL_OK);
+    frugal_sampler_accept(s, 0);
+    CHECK(frugal_sampler_sample(s, logits) == 0); /* 3 - 0.6 > 2 */
+    frugal_sampler_accept(s, 0);
+    CHECK(frugal_sampler_sample(s, logits) == 1); /* 3 - 1.2 < 2 */
+    frugal_sampler_free(s);
+    p.frequency_penalty = 0;
+    p.presence_penalty = 0.9f;
+    CHECK(frugal_sampler_new(&p, 3, &s) == FRUGAL_OK);
+    for (int i = 0; i < 5; i++) frugal_sampler_accept(s, 0);
+    CHECK(frugal_sampler_sample(s, logits) == 0); /* 3 - 0.9 > 2, however often */
+    frugal_sampler_free(s);
+}
+
+TEST(sampler_logit_bias_forces_bans_and_is_checked) {
+    float logits[4] = { 1.0f, 4.0f, 2.0f, 3.0f };
+    frugal_sampler_params p = frugal_sampler_default_params();
+    frugal_sampler *s = NULL;
+    CHECK(frugal_sampler_new(&p, 4, &s) == FRUGAL_OK);
+    int32_t force = 0, ban[2] = { 1, 3 };
+    float hundred = 100.0f, minus[2] = { -100.0f, -100.0f };
+    CHECK(frugal_sampler_set_logit_bias(s, &force, &hundred, 1) == FRUGAL_OK);
+    for (int i = 0; i < 50; i++) CHECK(frugal_sampler_sample(s, logits) == 0);
+    CHECK(frugal_sampler_set_logit_bias(s, ban, minus, 2) == FRUGAL_OK); /* replaces the first */
+    for (int i = 0; i < 50; i++) {
+        int32_t t = frugal_sampler_sample(s, logits);
+        CHECK_MSG(t == 0 || t == 2, "drew %d", (int)t);
+    }
+    /* refused, each with a message, and the bias in place stays */
+    int32_t bad_ids[3] = { 4, -1, 2 };
+    float ok_bias[3] = { 1, 1, 1 }, nan_bias = NAN, big = 100.5f;
+    CHECK(frugal_sampler_set_logit_bias(s, &bad_ids[0], ok_bias, 1) == FRUGAL_ERR_INVALID_ARG);
+    CHECK(strstr(frugal_last_error(), "outside the vocabulary"));
+    CHECK(frugal_sampler_set_logit_bias(s, &bad_ids[1], ok_bias, 1) == FRUGAL_ERR_INVALID_ARG);
+    CHECK(frugal_sampler_set_logit_bias(s, &bad_ids[2], &nan_bias, 1) == FRUGAL_ERR_INVALID_ARG);
+    CHECK(frugal_sampler_set_logit_bias(s, &bad_ids[2], &big, 1) == FRUGAL_ERR_INVALID_ARG);
+    int32_t twice[2] = { 2, 2 };
+    CHECK(frugal_sampler_set_logit_bias(s, twice, ok_bias, 2) == FRUGAL_ERR_INVALID_ARG);
+    CHECK(strstr(frugal_last_error(), "twice"));
+    CHECK(frugal_sampler_set_logit_bias(s, twice, ok_bias, FRUGAL_MAX_LOGIT_BIAS + 1) == FRUGAL_ERR_INVALID_ARG);
+    CHECK(frugal_sampler_set_logit_bias(s, NULL, NULL, 1) == FRUGAL_ERR_INVALID_ARG);
+    p.temperature = 0;
+    frugal_sampler_free(s);
+    CHECK(frugal_sampler_new(&p, 4, &s) == FRUGAL_OK);
+    CHECK(frugal_sampler_set_logit_bias(s, ban, minus, 2) == FRUGAL_OK);
+    CHECK(frugal_sampler_set_logit_bias(s, &bad_ids[0], ok_bias, 1) == FRUGAL_ERR_INVALID_ARG);
+    CHECK(frugal_sampler_sample(s, logits) == 2); /* 1 and 3 still banned */
+    CHECK(frugal_sampler_set_logit_bias(s, NULL, NULL, 0) == FRUGAL_OK); /* cleared */
+    CHECK(frugal_sampler_sample(s, logits) == 1);
+    frugal_sampler_free(s);
+}
+
 TEST(sampler_top_k_one_is_greedy) {
     float logits[6] = { 1, 5, 3, 4.9f, 0, 2 };
     frugal_sampler *s = make(1.5f, 1, 1.0f, 0, 1.0f, 7, 6);
@@ -271,13 +390,19 @@ TEST(sampler_rejects_absurd_parameters) {
     p.repeat_last_n = -1;
     CHECK(frugal_sampler_new(&p, 10, &s) == FRUGAL_ERR_INVALID_ARG);
     p = frugal_sampler_default_params();
+    p.frequency_penalty = 2.5f;
+    CHECK(frugal_sampler_new(&p, 10, &s) == FRUGAL_ERR_INVALID_ARG);
+    p = frugal_sampler_default_params();
+    p.presence_penalty = NAN;
+    CHECK(frugal_sampler_new(&p, 10, &s) == FRUGAL_ERR_INVALID_ARG);
+    p = frugal_sampler_default_params();
     CHECK(frugal_sampler_new(&p, 0, &s) == FRUGAL_ERR_INVALID_ARG);
     CHECK(strlen(frugal_last_error()) > 0);
 }
 
 TEST(sampler_nomem_is_clean) {
     frugal_sampler_params p = frugal_sampler_default_params();
-    for (long n = 1; n <= 2; n++) {
+    for (long n = 1; n <= 4; n++) { /* the sampler, its candidates, its bitmask, its adjusted logits */
         frugal_sampler *s = NULL;
         fr_alloc_fail_after(n);
         frugal_status st = frugal_sampler_new(&p, 100, &s);
