@@ -148,8 +148,7 @@ static bool is_empty_value(const cJSON *it) {
 /* Features of the OpenAI API we do not implement: asking for them is an
  * error, sending their "off" value is fine. */
 static int refuse_unsupported(const cJSON *o, api_error *err) {
-    static const char *const names[] = { "logprobs", "top_logprobs", "echo", "suffix",
-                                          "tools", "functions", "tool_choice", "function_call" };
+    static const char *const names[] = { "echo", "suffix", "tools", "functions", "tool_choice", "function_call" };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const cJSON *it = field(o, names[i]);
         if (!it || is_empty_value(it)) continue;
@@ -164,6 +163,25 @@ static int refuse_unsupported(const cJSON *o, api_error *err) {
         if (!t || !cJSON_IsString(t) || strcmp(t->valuestring, "text"))
             return bad(err, "response_format", "'%s' supports only {\"type\": \"text\"}", "response_format");
     }
+    return 0;
+}
+
+/* Chat: "logprobs": bool and "top_logprobs": 0..20, which needs logprobs
+ * true. Completions (the legacy form): "logprobs": N, 0..20, the
+ * alternatives per token. */
+static int parse_logprobs(const cJSON *o, api_request *r, api_error *err) {
+    double v = 0;
+    int got;
+    if (r->kind == API_COMPLETION) {
+        if ((got = get_number(o, "logprobs", 0, API_MAX_TOP_LOGPROBS, true, &v, err)) < 0) return -1;
+        r->logprobs = got;
+        r->top_logprobs = (int)v;
+        return 0;
+    }
+    if (get_bool(o, "logprobs", &r->logprobs, err) < 0) return -1;
+    if ((got = get_number(o, "top_logprobs", 0, API_MAX_TOP_LOGPROBS, true, &v, err)) < 0) return -1;
+    if (got && !r->logprobs) return bad(err, "top_logprobs", "%s", "'top_logprobs' needs 'logprobs': true");
+    r->top_logprobs = (int)v;
     return 0;
 }
 
@@ -262,6 +280,7 @@ static int parse_common(const cJSON *o, const api_limits *lim, api_request *r, a
     if ((got = get_number(o, "presence_penalty", -2, 2, false, &v, err)) < 0) return -1;
     if (got) sp->presence_penalty = (float)v;
     if (parse_logit_bias(o, lim, r, err)) return -1;
+    if (parse_logprobs(o, r, err)) return -1;
     /* any integer a client may send: negative seeds wrap as in C */
     if ((got = get_number(o, "seed", -9223372036854775808.0, 18446744073709551615.0, true, &v, err)) < 0) return -1;
     if (got) {

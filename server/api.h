@@ -17,6 +17,7 @@
 #include "frugal.h"
 
 #define API_MAX_STOP 4 /* stop strings per request, as in OpenAI's API */
+#define API_MAX_TOP_LOGPROBS 20 /* alternatives per token with logprobs, as in OpenAI's API */
 
 typedef enum { API_CHAT, API_COMPLETION } api_kind;
 
@@ -60,6 +61,8 @@ typedef struct {
     int n_stop;
     bool stream;
     bool include_usage;  /* stream_options.include_usage: a last chunk with usage */
+    bool logprobs;       /* chat "logprobs": true, or completions "logprobs": N */
+    int top_logprobs;    /* alternatives per token: chat "top_logprobs", completions N */
 } api_request;
 
 /* Parse the body of POST /v1/chat/completions or /v1/completions. Return

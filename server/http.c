@@ -80,6 +80,7 @@ typedef struct {
     buf out;           /* formatted events not yet handed to MHD */
     size_t out_off;
     size_t text_sent;  /* bytes of job->text already sent */
+    int lp_sent;       /* records of job->lp already sent */
     bool sent_role, ended;
 } conn;
 
@@ -371,6 +372,114 @@ static cJSON *envelope(const conn *cs, const char *object, cJSON **choice) {
     return o;
 }
 
+/* ---- logprobs ---------------------------------------------------------------- */
+
+#define TOKEN_RAW 256 /* bytes of a token's text kept (more is cut) */
+
+/* Token tok's bytes into raw (*n of them) and its text into text: the
+ * bytes with each invalid UTF-8 sequence as U+FFFD (OpenAI's "token"
+ * strings; a token may hold part of a character). A character cut short
+ * by the end of the token is one U+FFFD, as decoders count it. */
+static void token_text(const http_server *srv, int32_t tok, char raw[TOKEN_RAW], int *n, char text[3 * TOKEN_RAW + 1]) {
+    int len = frugal_token_bytes(srv->model, tok, raw, TOKEN_RAW), t = 0;
+    *n = len < 0 ? 0 : len > TOKEN_RAW ? TOKEN_RAW : len;
+    for (int i = 0; i < *n;) {
+        unsigned c = (unsigned char)raw[i];
+        int k = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (k && i + k <= *n && api_utf8_valid(raw + i, (size_t)k) && c) {
+            memcpy(text + t, raw + i, (size_t)k);
+            t += k, i += k;
+        } else { /* (and NUL, which would end the JSON string) */
+            int m = 1;
+            while (k > 1 && i + k > *n && i + m < *n && ((unsigned char)raw[i + m] & 0xC0) == 0x80) m++;
+            if (i + m < *n) m = 1; /* not a character cut short by the end */
+            memcpy(text + t, "\xEF\xBF\xBD", 3);
+            t += 3, i += m;
+        }
+    }
+    text[t] = 0;
+}
+
+/* A chat logprobs entry: {"token", "bytes", "logprob"}, and with top the
+ * record's alternatives as "top_logprobs"; NULL when out of memory. */
+static cJSON *chat_entry(const http_server *srv, int32_t tok, float logprob, const lp_token *top) {
+    char raw[TOKEN_RAW], text[3 * TOKEN_RAW + 1];
+    int n;
+    token_text(srv, tok, raw, &n, text);
+    cJSON *e = cJSON_CreateObject(), *b = e ? cJSON_AddArrayToObject(e, "bytes") : NULL, *alts = NULL;
+    bool ok = b && cJSON_AddStringToObject(e, "token", text) && cJSON_AddNumberToObject(e, "logprob", logprob) &&
+              (!top || (alts = cJSON_AddArrayToObject(e, "top_logprobs")));
+    for (int i = 0; ok && i < n; i++) ok = cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)raw[i]));
+    for (int k = 0; ok && top && k < top->n_top; k++) {
+        cJSON *a = chat_entry(srv, top->top[k], top->top_logprob[k], NULL);
+        ok = a && cJSON_AddItemToArray(alts, a);
+        if (!ok) cJSON_Delete(a);
+    }
+    if (!ok) { cJSON_Delete(e); return NULL; }
+    return e;
+}
+
+/* Chat: {"content": [entries], "refusal": null}. */
+static cJSON *chat_logprobs(const http_server *srv, const lp_token *r, int n) {
+    cJSON *o = cJSON_CreateObject(), *content = o ? cJSON_AddArrayToObject(o, "content") : NULL;
+    bool ok = content && cJSON_AddNullToObject(o, "refusal");
+    for (int i = 0; ok && i < n; i++) {
+        cJSON *e = chat_entry(srv, r[i].token, r[i].logprob, &r[i]);
+        ok = e && cJSON_AddItemToArray(content, e);
+        if (!ok) cJSON_Delete(e);
+    }
+    if (!ok) { cJSON_Delete(o); return NULL; }
+    return o;
+}
+
+/* Completions (the legacy form): {"tokens", "token_logprobs",
+ * "top_logprobs": [{text: logprob}], "text_offset"}, offsets in bytes from
+ * the start of the reply's text. */
+static cJSON *completion_logprobs(const http_server *srv, const lp_token *r, int n) {
+    cJSON *o = cJSON_CreateObject(), *toks = o ? cJSON_AddArrayToObject(o, "tokens") : NULL,
+          *lps = toks ? cJSON_AddArrayToObject(o, "token_logprobs") : NULL,
+          *tops = lps ? cJSON_AddArrayToObject(o, "top_logprobs") : NULL,
+          *offs = tops ? cJSON_AddArrayToObject(o, "text_offset") : NULL;
+    bool ok = offs != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        char raw[TOKEN_RAW], text[3 * TOKEN_RAW + 1];
+        int len;
+        token_text(srv, r[i].token, raw, &len, text);
+        cJSON *top = cJSON_CreateObject();
+        ok = top && cJSON_AddItemToArray(tops, top);
+        if (!ok) cJSON_Delete(top);
+        for (int k = 0; ok && k < r[i].n_top; k++) {
+            char alt[3 * TOKEN_RAW + 1];
+            token_text(srv, r[i].top[k], raw, &len, alt);
+            ok = cJSON_AddNumberToObject(top, alt, r[i].top_logprob[k]) != NULL;
+        }
+        ok = ok && cJSON_AddItemToArray(toks, cJSON_CreateString(text)) &&
+             cJSON_AddItemToArray(lps, cJSON_CreateNumber(r[i].logprob)) &&
+             cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)r[i].offset));
+    }
+    if (!ok) { cJSON_Delete(o); return NULL; }
+    return o;
+}
+
+/* Puts the logprobs of records r[0..n) into a choice (its "logprobs": null
+ * until then); true when none were asked for. */
+static bool set_logprobs(const conn *cs, cJSON *choice, const lp_token *r, int n) {
+    if (!cs->job->req.logprobs) return true;
+    cJSON *lp = cs->route == R_CHAT ? chat_logprobs(cs->srv, r, n) : completion_logprobs(cs->srv, r, n);
+    if (lp && cJSON_ReplaceItemInObjectCaseSensitive(choice, "logprobs", lp)) return true;
+    cJSON_Delete(lp);
+    return false;
+}
+
+/* Records of j->lp whose text starts in j->text[0..len), from the first not
+ * yet sent (under j->mu): tokens whose text a stop string cut away are
+ * never reported. */
+static int lp_ready(const job *j, int from) {
+    int k = from;
+    while (k < j->n_lp && j->lp[k].offset < j->len) k++;
+    return k;
+}
+
 static bool add_usage(cJSON *o, const job *j) {
     cJSON *u = cJSON_AddObjectToObject(o, "usage"), *d;
     return u && cJSON_AddNumberToObject(u, "prompt_tokens", j->n_prompt) &&
@@ -399,7 +508,8 @@ static enum MHD_Result reply_whole(conn *cs, struct MHD_Connection *c) {
     bool ok = o && (chat ? msg && cJSON_AddStringToObject(msg, "role", "assistant") &&
                                cJSON_AddStringToObject(msg, "content", j->text ? j->text : "")
                          : cJSON_AddStringToObject(choice, "text", j->text ? j->text : "") != NULL) &&
-              cJSON_AddStringToObject(choice, "finish_reason", j->finish_reason) && add_usage(o, j);
+              cJSON_AddStringToObject(choice, "finish_reason", j->finish_reason) && add_usage(o, j) &&
+              set_logprobs(cs, choice, j->lp, lp_ready(j, 0)); /* (done: nothing writes j any more) */
     if (!ok) { cJSON_Delete(o); return fail(cs, c, 500, "server_error", NULL, "out of memory"); }
     return send_json(cs, c, 200, o);
 }
@@ -413,8 +523,9 @@ static bool emit(conn *cs, cJSON *o) {
     return ok;
 }
 
-/* One chunk: new text (may be ""), or the last one with finish_reason. */
-static bool emit_chunk(conn *cs, const char *text, const char *finish) {
+/* One chunk: new text (may be "") with the logprobs of lp[0..n_lp) when
+ * asked for, or the last one with finish_reason. */
+static bool emit_chunk(conn *cs, const char *text, const char *finish, const lp_token *lp, int n_lp) {
     bool chat = cs->route == R_CHAT;
     cJSON *choice, *o = envelope(cs, chat ? "chat.completion.chunk" : "text_completion", &choice);
     bool ok = o != NULL;
@@ -429,6 +540,7 @@ static bool emit_chunk(conn *cs, const char *text, const char *finish) {
     }
     ok = ok && (finish ? cJSON_AddStringToObject(choice, "finish_reason", finish) != NULL
                        : cJSON_AddNullToObject(choice, "finish_reason") != NULL);
+    ok = ok && (finish || !text[0] || set_logprobs(cs, choice, lp, n_lp));
     if (!ok) { cJSON_Delete(o); return false; }
     return emit(cs, o);
 }
@@ -443,7 +555,7 @@ static bool emit_end(conn *cs) {
         api_set_error(&e, j->error_status, "server_error", NULL, NULL, "%s", j->error);
         ok = emit(cs, error_object(&e));
     } else {
-        ok = emit_chunk(cs, "", j->finish_reason);
+        ok = emit_chunk(cs, "", j->finish_reason, NULL, 0);
         if (ok && j->req.include_usage) {
             cJSON *choice, *o = envelope(cs, cs->route == R_CHAT ? "chat.completion.chunk" : "text_completion", &choice);
             /* the usage chunk has no choices */
@@ -467,7 +579,7 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *dst, size_t max) {
         if (cs->ended) return MHD_CONTENT_READER_END_OF_STREAM;
         cs->out.len = cs->out_off = 0;
         if (cs->route == R_CHAT && !cs->sent_role) {
-            if (!emit_chunk(cs, "", NULL)) goto broken;
+            if (!emit_chunk(cs, "", NULL, NULL, 0)) goto broken;
             continue;
         }
         if (client_gone(cs->fd)) goto broken;
@@ -476,18 +588,25 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *dst, size_t max) {
         char *news = NULL;
         size_t n = j->len - cs->text_sent;
         bool done = j->done, oom = false;
+        int lp_to = lp_ready(j, cs->lp_sent), n_lp = lp_to - cs->lp_sent;
+        lp_token *lp = NULL;
         if (n) {
-            if ((news = malloc(n + 1))) {
+            news = malloc(n + 1);
+            lp = n_lp ? malloc((size_t)n_lp * sizeof *lp) : NULL;
+            if (news && (lp || !n_lp)) {
                 memcpy(news, j->text + cs->text_sent, n);
                 news[n] = 0;
                 cs->text_sent = j->len;
+                if (n_lp) memcpy(lp, j->lp + cs->lp_sent, (size_t)n_lp * sizeof *lp);
+                cs->lp_sent = lp_to;
             } else {
                 oom = true;
             }
         }
         pthread_mutex_unlock(&j->mu);
-        bool ok = !oom && (!news || emit_chunk(cs, news, NULL)) && (!done || emit_end(cs));
+        bool ok = !oom && (!news || emit_chunk(cs, news, NULL, lp, n_lp)) && (!done || emit_end(cs));
         free(news);
+        free(lp);
         if (!ok) goto broken;
         cs->ended = done;
         restart_idle_timer(cs->mhd);

@@ -30,6 +30,7 @@
  * earlier one on any slot (the same system prompt, a continued chat)
  * loads those blocks' pages instead of computing them.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,7 @@ void job_release(job *j) {
     frugal_sampler_free(j->smp);
     frugal_stream_free(j->stream);
     free(j->text);
+    free(j->lp);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->changed);
     free(j);
@@ -282,6 +284,44 @@ static bool gen_add(slot *sl, const char *s, size_t n) {
     return true;
 }
 
+/* The log-probability of token tok under the logits l[0..n) and the
+ * n_top most likely tokens (ties: the lower id first), into r. */
+static void token_logprobs(const float *l, int n, int32_t tok, int n_top, lp_token *r) {
+    float max = l[0];
+    for (int i = 1; i < n; i++) max = l[i] > max ? l[i] : max;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)l[i] - max);
+    float lse = (float)(max + log(sum));
+    r->token = tok;
+    r->logprob = l[tok] - lse;
+    r->n_top = 0;
+    for (int i = 0; i < n && n_top > 0; i++) { /* insertion into the short sorted list */
+        if (r->n_top == n_top && !(l[i] > l[r->top[n_top - 1]])) continue;
+        int k = r->n_top < n_top ? r->n_top++ : n_top - 1;
+        for (; k > 0 && l[i] > l[r->top[k - 1]]; k--) r->top[k] = r->top[k - 1];
+        r->top[k] = i;
+    }
+    for (int k = 0; k < r->n_top; k++) r->top_logprob[k] = l[r->top[k]] - lse;
+}
+
+/* Records the slot's new token's log-probabilities in its job. */
+static bool add_logprobs(scheduler *s, slot *sl, int32_t tok) {
+    job *j = sl->job;
+    lp_token r;
+    token_logprobs(frugal_logits(sl->ctx, -1), frugal_n_vocab(s->model), tok, j->req.top_logprobs, &r);
+    r.offset = sl->gen_len;
+    pthread_mutex_lock(&j->mu);
+    bool ok = j->n_lp < j->lp_cap;
+    if (!ok) {
+        int cap = j->lp_cap ? 2 * j->lp_cap : 64;
+        lp_token *g = realloc(j->lp, (size_t)cap * sizeof *g);
+        if ((ok = g != NULL)) j->lp = g, j->lp_cap = cap;
+    }
+    if (ok) j->lp[j->n_lp++] = r;
+    pthread_mutex_unlock(&j->mu);
+    return ok;
+}
+
 /* Handles a token sampled for the slot. Returns true when the request
  * goes on (the token must then be evaluated), false when it finished. */
 static bool slot_token(scheduler *s, slot *sl, int32_t tok) {
@@ -303,6 +343,10 @@ static bool slot_token(scheduler *s, slot *sl, int32_t tok) {
     if (last && w >= 0) {
         int f = frugal_stream_flush(j->stream, piece + w, sizeof piece - (size_t)w);
         w = f < 0 ? -1 : w + f;
+    }
+    if (!eog && j->req.logprobs && !add_logprobs(s, sl, tok)) {
+        slot_finish(s, sl, NULL, 500, "out of memory for the logprobs");
+        return false;
     }
     if (w < 0 || !gen_add(sl, piece, (size_t)w)) {
         slot_finish(s, sl, NULL, 500, "a token's text did not fit (out of memory?)");

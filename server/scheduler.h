@@ -22,6 +22,18 @@
 #include "frugal.h"
 #include "metrics.h"
 
+/* A generated token's log-probability and its most likely alternatives
+ * (req.logprobs): log-softmax of the model's logits, before temperature,
+ * penalties and bias. */
+typedef struct {
+    int32_t token;
+    float logprob;
+    size_t offset;  /* where the token's text starts in the reply */
+    int n_top;
+    int32_t top[API_MAX_TOP_LOGPROBS]; /* most likely first */
+    float top_logprob[API_MAX_TOP_LOGPROBS];
+} lp_token;
+
 typedef struct job {
     /* Set by the HTTP side before job_submit, read-only afterwards. */
     api_request req;       /* owned: the stop strings live here */
@@ -44,6 +56,8 @@ typedef struct job {
     int error_status;          /* when done with an error: its HTTP status ... */
     char error[160];           /* ... and message */
     int n_gen;                 /* tokens generated */
+    lp_token *lp;              /* req.logprobs: one per generated token, in order */
+    int n_lp, lp_cap;
     int n_cached;              /* prompt tokens reused from the slot's KV cache */
 
     double t_submit;           /* the scheduler's own: for time to first token */

@@ -2,8 +2,9 @@
 response shapes, streaming, stop strings, usage, and greedy replies equal
 to `frugal run --temp 0` for the same prompt."""
 import json
+import math
 
-from .util import MODEL_ID
+from .util import MODEL, MODEL_ID, THREADS
 
 CHAT_PROMPTS = ["What is the capital of France?", "Write one sentence about the sea."]
 RAW_PROMPT = "The capital of France is"
@@ -120,6 +121,65 @@ def test_penalties_and_logit_bias_equal_cli(server, client, cli_greedy):
     assert r.choices[0].text == banned and not banned.startswith(" Paris")
     r = client.completions.create(logit_bias={str(paris): 100}, **{**kw, "max_tokens": 4})
     assert r.choices[0].text == " Paris" * 4
+
+
+def check_entry(e, n_top):
+    """One chat logprobs entry: the token, its bytes, its log-probability
+    and n_top alternatives, most likely first."""
+    assert e.token == bytes(e.bytes).decode("utf-8", "replace") and e.logprob <= 0
+    assert len(e.top_logprobs) == n_top
+    lps = [a.logprob for a in e.top_logprobs]
+    assert lps == sorted(lps, reverse=True) and sum(math.exp(x) for x in lps) <= 1 + 1e-5
+
+
+def test_chat_logprobs_whole_and_streamed(server, client):
+    r = chat(client, CHAT_PROMPTS[1], logprobs=True, top_logprobs=3)
+    c = r.choices[0]
+    entries = c.logprobs.content
+    assert len(entries) == r.usage.completion_tokens == 24 and c.finish_reason == "length"
+    for e in entries:
+        check_entry(e, 3)
+        # greedy takes the most likely token (no penalties or bias here)
+        assert (e.top_logprobs[0].token, e.top_logprobs[0].logprob) == (e.token, e.logprob)
+    assert b"".join(bytes(e.bytes) for e in entries).decode() == c.message.content
+    stream = chat(client, CHAT_PROMPTS[1], logprobs=True, top_logprobs=3, stream=True)
+    streamed = [e for ch in stream if ch.choices and ch.choices[0].logprobs for e in ch.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in entries]
+    plain = chat(client, CHAT_PROMPTS[1])
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == c.message.content
+    none = chat(client, CHAT_PROMPTS[1], logprobs=True, max_tokens=2)
+    assert all(e.top_logprobs == [] for e in none.choices[0].logprobs.content)
+    # a token that holds part of a character: U+FFFD in its text, its bytes exact
+    status, tok = server.json("POST", "/tokenize", {"content": "\U0001F600"})
+    part = chat(client, "Hi", max_tokens=1, logprobs=True, logit_bias={str(tok["tokens"][0]): 100})
+    e = part.choices[0].logprobs.content[0]
+    assert 0 < len(e.bytes) < 4 and bytes(e.bytes) == "\U0001F600".encode()[:len(e.bytes)]
+    check_entry(e, 0)
+    assert "\ufffd" in e.token
+
+
+def test_completion_logprobs_agree_with_llama_cpp(client):
+    """The legacy shape, text offsets that add up, tokens a stop string
+    cut away left out, and the values of llama.cpp's log-softmax on the
+    same tokens (engines differ by ~0.15 in a logit)."""
+    from llama_cpp import Llama
+    r = client.completions.create(model=MODEL_ID, prompt=RAW_PROMPT, max_tokens=12, temperature=0, logprobs=5)
+    lp, text = r.choices[0].logprobs, r.choices[0].text
+    assert "".join(lp.tokens) == text and len(lp.tokens) == 12
+    assert lp.text_offset == [sum(len(t.encode()) for t in lp.tokens[:i]) for i in range(12)]
+    assert all(len(top) == 5 and top[tok] == v for top, tok, v in zip(lp.top_logprobs, lp.tokens, lp.token_logprobs))
+    ref = Llama(model_path=str(MODEL), n_ctx=128, n_threads=THREADS, logits_all=True, verbose=False)
+    ids = ref.tokenize((RAW_PROMPT + text).encode(), add_bos=False, special=True)
+    n_prompt = len(ref.tokenize(RAW_PROMPT.encode(), add_bos=False, special=True))
+    assert [ref.detokenize([t]).decode() for t in ids[n_prompt:]] == lp.tokens
+    ref.eval(ids)
+    for i, t in enumerate(ids[n_prompt:]):
+        scores = ref.scores[n_prompt + i - 1].astype("float64")
+        want = scores[t] - scores.max() - math.log(math.fsum(math.exp(x) for x in scores - scores.max()))
+        assert abs(lp.token_logprobs[i] - want) < 0.25, (i, lp.tokens[i], lp.token_logprobs[i], want)
+    cut = client.completions.create(model=MODEL_ID, prompt=RAW_PROMPT, max_tokens=12, temperature=0, logprobs=1,
+                                    stop=".")
+    assert cut.choices[0].text == " Paris" and cut.choices[0].logprobs.tokens == [" Paris"]
 
 
 def test_token_ids_as_prompt(server, client):
