@@ -27,7 +27,11 @@
 #define WAIT_MS 50               /* how often a waiting connection checks its client */
 #define COMPLETION_DEFAULT_MAX_TOKENS 16 /* OpenAI's default for /v1/completions */
 
-typedef enum { R_NONE, R_PAGE, R_HEALTH, R_MODELS, R_METRICS, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE } route_id;
+typedef enum {
+    R_NONE, R_PAGE, R_HEALTH, R_MODELS, R_MODEL, R_METRICS, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE
+} route_id;
+
+#define MODEL_PATH "/v1/models/" /* GET MODEL_PATH{id}: one model */
 
 static const struct {
     const char *path, *method;
@@ -37,6 +41,7 @@ static const struct {
     { "/", "GET", R_PAGE, true },
     { "/health", "GET", R_HEALTH, true },
     { "/v1/models", "GET", R_MODELS, false },
+    { MODEL_PATH, "GET", R_MODEL, false }, /* (a prefix: the id follows) */
     { "/metrics", "GET", R_METRICS, false },
     { "/v1/chat/completions", "POST", R_CHAT, false },
     { "/v1/completions", "POST", R_COMPLETIONS, false },
@@ -67,6 +72,7 @@ typedef struct {
     route_id route;
     int fd;            /* the client's socket: polled to notice it left */
     char method[8], path[64];
+    char model_asked[256]; /* R_MODEL: the id after MODEL_PATH ("" when too long) */
     double t_start;
     int status;        /* of the response sent, for the log */
     api_error err;     /* err.status != 0: an error to answer once the body is in */
@@ -171,7 +177,10 @@ static bool check_headers(conn *cs, struct MHD_Connection *c, const char *url, c
     http_server *srv = cs->srv;
     bool path_known = false;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (strcmp(url, routes[i].path)) continue;
+        bool prefix = routes[i].id == R_MODEL;
+        if (prefix ? strncmp(url, routes[i].path, strlen(routes[i].path)) : strcmp(url, routes[i].path)) continue;
+        if (prefix && strlen(url + strlen(MODEL_PATH)) < sizeof cs->model_asked)
+            strcpy(cs->model_asked, url + strlen(MODEL_PATH));
         path_known = true;
         cs->allow = !strcmp(routes[i].method, "GET") ? "GET, HEAD" : routes[i].method;
         bool head = !strcmp(method, "HEAD") && !strcmp(routes[i].method, "GET");
@@ -216,17 +225,43 @@ static void restart_idle_timer(struct MHD_Connection *c) {
 
 /* ---- Small endpoints -------------------------------------------------------- */
 
-static enum MHD_Result handle_models(conn *cs, struct MHD_Connection *c) {
-    http_server *srv = cs->srv;
-    cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data"), *m = cJSON_CreateObject();
-    if (m && !cJSON_AddItemToArray(data, m)) { cJSON_Delete(m); m = NULL; }
-    bool ok = m && cJSON_AddStringToObject(o, "object", "list") &&
-              cJSON_AddStringToObject(m, "id", srv->model_id) && cJSON_AddStringToObject(m, "object", "model") &&
+/* The served model as an OpenAI model object; NULL when out of memory. */
+static cJSON *model_object(const http_server *srv) {
+    cJSON *m = cJSON_CreateObject();
+    bool ok = m && cJSON_AddStringToObject(m, "id", srv->model_id) && cJSON_AddStringToObject(m, "object", "model") &&
               cJSON_AddNumberToObject(m, "created", (double)srv->started) &&
               cJSON_AddStringToObject(m, "owned_by", "frugal") &&
               cJSON_AddNumberToObject(m, "context_length", srv->n_ctx);
-    if (!ok) { cJSON_Delete(o); return fail(cs, c, 500, "server_error", NULL, "out of memory"); }
+    if (!ok) { cJSON_Delete(m); return NULL; }
+    return m;
+}
+
+static enum MHD_Result handle_models(conn *cs, struct MHD_Connection *c) {
+    cJSON *o = cJSON_CreateObject(), *data = o ? cJSON_AddArrayToObject(o, "data") : NULL, *m = model_object(cs->srv);
+    bool ok = m && data && cJSON_AddItemToArray(data, m);
+    if (!ok) cJSON_Delete(m);
+    if (!ok || !cJSON_AddStringToObject(o, "object", "list")) {
+        cJSON_Delete(o);
+        return fail(cs, c, 500, "server_error", NULL, "out of memory");
+    }
     return send_json(cs, c, 200, o);
+}
+
+/* GET /v1/models/{id}: the model, under any name "model" accepts. */
+static enum MHD_Result handle_model(conn *cs, struct MHD_Connection *c) {
+    http_server *srv = cs->srv;
+    bool known = false;
+    for (size_t i = 0; i < sizeof srv->model_names / sizeof srv->model_names[0] && !known; i++)
+        known = cs->model_asked[0] && srv->model_names[i] && !strcmp(cs->model_asked, srv->model_names[i]);
+    if (!known) {
+        api_error e;
+        api_set_error(&e, 404, NULL, "model", "model_not_found", "the model '%.100s' is not served here",
+                      cs->model_asked);
+        return send_error(cs, c, &e);
+    }
+    cJSON *m = model_object(srv);
+    if (!m) return fail(cs, c, 500, "server_error", NULL, "out of memory");
+    return send_json(cs, c, 200, m);
 }
 
 static enum MHD_Result handle_tokenize(conn *cs, struct MHD_Connection *c) {
@@ -679,6 +714,7 @@ static enum MHD_Result dispatch(conn *cs, struct MHD_Connection *c) {
         return queue(cs, c, 200, r);
     }
     case R_MODELS: return handle_models(cs, c);
+    case R_MODEL: return handle_model(cs, c);
     case R_METRICS: {
         size_t len = 0;
         char *text = metrics_render(srv->metrics, &len);

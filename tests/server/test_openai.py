@@ -4,6 +4,9 @@ to `frugal run --temp 0` for the same prompt."""
 import json
 import math
 
+import openai
+import pytest
+
 from .util import MODEL, MODEL_ID, THREADS
 
 CHAT_PROMPTS = ["What is the capital of France?", "Write one sentence about the sea."]
@@ -33,6 +36,18 @@ def test_models_lists_the_loaded_model(client):
     models = client.models.list().data
     assert [m.id for m in models] == [MODEL_ID]
     assert models[0].object == "model"
+
+
+def test_models_retrieve_one(server, client):
+    m = client.models.retrieve(MODEL_ID)
+    assert (m.id, m.object) == (MODEL_ID, "model")
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
+    for path in ["/v1/models/", "/v1/models/" + "x" * 300, "/v1/models/" + MODEL_ID + "/extra"]:
+        status, headers, data = server.request("GET", path)
+        assert status == 404 and json.loads(data)["error"]["code"] == "model_not_found", path
+    status, headers, data = server.request("POST", "/v1/models/" + MODEL_ID, b"{}")
+    assert status == 405
 
 
 def test_chat_greedy_equals_cli(client, cli_greedy):
