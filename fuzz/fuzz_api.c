@@ -59,6 +59,7 @@ static void check_request(int rc, const api_request *r, const api_error *err, ap
     FUZZ_CHECK(isfinite(sp->repeat_penalty) && sp->repeat_penalty > 0);
     FUZZ_CHECK(fabsf(sp->frequency_penalty) <= 2 && fabsf(sp->presence_penalty) <= 2);
     FUZZ_CHECK(r->top_logprobs >= 0 && r->top_logprobs <= API_MAX_TOP_LOGPROBS && (r->logprobs || !r->top_logprobs));
+    FUZZ_CHECK((!r->echo || kind == API_COMPLETION) && (!r->echo_only || (r->echo && r->max_tokens == 0)));
     FUZZ_CHECK(r->n_bias >= 0 && r->n_bias <= FRUGAL_MAX_LOGIT_BIAS && (!r->n_bias || (r->bias_tokens && r->bias)));
     for (int i = 0; i < r->n_bias; i++) {
         FUZZ_CHECK(r->bias_tokens[i] >= 0 && r->bias_tokens[i] < N_VOCAB && fabsf(r->bias[i]) <= 100);

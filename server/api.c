@@ -147,11 +147,11 @@ static bool is_empty_value(const cJSON *it) {
 
 /* Features of the OpenAI API we do not implement: asking for them is an
  * error, sending their "off" value is fine. */
-static int refuse_unsupported(const cJSON *o, api_error *err) {
+static int refuse_unsupported(const cJSON *o, api_kind kind, api_error *err) {
     static const char *const names[] = { "echo", "suffix", "tools", "functions", "tool_choice", "function_call" };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const cJSON *it = field(o, names[i]);
-        if (!it || is_empty_value(it)) continue;
+        if (!it || is_empty_value(it) || (kind == API_COMPLETION && !strcmp(names[i], "echo"))) continue;
         if (!strcmp(names[i], "tool_choice") && cJSON_IsString(it) && !strcmp(it->valuestring, "none")) continue;
         return bad(err, names[i], "'%s' is not supported by this server", names[i]);
     }
@@ -240,7 +240,8 @@ static int parse_stop(const cJSON *o, api_request *r, api_error *err) {
 
 /* The fields chat and completions share: model, sampling, limits, stream. */
 static int parse_common(const cJSON *o, const api_limits *lim, api_request *r, api_error *err) {
-    if (refuse_unsupported(o, err)) return -1;
+    if (refuse_unsupported(o, r->kind, err)) return -1;
+    if (r->kind == API_COMPLETION && get_bool(o, "echo", &r->echo, err) < 0) return -1;
     const cJSON *model = field(o, "model");
     if (model) {
         if (!cJSON_IsString(model)) return bad(err, "model", "'%s' must be a string", "model");
@@ -259,8 +260,10 @@ static int parse_common(const cJSON *o, const api_limits *lim, api_request *r, a
     int got = 0;
     if (r->kind == API_CHAT && (got = get_number(o, "max_completion_tokens", 1, lim->n_ctx, true, &v, err)) < 0) return -1;
     if (got) r->max_tokens = (int)v;
-    if ((got = get_number(o, "max_tokens", 1, lim->n_ctx, true, &v, err)) < 0) return -1;
+    /* 0 only with echo: the prompt (and its logprobs) alone, as OpenAI allows */
+    if ((got = get_number(o, "max_tokens", r->echo ? 0 : 1, lim->n_ctx, true, &v, err)) < 0) return -1;
     if (got) r->max_tokens = (int)v;
+    r->echo_only = got && v == 0;
 
     frugal_sampler_params *sp = &r->sampling;
     *sp = frugal_sampler_default_params();

@@ -63,6 +63,8 @@ typedef struct {
     bool include_usage;  /* stream_options.include_usage: a last chunk with usage */
     bool logprobs;       /* chat "logprobs": true, or completions "logprobs": N */
     int top_logprobs;    /* alternatives per token: chat "top_logprobs", completions N */
+    bool echo;           /* completions: the reply's text starts with the prompt's */
+    bool echo_only;      /* echo with "max_tokens": 0: nothing is generated */
 } api_request;
 
 /* Parse the body of POST /v1/chat/completions or /v1/completions. Return

@@ -87,7 +87,7 @@ typedef struct {
     size_t out_off;
     size_t text_sent;  /* bytes of job->text already sent */
     int lp_sent;       /* records of job->lp already sent */
-    bool sent_role, ended;
+    bool sent_role, sent_echo, ended;
 } conn;
 
 static double mono_now(void) {
@@ -330,6 +330,27 @@ static void make_id(conn *cs, const char *prefix) {
     snprintf(cs->id, sizeof cs->id, "%s-%016" PRIx64, prefix, z);
 }
 
+/* For echo: the prompt as its tokens decode (what the tokens' text
+ * offsets count in) and where each token's text starts. */
+static bool echo_prompt(const http_server *srv, job *j) {
+    frugal_stream *st = NULL;
+    buf text = { 0 };
+    char piece[1024];
+    bool ok = !frugal_stream_new(srv->model, &st) && (j->echo_off = malloc((size_t)j->n_prompt * sizeof *j->echo_off));
+    for (int i = 0; ok && i < j->n_prompt; i++) {
+        j->echo_off[i] = text.len;
+        int w = frugal_stream_push(st, j->prompt[i], piece, sizeof piece);
+        ok = w >= 0 && buf_add(&text, piece, (size_t)w);
+    }
+    int w = ok ? frugal_stream_flush(st, piece, sizeof piece) : -1;
+    ok = ok && w >= 0 && buf_add(&text, piece, (size_t)w) && (text.s || buf_add(&text, "", 0));
+    frugal_stream_free(st);
+    if (!ok) { free(text.s); return false; }
+    j->echo = text.s;
+    j->echo_len = text.len;
+    return true;
+}
+
 /* Turns the parsed request into prompt tokens, sampler and limits. */
 static int prepare_job(http_server *srv, job *j, api_error *err) {
     api_request *r = &j->req;
@@ -374,8 +395,10 @@ static int prepare_job(http_server *srv, job *j, api_error *err) {
                       srv->n_ctx);
         return -1;
     }
-    j->max_tokens = r->max_tokens ? r->max_tokens
+    j->max_tokens = r->echo_only ? 0 : r->max_tokens ? r->max_tokens
                   : r->kind == API_CHAT ? srv->n_ctx - j->n_prompt : COMPLETION_DEFAULT_MAX_TOKENS;
+    if (r->echo && !echo_prompt(srv, j)) goto nomem;
+    if (r->echo && r->logprobs && !(j->plp = malloc((size_t)j->n_prompt * sizeof *j->plp))) goto nomem;
     if (!r->seed_given) { /* different for every request */
         static atomic_ullong seeds;
         r->sampling.seed = (uint64_t)srv->started * 6364136223846793005ULL + atomic_fetch_add(&seeds, 1) * 1442695040888963407ULL +
@@ -488,8 +511,10 @@ static cJSON *completion_logprobs(const http_server *srv, const lp_token *r, int
             token_text(srv, r[i].top[k], raw, &len, alt);
             ok = cJSON_AddNumberToObject(top, alt, r[i].top_logprob[k]) != NULL;
         }
+        if (ok && !r[i].scored) /* a prompt's first token: nothing predicts it */
+            ok = cJSON_ReplaceItemInArray(tops, cJSON_GetArraySize(tops) - 1, cJSON_CreateNull());
         ok = ok && cJSON_AddItemToArray(toks, cJSON_CreateString(text)) &&
-             cJSON_AddItemToArray(lps, cJSON_CreateNumber(r[i].logprob)) &&
+             cJSON_AddItemToArray(lps, r[i].scored ? cJSON_CreateNumber(r[i].logprob) : cJSON_CreateNull()) &&
              cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)r[i].offset));
     }
     if (!ok) { cJSON_Delete(o); return NULL; }
@@ -525,6 +550,22 @@ static bool add_usage(cJSON *o, const job *j) {
 }
 
 /* Non-streaming: wait for the whole reply, then send one JSON object. */
+/* The reply's records: with echo, the prompt's first, then the generated
+ * ones with their offsets moved past the prompt's text (j done: nothing
+ * writes j any more). Caller frees; NULL when out of memory. */
+static lp_token *all_records(const job *j, int *n) {
+    int n_gen = lp_ready(j, 0), n_prompt = j->prompt_done ? j->n_plp : 0;
+    lp_token *r = malloc((size_t)(n_prompt + n_gen + 1) * sizeof *r);
+    if (!r) return NULL;
+    if (n_prompt) memcpy(r, j->plp, (size_t)n_prompt * sizeof *r);
+    for (int i = 0; i < n_gen; i++) {
+        r[n_prompt + i] = j->lp[i];
+        r[n_prompt + i].offset += j->echo_len;
+    }
+    *n = n_prompt + n_gen;
+    return r;
+}
+
 static enum MHD_Result reply_whole(conn *cs, struct MHD_Connection *c) {
     job *j = cs->job;
     for (;;) {
@@ -540,11 +581,23 @@ static enum MHD_Result reply_whole(conn *cs, struct MHD_Connection *c) {
     bool chat = cs->route == R_CHAT;
     cJSON *choice, *o = envelope(cs, chat ? "chat.completion" : "text_completion", &choice);
     cJSON *msg = o && chat ? cJSON_AddObjectToObject(choice, "message") : NULL;
-    bool ok = o && (chat ? msg && cJSON_AddStringToObject(msg, "role", "assistant") &&
-                               cJSON_AddStringToObject(msg, "content", j->text ? j->text : "")
-                         : cJSON_AddStringToObject(choice, "text", j->text ? j->text : "") != NULL) &&
+    /* echo: the prompt's text, then the reply's */
+    char *text = malloc(j->echo_len + j->len + 1);
+    if (text) {
+        if (j->echo_len) memcpy(text, j->echo, j->echo_len);
+        if (j->len) memcpy(text + j->echo_len, j->text, j->len);
+        text[j->echo_len + j->len] = 0;
+    }
+    int n_lp = 0;
+    lp_token *lp = j->req.logprobs ? all_records(j, &n_lp) : NULL;
+    bool ok = o && text && (!j->req.logprobs || lp) &&
+              (chat ? msg && cJSON_AddStringToObject(msg, "role", "assistant") &&
+                          cJSON_AddStringToObject(msg, "content", text)
+                    : cJSON_AddStringToObject(choice, "text", text) != NULL) &&
               cJSON_AddStringToObject(choice, "finish_reason", j->finish_reason) && add_usage(o, j) &&
-              set_logprobs(cs, choice, j->lp, lp_ready(j, 0)); /* (done: nothing writes j any more) */
+              set_logprobs(cs, choice, lp, n_lp);
+    free(text);
+    free(lp);
     if (!ok) { cJSON_Delete(o); return fail(cs, c, 500, "server_error", NULL, "out of memory"); }
     return send_json(cs, c, 200, o);
 }
@@ -618,6 +671,17 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *dst, size_t max) {
             continue;
         }
         if (client_gone(cs->fd)) goto broken;
+        if (j->req.echo && !cs->sent_echo) { /* the prompt's text (and logprobs) once it is evaluated */
+            pthread_mutex_lock(&j->mu);
+            bool ready = j->prompt_done;
+            int n_plp = j->n_plp;
+            bool done = j->done;
+            pthread_mutex_unlock(&j->mu);
+            if (ready && !emit_chunk(cs, j->echo, NULL, j->plp, n_plp)) goto broken;
+            cs->sent_echo = ready || done; /* (done without it: an error, which follows) */
+            if (!cs->sent_echo) job_wait(j, cs->text_sent, WAIT_MS);
+            continue;
+        }
         job_wait(j, cs->text_sent, WAIT_MS);
         pthread_mutex_lock(&j->mu);
         char *news = NULL;
@@ -633,6 +697,7 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *dst, size_t max) {
                 news[n] = 0;
                 cs->text_sent = j->len;
                 if (n_lp) memcpy(lp, j->lp + cs->lp_sent, (size_t)n_lp * sizeof *lp);
+                for (int i = 0; i < n_lp; i++) lp[i].offset += j->echo_len;
                 cs->lp_sent = lp_to;
             } else {
                 oom = true;

@@ -43,6 +43,7 @@
  * with the same TPOT (bench/serve, interleaved). */
 #define PREFILL_BUDGET 256
 #define PIECE_CAP 1024      /* bytes of text one token can complete */
+#define ECHO_CHUNK 32       /* prompt tokens a step when their logprobs are asked for (logits: 6 MB for 49k) */
 #define KV_BYTES_PERIOD 0.5 /* seconds between refreshes of the KV bytes gauge while busy */
 
 typedef struct {
@@ -118,6 +119,9 @@ void job_release(job *j) {
     frugal_stream_free(j->stream);
     free(j->text);
     free(j->lp);
+    free(j->plp);
+    free(j->echo);
+    free(j->echo_off);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->changed);
     free(j);
@@ -177,12 +181,18 @@ static int common_prefix(const slot *sl, const job *j) {
  * reply does not depend on whether the caches held its prompt. */
 static int reusable(const job *j) { return j->n_prompt >= 2 ? j->n_prompt - 2 : 0; }
 
+/* Whether the request wants the logprobs of its prompt's tokens (echo),
+ * which need every prompt token's logits: see echo_chunk. */
+static bool prompt_logprobs(const job *j) { return j->req.echo && j->req.logprobs; }
+
 /* Puts job j on free slot sl: keeps the common prefix of the cache, up to
- * reusable(j). */
+ * reusable(j) (nothing when the prompt's logprobs are asked for). */
 static void slot_start(scheduler *s, slot *sl, job *j) {
     int keep = common_prefix(sl, j);
     if (keep > reusable(j)) keep = reusable(j);
-    if (frugal_prefix_cache_match(s->prefixes, j->prompt, j->n_prompt) > keep) {
+    if (prompt_logprobs(j)) {
+        keep = 0;
+    } else if (frugal_prefix_cache_match(s->prefixes, j->prompt, j->n_prompt) > keep) {
         int loaded = frugal_prefix_cache_load(s->prefixes, sl->ctx, j->prompt, j->n_prompt);
         memcpy(sl->cache, j->prompt, (size_t)loaded * sizeof *j->prompt);
         keep = loaded < reusable(j) ? loaded : reusable(j);
@@ -309,6 +319,7 @@ static bool add_logprobs(scheduler *s, slot *sl, int32_t tok) {
     job *j = sl->job;
     lp_token r;
     token_logprobs(frugal_logits(sl->ctx, -1), frugal_n_vocab(s->model), tok, j->req.top_logprobs, &r);
+    r.scored = true;
     r.offset = sl->gen_len;
     pthread_mutex_lock(&j->mu);
     bool ok = j->n_lp < j->lp_cap;
@@ -380,11 +391,25 @@ static void add_run(scheduler *s, int *n, int *n_tok, slot *sl, const int32_t *t
     s->b_prompt[(*n)++] = prompt;
 }
 
-/* (a) Every decoding slot samples its next token. */
+/* The slot's prompt is all in its cache: shared with the prefix cache,
+ * and, for echo, the prompt's part of the reply is ready. */
+static void prompt_evaluated(scheduler *s, slot *sl) {
+    job *j = sl->job;
+    if (s->prefixes) frugal_prefix_cache_put(s->prefixes, sl->ctx, sl->cache, sl->n_cache);
+    if (!j->req.echo) return;
+    pthread_mutex_lock(&j->mu);
+    j->prompt_done = true;
+    pthread_cond_broadcast(&j->changed);
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* (a) Every decoding slot samples its next token (a request for its
+ * prompt alone, echo with max_tokens 0, ends instead). */
 static void sample_next(scheduler *s, int *n, int *n_tok) {
     for (int i = 0; i < s->n_slots; i++) {
         slot *sl = &s->slots[i];
         if (!sl->job || sl->n_done < sl->job->n_prompt) continue;
+        if (sl->job->max_tokens == 0) { slot_finish(s, sl, "length", 0, NULL); continue; }
         const float *logits = frugal_logits(sl->ctx, -1);
         if (!logits) { slot_finish(s, sl, NULL, 500, "no logits to sample from"); continue; }
         int32_t tok = frugal_sampler_sample(sl->job->smp, logits);
@@ -401,7 +426,8 @@ static void sample_next(scheduler *s, int *n, int *n_tok) {
 static void next_chunks(scheduler *s, int *n, int *n_tok) {
     int m = 0;
     for (int i = 0; i < s->n_slots; i++)
-        if (s->slots[i].job && s->slots[i].n_done < s->slots[i].job->n_prompt) s->order[m++] = &s->slots[i];
+        if (s->slots[i].job && s->slots[i].n_done < s->slots[i].job->n_prompt && !prompt_logprobs(s->slots[i].job))
+            s->order[m++] = &s->slots[i];
     for (int i = 1; i < m; i++) /* insertion sort by admission; m is tiny */
         for (int k = i; k > 0 && s->order[k - 1]->serial > s->order[k]->serial; k--) {
             slot *t = s->order[k];
@@ -422,12 +448,47 @@ static void next_chunks(scheduler *s, int *n, int *n_tok) {
     }
 }
 
+/* (c) A prompt whose tokens' logprobs are asked for (echo) is evaluated
+ * on its own, ECHO_CHUNK tokens a step, keeping every token's logits:
+ * those of token i score prompt token i + 1 (the first is scored by
+ * nothing), those of the last one give the first reply token. Outside
+ * the batch, since frugal_eval_runs keeps the logits of a run's last
+ * token only; a rare request, and a chunk is a short pass. */
+static void echo_chunk(scheduler *s, slot *sl) {
+    job *j = sl->job;
+    int rest = j->n_prompt - sl->n_done, chunk = rest < ECHO_CHUNK ? rest : ECHO_CHUNK, at = sl->n_done;
+    if (rest - chunk == 1) chunk--; /* no run of one token, as in next_chunks */
+    memcpy(sl->cache + at, j->prompt + at, (size_t)chunk * sizeof *j->prompt);
+    if (frugal_eval(sl->ctx, j->prompt + at, chunk, true)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "evaluating the prompt failed: %s", frugal_last_error());
+        slot_finish(s, sl, NULL, 500, msg);
+        return;
+    }
+    /* (the HTTP side reads plp only once prompt_done is set, under mu) */
+    if (at == 0) j->plp[j->n_plp++] = (lp_token){ .token = j->prompt[0], .offset = j->echo_off[0] };
+    for (int i = 0; i < chunk && at + i + 1 < j->n_prompt; i++) {
+        lp_token *r = &j->plp[j->n_plp++];
+        token_logprobs(frugal_logits(sl->ctx, i), frugal_n_vocab(s->model), j->prompt[at + i + 1],
+                       j->req.top_logprobs, r);
+        r->scored = true;
+        r->offset = j->echo_off[at + i + 1];
+    }
+    sl->n_done += chunk;
+    sl->n_cache = frugal_ctx_pos(sl->ctx);
+    if (sl->n_done == j->n_prompt) prompt_evaluated(s, sl);
+}
+
 /* One step: the decoding slots' new tokens and the prompt chunks go
  * through the model in ONE frugal_eval_runs call, so the decode tokens
  * ride on the weight reads of the prefill (and cost a fraction of a pass
  * of their own). */
 static void step(scheduler *s) {
     int n = 0, n_tok = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        slot *sl = &s->slots[i];
+        if (sl->job && prompt_logprobs(sl->job) && sl->n_done < sl->job->n_prompt) echo_chunk(s, sl);
+    }
     sample_next(s, &n, &n_tok);
     next_chunks(s, &n, &n_tok);
     if (!n) return;
@@ -444,8 +505,7 @@ static void step(scheduler *s) {
         }
         if (!s->b_prompt[i]) continue;
         sl->n_done += s->b_len[i];
-        if (sl->n_done == sl->job->n_prompt && s->prefixes)
-            frugal_prefix_cache_put(s->prefixes, sl->ctx, sl->cache, sl->n_cache);
+        if (sl->n_done == sl->job->n_prompt) prompt_evaluated(s, sl);
     }
 }
 

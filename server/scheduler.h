@@ -27,8 +27,9 @@
  * penalties and bias. */
 typedef struct {
     int32_t token;
+    bool scored;    /* false for a prompt's first token: nothing predicts it */
     float logprob;
-    size_t offset;  /* where the token's text starts in the reply */
+    size_t offset;  /* where the token's text starts in the reply (the prompt's: in the echo) */
     int n_top;
     int32_t top[API_MAX_TOP_LOGPROBS]; /* most likely first */
     float top_logprob[API_MAX_TOP_LOGPROBS];
@@ -42,6 +43,9 @@ typedef struct job {
     int max_tokens;        /* >= 1 */
     frugal_sampler *smp;   /* owned: each request brings its own settings */
     frugal_stream *stream; /* owned: turns its tokens into UTF-8 */
+    char *echo;            /* req.echo, owned: the prompt as its tokens decode ... */
+    size_t echo_len;
+    size_t *echo_off;      /* ... and where each prompt token's text starts in it */
 
     atomic_bool cancelled; /* set by the HTTP side when the client is gone */
     atomic_int refs;
@@ -58,6 +62,9 @@ typedef struct job {
     int n_gen;                 /* tokens generated */
     lp_token *lp;              /* req.logprobs: one per generated token, in order */
     int n_lp, lp_cap;
+    lp_token *plp;             /* echo and logprobs: one per prompt token (n_prompt), ... */
+    int n_plp;                 /* ... this many evaluated */
+    bool prompt_done;          /* echo: the prompt is evaluated */
     int n_cached;              /* prompt tokens reused from the slot's KV cache */
 
     double t_submit;           /* the scheduler's own: for time to first token */

@@ -68,7 +68,10 @@ BAD_REQUESTS = [
     (COMPLETIONS, {"prompt": [1, 99999999]}, 400, "prompt"),
     (COMPLETIONS, {"prompt": ""}, 400, "prompt"),
     (COMPLETIONS, {"prompt": "word " * 2000}, 400, "prompt"),
-    (COMPLETIONS, {"prompt": "Hi", "echo": True}, 400, "echo"),
+    (CHAT, {"messages": MSGS, "echo": True}, 400, "echo"),
+    (COMPLETIONS, {"prompt": "Hi", "echo": "yes"}, 400, "echo"),
+    (COMPLETIONS, {"prompt": "Hi", "max_tokens": 0}, 400, "max_tokens"),
+    (COMPLETIONS, {"prompt": "Hi", "echo": True, "max_tokens": -1}, 400, "max_tokens"),
     (COMPLETIONS, {"prompt": "Hi", "best_of": 3}, 400, "best_of"),
     # a NUL would cut the string short where cJSON keeps it (raw or escaped)
     (COMPLETIONS, b'{"prompt": "Say\\u0000 hello"}', 400, None),
