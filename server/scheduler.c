@@ -482,7 +482,8 @@ static void echo_chunk(scheduler *s, slot *sl) {
 /* One step: the decoding slots' new tokens and the prompt chunks go
  * through the model in ONE frugal_eval_runs call, so the decode tokens
  * ride on the weight reads of the prefill (and cost a fraction of a pass
- * of their own). */
+ * of their own). Prompts to be scored (echo with logprobs) take their
+ * chunk first, on their own (echo_chunk). */
 static void step(scheduler *s) {
     int n = 0, n_tok = 0;
     for (int i = 0; i < s->n_slots; i++) {
