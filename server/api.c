@@ -190,10 +190,12 @@ static int parse_logprobs(const cJSON *o, api_request *r, api_error *err) {
 static int parse_logit_bias(const cJSON *o, const api_limits *lim, api_request *r, api_error *err) {
     const cJSON *lb = field(o, "logit_bias"), *it;
     if (!lb) return 0;
-    if (!cJSON_IsObject(lb)) return bad(err, "logit_bias", "%s", "'logit_bias' must be an object of token ids to biases");
+    if (!cJSON_IsObject(lb))
+        return bad(err, "logit_bias", "%s", "'logit_bias' must be an object of token ids to biases");
     int n = cJSON_GetArraySize(lb);
     if (n > FRUGAL_MAX_LOGIT_BIAS) {
-        api_set_error(err, 400, NULL, "logit_bias", NULL, "'logit_bias' names at most %d tokens", FRUGAL_MAX_LOGIT_BIAS);
+        api_set_error(err, 400, NULL, "logit_bias", NULL, "'logit_bias' names at most %d tokens",
+                      FRUGAL_MAX_LOGIT_BIAS);
         return -1;
     }
     if (!n) return 0;
