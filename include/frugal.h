@@ -332,6 +332,32 @@ frugal_status frugal_sampler_set_logit_bias(frugal_sampler *s, const int32_t *to
 void frugal_sampler_accept(frugal_sampler *s, int32_t token);
 void frugal_sampler_reset(frugal_sampler *s);
 
+/* ---- JSON mode ---------------------------------------------------------- */
+
+/* A JSON constraint: attached to a sampler, it lets the sampler draw only
+ * tokens that keep the text generated since the last reset the beginning
+ * of one JSON value (RFC 8259; with object_only, of an object, as
+ * OpenAI's response_format json_object asks), and an end-of-generation
+ * token only once that value is complete. Whitespace runs are limited to
+ * 64 bytes, numbers to 64 bytes, nesting to 64 levels; strings are valid
+ * UTF-8. Control tokens are never drawn. */
+typedef struct frugal_json frugal_json;
+frugal_status frugal_json_new(const frugal_model *model, bool object_only, frugal_json **out);
+void frugal_json_free(frugal_json *j);
+void frugal_json_reset(frugal_json *j);
+/* From now on s draws only tokens j allows; NULL detaches. j is not
+ * copied and must outlive its use by s. The sampler does not advance j:
+ * the caller accepts each generated token with frugal_json_accept. */
+frugal_status frugal_sampler_set_json(frugal_sampler *s, const frugal_json *j);
+bool frugal_json_allows(const frugal_json *j, int32_t token);
+/* Advances j past a generated token. False, j unchanged, when j does not
+ * allow it: a sampler with j attached draws such a token only when the
+ * vocabulary has no allowed one, and generation should then end. */
+bool frugal_json_accept(frugal_json *j, int32_t token);
+/* The value is complete and closed (only whitespace or the end may
+ * follow): generation should end. */
+bool frugal_json_done(const frugal_json *j);
+
 #ifdef __cplusplus
 }
 #endif

@@ -157,13 +157,22 @@ static int refuse_unsupported(const cJSON *o, api_kind kind, api_error *err) {
     }
     const cJSON *bo = field(o, "best_of");
     if (bo && !(cJSON_IsNumber(bo) && bo->valuedouble == 1)) return bad(err, "best_of", "'%s' must be 1", "best_of");
-    const cJSON *rf = field(o, "response_format");
-    if (rf) {
-        const cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
-        if (!t || !cJSON_IsString(t) || strcmp(t->valuestring, "text"))
-            return bad(err, "response_format", "'%s' supports only {\"type\": \"text\"}", "response_format");
-    }
     return 0;
+}
+
+/* response_format: {"type": "text"} (the default) or {"type":
+ * "json_object"} (JSON mode); json_schema is refused. */
+static int parse_response_format(const cJSON *o, api_request *r, api_error *err) {
+    const cJSON *rf = field(o, "response_format");
+    if (!rf) return 0;
+    const cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
+    if (t && cJSON_IsString(t) && !strcmp(t->valuestring, "text")) return 0;
+    if (t && cJSON_IsString(t) && !strcmp(t->valuestring, "json_object")) {
+        r->json_object = true;
+        return 0;
+    }
+    return bad(err, "response_format", "'%s' supports {\"type\": \"text\"} and {\"type\": \"json_object\"}",
+               "response_format");
 }
 
 /* Chat: "logprobs": bool and "top_logprobs": 0..20, which needs logprobs
@@ -242,7 +251,7 @@ static int parse_stop(const cJSON *o, api_request *r, api_error *err) {
 
 /* The fields chat and completions share: model, sampling, limits, stream. */
 static int parse_common(const cJSON *o, const api_limits *lim, api_request *r, api_error *err) {
-    if (refuse_unsupported(o, r->kind, err)) return -1;
+    if (refuse_unsupported(o, r->kind, err) || parse_response_format(o, r, err)) return -1;
     if (r->kind == API_COMPLETION && get_bool(o, "echo", &r->echo, err) < 0) return -1;
     const cJSON *model = field(o, "model");
     if (model) {

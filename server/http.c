@@ -409,6 +409,9 @@ static int prepare_job(http_server *srv, job *j, api_error *err) {
         api_set_error(err, 400, NULL, "logit_bias", NULL, "%s", frugal_last_error());
         return -1;
     }
+    if (r->json_object &&
+        (frugal_json_new(srv->model, true, &j->json) || frugal_sampler_set_json(j->smp, j->json)))
+        goto nomem;
     return 0;
 nomem:
     api_set_error(err, 500, "server_error", NULL, NULL, "out of memory");

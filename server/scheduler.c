@@ -116,6 +116,7 @@ void job_release(job *j) {
     api_request_free(&j->req);
     free(j->prompt);
     frugal_sampler_free(j->smp);
+    frugal_json_free(j->json);
     frugal_stream_free(j->stream);
     free(j->text);
     free(j->lp);
@@ -343,6 +344,11 @@ static bool slot_token(scheduler *s, slot *sl, int32_t tok) {
     sl->t_last = t;
     char piece[PIECE_CAP];
     bool eog = frugal_token_is_eog(s->model, tok), stopped = false;
+    /* JSON mode: the reply ends when the object closes; a token it
+     * refuses (drawn only when no token could continue the object) ends
+     * it as the end of generation would */
+    if (j->json && !frugal_json_accept(j->json, tok)) eog = true;
+    bool closed = j->json && frugal_json_done(j->json);
     int w = 0;
     if (!eog) {
         sl->n_gen++;
@@ -350,7 +356,7 @@ static bool slot_token(scheduler *s, slot *sl, int32_t tok) {
     }
     /* at the end, the stream's pending bytes (a partial UTF-8 sequence)
      * are flushed as U+FFFD, and may complete a stop string */
-    bool last = eog || sl->n_gen >= j->max_tokens || frugal_ctx_pos(sl->ctx) >= s->n_ctx;
+    bool last = eog || closed || sl->n_gen >= j->max_tokens || frugal_ctx_pos(sl->ctx) >= s->n_ctx;
     if (last && w >= 0) {
         int f = frugal_stream_flush(j->stream, piece + w, sizeof piece - (size_t)w);
         w = f < 0 ? -1 : w + f;
@@ -365,7 +371,7 @@ static bool slot_token(scheduler *s, slot *sl, int32_t tok) {
     }
     size_t upto = releasable(sl, &stopped);
     if (stopped || last) {
-        slot_finish(s, sl, stopped || eog ? "stop" : "length", 0, NULL);
+        slot_finish(s, sl, stopped || eog || closed ? "stop" : "length", 0, NULL);
         return false;
     }
     if (upto > sl->released) {

@@ -15,11 +15,16 @@
  * touch few tokens (those named, those in the recent history): their new
  * logits go to a short side list, and a bitmask tells the scans to take
  * those tokens from it instead of from the logits.
+ *
+ * JSON mode (json_constraint.c): a drawn token the constraint refuses is
+ * drawn again from a copy of the logits with every refused token at
+ * -infinity, which is rare enough that the copy costs nothing on average.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "common.h"
+#include "json_constraint.h"
 
 #define MAX_HISTORY 4096
 
@@ -37,6 +42,8 @@ struct frugal_sampler {
     int32_t window[MAX_HISTORY];  /* the history the penalties look at, sorted (during a sample) */
     int32_t history[MAX_HISTORY]; /* ring buffer of recent tokens */
     int n_history, history_head;
+    const frugal_json *json;      /* JSON mode: tokens must keep the text JSON (NULL: off) */
+    float *masked;                /* [n_vocab] JSON mode: the logits with disallowed tokens at -inf */
 };
 
 frugal_sampler_params frugal_sampler_default_params(void) {
@@ -102,6 +109,7 @@ void frugal_sampler_free(frugal_sampler *s) {
     fr_free(s->cand);
     fr_free(s->penalised);
     fr_free(s->adjusted);
+    fr_free(s->masked);
     fr_free(s);
 }
 
@@ -296,7 +304,7 @@ static int32_t greedy(const frugal_sampler *s, const float *logits, const candid
     return best;
 }
 
-int32_t frugal_sampler_sample(frugal_sampler *s, const float *logits) {
+static int32_t draw(frugal_sampler *s, const float *logits) {
     int n = s->n_vocab;
     const candidate *pen = s->adjusted;
     int n_pen = adjust(s, logits);
@@ -341,4 +349,24 @@ int32_t frugal_sampler_sample(frugal_sampler *s, const float *logits) {
         if (r < acc) return s->cand[i].id;
     }
     return s->cand[n - 1].id;
+}
+
+frugal_status frugal_sampler_set_json(frugal_sampler *s, const frugal_json *j) {
+    if (j && !s->masked && !(s->masked = fr_malloc((size_t)s->n_vocab * sizeof *s->masked)))
+        return fr_error(FRUGAL_ERR_NOMEM, "out of memory for JSON mode");
+    s->json = j;
+    return FRUGAL_OK;
+}
+
+/* With a JSON constraint: a draw as usual, kept when the constraint
+ * allows it; else the disallowed tokens are masked and the draw is taken
+ * again (json_constraint.c: the same distribution as masking first).
+ * Should no token at all be allowed, the first draw is returned, which
+ * frugal_json_accept then refuses. */
+int32_t frugal_sampler_sample(frugal_sampler *s, const float *logits) {
+    int32_t t = draw(s, logits);
+    if (!s->json || frugal_json_allows(s->json, t)) return t;
+    if (fr_json_mask(s->json, logits, s->masked, s->n_vocab) == 0) return t;
+    int32_t m = draw(s, s->masked);
+    return frugal_json_allows(s->json, m) ? m : greedy(s, s->masked, NULL, 0);
 }

@@ -16,7 +16,7 @@ typedef struct {
     const char *model, *prompt, *file, *system;
     int n_predict, n_ctx, n_threads, chat; /* chat: -1 auto, 0 raw, 1 chat */
     frugal_ctx_params kv;                  /* the KV cache options */
-    bool stats;
+    bool stats, json;                      /* json: --json, the reply is one JSON object */
     frugal_sampler_params sp;
     int n_bias;                            /* --logit-bias ID=BIAS, repeatable */
     int32_t bias_id[FRUGAL_MAX_LOGIT_BIAS];
@@ -64,6 +64,8 @@ static void usage(void) {
             "  --frequency-penalty F, --presence-penalty P  OpenAI's penalties, -2..2 (default 0 = off)\n"
             "  --logit-bias ID=BIAS  add BIAS (-100..100) to token ID's logit (repeatable)\n"
             "  --seed S         RNG seed (default: random)\n"
+            "  --json           JSON mode: the reply is one JSON object (tokens that would break it are\n"
+            "                   never drawn; ends when the object closes)\n"
             CLI_KV_USAGE
             "  --no-stats       no statistics line on stderr\n");
 }
@@ -120,6 +122,7 @@ static bool parse_args(int argc, char **argv, run_opts *o) {
             if (!strcmp(a, "--chat")) o->chat = 1;
             else if (!strcmp(a, "--raw")) o->chat = 0;
             else if (!strcmp(a, "--no-stats")) o->stats = false;
+            else if (!strcmp(a, "--json")) o->json = true;
             else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); exit(0); }
             else { fprintf(stderr, "frugal run: unknown option '%s'\n", a); usage(); return false; }
         }
@@ -143,12 +146,13 @@ static int32_t *tokenize(frugal_model *m, const char *text, int64_t *n) {
 
 typedef struct { int n_prompt, n_gen; double t_prefill, t_decode; } gen_stats;
 
-/* Evaluates tokens[0..n) and streams up to n_predict tokens. `cached`
+/* Evaluates tokens[0..n) and streams up to n_predict tokens, in JSON
+ * mode (json not NULL) until the object closes. `cached`
  * (n_ctx entries) mirrors the KV cache: the longest common prefix of it
  * and tokens is not evaluated again, and every evaluated token is
  * recorded in it. The generated text is appended to reply. */
-static bool generate(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, const int32_t *tokens,
-                     int n, int32_t *cached, int n_predict, strbuf *reply, gen_stats *gs) {
+static bool generate(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, frugal_json *json,
+                     const int32_t *tokens, int n, int32_t *cached, int n_predict, strbuf *reply, gen_stats *gs) {
     memset(gs, 0, sizeof *gs);
     if (n >= frugal_ctx_size(ctx)) {
         fprintf(stderr, "frugal: the prompt has %d tokens but the context holds %d; use a larger -c "
@@ -161,6 +165,7 @@ static bool generate(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, cons
     keep = frugal_ctx_pos(ctx); /* sliding-window models may keep less */
     memcpy(cached, tokens, (size_t)n * sizeof *tokens);
     frugal_sampler_reset(smp);
+    if (json) frugal_json_reset(json);
     for (int i = 0; i < n; i++) frugal_sampler_accept(smp, tokens[i]);
     double t0 = cli_now();
     frugal_status st = frugal_eval(ctx, tokens + keep, n - keep, false);
@@ -176,11 +181,12 @@ static bool generate(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, cons
     for (int i = 0; n_predict < 0 || i < n_predict; i++) {
         int32_t tok = frugal_sampler_sample(smp, frugal_logits(ctx, -1));
         frugal_sampler_accept(smp, tok);
+        if (json && !frugal_json_accept(json, tok)) break; /* (no token of the vocabulary continues it) */
         if (frugal_token_is_eog(m, tok)) break;
         int w = frugal_stream_push(stream, tok, out, sizeof out);
         if (w > 0) { fwrite(out, 1, (size_t)w, stdout); fflush(stdout); sb_add(reply, out, (size_t)w); }
         gs->n_gen++;
-        if (interrupted) break;
+        if (interrupted || (json && frugal_json_done(json))) break;
         if (frugal_ctx_pos(ctx) >= frugal_ctx_size(ctx)) {
             fprintf(stderr, "\n[context full: %d tokens]\n", frugal_ctx_size(ctx));
             break;
@@ -209,8 +215,8 @@ static char *render(frugal_model *m, const frugal_chat_msg *msgs, size_t n) {
     return text;
 }
 
-static int single_shot(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, const run_opts *o,
-                       const char *prompt) {
+static int single_shot(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, frugal_json *json,
+                       const run_opts *o, const char *prompt) {
     char *text = NULL;
     if (o->chat) {
         frugal_chat_msg msgs[2] = { { "system", o->system }, { "user", prompt } };
@@ -224,7 +230,7 @@ static int single_shot(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, co
     strbuf reply = { 0 };
     gen_stats gs;
     int32_t *cached = malloc((size_t)frugal_ctx_size(ctx) * sizeof *cached);
-    bool ok = cached && generate(m, ctx, smp, ids, (int)n, cached, o->n_predict, &reply, &gs);
+    bool ok = cached && generate(m, ctx, smp, json, ids, (int)n, cached, o->n_predict, &reply, &gs);
     printf("\n");
     if (ok && o->stats) print_stats(&gs);
     free(cached);
@@ -233,7 +239,7 @@ static int single_shot(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, co
     return ok ? 0 : 1;
 }
 
-static int interactive(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, const run_opts *o) {
+static int interactive(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, frugal_json *json, const run_opts *o) {
     frugal_chat_msg *msgs = NULL;
     size_t n_msgs = 0;
     char *line = NULL;
@@ -261,7 +267,7 @@ static int interactive(frugal_model *m, frugal_ctx *ctx, frugal_sampler *smp, co
         if (!ids) break;
         strbuf reply = { 0 };
         gen_stats gs;
-        bool ok = generate(m, ctx, smp, ids, (int)n, cached, o->n_predict, &reply, &gs);
+        bool ok = generate(m, ctx, smp, json, ids, (int)n, cached, o->n_predict, &reply, &gs);
         free(ids);
         printf("\n");
         if (o->stats && ok) print_stats(&gs);
@@ -299,9 +305,12 @@ int cmd_run(int argc, char **argv) {
     cli_kv_apply(&cp, &o.kv);
     frugal_ctx *ctx = NULL;
     frugal_sampler *smp = NULL;
+    frugal_json *json = NULL;
     frugal_status st = frugal_ctx_new(m, &cp, &ctx);
     if (!st) st = frugal_sampler_new(&o.sp, frugal_n_vocab(m), &smp);
     if (!st) st = frugal_sampler_set_logit_bias(smp, o.bias_id, o.bias, o.n_bias);
+    if (!st && o.json) st = frugal_json_new(m, true, &json);
+    if (!st && o.json) st = frugal_sampler_set_json(smp, json);
     int rc = 1;
     if (st) cli_die_status(st, "setup");
     else {
@@ -309,11 +318,12 @@ int cmd_run(int argc, char **argv) {
         sa.sa_handler = on_sigint;
         sigaction(SIGINT, &sa, NULL);
         const char *prompt = o.prompt ? o.prompt : file_text;
-        if (prompt) rc = single_shot(m, ctx, smp, &o, prompt);
+        if (prompt) rc = single_shot(m, ctx, smp, json, &o, prompt);
         else if (!o.chat) fprintf(stderr, "frugal: interactive mode needs a chat template; give -p\n");
-        else rc = interactive(m, ctx, smp, &o);
+        else rc = interactive(m, ctx, smp, json, &o);
     }
     frugal_sampler_free(smp);
+    frugal_json_free(json);
     frugal_ctx_free(ctx);
     frugal_model_free(m);
     free(file_text);

@@ -205,7 +205,11 @@ static frugal_status use_model(frugal_model *m) {
     frugal_sampler_params sp = frugal_sampler_default_params();
     frugal_sampler *s = NULL;
     if ((st = frugal_sampler_new(&sp, frugal_n_vocab(m), &s))) return st;
+    frugal_json *j = NULL;
+    if (!(st = frugal_json_new(m, true, &j))) st = frugal_sampler_set_json(s, j);
+    frugal_json_free(j);
     frugal_sampler_free(s);
+    if (st) return st;
     frugal_stream *stream = NULL;
     if ((st = frugal_stream_new(m, &stream))) return st;
     char out[256];
@@ -287,6 +291,35 @@ TEST(faults_every_allocation_of_tokenize_chat_sampler_stream) {
     FAULT_SWEEP(n, use_model(m));
     frugal_model_free(m);
     CHECK(n >= 5);
+}
+
+/* JSON mode over a model's vocabulary: tokens by the bytes they decode
+ * to; control tokens never; the end of generation once the object is
+ * complete. */
+TEST(json_constraint_over_a_model_vocabulary) {
+    const char *path = model_file();
+    CHECK(path != NULL);
+    char p[64];
+    snprintf(p, sizeof p, "%s", path);
+    frugal_model *m = NULL;
+    frugal_status st = frugal_model_load(p, &m);
+    unlink(p);
+    CHECK(st == FRUGAL_OK);
+    frugal_json *j = NULL;
+    CHECK(frugal_json_new(m, true, &j) == FRUGAL_OK);
+    int32_t open, close, space, start, end, x;
+    CHECK(frugal_tokenize(m, "{", 1, &open, 1, 0) == 1 && frugal_tokenize(m, "}", 1, &close, 1, 0) == 1);
+    CHECK(frugal_tokenize(m, " ", 1, &space, 1, 0) == 1 && frugal_tokenize(m, "x", 1, &x, 1, 0) == 1);
+    CHECK(frugal_tokenize(m, "<|im_start|>", 12, &start, 1, FRUGAL_TOKENIZE_PARSE_SPECIAL) == 1);
+    CHECK(frugal_tokenize(m, "<|im_end|>", 10, &end, 1, FRUGAL_TOKENIZE_PARSE_SPECIAL) == 1);
+    CHECK(frugal_token_is_eog(m, end) && !frugal_token_is_eog(m, start));
+    CHECK(frugal_json_allows(j, open) && frugal_json_allows(j, space) && !frugal_json_allows(j, x));
+    CHECK(!frugal_json_allows(j, start) && !frugal_json_allows(j, end) && !frugal_json_allows(j, close));
+    CHECK(!frugal_json_allows(j, frugal_n_vocab(m)) && !frugal_json_allows(j, -1));
+    CHECK(frugal_json_accept(j, open) && !frugal_json_done(j) && frugal_json_accept(j, close));
+    CHECK(frugal_json_done(j) && frugal_json_allows(j, end) && !frugal_json_allows(j, start));
+    frugal_json_free(j);
+    frugal_model_free(m);
 }
 
 /* A budgeted context (scissorhands: score tracking, eviction, compaction)

@@ -1,0 +1,62 @@
+/*
+ * json_constraint.h - JSON mode: a byte-level recogniser of JSON text
+ * (RFC 8259) that says, byte by byte, whether what it has seen can still
+ * be the beginning of one JSON value. The sampler asks it, token by
+ * token, which tokens may come next (frugal_json_* in frugal.h).
+ *
+ * It is a pushdown automaton: a state, a count, and a stack of one bit
+ * per open container (object or array), at most FR_JSON_MAX_DEPTH deep.
+ * A state is a small plain struct, so trying a token is copying it and
+ * feeding the token's bytes to the copy.
+ *
+ * Beyond the grammar, three limits keep a model from running on forever
+ * inside a value the grammar allows without end: whitespace runs of at
+ * most FR_JSON_MAX_SPACE bytes, numbers of at most FR_JSON_MAX_NUMBER
+ * bytes, and nesting at most FR_JSON_MAX_DEPTH. Strings must be valid
+ * UTF-8 (no overlongs, no surrogates) without control characters.
+ */
+#ifndef FR_JSON_CONSTRAINT_H
+#define FR_JSON_CONSTRAINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "frugal.h"
+
+#define FR_JSON_MAX_DEPTH 64
+#define FR_JSON_MAX_SPACE 64
+#define FR_JSON_MAX_NUMBER 64
+
+typedef struct {
+    uint8_t mode;        /* what the next byte may be (json_constraint.c) */
+    uint8_t sub;         /* within mode: literal and position, hex digits left, ... */
+    uint8_t cont_lo, cont_hi; /* a multi-byte character: the next byte's range */
+    uint8_t cont_left;   /* continuation bytes still to come */
+    bool key;            /* the string being read is an object's key */
+    bool object_only;    /* the value must be an object */
+    uint16_t run;        /* bytes of the current whitespace run or number */
+    uint16_t depth;      /* open containers */
+    uint64_t objects;    /* bit d: container d is an object (else an array) */
+} fr_json_state;
+
+_Static_assert(FR_JSON_MAX_DEPTH <= 64, "one bit per open container in a uint64_t");
+
+void fr_json_init(fr_json_state *st, bool object_only);
+/* Feeds bytes; false (st then undefined) when they cannot continue a
+ * JSON value. */
+bool fr_json_feed(fr_json_state *st, const uint8_t *bytes, size_t n);
+/* The text so far is a whole JSON value (a number may still go on). */
+bool fr_json_complete(const fr_json_state *st);
+/* The value is closed: nothing but whitespace may follow. */
+bool fr_json_closed(const fr_json_state *st);
+
+/* A constraint over a vocabulary of n tokens: token t decodes to
+ * piece[t][0..len[t]) (NULL or empty: never allowed), eog[t] marks the
+ * end-of-generation tokens. frugal_json_new gives it the model's. */
+frugal_status fr_json_new_vocab(int n, const char *const *piece, const int *len, const bool *eog, bool object_only,
+                                frugal_json **out);
+/* The sampler's mask: out[t] = logits[t] where j allows token t, else
+ * -infinity, for t < n; returns how many it allows. */
+int fr_json_mask(const frugal_json *j, const float *logits, float *out, int n);
+
+#endif

@@ -1,0 +1,361 @@
+/* JSON mode: the byte-level recogniser against valid and invalid texts and
+ * its limits; the sampler with a constraint over a small vocabulary. */
+#include <stdlib.h>
+#include "unit.h"
+#include "frugal.h"
+#include "json_constraint.h"
+
+/* fed whole: whether every byte is taken and the text is a whole value */
+static bool whole_value(const char *text, bool object_only) {
+    fr_json_state st;
+    fr_json_init(&st, object_only);
+    return fr_json_feed(&st, (const uint8_t *)text, strlen(text)) && fr_json_complete(&st);
+}
+
+static const char *const VALID[] = {
+    "{}", "{\"a\":1}", " { \"a\" : [ 1 , 2.5 , -3e10 , 0 , -0.0E+2 , 1E-7 ] } ",
+    "{\"k\":{\"n\":null,\"t\":true,\"f\":false,\"s\":\"\"}}", "{\"x\":[[[]],[{}],\"x\"]}",
+    "{\"esc\":\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u00e9 \\uD83D\\uDE00\"}",
+    "{\"utf8\":\"\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 "
+    "\xed\x9f\xbf \xf4\x8f\xbf\xbf\"}",
+    "{\n\t\"a\": [\r\n 1\n ]\n}\n", "{\"\":\"\x7f\"}",
+};
+/* values that are not objects: valid only without object_only */
+static const char *const VALID_VALUES[] = {
+    "[]", "[[[]],[{}],\"x\"]", "1", "-0", "0.5e3", "\"s\"", "true", "null", "[1]", " 12 ",
+};
+static const char *const INVALID[] = {
+    "{", "{\"a\":1,}", "[1,]", "{,}", "[,1]", "{\"a\" 1}", "{\"a\":}", "{'a':1}", "{a:1}", "{\"a\":01}",
+    "{\"a\":1.}", "{\"a\":.5}", "{\"a\":-}", "{\"a\":+1}", "{\"a\":1e}", "{\"a\":1e+}", "{\"a\":1.5.2}",
+    "{\"a\":1e5e}", "{\"a\":1e5.0}", "{\"a\":tru}", "{\"a\":nul}", "{\"a\":True}", "{\"a\":NaN}",
+    "{\"a\":\"x\ty\"}", "{\"a\":\"\\x\"}", "{\"a\":\"\\u12G4\"}", "{\"a\":\"\\u12\"}", "{\"a\":\"\xc0\x80\"}",
+    "{\"a\":\"\xed\xa0\x80\"}", "{\"a\":\"\xf5\x80\x80\x80\"}", "{\"a\":\"\xe0\x80\xaf\"}", "{\"a\":\"\x80\"}",
+    "{\"a\":\"\xc3\"}", "{} {}", "{}}", "}", "]", "[}", "{]", "{\"a\":1]", "[1}", "{\"a\"}", "{\"a\",1}",
+    "{\"a\":1 \"b\":2}", "[1 2]", "\"unterminated", "",
+};
+
+TEST(json_accepts_valid_texts) {
+    for (size_t i = 0; i < sizeof VALID / sizeof *VALID; i++) {
+        CHECK_MSG(whole_value(VALID[i], true), "object mode refused %s", VALID[i]);
+        CHECK_MSG(whole_value(VALID[i], false), "value mode refused %s", VALID[i]);
+    }
+    for (size_t i = 0; i < sizeof VALID_VALUES / sizeof *VALID_VALUES; i++) {
+        CHECK_MSG(whole_value(VALID_VALUES[i], false), "refused %s", VALID_VALUES[i]);
+        CHECK_MSG(!whole_value(VALID_VALUES[i], true), "object mode took %s", VALID_VALUES[i]);
+    }
+}
+
+TEST(json_refuses_invalid_texts) {
+    for (size_t i = 0; i < sizeof INVALID / sizeof *INVALID; i++)
+        CHECK_MSG(!whole_value(INVALID[i], false), "took %s", INVALID[i]);
+}
+
+/* Every prefix of a valid text is taken, and none but the whole is a
+ * closed value; a closed object takes whitespace and nothing else. */
+TEST(json_prefixes_are_taken_and_closed_only_at_the_end) {
+    for (size_t i = 0; i < sizeof VALID / sizeof *VALID; i++) {
+        const char *t = VALID[i];
+        size_t n = strlen(t), end = n;
+        while (end > 0 && strchr(" \t\r\n", t[end - 1])) end--;
+        fr_json_state st;
+        fr_json_init(&st, true);
+        for (size_t k = 0; k < n; k++) {
+            CHECK_MSG(fr_json_feed(&st, (const uint8_t *)t + k, 1), "%s: byte %zu", t, k);
+            CHECK_MSG(fr_json_closed(&st) == (k + 1 >= end), "%s: closed after byte %zu", t, k);
+        }
+        fr_json_state after = st;
+        CHECK(fr_json_feed(&after, (const uint8_t *)" \n", 2));
+        for (const char *c = "{}[],:\"1atn"; *c; c++) {
+            after = st;
+            CHECK_MSG(!fr_json_feed(&after, (const uint8_t *)c, 1), "%s took '%c' after the end", t, *c);
+        }
+    }
+}
+
+static bool repeated(const char *open, int n, const char *mid, const char *close, bool object_only) {
+    size_t lo = strlen(open), lm = strlen(mid), lc = strlen(close);
+    char *s = malloc((size_t)n * (lo + lc) + lm + 1), *p = s;
+    for (int i = 0; i < n; i++) memcpy(p, open, lo), p += lo;
+    memcpy(p, mid, lm), p += lm;
+    for (int i = 0; i < n; i++) memcpy(p, close, lc), p += lc;
+    *p = 0;
+    bool ok = whole_value(s, object_only);
+    free(s);
+    return ok;
+}
+
+TEST(json_limits_depth_whitespace_and_numbers) {
+    CHECK(repeated("[", FR_JSON_MAX_DEPTH, "1", "]", false));
+    CHECK(!repeated("[", FR_JSON_MAX_DEPTH + 1, "1", "]", false));
+    CHECK(repeated("{\"a\":", FR_JSON_MAX_DEPTH, "{}", "}", true) == false); /* 65 objects */
+    CHECK(repeated("{\"a\":", FR_JSON_MAX_DEPTH - 1, "{}", "}", true));
+    char text[512];
+    for (int n = FR_JSON_MAX_SPACE; n <= FR_JSON_MAX_SPACE + 1; n++) {
+        snprintf(text, sizeof text, "{%*s}", n, "");
+        CHECK(whole_value(text, true) == (n <= FR_JSON_MAX_SPACE));
+        memset(text, 0, sizeof text);
+        memcpy(text, "[1", 2);
+        memset(text + 2, '0', (size_t)n - 1); /* a number of n bytes */
+        text[n + 1] = ']';
+        CHECK_MSG(whole_value(text, false) == (n <= FR_JSON_MAX_NUMBER), "%s", text);
+    }
+    /* whitespace runs are counted separately */
+    snprintf(text, sizeof text, "{%*s\"a\"%*s:%*s1%*s}", 60, "", 60, "", 60, "", 60, "");
+    CHECK(whole_value(text, true));
+}
+
+/* ---- the constraint over a vocabulary and the sampler -------------------- */
+
+static const char *const PIECES[] = {
+    "{", "}", "[", "]", "\"", ":", ",", " ", "a", "1", "true", "{\"", "\":", "\"}", "}}", "x\"", "\n", "é",
+    "\xc3", "\xa9", "0", ".", "e", "-", "null", "\"a\":", "\\n", "<|im_end|>", "<|never|>",
+};
+enum { N_PIECES = sizeof PIECES / sizeof *PIECES, EOG = N_PIECES - 2, NEVER = N_PIECES - 1 };
+
+static frugal_json *small_vocab(bool object_only) {
+    int len[N_PIECES];
+    bool eog[N_PIECES] = { 0 };
+    const char *piece[N_PIECES];
+    for (int t = 0; t < N_PIECES; t++) piece[t] = PIECES[t], len[t] = (int)strlen(PIECES[t]);
+    eog[EOG] = true;
+    piece[NEVER] = NULL;
+    frugal_json *j = NULL;
+    return fr_json_new_vocab(N_PIECES, piece, len, eog, object_only, &j) ? NULL : j;
+}
+
+static int index_of(const char *piece) {
+    for (int t = 0; t < N_PIECES; t++)
+        if (!strcmp(PIECES[t], piece)) return t;
+    return -1;
+}
+
+TEST(json_constraint_allows_by_token_bytes) {
+    frugal_json *j = small_vocab(true);
+    CHECK(j);
+    CHECK(frugal_json_allows(j, index_of("{")) && frugal_json_allows(j, index_of("{\"")));
+    CHECK(frugal_json_allows(j, index_of(" ")) && frugal_json_allows(j, index_of("\n")));
+    CHECK(!frugal_json_allows(j, index_of("[")) && !frugal_json_allows(j, index_of("1")));
+    CHECK(!frugal_json_allows(j, EOG) && !frugal_json_allows(j, NEVER) && !frugal_json_allows(j, -1));
+    CHECK(!frugal_json_allows(j, N_PIECES));
+    const char *seq[] = { "{\"", "a", "\":", "[", "1", "," };
+    for (size_t i = 0; i < sizeof seq / sizeof *seq; i++) CHECK(frugal_json_accept(j, index_of(seq[i])));
+    CHECK(!frugal_json_allows(j, index_of("\xc3")) && !frugal_json_allows(j, index_of("\xa9")));
+    CHECK(!frugal_json_accept(j, index_of("]"))); /* refused, and j unchanged: */
+    CHECK(frugal_json_accept(j, index_of("true")) && frugal_json_accept(j, index_of("]")));
+    frugal_json_reset(j);
+    const char *seq2[] = { "{", "\"a\":", "\"", "\xc3" }; /* in the middle of é: only its second byte */
+    for (size_t i = 0; i < sizeof seq2 / sizeof *seq2; i++) CHECK(frugal_json_accept(j, index_of(seq2[i])));
+    CHECK(!frugal_json_allows(j, index_of("a")) && !frugal_json_allows(j, index_of("\"")));
+    CHECK(frugal_json_accept(j, index_of("\xa9")));
+    CHECK(frugal_json_accept(j, index_of("\"}")));
+    CHECK(frugal_json_done(j) && frugal_json_allows(j, EOG) && frugal_json_allows(j, index_of(" ")));
+    CHECK(!frugal_json_allows(j, index_of("}")) && !frugal_json_allows(j, index_of(",")));
+    frugal_json_free(j);
+}
+
+/* Drawn with the constraint, every token is allowed and the text ends as
+ * one object, for each kind of sampler; EOG comes only at the end. */
+TEST(json_sampler_draws_only_allowed_tokens) {
+    frugal_json *j = small_vocab(true);
+    CHECK(j);
+    float logits[N_PIECES];
+    const float temps[] = { 0, 0.7f, 1.0f, 1.5f };
+    for (int ti = 0; ti < 4; ti++)
+        for (uint64_t seed = 1; seed <= 50; seed++) {
+            frugal_sampler_params p = frugal_sampler_default_params();
+            p.temperature = temps[ti], p.seed = seed, p.top_k = (int)(seed % 3) * 5, p.min_p = 0;
+            frugal_sampler *s;
+            CHECK(frugal_sampler_new(&p, N_PIECES, &s) == FRUGAL_OK);
+            CHECK(frugal_sampler_set_json(s, j) == FRUGAL_OK);
+            frugal_json_reset(j);
+            unsigned r = (unsigned)seed * 2654435761u;
+            int steps = 0;
+            for (; steps < 400 && !frugal_json_done(j); steps++) {
+                for (int t = 0; t < N_PIECES; t++) {
+                    r = r * 1103515245u + 12345u;
+                    logits[t] = (float)((r >> 8) % 1000) / 100.0f;
+                }
+                logits[NEVER] = 50, logits[EOG] += 3; /* the tokens a model must not get */
+                int32_t tok = frugal_sampler_sample(s, logits);
+                CHECK_MSG(tok != NEVER && tok != EOG, "seed %llu step %d drew %d", (unsigned long long)seed,
+                          steps, tok);
+                CHECK_MSG(frugal_json_accept(j, tok), "seed %llu step %d drew %s", (unsigned long long)seed,
+                          steps, PIECES[tok]);
+            }
+            /* (done, or still inside a long value: both allowed) */
+            if (frugal_json_done(j)) {
+                for (int t = 0; t < N_PIECES; t++) logits[t] = 0;
+                logits[EOG] = -5, logits[index_of("}")] = 9;
+                int32_t tok = frugal_sampler_sample(s, logits);
+                CHECK(tok == EOG || tok == index_of(" ") || tok == index_of("\n"));
+            }
+            frugal_sampler_free(s);
+        }
+    frugal_json_free(j);
+}
+
+/* Drawing, then masking only on a miss, gives the distribution of the
+ * masked softmax. */
+TEST(json_sampler_distribution_is_the_masked_softmax) {
+    frugal_json *j = small_vocab(true);
+    CHECK(j);
+    CHECK(frugal_json_accept(j, index_of("{")));
+    float logits[N_PIECES];
+    for (int t = 0; t < N_PIECES; t++) logits[t] = (float)(t % 5) * 0.5f;
+    logits[index_of("\"")] = 0.3f, logits[index_of("}")] = 0.8f, logits[index_of(" ")] = -0.5f;
+    logits[index_of("\"a\":")] = 1.1f, logits[index_of("\n")] = 0.0f, logits[index_of("{\"")] = 2.0f;
+    logits[index_of("\"}")] = 0.2f;
+    double z = 0, want[N_PIECES] = { 0 };
+    for (int t = 0; t < N_PIECES; t++) z += frugal_json_allows(j, t) ? exp(logits[t]) : 0;
+    for (int t = 0; t < N_PIECES; t++) want[t] = frugal_json_allows(j, t) ? exp(logits[t]) / z : 0;
+    frugal_sampler_params p = frugal_sampler_default_params();
+    p.temperature = 1, p.top_k = 0, p.top_p = 1, p.min_p = 0, p.seed = 7;
+    frugal_sampler *s;
+    CHECK(frugal_sampler_new(&p, N_PIECES, &s) == FRUGAL_OK);
+    CHECK(frugal_sampler_set_json(s, j) == FRUGAL_OK);
+    enum { DRAWS = 40000 };
+    int count[N_PIECES] = { 0 };
+    for (int i = 0; i < DRAWS; i++) count[frugal_sampler_sample(s, logits)]++;
+    for (int t = 0; t < N_PIECES; t++) {
+        double sd = sqrt(want[t] * (1 - want[t]) / DRAWS);
+        CHECK_MSG(fabs((double)count[t] / DRAWS - want[t]) <= 5 * sd + 1e-9, "token %d (%s): %g against %g", t,
+                  PIECES[t], (double)count[t] / DRAWS, want[t]);
+    }
+    /* greedy: the best allowed token, not the best one ({" is not allowed after {) */
+    frugal_sampler_free(s);
+    p.temperature = 0;
+    CHECK(frugal_sampler_new(&p, N_PIECES, &s) == FRUGAL_OK);
+    CHECK(frugal_sampler_set_json(s, j) == FRUGAL_OK);
+    CHECK(frugal_sampler_sample(s, logits) == index_of("\"a\":"));
+    frugal_sampler_free(s);
+    frugal_json_free(j);
+}
+
+/* ---- against a recursive-descent parser ----------------------------------- */
+
+/* An independent reading of RFC 8259 with the same limits, for the
+ * differential test below: *p advances past what it parsed. */
+typedef struct { const unsigned char *p, *end; int depth; } ref_parser;
+
+static void ref_space(ref_parser *r) {
+    while (r->p < r->end && strchr(" \t\r\n", *r->p) && *r->p) r->p++;
+}
+static bool ref_value(ref_parser *r);
+static bool ref_char(ref_parser *r, char c) {
+    ref_space(r);
+    if (r->p < r->end && *r->p == (unsigned char)c) { r->p++; return true; }
+    return false;
+}
+static bool ref_string(ref_parser *r) {
+    if (!ref_char(r, '"')) return false;
+    while (r->p < r->end) {
+        unsigned c = *r->p++;
+        if (c == '"') return true;
+        if (c < 0x20) return false;
+        if (c == '\\') {
+            if (r->p == r->end) return false;
+            c = *r->p++;
+            if (c == 'u') {
+                for (int i = 0; i < 4; i++)
+                    if (r->p == r->end || !strchr("0123456789abcdefABCDEF", *r->p++) || !r->p[-1]) return false;
+            } else if (!c || !strchr("\"\\/bfnrt", (int)c)) {
+                return false;
+            }
+        } else if (c >= 0x80) { /* decode, then judge the code point */
+            int n = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : -1;
+            if (n < 0 || c > 0xF4) return false;
+            unsigned cp = c & (0x3F >> n);
+            for (int i = 0; i < n; i++) {
+                if (r->p == r->end || (*r->p & 0xC0) != 0x80) return false;
+                cp = cp << 6 | (*r->p++ & 0x3F);
+            }
+            unsigned min = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
+            if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        }
+    }
+    return false;
+}
+static bool ref_number(ref_parser *r) {
+    const unsigned char *s = r->p;
+    int digits = 0;
+    if (r->p < r->end && *r->p == '-') r->p++;
+    if (r->p < r->end && *r->p == '0') r->p++, digits = 1;
+    else while (r->p < r->end && *r->p >= '0' && *r->p <= '9') r->p++, digits++;
+    if (!digits) return false;
+    if (r->p < r->end && *r->p == '.') {
+        r->p++, digits = 0;
+        while (r->p < r->end && *r->p >= '0' && *r->p <= '9') r->p++, digits++;
+        if (!digits) return false;
+    }
+    if (r->p < r->end && (*r->p == 'e' || *r->p == 'E')) {
+        r->p++, digits = 0;
+        if (r->p < r->end && (*r->p == '+' || *r->p == '-')) r->p++;
+        while (r->p < r->end && *r->p >= '0' && *r->p <= '9') r->p++, digits++;
+        if (!digits) return false;
+    }
+    return r->p - s <= FR_JSON_MAX_NUMBER;
+}
+static bool ref_list(ref_parser *r, char close, bool object) {
+    if (++r->depth > FR_JSON_MAX_DEPTH) return false;
+    if (ref_char(r, close)) return r->depth--, true;
+    do {
+        if (object && (!ref_string(r) || !ref_char(r, ':'))) return false;
+        if (!ref_value(r)) return false;
+    } while (ref_char(r, ','));
+    r->depth--;
+    return ref_char(r, close);
+}
+static bool ref_value(ref_parser *r) {
+    ref_space(r);
+    if (r->p == r->end) return false;
+    switch (*r->p) {
+    case '{': r->p++; return ref_list(r, '}', true);
+    case '[': r->p++; return ref_list(r, ']', false);
+    case '"': return ref_string(r);
+    default:
+        for (int i = 0; i < 3; i++) {
+            const char *lit = i == 0 ? "true" : i == 1 ? "false" : "null";
+            size_t n = strlen(lit);
+            if ((size_t)(r->end - r->p) >= n && !memcmp(r->p, lit, n)) { r->p += n; return true; }
+        }
+        return ref_number(r);
+    }
+}
+static bool ref_whole(const unsigned char *s, size_t n) {
+    ref_parser r = { s, s + n, 0 };
+    if (!ref_value(&r)) return false;
+    ref_space(&r);
+    return r.p == r.end;
+}
+
+/* Valid texts with random bytes replaced, inserted or deleted: the
+ * recogniser and the parser above agree on every one. (Whitespace runs
+ * stay short here, the one limit the parser does not apply.) */
+TEST(json_agrees_with_a_recursive_descent_parser) {
+    static const char alphabet[] = "{}[]\":,.-+eE0123456789 \ntrufalsn\\/u\x80\xc3\xa9\xed\xa0\xf0\x9f\x98";
+    unsigned rng = 99;
+    int valid = 0, total = 0;
+    for (int round = 0; round < 40000; round++) {
+        const char *base = round % 2 ? VALID[round / 2 % (sizeof VALID / sizeof *VALID)]
+                                     : VALID_VALUES[round / 2 % (sizeof VALID_VALUES / sizeof *VALID_VALUES)];
+        unsigned char buf[256];
+        size_t n = strlen(base);
+        memcpy(buf, base, n);
+        int edits = 1 + (int)((rng = rng * 1103515245u + 12345u) >> 16) % 3;
+        for (int e = 0; e < edits && n + 1 < sizeof buf; e++) {
+            rng = rng * 1103515245u + 12345u;
+            size_t at = n ? (rng >> 8) % n : 0;
+            unsigned char c = (unsigned char)alphabet[(rng >> 20) % (sizeof alphabet - 1)];
+            int op = (int)(rng >> 4) % 3;
+            if (op == 0 && n) buf[at] = c;
+            else if (op == 1) memmove(buf + at + 1, buf + at, n - at), buf[at] = c, n++;
+            else if (n) memmove(buf + at, buf + at + 1, n - at - 1), n--;
+        }
+        fr_json_state st;
+        fr_json_init(&st, false);
+        bool mine = fr_json_feed(&st, buf, n) && fr_json_complete(&st), ref = ref_whole(buf, n);
+        CHECK_MSG(mine == ref, "round %d: recogniser %d, parser %d on '%.*s'", round, mine, ref, (int)n, buf);
+        valid += ref, total++;
+    }
+    CHECK(valid > total / 20 && valid < total - total / 20); /* both kinds were tried */
+}
