@@ -166,6 +166,15 @@ static const char *model_file(void) {
     return path;
 }
 
+/* The model file, loaded (and the file removed). */
+static frugal_status load_tiny_model(frugal_model **m) {
+    const char *path = model_file();
+    if (!path) return FRUGAL_ERR_IO;
+    frugal_status st = frugal_model_load(path, m);
+    unlink(path);
+    return st;
+}
+
 static bool out_of_memory(void) { return strstr(frugal_last_error(), "out of memory") != NULL; }
 
 /* ---- chains -------------------------------------------------------------- */
@@ -258,13 +267,8 @@ TEST(faults_every_allocation_of_load_ctx_eval) {
 }
 
 TEST(faults_every_allocation_of_a_two_thread_context) {
-    const char *path = model_file();
-    CHECK(path != NULL);
-    char p[64];
-    snprintf(p, sizeof p, "%s", path);
     frugal_model *m = NULL;
-    frugal_status st = frugal_model_load(p, &m);
-    unlink(p);
+    frugal_status st = load_tiny_model(&m);
     CHECK(st == FRUGAL_OK);
     frugal_ctx_params cp = frugal_ctx_default_params();
     cp.n_ctx = 8;
@@ -279,13 +283,8 @@ TEST(faults_every_allocation_of_a_two_thread_context) {
 }
 
 TEST(faults_every_allocation_of_tokenize_chat_sampler_stream) {
-    const char *path = model_file();
-    CHECK(path != NULL);
-    char p[64];
-    snprintf(p, sizeof p, "%s", path);
     frugal_model *m = NULL;
-    frugal_status st = frugal_model_load(p, &m);
-    unlink(p);
+    frugal_status st = load_tiny_model(&m);
     CHECK(st == FRUGAL_OK);
     long n = 0;
     FAULT_SWEEP(n, use_model(m));
@@ -297,13 +296,8 @@ TEST(faults_every_allocation_of_tokenize_chat_sampler_stream) {
  * to; control tokens never; the end of generation once the object is
  * complete. */
 TEST(json_constraint_over_a_model_vocabulary) {
-    const char *path = model_file();
-    CHECK(path != NULL);
-    char p[64];
-    snprintf(p, sizeof p, "%s", path);
     frugal_model *m = NULL;
-    frugal_status st = frugal_model_load(p, &m);
-    unlink(p);
+    frugal_status st = load_tiny_model(&m);
     CHECK(st == FRUGAL_OK);
     frugal_json *j = NULL;
     CHECK(frugal_json_new(m, true, &j) == FRUGAL_OK);
@@ -344,13 +338,8 @@ static frugal_status budget_chain(frugal_model *m, int n_tokens, int *max_kv_tok
 }
 
 TEST(faults_budgeted_cache_runs_past_training_context_in_bounded_memory) {
-    const char *path = model_file();
-    CHECK(path != NULL);
-    char p[64];
-    snprintf(p, sizeof p, "%s", path);
     frugal_model *m = NULL;
-    frugal_status st = frugal_model_load(p, &m);
-    unlink(p);
+    frugal_status st = load_tiny_model(&m);
     CHECK(st == FRUGAL_OK);
     int most = 0;
     size_t bytes[2] = { 0, 0 };
