@@ -15,8 +15,8 @@ OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 WARN      = -Wall -Wextra -Wno-unused-parameter
 ALLFLAGS  = -std=c11 $(WARN) -D_GNU_SOURCE -Iinclude -Isrc -pthread $(CFLAGS)
-LDLIBS    = -lpcre2-8 -lm -lpthread
-SERVER_LIBS = -lmicrohttpd -lcjson
+LDLIBS    = -lpcre2-8 -lcjson -lm -lpthread
+SERVER_LIBS = -lmicrohttpd
 BUILD    ?= build
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c

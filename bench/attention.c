@@ -12,7 +12,7 @@
  *
  * Build and run (from the repo root, after make):
  *   gcc -std=c11 -O2 -D_GNU_SOURCE -Iinclude -Isrc bench/attention.c build/libfrugal.a \
- *       -lpcre2-8 -lm -lpthread -o /tmp/bench_attention && /tmp/bench_attention [prefill] [DEPTH] [gemma]
+ *       -lpcre2-8 -lcjson -lm -lpthread -o /tmp/bench_attention && /tmp/bench_attention [prefill] [DEPTH] [gemma]
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,7 +11,7 @@
  *
  * Build and run (from the repo root, after make):
  *   gcc -std=c11 -O2 -D_GNU_SOURCE -Iinclude bench/prefix_cache.c build/libfrugal.a \
- *       -lpcre2-8 -lm -lpthread -o /tmp/bench_prefix_cache && /tmp/bench_prefix_cache [MODEL.gguf]
+ *       -lpcre2-8 -lcjson -lm -lpthread -o /tmp/bench_prefix_cache && /tmp/bench_prefix_cache [MODEL.gguf]
  * (default: SmolLM2-135M from the model cache, where make run puts it).
  */
 #include <stdio.h>

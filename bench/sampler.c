@@ -12,7 +12,7 @@
  *
  * Build and run (from the repo root, after make):
  *   gcc -std=c11 -O2 -D_GNU_SOURCE -Iinclude bench/sampler.c build/libfrugal.a \
- *       -lpcre2-8 -lm -lpthread -o /tmp/bench_sampler && /tmp/bench_sampler
+ *       -lpcre2-8 -lcjson -lm -lpthread -o /tmp/bench_sampler && /tmp/bench_sampler
  */
 #include <math.h>
 #include <stdio.h>

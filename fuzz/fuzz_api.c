@@ -19,6 +19,7 @@
 #include <math.h>
 #include <string.h>
 #include "api.h"
+#include "json_schema.h"
 #include "fuzz.h"
 
 #define N_CTX 4096
@@ -39,7 +40,8 @@ static void check_error(int rc, const api_error *err) {
     FUZZ_CHECK(memchr(err->param, 0, sizeof err->param) != NULL);
 }
 
-static void check_request(int rc, const api_request *r, const api_error *err, api_kind kind) {
+static void check_request(int rc, const api_request *r, const api_error *err, api_kind kind, const char *body,
+                          size_t size) {
     if (rc != 0) {
         check_error(rc, err);
         /* a failed parse leaves nothing behind */
@@ -64,6 +66,15 @@ static void check_request(int rc, const api_request *r, const api_error *err, ap
     for (int i = 0; i < r->n_bias; i++) {
         FUZZ_CHECK(r->bias_tokens[i] >= 0 && r->bias_tokens[i] < N_VOCAB && fabsf(r->bias[i]) <= 100);
         for (int k = 0; k < i; k++) FUZZ_CHECK(r->bias_tokens[k] != r->bias_tokens[i]);
+    }
+    /* JSON mode only when asked for by name; a schema compiles, or fails with a message */
+    FUZZ_CHECK(!r->json_object || memmem(body, size, "json_object", 11) || memmem(body, size, "json_schema", 11));
+    FUZZ_CHECK(!r->json_schema || r->json_object);
+    if (r->json_schema) {
+        fr_schema *sch = NULL;
+        frugal_status st = fr_schema_compile(r->json_schema, strlen(r->json_schema), &sch);
+        FUZZ_CHECK(st ? !sch && frugal_last_error()[0] : sch && sch->n_nodes > 0);
+        fr_schema_free(sch);
     }
     if (kind == API_CHAT) {
         FUZZ_CHECK(r->msgs && r->n_msgs > 0);
@@ -98,7 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         memset(&err, 0, sizeof err);
         int rc = kind == API_CHAT ? api_parse_chat(body, size, &limits, &r, &err)
                                   : api_parse_completion(body, size, &limits, &r, &err);
-        check_request(rc, &r, &err, kind);
+        check_request(rc, &r, &err, kind, body, size);
         api_request_free(&r);
         FUZZ_CHECK(!r.msgs && !r.prompt && !r.prompt_tokens && !r.n_stop);
     }

@@ -343,6 +343,12 @@ void frugal_sampler_reset(frugal_sampler *s);
  * UTF-8. Control tokens are never drawn. */
 typedef struct frugal_json frugal_json;
 frugal_status frugal_json_new(const frugal_model *model, bool object_only, frugal_json **out);
+/* The same for one value valid against a JSON Schema given as JSON text
+ * (docs/server.md lists the keywords JSON mode follows; objects are
+ * written with their properties in the schema's order). A schema that is
+ * not valid JSON, or asks for what JSON mode cannot follow (pattern,
+ * minimum, ...), is FRUGAL_ERR_INVALID_ARG with a message saying which. */
+frugal_status frugal_json_new_schema(const frugal_model *model, const char *schema, size_t len, frugal_json **out);
 void frugal_json_free(frugal_json *j);
 void frugal_json_reset(frugal_json *j);
 /* From now on s draws only tokens j allows; NULL detaches. j is not

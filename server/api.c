@@ -160,19 +160,37 @@ static int refuse_unsupported(const cJSON *o, api_kind kind, api_error *err) {
     return 0;
 }
 
-/* response_format: {"type": "text"} (the default) or {"type":
- * "json_object"} (JSON mode); json_schema is refused. */
+/* response_format: {"type": "text"} (the default), {"type":
+ * "json_object"} (JSON mode), or {"type": "json_schema", "json_schema":
+ * {"name", "schema", "strict", "description"}}: the schema is kept as
+ * text, and compiled against the model later (http.c), which is where a
+ * schema JSON mode cannot follow is refused. */
 static int parse_response_format(const cJSON *o, api_request *r, api_error *err) {
     const cJSON *rf = field(o, "response_format");
     if (!rf) return 0;
     const cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
-    if (t && cJSON_IsString(t) && !strcmp(t->valuestring, "text")) return 0;
-    if (t && cJSON_IsString(t) && !strcmp(t->valuestring, "json_object")) {
+    const char *type = t && cJSON_IsString(t) ? t->valuestring : "";
+    if (!strcmp(type, "text")) return 0;
+    if (!strcmp(type, "json_object")) {
         r->json_object = true;
         return 0;
     }
-    return bad(err, "response_format", "'%s' supports {\"type\": \"text\"} and {\"type\": \"json_object\"}",
-               "response_format");
+    if (strcmp(type, "json_schema"))
+        return bad(err, "response_format", "'%s' must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or "
+                   "{\"type\": \"json_schema\", \"json_schema\": {...}}", "response_format");
+    const cJSON *js = field(rf, "json_schema"), *name = js ? field(js, "name") : NULL;
+    const cJSON *schema = js ? field(js, "schema") : NULL;
+    if (!cJSON_IsObject(js) || !cJSON_IsString(name))
+        return bad(err, "response_format", "%s", "'response_format.json_schema' must be an object with a 'name'");
+    r->json_object = true;
+    if (!schema) return 0; /* no schema: any object */
+    if (!cJSON_IsObject(schema) && !cJSON_IsBool(schema))
+        return bad(err, "response_format", "%s", "'response_format.json_schema.schema' must be a JSON Schema object");
+    if (!(r->json_schema = cJSON_PrintUnformatted(schema))) {
+        api_set_error(err, 500, "server_error", NULL, NULL, "out of memory");
+        return -1;
+    }
+    return 0;
 }
 
 /* Chat: "logprobs": bool and "top_logprobs": 0..20, which needs logprobs
@@ -441,6 +459,7 @@ void api_request_free(api_request *r) {
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->bias_tokens);
     free(r->bias);
+    free(r->json_schema);
     memset(r, 0, sizeof *r);
 }
 

@@ -65,7 +65,8 @@ typedef struct {
     int top_logprobs;    /* alternatives per token: chat "top_logprobs", completions N */
     bool echo;           /* completions: the reply's text starts with the prompt's */
     bool echo_only;      /* echo with "max_tokens": 0: nothing is generated */
-    bool json_object;    /* response_format {"type": "json_object"}: the reply is one JSON object */
+    bool json_object;    /* response_format json_object or json_schema: the reply is one JSON object ... */
+    char *json_schema;   /* ... valid against this schema (JSON text, owned), when one was given */
 } api_request;
 
 /* Parse the body of POST /v1/chat/completions or /v1/completions. Return

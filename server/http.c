@@ -409,9 +409,14 @@ static int prepare_job(http_server *srv, job *j, api_error *err) {
         api_set_error(err, 400, NULL, "logit_bias", NULL, "%s", frugal_last_error());
         return -1;
     }
-    if (r->json_object &&
-        (frugal_json_new(srv->model, true, &j->json) || frugal_sampler_set_json(j->smp, j->json)))
-        goto nomem;
+    frugal_status st = FRUGAL_OK;
+    if (r->json_schema) st = frugal_json_new_schema(srv->model, r->json_schema, strlen(r->json_schema), &j->json);
+    else if (r->json_object) st = frugal_json_new(srv->model, true, &j->json);
+    if (st == FRUGAL_ERR_INVALID_ARG) { /* a schema JSON mode cannot follow */
+        api_set_error(err, 400, NULL, "response_format", NULL, "%s", frugal_last_error());
+        return -1;
+    }
+    if (st || (j->json && frugal_sampler_set_json(j->smp, j->json))) goto nomem;
     return 0;
 nomem:
     api_set_error(err, 500, "server_error", NULL, NULL, "out of memory");

@@ -1,26 +1,10 @@
 /*
- * json_constraint.c - JSON mode (json_constraint.h): the byte-level
- * recogniser, and the constraint the sampler consults (frugal.h).
- *
- * The sampler draws a token as usual and asks the constraint whether it
- * may come next; only when it may not are all the vocabulary's tokens
- * tried and the disallowed ones masked before drawing again (sampler.c).
- * Drawing first and masking only on a miss gives the same distribution
- * as masking first (P(t) = p(t) + (1 - p(allowed)) p(t) / p(allowed) =
- * p(t) / p(allowed)), and in most steps a model that was asked for JSON
- * proposes an allowed token, so the ~1 ms scan of the vocabulary is rare.
- *
- * Tokens never allowed: control tokens (they decode to their markup, such
- * as "<|im_start|>", which is no part of the JSON text) and tokens that
- * decode to nothing. End-of-generation tokens are allowed once the text
- * is a complete value, and only then.
+ * json_constraint.c - the byte-level JSON recogniser (json_constraint.h).
+ * json_mode.c drives it for JSON values and walks a schema around it.
  */
-#include <math.h>
 #include <string.h>
 #include "common.h"
 #include "json_constraint.h"
-#include "model.h"
-#include "tokenizer.h"
 
 enum {
     M_VALUE,        /* a value */
@@ -38,8 +22,8 @@ enum {
 
 static const char *const LITERALS[] = { "true", "false", "null" };
 
-void fr_json_init(fr_json_state *st, bool object_only) {
-    *st = (fr_json_state){ .mode = M_VALUE, .object_only = object_only };
+void fr_json_init(fr_json_state *st, bool object_only, bool integer) {
+    *st = (fr_json_state){ .mode = M_VALUE, .object_only = object_only, .integer = integer };
 }
 
 static bool is_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -156,6 +140,7 @@ static bool number_byte(fr_json_state *st, uint8_t c) {
         return structural_byte(st, c);
     }
     if (m == M_NUM_EXP && !digit) return false; /* ('.' or 'e' after the exponent) */
+    if (st->integer && !digit) return false; /* no fraction, no exponent */
     if (++st->run > FR_JSON_MAX_NUMBER) return false;
     switch (m) {
     case M_NUM_MINUS:
@@ -220,132 +205,3 @@ bool fr_json_complete(const fr_json_state *st) {
 }
 
 bool fr_json_closed(const fr_json_state *st) { return st->mode == M_CLOSED; }
-
-/* ---- The constraint over a model's vocabulary ---------------------------- */
-
-enum { TOK_TEXT, TOK_EOG, TOK_NEVER };
-
-struct frugal_json {
-    fr_json_state st;
-    bool object_only;
-    int n_vocab;
-    uint8_t *kind;      /* [n_vocab] TOK_* */
-    uint32_t *off;      /* [n_vocab + 1] token t's bytes: bytes[off[t] .. off[t + 1]) */
-    uint8_t *bytes;
-};
-
-frugal_status fr_json_new_vocab(int n, const char *const *piece, const int *len, const bool *eog, bool object_only,
-                                frugal_json **out) {
-    *out = NULL;
-    size_t total = 0;
-    for (int t = 0; t < n; t++) total += piece[t] && !eog[t] && len[t] > 0 ? (size_t)len[t] : 0;
-    frugal_json *j = fr_calloc(1, sizeof *j);
-    if (j) {
-        j->kind = fr_malloc((size_t)n + 1);
-        j->off = fr_malloc(((size_t)n + 1) * sizeof *j->off);
-        j->bytes = fr_malloc(total + 1);
-    }
-    if (!j || !j->kind || !j->off || !j->bytes || total > UINT32_MAX) {
-        frugal_json_free(j);
-        return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the JSON constraint");
-    }
-    size_t used = 0;
-    for (int t = 0; t < n; t++) {
-        j->off[t] = (uint32_t)used;
-        j->kind[t] = eog[t] ? TOK_EOG : piece[t] && len[t] > 0 ? TOK_TEXT : TOK_NEVER;
-        if (j->kind[t] != TOK_TEXT) continue;
-        memcpy(j->bytes + used, piece[t], (size_t)len[t]);
-        used += (size_t)len[t];
-    }
-    j->off[n] = (uint32_t)used;
-    j->n_vocab = n;
-    j->object_only = object_only;
-    fr_json_init(&j->st, object_only);
-    *out = j;
-    return FRUGAL_OK;
-}
-
-/* Token t's bytes appended to *buf (grown as needed); -1: out of memory. */
-static int append_token(const fr_tokenizer *tok, int32_t t, char **buf, size_t *used, size_t *cap) {
-    for (;;) {
-        int len = fr_token_to_bytes(tok, t, *buf + *used, (int)FR_MIN(*cap - *used, (size_t)INT32_MAX));
-        if (len <= 0 || *used + (size_t)len <= *cap) {
-            if (len > 0) *used += (size_t)len;
-            return FR_MAX(len, 0);
-        }
-        char *b = fr_realloc(*buf, *cap * 2 + (size_t)len);
-        if (!b) return -1;
-        *buf = b, *cap = *cap * 2 + (size_t)len;
-    }
-}
-
-/* The model's tokens as the bytes they decode to; control, unknown and
- * unused tokens, and ids past the tokenizer's vocabulary (padded output
- * rows), are never allowed. */
-frugal_status frugal_json_new(const frugal_model *m, bool object_only, frugal_json **out) {
-    if (!m || !out) return fr_error(FRUGAL_ERR_INVALID_ARG, "bad arguments to frugal_json_new");
-    *out = NULL;
-    int n = m->hp.n_vocab, n_tok = fr_tokenizer_n_vocab(m->tok);
-    size_t cap = (size_t)n * 8 + 256, used = 0;
-    char *text = fr_malloc(cap);
-    const char **piece = fr_calloc((size_t)n + 1, sizeof *piece);
-    int *len = fr_calloc((size_t)n + 1, sizeof *len);
-    size_t *at = fr_calloc((size_t)n + 1, sizeof *at);
-    bool *eog = fr_calloc((size_t)n + 1, sizeof *eog);
-    frugal_status st = FRUGAL_ERR_NOMEM;
-    bool ok = text && piece && len && at && eog;
-    for (int t = 0; ok && t < n && t < n_tok; t++) {
-        int type = fr_tokenizer_token_type(m->tok, t);
-        eog[t] = fr_tokenizer_is_eog(m->tok, t);
-        if (eog[t] || type == FR_TOK_CONTROL || type == FR_TOK_UNUSED || type == FR_TOK_UNKNOWN) continue;
-        at[t] = used;
-        ok = (len[t] = append_token(m->tok, t, &text, &used, &cap)) >= 0;
-    }
-    for (int t = 0; ok && t < n; t++) piece[t] = len[t] > 0 ? text + at[t] : NULL;
-    if (ok) st = fr_json_new_vocab(n, piece, len, eog, object_only, out);
-    else fr_error(st, "out of memory for the JSON constraint");
-    fr_free(text), fr_free(piece), fr_free(len), fr_free(at), fr_free(eog);
-    return st;
-}
-
-void frugal_json_free(frugal_json *j) {
-    if (!j) return;
-    fr_free(j->kind);
-    fr_free(j->off);
-    fr_free(j->bytes);
-    fr_free(j);
-}
-
-void frugal_json_reset(frugal_json *j) { fr_json_init(&j->st, j->object_only); }
-
-/* Whether token t may follow, and the state after it in *next. */
-static bool try_token(const frugal_json *j, int32_t t, fr_json_state *next) {
-    if (t < 0 || t >= j->n_vocab || j->kind[t] == TOK_NEVER) return false;
-    *next = j->st;
-    if (j->kind[t] == TOK_EOG) return fr_json_complete(&j->st);
-    return fr_json_feed(next, j->bytes + j->off[t], j->off[t + 1] - j->off[t]);
-}
-
-bool frugal_json_allows(const frugal_json *j, int32_t token) {
-    fr_json_state next;
-    return try_token(j, token, &next);
-}
-
-bool frugal_json_accept(frugal_json *j, int32_t token) {
-    fr_json_state next;
-    if (!try_token(j, token, &next)) return false;
-    j->st = next;
-    return true;
-}
-
-bool frugal_json_done(const frugal_json *j) { return fr_json_closed(&j->st); }
-
-int fr_json_mask(const frugal_json *j, const float *logits, float *out, int n) {
-    int allowed = 0;
-    for (int t = 0; t < n; t++) {
-        bool ok = frugal_json_allows(j, t);
-        out[t] = ok ? logits[t] : -INFINITY;
-        allowed += ok;
-    }
-    return allowed;
-}

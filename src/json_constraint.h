@@ -1,8 +1,10 @@
 /*
  * json_constraint.h - JSON mode: a byte-level recogniser of JSON text
  * (RFC 8259) that says, byte by byte, whether what it has seen can still
- * be the beginning of one JSON value. The sampler asks it, token by
- * token, which tokens may come next (frugal_json_* in frugal.h).
+ * be the beginning of one JSON value. json_mode.c runs it for the values
+ * a schema leaves open (or the whole reply, without a schema), and the
+ * sampler asks json_mode.c, token by token, which tokens may come next
+ * (frugal_json_* in frugal.h).
  *
  * It is a pushdown automaton: a state, a count, and a stack of one bit
  * per open container (object or array), at most FR_JSON_MAX_DEPTH deep.
@@ -21,7 +23,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "frugal.h"
 
 #define FR_JSON_MAX_DEPTH 64
 #define FR_JSON_MAX_SPACE 64
@@ -34,6 +35,7 @@ typedef struct {
     uint8_t cont_left;   /* continuation bytes still to come */
     bool key;            /* the string being read is an object's key */
     bool object_only;    /* the value must be an object */
+    bool integer;        /* a number must be an integer: no fraction, no exponent */
     uint16_t run;        /* bytes of the current whitespace run or number */
     uint16_t depth;      /* open containers */
     uint64_t objects;    /* bit d: container d is an object (else an array) */
@@ -41,7 +43,9 @@ typedef struct {
 
 _Static_assert(FR_JSON_MAX_DEPTH <= 64, "one bit per open container in a uint64_t");
 
-void fr_json_init(fr_json_state *st, bool object_only);
+/* A value (an object with object_only; a number without fraction or
+ * exponent with integer). */
+void fr_json_init(fr_json_state *st, bool object_only, bool integer);
 /* Feeds bytes; false (st then undefined) when they cannot continue a
  * JSON value. */
 bool fr_json_feed(fr_json_state *st, const uint8_t *bytes, size_t n);
@@ -49,14 +53,5 @@ bool fr_json_feed(fr_json_state *st, const uint8_t *bytes, size_t n);
 bool fr_json_complete(const fr_json_state *st);
 /* The value is closed: nothing but whitespace may follow. */
 bool fr_json_closed(const fr_json_state *st);
-
-/* A constraint over a vocabulary of n tokens: token t decodes to
- * piece[t][0..len[t]) (NULL or empty: never allowed), eog[t] marks the
- * end-of-generation tokens. frugal_json_new gives it the model's. */
-frugal_status fr_json_new_vocab(int n, const char *const *piece, const int *len, const bool *eog, bool object_only,
-                                frugal_json **out);
-/* The sampler's mask: out[t] = logits[t] where j allows token t, else
- * -infinity, for t < n; returns how many it allows. */
-int fr_json_mask(const frugal_json *j, const float *logits, float *out, int n);
 
 #endif

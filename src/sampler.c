@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "common.h"
-#include "json_constraint.h"
+#include "json_mode.h"
 
 #define MAX_HISTORY 4096
 

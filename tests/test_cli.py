@@ -1,6 +1,7 @@
 """End-to-end tests of the frugal tool on the real model: generation,
 determinism, agreement with llama.cpp's greedy output, and clear errors
 (never a crash) on bad input."""
+import json
 import os
 import subprocess
 
@@ -113,6 +114,24 @@ def test_logit_bias_outside_the_vocabulary_or_twice_is_an_error(smollm2):
                       (["--logit-bias", "7=1", "--logit-bias", "7=2"], b"names token 7 twice")]:
         proc = run_frugal("run", "-m", smollm2, "-p", "Hi", "-n", "1", *args, check=False)
         assert proc.returncode != 0 and msg in proc.stderr, proc.stderr
+
+
+def test_json_schema_run_and_errors(smollm2, tmp_path):
+    """--json-schema: the reply is a value of the schema; a schema JSON mode
+    cannot follow, or no file, is an error that says so."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "rank": {"enum": [1, 2, 3]}},
+              "required": ["city", "rank"]}
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(schema))
+    out = run_frugal("run", "-m", smollm2, "-p", "Name a city.", "--temp", 0, "-n", 100, "--no-stats",
+                     "--json-schema", path).stdout.decode()
+    value = json.loads(out)
+    assert list(value) == ["city", "rank"] and value["rank"] in (1, 2, 3)
+    path.write_text('{"type": "string", "maxLength": 3}')
+    proc = run_frugal("run", "-m", smollm2, "-p", "Hi", "--json-schema", path, check=False)
+    assert proc.returncode == 1 and b"'maxLength' is not supported" in proc.stderr, proc.stderr
+    proc = run_frugal("run", "-m", smollm2, "-p", "Hi", "--json-schema", tmp_path / "none.json", check=False)
+    assert proc.returncode == 1 and b"cannot open" in proc.stderr, proc.stderr
 
 
 def test_missing_model_names_the_fix(tmp_path):

@@ -17,6 +17,7 @@ typedef struct {
     int n_predict, n_ctx, n_threads, chat; /* chat: -1 auto, 0 raw, 1 chat */
     frugal_ctx_params kv;                  /* the KV cache options */
     bool stats, json;                      /* json: --json, the reply is one JSON object */
+    const char *json_schema;               /* --json-schema FILE: ... valid against that schema */
     frugal_sampler_params sp;
     int n_bias;                            /* --logit-bias ID=BIAS, repeatable */
     int32_t bias_id[FRUGAL_MAX_LOGIT_BIAS];
@@ -66,6 +67,7 @@ static void usage(void) {
             "  --seed S         RNG seed (default: random)\n"
             "  --json           JSON mode: the reply is one JSON object (tokens that would break it are\n"
             "                   never drawn; ends when the object closes)\n"
+            "  --json-schema FILE  JSON mode for a value valid against the JSON Schema in FILE\n"
             CLI_KV_USAGE
             "  --no-stats       no statistics line on stderr\n");
 }
@@ -113,6 +115,7 @@ static bool parse_args(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "--frequency-penalty")) ok = cli_float(a, v, -2, 2, &o->sp.frequency_penalty);
         else if (!strcmp(a, "--presence-penalty")) ok = cli_float(a, v, -2, 2, &o->sp.presence_penalty);
         else if (!strcmp(a, "--logit-bias")) ok = parse_bias(v, o);
+        else if (!strcmp(a, "--json-schema")) o->json_schema = v;
         else if (!strcmp(a, "--seed")) {
             char *end;
             o->sp.seed = v ? strtoull(v, &end, 10) : 0;
@@ -292,8 +295,11 @@ int cmd_run(int argc, char **argv) {
         /* prompt from standard input */
         if (!(file_text = cli_read_file("/dev/stdin", &len))) return 1;
     }
+    size_t schema_len = 0;
+    char *schema = NULL;
+    if (o.json_schema && !(schema = cli_read_file(o.json_schema, &schema_len))) { free(file_text); return 1; }
     frugal_model *m = cli_load_model(o.model);
-    if (!m) { free(file_text); return 1; }
+    if (!m) { free(file_text); free(schema); return 1; }
     frugal_model_info info;
     frugal_model_get_info(m, &info);
     if (o.chat < 0) o.chat = strcmp(info.chat_template, "unknown") && strcmp(info.chat_template, "none");
@@ -309,8 +315,10 @@ int cmd_run(int argc, char **argv) {
     frugal_status st = frugal_ctx_new(m, &cp, &ctx);
     if (!st) st = frugal_sampler_new(&o.sp, frugal_n_vocab(m), &smp);
     if (!st) st = frugal_sampler_set_logit_bias(smp, o.bias_id, o.bias, o.n_bias);
-    if (!st && o.json) st = frugal_json_new(m, true, &json);
-    if (!st && o.json) st = frugal_sampler_set_json(smp, json);
+    if (!st && schema) st = frugal_json_new_schema(m, schema, schema_len, &json);
+    else if (!st && o.json) st = frugal_json_new(m, true, &json);
+    if (!st && json) st = frugal_sampler_set_json(smp, json);
+    free(schema);
     int rc = 1;
     if (st) cli_die_status(st, "setup");
     else {

@@ -219,6 +219,13 @@ static frugal_status use_model(frugal_model *m) {
     frugal_json_free(j);
     frugal_sampler_free(s);
     if (st) return st;
+    static const char schema[] = "{\"$defs\":{\"p\":{\"type\":\"object\",\"properties\":{\"k\":{\"enum\":[\"a\",1]},"
+                                 "\"n\":{\"type\":[\"integer\",\"null\"]}},\"required\":[\"k\"]}},\"type\":\"array\","
+                                 "\"items\":{\"$ref\":\"#/$defs/p\"}}";
+    j = NULL;
+    st = frugal_json_new_schema(m, schema, sizeof schema - 1, &j);
+    frugal_json_free(j);
+    if (st) return st;
     frugal_stream *stream = NULL;
     if ((st = frugal_stream_new(m, &stream))) return st;
     char out[256];

@@ -4,11 +4,12 @@
 #include "unit.h"
 #include "frugal.h"
 #include "json_constraint.h"
+#include "json_mode.h"
 
 /* fed whole: whether every byte is taken and the text is a whole value */
 static bool whole_value(const char *text, bool object_only) {
     fr_json_state st;
-    fr_json_init(&st, object_only);
+    fr_json_init(&st, object_only, false);
     return fr_json_feed(&st, (const uint8_t *)text, strlen(text)) && fr_json_complete(&st);
 }
 
@@ -58,7 +59,7 @@ TEST(json_prefixes_are_taken_and_closed_only_at_the_end) {
         size_t n = strlen(t), end = n;
         while (end > 0 && strchr(" \t\r\n", t[end - 1])) end--;
         fr_json_state st;
-        fr_json_init(&st, true);
+        fr_json_init(&st, true, false);
         for (size_t k = 0; k < n; k++) {
             CHECK_MSG(fr_json_feed(&st, (const uint8_t *)t + k, 1), "%s: byte %zu", t, k);
             CHECK_MSG(fr_json_closed(&st) == (k + 1 >= end), "%s: closed after byte %zu", t, k);
@@ -120,7 +121,9 @@ static frugal_json *small_vocab(bool object_only) {
     eog[EOG] = true;
     piece[NEVER] = NULL;
     frugal_json *j = NULL;
-    return fr_json_new_vocab(N_PIECES, piece, len, eog, object_only, &j) ? NULL : j;
+    fr_schema *any = NULL;
+    if (fr_schema_any(object_only, &any)) return NULL;
+    return fr_json_new_vocab(N_PIECES, piece, len, eog, any, &j) ? NULL : j;
 }
 
 static int index_of(const char *piece) {
@@ -352,10 +355,147 @@ TEST(json_agrees_with_a_recursive_descent_parser) {
             else if (n) memmove(buf + at, buf + at + 1, n - at - 1), n--;
         }
         fr_json_state st;
-        fr_json_init(&st, false);
+        fr_json_init(&st, false, false);
         bool mine = fr_json_feed(&st, buf, n) && fr_json_complete(&st), ref = ref_whole(buf, n);
         CHECK_MSG(mine == ref, "round %d: recogniser %d, parser %d on '%.*s'", round, mine, ref, (int)n, buf);
         valid += ref, total++;
     }
     CHECK(valid > total / 20 && valid < total - total / 20); /* both kinds were tried */
+}
+
+/* ---- schemas ---------------------------------------------------------------- */
+
+/* A vocabulary of the 256 single bytes and an end token (256). */
+static frugal_json *byte_vocab(const char *schema_json, frugal_status *st) {
+    static char bytes[256];
+    const char *piece[257];
+    int len[257];
+    bool eog[257] = { 0 };
+    for (int b = 0; b < 256; b++) bytes[b] = (char)b, piece[b] = &bytes[b], len[b] = 1;
+    piece[256] = NULL, len[256] = 0, eog[256] = true;
+    fr_schema *schema = NULL;
+    frugal_json *j = NULL;
+    *st = fr_schema_compile(schema_json, strlen(schema_json), &schema);
+    if (!*st) *st = fr_json_new_vocab(257, piece, len, eog, schema, &j);
+    return j;
+}
+
+/* 1: the schema takes text whole (every byte, then the end); 0: it does
+ * not; -1: the schema did not compile. */
+static int schema_takes(const char *schema_json, const char *text) {
+    frugal_status st;
+    frugal_json *j = byte_vocab(schema_json, &st);
+    if (!j) return -1;
+    bool ok = true;
+    for (const char *c = text; *c && ok; c++) ok = frugal_json_accept(j, (uint8_t)*c);
+    ok = ok && frugal_json_allows(j, 256);
+    frugal_json_free(j);
+    return ok;
+}
+
+typedef struct { const char *schema; const char *const yes[6]; const char *const no[8]; } schema_case;
+
+static const schema_case CASES[] = {
+    { "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":\"integer\"}},"
+      "\"required\":[\"name\",\"age\"],\"additionalProperties\":false,\"title\":\"P\"}",
+      { "{\"name\":\"Ann\",\"age\":3}", " { \"name\" : \"x\\\"\" ,\n \"age\" : -0 } " },
+      { "{\"age\":3,\"name\":\"Ann\"}", "{\"name\":\"Ann\"}", "{\"name\":\"Ann\",\"age\":3.5}",
+        "{\"name\":1,\"age\":3}",
+        "{\"name\":\"A\",\"age\":3,\"x\":1}", "{}", "{\"name\":\"A\",\"age\":1e2}", "[]" } },
+    { "{\"properties\":{\"a\":{\"type\":\"number\"},\"b\":{},\"c\":{\"type\":\"boolean\"}},\"required\":[\"a\"]}",
+      { "{\"a\":1}", "{\"a\":1.5e3,\"c\":true}", "{\"a\":1,\"b\":{\"x\":[null]},\"c\":false}" },
+      { "{\"a\":1,\"c\":true,\"b\":2}", "{\"b\":1}", "{\"a\":\"1\"}", "{\"a\":1,}", "{\"a\":1,\"c\":1}" } },
+    { "{\"type\":\"object\",\"properties\":{\"b\":{\"type\":\"null\"},\"c\":{\"type\":\"string\"}}}",
+      { "{}", "{\"c\":\"\"}", "{\"b\":null,\"c\":\"x\"}" }, { "{\"c\":\"x\",\"b\":null}", "{\"b\":1}" } },
+    { "{\"enum\":[\"red\",\"green\",1,12,null,true]}",
+      { "\"red\"", "12", "1", "null", "true", "\"green\"" }, { "\"blue\"", "2", "123", "\"re\"", "false", "1 2" } },
+    { "{\"const\":{\"a\":[1,2]}}", { "{\"a\":[1,2]}" }, { "{\"a\":[1]}", "{\"a\": [1,2]}" } },
+    { "{\"type\":\"array\",\"items\":{\"type\":\"boolean\"},\"minItems\":1,\"maxItems\":2}",
+      { "[true]", "[ true , false ]" }, { "[]", "[true,true,true]", "[1]", "[true,]" } },
+    { "{\"type\":[\"string\",\"null\"]}", { "\"x\"", "null" }, { "1", "nul", "{}" } },
+    { "{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},\"next\":{\"anyOf\":"
+      "[{\"$ref\":\"#/$defs/node\"},{\"type\":\"null\"}]}},\"required\":[\"v\",\"next\"]}},\"$ref\":\"#/$defs/node\"}",
+      { "{\"v\":1,\"next\":null}", "{\"v\":1,\"next\":{\"v\":2,\"next\":{\"v\":3,\"next\":null}}}" },
+      { "{\"v\":1}", "{\"v\":1,\"next\":{\"v\":2}}", "{\"v\":1,\"next\":[]}" } },
+    { "{\"type\":\"object\"}", { "{}", "{\"any\":[1,{\"x\":null}]}" }, { "[]", "1" } },
+    { "{\"type\":\"array\",\"items\":false}", { "[]" }, { "[1]" } },
+    { "{\"allOf\":[{\"type\":\"integer\"}],\"description\":\"n\",\"format\":\"int32\"}", { "7", "-12" },
+      { "7.0", "\"7\"" } },
+    { "true", { "1", "{\"a\":[]}", "\"s\"" }, { "", "1 2" } },
+};
+
+TEST(json_schema_takes_valid_values_only) {
+    for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+        const schema_case *c = &CASES[i];
+        for (int k = 0; k < 6 && c->yes[k]; k++)
+            CHECK_MSG(schema_takes(c->schema, c->yes[k]) == 1, "schema %zu refused %s (%s)", i, c->yes[k],
+                      frugal_last_error());
+        for (int k = 0; k < 8 && c->no[k]; k++)
+            CHECK_MSG(schema_takes(c->schema, c->no[k]) == 0, "schema %zu took %s", i, c->no[k]);
+    }
+}
+
+TEST(json_schema_refuses_what_it_cannot_follow) {
+    static const char *const bad[][2] = {
+        { "{\"type\":\"string\",\"pattern\":\"^a\"}", "pattern" },
+        { "{\"type\":\"integer\",\"minimum\":0}", "minimum" },
+        { "{\"type\":\"string\",\"maxLength\":3}", "maxLength" },
+        { "{\"not\":{}}", "not" },
+        { "{\"type\":\"object\",", "not valid JSON" },
+        { "{\"type\":\"strin\"}", "strin" },
+        { "{\"type\":5}", "'type'" },
+        { "{\"$ref\":\"#/$defs/missing\"}", "missing" },
+        { "{\"$ref\":\"http://x/schema\"}", "$ref" },
+        { "{\"anyOf\":[{\"type\":\"object\"},{\"type\":\"object\",\"properties\":{\"a\":{}}}]}", "'{'" },
+        { "{\"type\":[\"integer\",\"number\"]}", "begin with" },
+        { "{\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "\"b\"" },
+        { "{\"type\":\"array\",\"minItems\":3,\"maxItems\":2}", "minItems" },
+        { "{\"type\":\"array\",\"minItems\":-1}", "minItems" },
+        { "false", "false" },
+        { "[]", "object or a boolean" },
+        { "{\"enum\":[]}", "enum" },
+        { "{\"allOf\":[{},{}]}", "allOf" },
+        { "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\"}}", "additionalProperties" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        fr_schema *s = NULL;
+        frugal_status st = fr_schema_compile(bad[i][0], strlen(bad[i][0]), &s);
+        CHECK_MSG(st == FRUGAL_ERR_INVALID_ARG && !s, "%s: status %d", bad[i][0], st);
+        CHECK_MSG(strstr(frugal_last_error(), bad[i][1]), "%s: message '%s'", bad[i][0], frugal_last_error());
+    }
+    /* nesting and size limits */
+    char deep[2048] = "";
+    for (int i = 0; i < 70; i++) strcat(deep, "{\"items\":");
+    strcat(deep, "{}");
+    for (int i = 0; i < 70; i++) strcat(deep, "}");
+    fr_schema *s = NULL;
+    CHECK(fr_schema_compile(deep, strlen(deep), &s) == FRUGAL_ERR_INVALID_ARG && strstr(frugal_last_error(), "deeper"));
+}
+
+/* Random walks through each schema, one allowed byte at a time: there is
+ * always a way on (a byte other than whitespace, or the end), so a model
+ * can never be led where no token is allowed. */
+TEST(json_schema_never_leaves_a_dead_end) {
+    unsigned rng = 7;
+    for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+        frugal_status st;
+        frugal_json *j = byte_vocab(CASES[i].schema, &st);
+        CHECK(j);
+        for (int walk = 0; walk < 200; walk++) {
+            frugal_json_reset(j);
+            char text[256];
+            int n = 0;
+            while (n < 200 && !frugal_json_done(j)) {
+                int allowed[256], k = 0;
+                for (int b = 0; b < 256; b++)
+                    if (!strchr(" \t\r\n", b) && frugal_json_allows(j, b)) allowed[k++] = b;
+                CHECK_MSG(k > 0 || frugal_json_allows(j, 256), "schema %zu: nothing after '%.*s'", i, n, text);
+                if (k == 0) break;
+                rng = rng * 1103515245u + 12345u;
+                text[n++] = (char)allowed[(rng >> 8) % (unsigned)k];
+                CHECK(frugal_json_accept(j, (uint8_t)text[n - 1]));
+            }
+        }
+        frugal_json_free(j);
+    }
 }
