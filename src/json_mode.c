@@ -17,11 +17,13 @@
  *
  * The sampler draws a token as usual and asks whether it may come next;
  * only when it may not are all the vocabulary's tokens tried and the
- * disallowed ones masked before drawing again (sampler.c). Drawing first
- * and masking only on a miss gives the same distribution as masking
- * first (P(t) = p(t) + (1 - p(allowed)) p(t) / p(allowed) = p(t) /
- * p(allowed)), and a model asked for JSON mostly proposes an allowed
- * token, so the ~1 ms scan of the vocabulary is rare.
+ * disallowed ones masked before drawing again (sampler.c). With greedy
+ * or temperature alone, drawing first and masking only on a miss gives
+ * the distribution of masking first (P(t) = p(t) + (1 - p(allowed)) p(t)
+ * / p(allowed) = p(t) / p(allowed)); with top-k, top-p or min-p, a draw
+ * that is allowed was cut from the unmasked candidates (as llama.cpp's
+ * grammars do). A model asked for JSON mostly proposes an allowed token,
+ * so the ~1 ms scan of the vocabulary is rare.
  *
  * Tokens never allowed: control tokens (they decode to their markup, such
  * as "<|im_start|>", which is no part of the JSON text) and tokens that
@@ -262,6 +264,9 @@ struct frugal_json {
     uint8_t *kind;      /* [n_vocab] TOK_* */
     uint32_t *off;      /* [n_vocab + 1] token t's bytes: bytes[off[t] .. off[t + 1]) */
     uint8_t *bytes;
+    /* the text tokens by their first byte: by_first[first[b] .. first[b + 1]) begin with b */
+    int32_t *by_first;
+    uint32_t first[257];
 };
 
 void frugal_json_reset(frugal_json *j) {
@@ -280,8 +285,9 @@ frugal_status fr_json_new_vocab(int n, const char *const *piece, const int *len,
         j->kind = fr_malloc((size_t)n + 1);
         j->off = fr_malloc(((size_t)n + 1) * sizeof *j->off);
         j->bytes = fr_malloc(total + 1);
+        j->by_first = fr_malloc(((size_t)n + 1) * sizeof *j->by_first);
     }
-    if (!j || !j->kind || !j->off || !j->bytes || total > UINT32_MAX) {
+    if (!j || !j->kind || !j->off || !j->bytes || !j->by_first || total > UINT32_MAX) {
         if (j) frugal_json_free(j);
         else fr_schema_free(schema);
         return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the JSON constraint");
@@ -296,6 +302,13 @@ frugal_status fr_json_new_vocab(int n, const char *const *piece, const int *len,
     }
     j->off[n] = (uint32_t)used;
     j->n_vocab = n;
+    for (int t = 0; t < n; t++) /* counting sort by first byte */
+        if (j->kind[t] == TOK_TEXT) j->first[j->bytes[j->off[t]] + 1]++;
+    for (int b = 0; b < 256; b++) j->first[b + 1] += j->first[b];
+    uint32_t fill[256];
+    memcpy(fill, j->first, sizeof fill);
+    for (int t = 0; t < n; t++)
+        if (j->kind[t] == TOK_TEXT) j->by_first[fill[j->bytes[j->off[t]]]++] = t;
     frugal_json_reset(j);
     *out = j;
     return FRUGAL_OK;
@@ -368,6 +381,7 @@ void frugal_json_free(frugal_json *j) {
     fr_free(j->kind);
     fr_free(j->off);
     fr_free(j->bytes);
+    fr_free(j->by_first);
     fr_free(j);
 }
 
@@ -395,12 +409,22 @@ bool frugal_json_accept(frugal_json *j, int32_t token) {
 
 bool frugal_json_done(const frugal_json *j) { return j->m.depth == 0; }
 
+/* Only the tokens whose first byte the machine takes are tried: after a
+ * value, where a draw is most often refused, that is a few hundred of
+ * the vocabulary. */
 int fr_json_mask(const frugal_json *j, const float *logits, float *out, int n) {
     int allowed = 0;
-    for (int t = 0; t < n; t++) {
-        bool ok = frugal_json_allows(j, t);
-        out[t] = ok ? logits[t] : -INFINITY;
-        allowed += ok;
+    for (int t = 0; t < n; t++) out[t] = -INFINITY;
+    for (int t = 0; t < n && t < j->n_vocab; t++)
+        if (j->kind[t] == TOK_EOG && complete(&j->m, j->schema)) out[t] = logits[t], allowed++;
+    for (int b = 0; b < 256; b++) {
+        machine probe;
+        copy_machine(&probe, &j->m);
+        if (j->first[b] == j->first[b + 1] || !step(j->schema, &probe, (uint8_t)b)) continue;
+        for (uint32_t i = j->first[b]; i < j->first[b + 1]; i++) {
+            int32_t t = j->by_first[i];
+            if (t < n && frugal_json_allows(j, t)) out[t] = logits[t], allowed++;
+        }
     }
     return allowed;
 }

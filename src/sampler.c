@@ -16,7 +16,7 @@
  * logits go to a short side list, and a bitmask tells the scans to take
  * those tokens from it instead of from the logits.
  *
- * JSON mode (json_constraint.c): a drawn token the constraint refuses is
+ * JSON mode (json_mode.c): a drawn token the constraint refuses is
  * drawn again from a copy of the logits with every refused token at
  * -infinity, which is rare enough that the copy costs nothing on average.
  */
@@ -360,7 +360,7 @@ frugal_status frugal_sampler_set_json(frugal_sampler *s, const frugal_json *j) {
 
 /* With a JSON constraint: a draw as usual, kept when the constraint
  * allows it; else the disallowed tokens are masked and the draw is taken
- * again (json_constraint.c: the same distribution as masking first).
+ * again (json_mode.c: greedy and temperature alone draw as if masked first).
  * Should no token at all be allowed, the first draw is returned, which
  * frugal_json_accept then refuses. */
 int32_t frugal_sampler_sample(frugal_sampler *s, const float *logits) {

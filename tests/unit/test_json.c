@@ -499,3 +499,45 @@ TEST(json_schema_never_leaves_a_dead_end) {
         frugal_json_free(j);
     }
 }
+
+/* The sampler's mask (which tries only the tokens whose first byte may
+ * come next) allows exactly the tokens frugal_json_allows does, all along
+ * random walks through a schema over the small vocabulary. */
+TEST(json_mask_matches_token_by_token_checks) {
+    static const char *const schemas[] = {
+        "true", "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"items\":{\"type\":\"number\"}},"
+                "\"\\n\":{\"enum\":[\"é\",1,null]}}}",
+    };
+    int len[N_PIECES];
+    bool eog[N_PIECES] = { 0 };
+    const char *piece[N_PIECES];
+    for (int t = 0; t < N_PIECES; t++) piece[t] = PIECES[t], len[t] = (int)strlen(PIECES[t]);
+    eog[EOG] = true;
+    piece[NEVER] = NULL;
+    unsigned rng = 3;
+    float logits[N_PIECES + 2], out[N_PIECES + 2];
+    for (int t = 0; t < N_PIECES + 2; t++) logits[t] = (float)t;
+    for (size_t i = 0; i < sizeof schemas / sizeof *schemas; i++) {
+        fr_schema *s = NULL;
+        frugal_json *j = NULL;
+        CHECK(fr_schema_compile(schemas[i], strlen(schemas[i]), &s) == FRUGAL_OK);
+        CHECK(fr_json_new_vocab(N_PIECES, piece, len, eog, s, &j) == FRUGAL_OK);
+        for (int walk = 0; walk < 100; walk++) {
+            frugal_json_reset(j);
+            for (int step = 0; step < 60 && !frugal_json_done(j); step++) {
+                int n = fr_json_mask(j, logits, out, N_PIECES + 2), count = 0, ok[N_PIECES];
+                for (int t = 0; t < N_PIECES + 2; t++) {
+                    bool allows = frugal_json_allows(j, t);
+                    CHECK_MSG((out[t] == logits[t]) == allows && (allows || out[t] == -INFINITY),
+                              "schema %zu walk %d step %d token %d", i, walk, step, t);
+                    if (allows && t != EOG) ok[count++] = t;
+                }
+                CHECK(n == count + frugal_json_allows(j, EOG));
+                if (!count) break;
+                rng = rng * 1103515245u + 12345u;
+                CHECK(frugal_json_accept(j, ok[(rng >> 8) % (unsigned)count]));
+            }
+        }
+        frugal_json_free(j);
+    }
+}
