@@ -115,7 +115,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 600
 FUZZ_ARGS    ?=
 FUZZ_REPLAY_EXTRA ?=
-FUZZ_TARGETS  = fuzz_gguf fuzz_tokenizer fuzz_chat fuzz_api
+FUZZ_TARGETS  = fuzz_gguf fuzz_tokenizer fuzz_chat fuzz_api fuzz_json
 FUZZ_SEEDS    = $(ASAN_BUILD)/fuzz-seeds
 # UBSan checks stay recoverable so that fuzz/ubsan.supp can silence known
 # findings; halt_on_error makes every other report fatal.
