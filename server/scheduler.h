@@ -42,7 +42,7 @@ typedef struct job {
     int n_prompt;
     int max_tokens;        /* >= 1 */
     frugal_sampler *smp;   /* owned: each request brings its own settings */
-    frugal_json *json;     /* owned, JSON mode (response_format json_object), else NULL */
+    frugal_json *json;     /* owned, JSON mode (response_format json_object or json_schema), else NULL */
     frugal_stream *stream; /* owned: turns its tokens into UTF-8 */
     char *echo;            /* req.echo, owned: the prompt as its tokens decode ... */
     size_t echo_len;

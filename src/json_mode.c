@@ -7,8 +7,10 @@
  * frames, one per object, array or value being written. A frame of kind
  * F_VALUE waits for its value's first byte, which picks what it becomes
  * (and a union's alternative); F_OBJECT writes the properties in the
- * schema's order, any not required may be left out; F_ARRAY counts its
- * elements; F_LITERAL matches an enum's values byte by byte; F_PRIM hands
+ * schema's order, any not required may be left out (a union of objects
+ * starts as one whose first property's value names the alternative);
+ * F_ARRAY counts its elements; F_LITERAL matches an enum's values byte by
+ * byte; F_PRIM hands
  * a string, number, boolean, null or unconstrained value to the
  * byte-level recogniser (json_constraint.h). A number has no closing
  * byte: it ends when a byte cannot continue it, and that byte goes on to
@@ -109,6 +111,21 @@ static bool literal_whole(const fr_schema *s, const frame *f, bool *longer) {
     return whole;
 }
 
+/* The top frame's literal is written: it leaves, and when it was the
+ * value of a dispatch node's property (a union of objects told apart by
+ * it), the object below goes on as the alternative it names, its first
+ * property passed. */
+static void literal_done(const fr_schema *s, machine *m) {
+    const frame *f = &m->f[m->depth - 1];
+    const fr_schema_node *n = &s->nodes[f->node];
+    uint32_t picked = 0;
+    for (int k = 0; k < n->n; k++)
+        if (f->cands >> k & 1 && entry(s, n, k)->len == f->pos) picked = entry(s, n, k)->node;
+    pop(m);
+    frame *up = m->depth ? &m->f[m->depth - 1] : NULL;
+    if (up && up->kind == F_OBJECT && s->nodes[up->node].dispatch) up->node = picked, up->count = 1;
+}
+
 /* The keys that may come after `next` properties: the following ones up
  * to the first required one. */
 static uint64_t key_candidates(const fr_schema_node *n, uint32_t next) {
@@ -141,7 +158,7 @@ static bool begin(const fr_schema *s, machine *m, uint8_t c) {
         f->kind = F_LITERAL, f->pos = 0, f->cands = n->n == 64 ? ~0ull : (1ull << n->n) - 1;
         if (literal_byte(s, f, c) != ACCEPT) return false;
         bool longer, whole = literal_whole(s, f, &longer);
-        if (whole && !longer) pop(m);
+        if (whole && !longer) literal_done(s, m);
         return true;
     }
     default:
@@ -228,9 +245,9 @@ static bool step(const fr_schema *s, machine *m, uint8_t c) {
         }
         case F_LITERAL: {
             int r = literal_byte(s, f, c);
-            if (r == ENDED) { pop(m); continue; }
+            if (r == ENDED) { literal_done(s, m); continue; }
             bool longer;
-            if (r == ACCEPT && literal_whole(s, f, &longer) && !longer) pop(m);
+            if (r == ACCEPT && literal_whole(s, f, &longer) && !longer) literal_done(s, m);
             return r == ACCEPT;
         }
         case F_OBJECT: return object_byte(s, m, f, c);

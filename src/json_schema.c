@@ -302,6 +302,64 @@ static int compile(compiler *c, const cJSON *sch, int depth) {
     return new_node(c, S_ANY);
 }
 
+/* Whether entries a and b hold the same text. */
+static bool same_text(const fr_schema *s, const fr_schema_entry *a, const fr_schema_entry *b) {
+    return a->len == b->len && !memcmp(s->text + a->text, s->text + b->text, a->len);
+}
+
+/* One text a prefix of the other (or equal): the machine could not tell them apart. */
+static bool prefix_clash(const fr_schema *s, const fr_schema_entry *a, const fr_schema_entry *b) {
+    return !memcmp(s->text + a->text, s->text + b->text, FR_MIN(a->len, b->len));
+}
+
+/* A union's object alternatives, which all begin with '{', become one
+ * dispatch node when each one's first property is required, has the same
+ * key, and a constant (enum or const) value no other alternative's values
+ * clash with: {"kind": "circle", ...} or {"kind": "rect", ...}. The
+ * dispatch node is an object of that one property, whose value, once
+ * written, names the alternative the object goes on as (json_mode.c).
+ * Unions that do not qualify are left as they are (and refused below). */
+static int dispatch_objects(compiler *c, int u) {
+    fr_schema *s = c->s;
+    uint32_t objects[FR_SCHEMA_MAX_CHOICES], others[FR_SCHEMA_MAX_CHOICES];
+    int n_obj = 0, n_other = 0, n_lit = 0;
+    for (int k = 0; k < s->nodes[u].n; k++) {
+        uint32_t a = s->entries[s->nodes[u].first + k].node;
+        if (s->nodes[a].kind == S_OBJECT && !s->nodes[a].dispatch) objects[n_obj++] = a;
+        else others[n_other++] = a;
+    }
+    if (n_obj < 2) return 0;
+    const fr_schema_entry *key0 = NULL;
+    fr_schema_entry lits[FR_SCHEMA_MAX_CHOICES];
+    for (int i = 0; i < n_obj; i++) {
+        const fr_schema_node *a = &s->nodes[objects[i]];
+        const fr_schema_entry *key = &s->entries[a->first];
+        const fr_schema_node *v = &s->nodes[key->node];
+        if (!(a->required & 1) || v->kind != S_LITERALS || (key0 && !same_text(s, key0, key))) return 0;
+        key0 = key0 ? key0 : key;
+        for (int k = 0; k < v->n; k++) {
+            if (n_lit == FR_SCHEMA_MAX_CHOICES) return 0;
+            lits[n_lit] = s->entries[v->first + k];
+            lits[n_lit].node = objects[i];
+            for (int j = 0; j < n_lit; j++)
+                if (lits[j].node != objects[i] && prefix_clash(s, &lits[j], &lits[n_lit])) return 0;
+            n_lit++;
+        }
+    }
+    fr_schema_entry key = *key0;
+    int lit = new_node(c, S_LITERALS), d = lit < 0 ? -1 : new_node(c, S_OBJECT);
+    if (d < 0) return -1;
+    others[n_other++] = (uint32_t)d;
+    if (!add_entries(c, lit, NULL, NULL, n_lit) || !add_entries(c, d, NULL, NULL, 1) ||
+        !add_entries(c, u, NULL, others, n_other))
+        return -1;
+    memcpy(&s->entries[s->nodes[lit].first], lits, (size_t)n_lit * sizeof *lits);
+    key.node = (uint32_t)lit;
+    s->entries[s->nodes[d].first] = key;
+    s->nodes[d].required = 1, s->nodes[d].dispatch = true;
+    return 0;
+}
+
 static void set_bytes(uint64_t *set, const char *bytes) {
     for (const char *b = bytes; *b; b++) set[(uint8_t)*b >> 6] |= 1ull << ((uint8_t)*b & 63);
 }
@@ -311,6 +369,8 @@ static void set_bytes(uint64_t *set, const char *bytes) {
  * must not overlap. */
 static int compute_starts(compiler *c) {
     fr_schema *s = c->s;
+    for (int i = 0, n = s->n_nodes; i < n; i++)
+        if (s->nodes[i].kind == S_UNION && dispatch_objects(c, i)) return -1;
     for (int i = 0; i < s->n_nodes; i++) {
         fr_schema_node *n = &s->nodes[i];
         memset(n->starts, 0, sizeof n->starts);
@@ -352,7 +412,8 @@ static int compute_starts(compiler *c) {
                 if (seen[w] & st[w]) {
                     char b[2] = { (char)(w * 64 + __builtin_ctzll(seen[w] & st[w])), 0 };
                     return fail(c, "two alternatives of a union ('anyOf', 'oneOf' or a 'type' list) could both "
-                                   "begin with '%s': JSON mode picks one by its first byte", b);
+                                   "begin with '%s': JSON mode picks one by its first byte (objects: by a first "
+                                   "property that all have, required, with constant values that differ)", b);
                 }
                 seen[w] |= st[w];
             }

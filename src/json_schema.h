@@ -7,8 +7,10 @@
  * properties (written in the schema's order; those not required may be
  * left out; no others), arrays with items, minItems and maxItems,
  * strings, numbers, integers, booleans, null, enum and const, type lists
- * and anyOf whose alternatives begin with different bytes, $ref to the
- * schema's $defs (recursion included). A node of kind S_ANY is any JSON
+ * and anyOf whose alternatives begin with different bytes (objects may
+ * share '{' when their first property is a required constant that tells
+ * them apart: a discriminated union), $ref to the schema's $defs
+ * (recursion included). A node of kind S_ANY is any JSON
  * value (any object with object_only), checked by the byte-level
  * recogniser of json_constraint.h.
  */
@@ -28,6 +30,8 @@ enum fr_schema_kind { S_ANY, S_OBJECT, S_ARRAY, S_STRING, S_NUMBER, S_INTEGER, S
 typedef struct {
     uint8_t kind;         /* enum fr_schema_kind */
     bool object_only;     /* S_ANY: only an object */
+    bool dispatch;        /* S_OBJECT standing for a union of objects: its one property's value, an
+                           * S_LITERALS whose entries name the alternative (entry.node), picks which */
     uint16_t n;           /* S_OBJECT: properties; S_LITERALS: values; S_UNION: alternatives */
     uint32_t first;       /* ... from entries[first] on */
     uint64_t required;    /* S_OBJECT: bit i = property i is required */
@@ -37,7 +41,8 @@ typedef struct {
 } fr_schema_node;
 
 /* An object's property (its key as a JSON string, quotes included, and
- * the node of its value), an enum's value as JSON text, or a union's
+ * the node of its value), an enum's value as JSON text (in a dispatch
+ * node's literals, with the alternative it picks as node), or a union's
  * alternative (node). */
 typedef struct {
     uint32_t text, len;   /* in fr_schema.text */

@@ -96,7 +96,7 @@ def test_json_schema_replies_validate(client):
 def test_json_schema_from_pydantic_through_parse(client):
     """The openai client's parse() sends a pydantic model's strict schema
     and reads the reply back into the model."""
-    from typing import Literal, Optional
+    from typing import Literal, Optional, Union
     from pydantic import BaseModel
 
     class City(BaseModel):
@@ -111,6 +111,24 @@ def test_json_schema_from_pydantic_through_parse(client):
                                            messages=[{"role": "user", "content": "Describe Lisbon as JSON."}])
     city = r.choices[0].message.parsed
     assert isinstance(city, City) and city.climate in ("cold", "mild", "hot")
+
+    # a list of a discriminated union (told apart by a first field with a constant value)
+    class Circle(BaseModel):
+        kind: Literal["circle"]
+        radius: float
+
+    class Square(BaseModel):
+        kind: Literal["square"]
+        side: float
+
+    class Drawing(BaseModel):
+        title: str
+        shapes: list[Union[Circle, Square]]
+
+    r = client.beta.chat.completions.parse(model=MODEL_ID, temperature=0, max_tokens=200, response_format=Drawing,
+                                           messages=[{"role": "user", "content": "Draw two circles and a square."}])
+    drawing = r.choices[0].message.parsed
+    assert isinstance(drawing, Drawing) and all(isinstance(x, (Circle, Square)) for x in drawing.shapes)
 
 
 def test_json_schema_errors(server):

@@ -422,6 +422,15 @@ static const schema_case CASES[] = {
     { "{\"allOf\":[{\"type\":\"integer\"}],\"description\":\"n\",\"format\":\"int32\"}", { "7", "-12" },
       { "7.0", "\"7\"" } },
     { "true", { "1", "{\"a\":[]}", "\"s\"" }, { "", "1 2" } },
+    /* a union of objects told apart by their first property (and null) */
+    { "{\"anyOf\":[{\"type\":\"object\",\"properties\":{\"kind\":{\"const\":\"circle\"},\"r\":{\"type\":\"number\"}},"
+      "\"required\":[\"kind\",\"r\"]},{\"$ref\":\"#/$defs/rect\"},{\"type\":\"null\"}],\"$defs\":{\"rect\":"
+      "{\"properties\":{\"kind\":{\"enum\":[\"rect\",\"square\"]},\"w\":{\"type\":\"number\"},\"h\":{}},"
+      "\"required\":[\"kind\",\"w\"]}}}",
+      { "{\"kind\":\"circle\",\"r\":1}", "{\"kind\":\"rect\",\"w\":1,\"h\":[2]}", "{\"kind\":\"square\",\"w\":1}",
+        "null" },
+      { "{\"kind\":\"circle\",\"w\":1}", "{\"kind\":\"rect\",\"r\":1}", "{\"kind\":\"tri\"}",
+        "{\"r\":1,\"kind\":\"circle\"}", "{\"kind\":\"circle\"}", "{}", "{\"kind\":\"rect\",\"w\":1,\"r\":1}" } },
 };
 
 TEST(json_schema_takes_valid_values_only) {
@@ -447,6 +456,14 @@ TEST(json_schema_refuses_what_it_cannot_follow) {
         { "{\"$ref\":\"#/$defs/missing\"}", "missing" },
         { "{\"$ref\":\"http://x/schema\"}", "$ref" },
         { "{\"anyOf\":[{\"type\":\"object\"},{\"type\":\"object\",\"properties\":{\"a\":{}}}]}", "'{'" },
+        { "{\"anyOf\":[{\"properties\":{\"k\":{\"const\":\"a\"}},\"required\":[\"k\"]},"
+          "{\"properties\":{\"k\":{\"const\":\"a\"}},\"required\":[\"k\"]}]}", "constant values" },
+        { "{\"anyOf\":[{\"properties\":{\"k\":{\"const\":1}},\"required\":[\"k\"]},"
+          "{\"properties\":{\"k\":{\"const\":12}},\"required\":[\"k\"]}]}", "'{'" },
+        { "{\"anyOf\":[{\"properties\":{\"k\":{\"const\":\"a\"}}},"
+          "{\"properties\":{\"k\":{\"const\":\"b\"}},\"required\":[\"k\"]}]}", "'{'" },
+        { "{\"anyOf\":[{\"properties\":{\"k\":{\"const\":\"a\"}},\"required\":[\"k\"]},"
+          "{\"properties\":{\"j\":{\"const\":\"b\"}},\"required\":[\"j\"]}]}", "'{'" },
         { "{\"type\":[\"integer\",\"number\"]}", "begin with" },
         { "{\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "\"b\"" },
         { "{\"type\":\"array\",\"minItems\":3,\"maxItems\":2}", "minItems" },
