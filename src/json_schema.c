@@ -405,6 +405,8 @@ static int compute_starts(compiler *c) {
     }
     for (int i = 0; i < s->n_nodes; i++) {
         const fr_schema_node *n = &s->nodes[i];
+        if (!(n->starts[0] | n->starts[1] | n->starts[2] | n->starts[3])) /* ("anyOf": [{"$ref": "#"}]) */
+            return fail(c, "%s", "a union of the schema allows no value (it refers only to itself)");
         uint64_t seen[4] = { 0 };
         for (int k = 0; n->kind == S_UNION && k < n->n; k++) {
             const uint64_t *st = s->nodes[s->entries[n->first + k].node].starts;
