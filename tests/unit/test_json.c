@@ -113,7 +113,8 @@ static const char *const PIECES[] = {
 };
 enum { N_PIECES = sizeof PIECES / sizeof *PIECES, EOG = N_PIECES - 2, NEVER = N_PIECES - 1 };
 
-static frugal_json *small_vocab(bool object_only) {
+/* A constraint over PIECES (taking schema), NULL on failure. */
+static frugal_json *small_vocab_schema(fr_schema *schema) {
     int len[N_PIECES];
     bool eog[N_PIECES] = { 0 };
     const char *piece[N_PIECES];
@@ -121,9 +122,12 @@ static frugal_json *small_vocab(bool object_only) {
     eog[EOG] = true;
     piece[NEVER] = NULL;
     frugal_json *j = NULL;
+    return fr_json_new_vocab(N_PIECES, piece, len, eog, schema, &j) ? NULL : j;
+}
+
+static frugal_json *small_vocab(bool object_only) {
     fr_schema *any = NULL;
-    if (fr_schema_any(object_only, &any)) return NULL;
-    return fr_json_new_vocab(N_PIECES, piece, len, eog, any, &j) ? NULL : j;
+    return fr_schema_any(object_only, &any) ? NULL : small_vocab_schema(any);
 }
 
 static int index_of(const char *piece) {
@@ -528,20 +532,14 @@ TEST(json_mask_matches_token_by_token_checks) {
         "true", "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"items\":{\"type\":\"number\"}},"
                 "\"\\n\":{\"enum\":[\"é\",1,null]}}}",
     };
-    int len[N_PIECES];
-    bool eog[N_PIECES] = { 0 };
-    const char *piece[N_PIECES];
-    for (int t = 0; t < N_PIECES; t++) piece[t] = PIECES[t], len[t] = (int)strlen(PIECES[t]);
-    eog[EOG] = true;
-    piece[NEVER] = NULL;
     unsigned rng = 3;
     float logits[N_PIECES + 2], out[N_PIECES + 2];
     for (int t = 0; t < N_PIECES + 2; t++) logits[t] = (float)t;
     for (size_t i = 0; i < sizeof schemas / sizeof *schemas; i++) {
         fr_schema *s = NULL;
-        frugal_json *j = NULL;
         CHECK(fr_schema_compile(schemas[i], strlen(schemas[i]), &s) == FRUGAL_OK);
-        CHECK(fr_json_new_vocab(N_PIECES, piece, len, eog, s, &j) == FRUGAL_OK);
+        frugal_json *j = small_vocab_schema(s);
+        CHECK(j);
         for (int walk = 0; walk < 100; walk++) {
             frugal_json_reset(j);
             for (int step = 0; step < 60 && !frugal_json_done(j); step++) {
