@@ -363,6 +363,10 @@ bool frugal_json_accept(frugal_json *j, int32_t token);
 /* The value is complete and closed (only whitespace or the end may
  * follow): generation should end. */
 bool frugal_json_done(const frugal_json *j);
+/* Optional JSON (what a reply that may call tools needs): the reply is
+ * either plain text, with no constraint at all, or, when its first byte
+ * other than whitespace is '{', one value as j requires. Restarts j. */
+frugal_status frugal_json_set_optional(frugal_json *j, bool optional);
 
 #ifdef __cplusplus
 }

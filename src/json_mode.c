@@ -54,9 +54,14 @@ typedef struct {
     uint64_t cands;      /* F_LITERAL, an object's key: the entries still matching */
 } frame;
 
+/* A constraint made optional (frugal_json_set_optional) holds only for a
+ * reply whose first byte other than whitespace is '{'. */
+enum { M_JSON, M_UNDECIDED, M_FREE };
+
 typedef struct {
     fr_json_state prim;  /* the top frame's value when it is F_PRIM */
     uint16_t depth, run; /* run: bytes of the current whitespace run */
+    uint8_t mode;        /* M_*: M_JSON unless the constraint is optional */
     frame f[FR_JSON_MAX_DEPTH];
 } machine;
 
@@ -224,6 +229,12 @@ static bool array_byte(const fr_schema *s, machine *m, frame *f, uint8_t c, bool
 }
 
 static bool step(const fr_schema *s, machine *m, uint8_t c) {
+    if (m->mode == M_FREE) return true;
+    if (m->mode == M_UNDECIDED) {
+        if (is_space(c)) return true; /* (not counted: plain text may begin with any run of it) */
+        m->mode = c == '{' ? M_JSON : M_FREE;
+        if (m->mode == M_FREE) return true;
+    }
     for (;;) {
         if (m->depth == 0) return is_space(c) && space(m);
         frame *f = &m->f[m->depth - 1];
@@ -260,7 +271,7 @@ static bool step(const fr_schema *s, machine *m, uint8_t c) {
 
 /* The text so far is a whole value (a number or enum value at the top may go on). */
 static bool complete(const machine *m, const fr_schema *s) {
-    if (m->depth == 0) return true;
+    if (m->depth == 0 || m->mode != M_JSON) return true;
     bool longer; /* (below a container's frame, f[0] is that container) */
     if (m->f[0].kind == F_PRIM) return fr_json_complete(&m->prim);
     return m->f[0].kind == F_LITERAL && literal_whole(s, &m->f[0], &longer);
@@ -284,10 +295,11 @@ struct frugal_json {
     /* the text tokens by their first byte: by_first[first[b] .. first[b + 1]) begin with b */
     int32_t *by_first;
     uint32_t first[257];
+    bool optional;      /* frugal_json_set_optional */
 };
 
 void frugal_json_reset(frugal_json *j) {
-    j->m.depth = 1, j->m.run = 0;
+    j->m.depth = 1, j->m.run = 0, j->m.mode = j->optional ? M_UNDECIDED : M_JSON;
     j->m.f[0] = (frame){ .node = 0, .kind = F_VALUE };
 }
 
@@ -402,11 +414,22 @@ void frugal_json_free(frugal_json *j) {
     fr_free(j);
 }
 
-/* Whether token t may follow, and the machine after it in *next. */
+frugal_status frugal_json_set_optional(frugal_json *j, bool optional) {
+    if (!j) return fr_error(FRUGAL_ERR_INVALID_ARG, "bad arguments to frugal_json_set_optional");
+    j->optional = optional;
+    frugal_json_reset(j);
+    return FRUGAL_OK;
+}
+
+/* Whether token t may follow, and the machine after it in *next. Plain
+ * text takes any token, control tokens included (as without a
+ * constraint); one before the first byte decides makes the text plain. */
 static bool try_token(const frugal_json *j, int32_t t, machine *next) {
-    if (t < 0 || t >= j->n_vocab || j->kind[t] == TOK_NEVER) return false;
-    if (j->kind[t] == TOK_EOG) return complete(&j->m, j->schema);
+    if (t < 0 || t >= j->n_vocab) return false;
     copy_machine(next, &j->m);
+    if (j->kind[t] == TOK_NEVER && j->m.mode != M_JSON) return next->mode = M_FREE, true;
+    if (j->kind[t] == TOK_NEVER) return false;
+    if (j->kind[t] == TOK_EOG) return complete(&j->m, j->schema);
     for (uint32_t i = j->off[t]; i < j->off[t + 1]; i++)
         if (!step(j->schema, next, j->bytes[i])) return false;
     return true;
@@ -433,7 +456,8 @@ int fr_json_mask(const frugal_json *j, const float *logits, float *out, int n) {
     int allowed = 0;
     for (int t = 0; t < n; t++) out[t] = -INFINITY;
     for (int t = 0; t < n && t < j->n_vocab; t++)
-        if (j->kind[t] == TOK_EOG && complete(&j->m, j->schema)) out[t] = logits[t], allowed++;
+        if ((j->kind[t] == TOK_EOG && complete(&j->m, j->schema)) || (j->kind[t] == TOK_NEVER && j->m.mode != M_JSON))
+            out[t] = logits[t], allowed++;
     for (int b = 0; b < 256; b++) {
         machine probe;
         copy_machine(&probe, &j->m);

@@ -160,6 +160,34 @@ TEST(json_constraint_allows_by_token_bytes) {
     frugal_json_free(j);
 }
 
+/* Optional JSON: plain text unless the first byte other than whitespace
+ * is '{', and then the value the schema asks for. */
+TEST(json_optional_is_plain_text_or_the_value) {
+    frugal_json *j = small_vocab(true);
+    CHECK(j && frugal_json_set_optional(j, true) == FRUGAL_OK);
+    int a = index_of("a"), open = index_of("{"), close = index_of("}");
+    CHECK(frugal_json_allows(j, a) && frugal_json_allows(j, index_of("[")) && frugal_json_allows(j, NEVER));
+    CHECK(frugal_json_allows(j, EOG) && frugal_json_allows(j, open) && frugal_json_allows(j, close));
+    CHECK(frugal_json_accept(j, index_of(" ")) && frugal_json_accept(j, index_of("\n"))); /* still undecided */
+    CHECK(frugal_json_allows(j, EOG) && frugal_json_allows(j, a));
+    CHECK(frugal_json_accept(j, open)); /* now the object */
+    CHECK(!frugal_json_allows(j, a) && !frugal_json_allows(j, NEVER) && !frugal_json_allows(j, EOG));
+    CHECK(!frugal_json_allows(j, open) && frugal_json_accept(j, close) && frugal_json_done(j));
+    CHECK(frugal_json_allows(j, EOG) && !frugal_json_allows(j, a));
+    frugal_json_reset(j); /* (keeps it optional) */
+    CHECK(frugal_json_accept(j, index_of("1"))); /* plain text: anything goes, and never "done" */
+    CHECK(frugal_json_accept(j, open) && frugal_json_accept(j, close) && frugal_json_accept(j, close));
+    CHECK(frugal_json_accept(j, NEVER) && frugal_json_allows(j, EOG) && !frugal_json_done(j));
+    frugal_json_reset(j);
+    CHECK(frugal_json_accept(j, NEVER) && frugal_json_allows(j, index_of("]"))); /* a control token first: text */
+    frugal_json_reset(j);
+    CHECK(frugal_json_accept(j, index_of("{\"")) && !frugal_json_allows(j, NEVER)); /* a key begun */
+    CHECK(frugal_json_set_optional(j, false) == FRUGAL_OK);
+    CHECK(!frugal_json_allows(j, a) && !frugal_json_allows(j, EOG) && frugal_json_allows(j, open));
+    CHECK(frugal_json_set_optional(NULL, true) == FRUGAL_ERR_INVALID_ARG);
+    frugal_json_free(j);
+}
+
 /* Drawn with the constraint, every token is allowed and the text ends as
  * one object, for each kind of sampler; EOG comes only at the end. */
 TEST(json_sampler_draws_only_allowed_tokens) {
@@ -526,7 +554,8 @@ TEST(json_schema_never_leaves_a_dead_end) {
 
 /* The sampler's mask (which tries only the tokens whose first byte may
  * come next) allows exactly the tokens frugal_json_allows does, all along
- * random walks through a schema over the small vocabulary. */
+ * random walks through a schema over the small vocabulary, with the
+ * constraint required and then optional. */
 TEST(json_mask_matches_token_by_token_checks) {
     static const char *const schemas[] = {
         "true", "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"items\":{\"type\":\"number\"}},"
@@ -540,7 +569,8 @@ TEST(json_mask_matches_token_by_token_checks) {
         CHECK(fr_schema_compile(schemas[i], strlen(schemas[i]), &s) == FRUGAL_OK);
         frugal_json *j = small_vocab_schema(s);
         CHECK(j);
-        for (int walk = 0; walk < 100; walk++) {
+        for (int walk = 0; walk < 200; walk++) {
+            if (walk % 100 == 0) CHECK(frugal_json_set_optional(j, walk >= 100) == FRUGAL_OK); /* then optional */
             frugal_json_reset(j);
             for (int step = 0; step < 60 && !frugal_json_done(j); step++) {
                 int n = fr_json_mask(j, logits, out, N_PIECES + 2), count = 0, ok[N_PIECES];
