@@ -157,13 +157,15 @@ $(ASAN_BUILD)/replay_fuzz_%: fuzz/fuzz_%.c fuzz/replay.c $(FUZZ_DEPS) $(ASAN_BUI
 	$(SAN_CC) $(FUZZ_INC) $(SAN_CFLAGS) $< fuzz/replay.c tests/unit/gguf_builder.c \
 	    $(ASAN_BUILD)/libfrugal.a $(LDLIBS) -o $@
 
-# fuzz_api: the server's request parsers (server/api.c), which need cJSON
-$(FUZZ_BUILD)/fuzz_api: fuzz/fuzz_api.c server/api.c server/api.h $(FUZZ_DEPS) $(FUZZ_BUILD)/libfrugal.a
-	$(FUZZ_CC) $(FUZZ_INC) -Iserver $(FUZZ_CFLAGS) -fsanitize=fuzzer $< server/api.c \
+# fuzz_api: the server's request parsers (server/api.c, server/tools.c), which need cJSON
+API_SRC = server/api.c server/tools.c
+$(FUZZ_BUILD)/fuzz_api: fuzz/fuzz_api.c $(API_SRC) server/api.h server/tools.h $(FUZZ_DEPS) $(FUZZ_BUILD)/libfrugal.a
+	$(FUZZ_CC) $(FUZZ_INC) -Iserver $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(API_SRC) \
 	    $(FUZZ_BUILD)/libfrugal.a $(LDLIBS) -lcjson -o $@
 
-$(ASAN_BUILD)/replay_fuzz_api: fuzz/fuzz_api.c server/api.c server/api.h fuzz/replay.c $(FUZZ_DEPS) $(ASAN_BUILD)/libfrugal.a
-	$(SAN_CC) $(FUZZ_INC) -Iserver $(SAN_CFLAGS) $< server/api.c fuzz/replay.c \
+$(ASAN_BUILD)/replay_fuzz_api: fuzz/fuzz_api.c $(API_SRC) server/api.h server/tools.h fuzz/replay.c $(FUZZ_DEPS) \
+                               $(ASAN_BUILD)/libfrugal.a
+	$(SAN_CC) $(FUZZ_INC) -Iserver $(SAN_CFLAGS) $< $(API_SRC) fuzz/replay.c \
 	    $(ASAN_BUILD)/libfrugal.a $(LDLIBS) -lcjson -o $@
 
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)

@@ -13,13 +13,19 @@
  * and a message, and nothing allocated; a success holds only what the
  * validation promises (known roles, stop strings non-empty and at most
  * API_MAX_STOP, max_tokens within the context, token ids inside the
- * vocabulary, sampling parameters in range, every string valid UTF-8).
+ * vocabulary, sampling parameters in range, every string valid UTF-8;
+ * tools only in a chat that offers them, their prompt in the system
+ * message and their reply's schema compiling or failing with a message;
+ * tool messages rendered as user messages). The body is also read as a
+ * reply that calls tools (tools_reply_calls): the arguments it cuts from
+ * the text must be the values the text holds.
  * Everything allocated is freed, so LeakSanitizer catches leaks.
  */
 #include <math.h>
 #include <string.h>
 #include "api.h"
 #include "json_schema.h"
+#include "tools.h"
 #include "fuzz.h"
 
 #define N_CTX 4096
@@ -46,7 +52,7 @@ static void check_request(int rc, const api_request *r, const api_error *err, ap
         check_error(rc, err);
         /* a failed parse leaves nothing behind */
         FUZZ_CHECK(!r->msgs && !r->n_msgs && !r->prompt && !r->prompt_tokens && !r->n_stop && !r->bias_tokens &&
-                   !r->n_bias);
+                   !r->n_bias && !r->tool_schema && !r->tool_prompt);
         return;
     }
     FUZZ_CHECK(r->kind == kind);
@@ -76,6 +82,16 @@ static void check_request(int rc, const api_request *r, const api_error *err, ap
         FUZZ_CHECK(st ? !sch && frugal_last_error()[0] : sch && sch->n_nodes > 0);
         fr_schema_free(sch);
     }
+    /* tools: only in a chat, offered, and then as a system message first and a schema of the reply */
+    FUZZ_CHECK(!r->tools || (kind == API_CHAT && memmem(body, size, "tools", 5)));
+    FUZZ_CHECK(!r->tools == !r->tool_schema && !r->tools == !r->tool_prompt && !(r->tools && r->json_object));
+    if (r->tools) {
+        FUZZ_CHECK(!strcmp(r->msgs[0].role, "system") && strstr(r->msgs[0].content, r->tool_prompt));
+        fr_schema *sch = NULL;
+        frugal_status st = fr_schema_compile(r->tool_schema, strlen(r->tool_schema), &sch);
+        FUZZ_CHECK(st ? !sch && frugal_last_error()[0] : sch && sch->n_nodes > 0);
+        fr_schema_free(sch);
+    }
     if (kind == API_CHAT) {
         FUZZ_CHECK(r->msgs && r->n_msgs > 0);
         FUZZ_CHECK(!r->prompt && !r->prompt_tokens);
@@ -97,6 +113,26 @@ static void check_request(int rc, const api_request *r, const api_error *err, ap
     }
 }
 
+/* The body as a reply that calls tools: either not one (NULL), or each
+ * call's arguments, as cut from the text, are the value the text holds. */
+static void check_reply_calls(const char *body, size_t size) {
+    cJSON *calls = tools_reply_calls(body, size, "x"), *c;
+    if (!calls) return;
+    cJSON *root = cJSON_ParseWithLength(body, size), *orig = cJSON_GetObjectItem(root, "tool_calls")->child;
+    cJSON_ArrayForEach(c, calls) {
+        cJSON *fn = cJSON_GetObjectItem(c, "function"), *args = cJSON_GetObjectItem(fn, "arguments");
+        cJSON *parsed = cJSON_Parse(cJSON_GetStringValue(args));
+        FUZZ_CHECK(orig && parsed && cJSON_Compare(parsed, cJSON_GetObjectItem(orig, "arguments"), true));
+        FUZZ_CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(fn, "name")),
+                           cJSON_GetStringValue(cJSON_GetObjectItem(orig, "name"))));
+        cJSON_Delete(parsed);
+        orig = orig->next;
+    }
+    FUZZ_CHECK(!orig);
+    cJSON_Delete(root);
+    cJSON_Delete(calls);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(api_utf8_valid((const char *)data, size) == fuzz_utf8_valid(data, size));
     if (size > MAX_BODY) return 0;
@@ -113,6 +149,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         api_request_free(&r);
         FUZZ_CHECK(!r.msgs && !r.prompt && !r.prompt_tokens && !r.n_stop);
     }
+
+    check_reply_calls(body, size);
 
     char *content = (char *)"unset";
     size_t content_len = (size_t)-1;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "api.h"
+#include "tools.h"
 
 void api_set_error(api_error *err, int status, const char *type, const char *param,
                    const char *code, const char *fmt, ...) {
@@ -152,6 +153,7 @@ static int refuse_unsupported(const cJSON *o, api_kind kind, api_error *err) {
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const cJSON *it = field(o, names[i]);
         if (!it || is_empty_value(it) || (kind == API_COMPLETION && !strcmp(names[i], "echo"))) continue;
+        if (kind == API_CHAT && !strncmp(names[i], "tool", 4)) continue; /* (tools.c) */
         if (!strcmp(names[i], "tool_choice") && cJSON_IsString(it) && !strcmp(it->valuestring, "none")) continue;
         return bad(err, names[i], "'%s' is not supported by this server", names[i]);
     }
@@ -326,6 +328,11 @@ static int parse_common(const cJSON *o, const api_limits *lim, api_request *r, a
         if (!cJSON_IsObject(so)) return bad(err, "stream_options", "'%s' must be an object", "stream_options");
         if (get_bool(so, "include_usage", &r->include_usage, err) < 0) return -1;
     }
+    if (r->kind == API_CHAT && tools_parse(o, r, err)) return -1;
+    /* a call is JSON mode of its own, and its tokens are no content to score */
+    if (r->tools && r->json_object)
+        return bad(err, "response_format", "'%s' cannot be combined with 'tools'", "response_format");
+    if (r->tools && r->logprobs) return bad(err, "logprobs", "'%s' cannot be combined with 'tools'", "logprobs");
     return 0;
 }
 
@@ -363,30 +370,110 @@ static char *message_content(const cJSON *c, api_error *err) {
     return s;
 }
 
+/* Appends to the last message's content (a tool result after another). */
+static int append_content(frugal_chat_msg *m, const char *more, api_error *err) {
+    size_t n = strlen(m->content), k = strlen(more);
+    char *s = realloc((char *)m->content, n + 2 + k + 1);
+    if (!s) return nomem(err);
+    memcpy(s + n, "\n\n", 2);
+    memcpy(s + n + 2, more, k + 1);
+    m->content = s;
+    return 0;
+}
+
+/* A tool's result, as the user message the model reads it in: "Result of
+ * NAME:\n..." (results in a row share one message). */
+static char *tool_result(const cJSON *msgs, const cJSON *m, const char *content, api_error *err) {
+    const cJSON *id = field(m, "tool_call_id");
+    const char *name = cJSON_IsString(id) ? tools_called_name(msgs, m, id->valuestring) : NULL;
+    if (!cJSON_IsString(id)) bad(err, "messages", "%s", "a tool message needs a 'tool_call_id' string");
+    else if (!name) bad(err, "messages", "%s", "a tool message's 'tool_call_id' names no earlier tool call");
+    if (!name) return NULL;
+    size_t n = strlen(name) + strlen(content) + 16;
+    char *s = malloc(n);
+    if (!s) nomem(err);
+    else snprintf(s, n, "Result of %s:\n%s", name, content);
+    return s;
+}
+
+/* An assistant message that called tools: its content (if any), then the
+ * calls as the reply that makes them (tools.h). */
+static char *assistant_calls(const cJSON *calls, const char *content, api_error *err) {
+    char *t = tools_calls_text(calls, err);
+    if (!t || !content[0]) return t;
+    size_t n = strlen(content) + strlen(t) + 3;
+    char *s = malloc(n);
+    if (!s) nomem(err);
+    else snprintf(s, n, "%s\n\n%s", content, t);
+    free(t);
+    return s;
+}
+
+/* One message's role and text (both malloc'd), or -1. Tool messages
+ * become user messages; *merge: add to the message before (a tool result
+ * after another). */
+static int parse_message(const cJSON *msgs, const cJSON *m, bool after_tool, char **role_out, char **text_out,
+                         bool *merge, api_error *err) {
+    const cJSON *role = cJSON_IsObject(m) ? field(m, "role") : NULL, *content = role ? field(m, "content") : NULL;
+    if (!cJSON_IsObject(m)) return bad(err, "messages", "%s", "each message must be an object");
+    if (!role || !cJSON_IsString(role)) return bad(err, "messages", "%s", "each message needs a 'role' string");
+    const char *name = role->valuestring;
+    if (!strcmp(name, "developer")) name = "system"; /* OpenAI's newer name for it */
+    bool tool = !strcmp(name, "tool");
+    const cJSON *calls = !strcmp(name, "assistant") ? field(m, "tool_calls") : NULL;
+    if (cJSON_IsArray(calls) && !calls->child) calls = NULL; /* (some clients send an empty list) */
+    if (strcmp(name, "system") && strcmp(name, "user") && strcmp(name, "assistant") && !tool)
+        return bad(err, "messages", "%s", "a message's role must be system, developer, user, assistant or tool");
+    if (!content && !calls) return bad(err, "messages", "%s", "each message needs a 'content'");
+    char *text = content ? message_content(content, err) : strdup(""), *t = text;
+    if (!text) return content ? -1 : nomem(err);
+    if (tool) text = tool_result(msgs, m, t, err);
+    else if (calls) text = assistant_calls(calls, t, err);
+    if (text != t) free(t);
+    if (!text) return -1;
+    *merge = tool && after_tool;
+    *role_out = *merge ? NULL : strdup(tool ? "user" : name);
+    *text_out = text;
+    if (*merge || *role_out) return 0;
+    free(text);
+    return nomem(err);
+}
+
+/* The functions offered, in the system message: after the conversation's
+ * own, or as the first message. */
+static int add_tool_prompt(api_request *r, api_error *err) {
+    frugal_chat_msg *first = &r->msgs[0];
+    if (!strcmp(first->role, "system")) return append_content(first, r->tool_prompt, err);
+    char *role = strdup("system"), *text = strdup(r->tool_prompt);
+    if (!role || !text) { free(role); free(text); return nomem(err); }
+    memmove(r->msgs + 1, r->msgs, r->n_msgs * sizeof *r->msgs);
+    r->msgs[0] = (frugal_chat_msg){ role, text };
+    r->n_msgs++;
+    return 0;
+}
+
 static int parse_messages(const cJSON *o, api_request *r, api_error *err) {
     const cJSON *msgs = field(o, "messages"), *m;
     if (!msgs) return bad(err, "messages", "%s", "'messages' is required");
     if (!cJSON_IsArray(msgs) || !msgs->child) return bad(err, "messages", "%s", "'messages' must be a non-empty list");
     size_t n = (size_t)cJSON_GetArraySize(msgs);
-    if (!(r->msgs = calloc(n, sizeof *r->msgs))) return nomem(err);
+    if (!(r->msgs = calloc(n + 1, sizeof *r->msgs))) return nomem(err); /* (+1: the tools' system message) */
+    bool after_tool = false;
     cJSON_ArrayForEach(m, msgs) {
-        const cJSON *role = cJSON_IsObject(m) ? field(m, "role") : NULL, *content = role ? field(m, "content") : NULL;
-        if (!cJSON_IsObject(m)) return bad(err, "messages", "%s", "each message must be an object");
-        if (!role || !cJSON_IsString(role)) return bad(err, "messages", "%s", "each message needs a 'role' string");
-        const char *name = role->valuestring;
-        if (!strcmp(name, "developer")) name = "system"; /* OpenAI's newer name for it */
-        if (strcmp(name, "system") && strcmp(name, "user") && strcmp(name, "assistant"))
-            return bad(err, "messages", "%s", "a message's role must be system, developer, user or assistant");
-        if (!content) return bad(err, "messages", "%s", "each message needs a 'content'");
-        char *text = message_content(content, err), *rname = strdup(name);
-        if (!text || !rname) {
+        char *role, *text;
+        bool merge;
+        if (parse_message(msgs, m, after_tool, &role, &text, &merge, err)) return -1;
+        if (merge) {
+            int rc = append_content(&r->msgs[r->n_msgs - 1], text, err);
             free(text);
-            free(rname);
-            return text ? nomem(err) : -1;
+            if (rc) return -1;
+        } else {
+            r->msgs[r->n_msgs++] = (frugal_chat_msg){ role, text };
         }
-        r->msgs[r->n_msgs++] = (frugal_chat_msg){ rname, text };
+        const cJSON *role_item = field(m, "role");
+        after_tool = !strcmp(role_item->valuestring, "tool");
     }
-    return 0;
+    return r->tools ? add_tool_prompt(r, err) : 0;
 }
 
 /* Reads a list of token ids, each in [0, n_vocab). */
@@ -460,6 +547,8 @@ void api_request_free(api_request *r) {
     free(r->bias_tokens);
     free(r->bias);
     free(r->json_schema);
+    free(r->tool_schema);
+    free(r->tool_prompt);
     memset(r, 0, sizeof *r);
 }
 

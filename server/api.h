@@ -21,6 +21,10 @@
 
 typedef enum { API_CHAT, API_COMPLETION } api_kind;
 
+/* Tool calls (tools.h): none offered (or tool_choice "none"), the model
+ * may call them, or it must. */
+typedef enum { TOOLS_OFF, TOOLS_AUTO, TOOLS_REQUIRED } api_tools;
+
 /* What validation needs to know about the server: the bounds that depend
  * on the loaded model and the options it was started with. */
 typedef struct {
@@ -67,6 +71,9 @@ typedef struct {
     bool echo_only;      /* echo with "max_tokens": 0: nothing is generated */
     bool json_object;    /* response_format json_object or json_schema: the reply is one JSON object ... */
     char *json_schema;   /* ... valid against this schema (JSON text, owned), when one was given */
+    api_tools tools;     /* chat "tools" and "tool_choice": ... */
+    char *tool_schema;   /* ... the schema of a reply that calls them (owned) ... */
+    char *tool_prompt;   /* ... and what the system message tells the model of them (owned) */
 } api_request;
 
 /* Parse the body of POST /v1/chat/completions or /v1/completions. Return

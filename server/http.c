@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "http.h"
+#include "tools.h"
 
 #define DRAIN_LIMIT (16u << 20) /* body bytes we read and drop to answer 413 cleanly */
 #define WAIT_MS 50               /* how often a waiting connection checks its client */
@@ -86,6 +87,7 @@ typedef struct {
     buf out;           /* formatted events not yet handed to MHD */
     size_t out_off;
     size_t text_sent;  /* bytes of job->text already sent */
+    size_t text_seen;  /* ... and looked at (more when a tool call is held back) */
     int lp_sent;       /* records of job->lp already sent */
     bool sent_role, sent_echo, ended;
 } conn;
@@ -410,12 +412,15 @@ static int prepare_job(http_server *srv, job *j, api_error *err) {
         return -1;
     }
     frugal_status st = FRUGAL_OK;
-    if (r->json_schema) st = frugal_json_new_schema(srv->model, r->json_schema, strlen(r->json_schema), &j->json);
+    const char *schema = r->json_schema ? r->json_schema : r->tool_schema;
+    if (schema) st = frugal_json_new_schema(srv->model, schema, strlen(schema), &j->json);
     else if (r->json_object) st = frugal_json_new(srv->model, true, &j->json);
     if (st == FRUGAL_ERR_INVALID_ARG) { /* a schema JSON mode cannot follow */
-        api_set_error(err, 400, NULL, "response_format", NULL, "%s", frugal_last_error());
+        api_set_error(err, 400, NULL, r->tools ? "tools" : "response_format", NULL, "%s%s",
+                      r->tools ? "a function's parameters: " : "", frugal_last_error());
         return -1;
     }
+    if (!st && r->tools == TOOLS_AUTO) st = frugal_json_set_optional(j->json, true); /* a call, or plain text */
     if (st || (j->json && frugal_sampler_set_json(j->smp, j->json))) goto nomem;
     return 0;
 nomem:
@@ -574,6 +579,16 @@ static lp_token *all_records(const job *j, int *n) {
     return r;
 }
 
+/* A finished reply that calls tools, as OpenAI's "tool_calls" list; NULL
+ * for one that does not (plain text, or a call cut short). */
+static cJSON *reply_calls(const conn *cs) {
+    const job *j = cs->job;
+    bool undecided;
+    if (!j->req.tools || strcmp(j->finish_reason, "stop") || !tools_text_is_call(j->text, j->len, &undecided))
+        return NULL;
+    return tools_reply_calls(j->text, j->len, strchr(cs->id, '-') + 1);
+}
+
 static enum MHD_Result reply_whole(conn *cs, struct MHD_Connection *c) {
     job *j = cs->job;
     for (;;) {
@@ -598,12 +613,16 @@ static enum MHD_Result reply_whole(conn *cs, struct MHD_Connection *c) {
     }
     int n_lp = 0;
     lp_token *lp = j->req.logprobs ? all_records(j, &n_lp) : NULL;
+    cJSON *calls = reply_calls(cs);
     bool ok = o && text && (!j->req.logprobs || lp) &&
               (chat ? msg && cJSON_AddStringToObject(msg, "role", "assistant") &&
-                          cJSON_AddStringToObject(msg, "content", text)
+                          (calls ? cJSON_AddNullToObject(msg, "content") &&
+                                       cJSON_AddItemToObject(msg, "tool_calls", calls)
+                                 : cJSON_AddStringToObject(msg, "content", text) != NULL)
                     : cJSON_AddStringToObject(choice, "text", text) != NULL) &&
-              cJSON_AddStringToObject(choice, "finish_reason", j->finish_reason) && add_usage(o, j) &&
-              set_logprobs(cs, choice, lp, n_lp);
+              cJSON_AddStringToObject(choice, "finish_reason", calls ? "tool_calls" : j->finish_reason) &&
+              add_usage(o, j) && set_logprobs(cs, choice, lp, n_lp);
+    if (calls && !cJSON_GetObjectItem(msg, "tool_calls")) cJSON_Delete(calls);
     free(text);
     free(lp);
     if (!ok) { cJSON_Delete(o); return fail(cs, c, 500, "server_error", NULL, "out of memory"); }
@@ -628,8 +647,9 @@ static bool emit_chunk(conn *cs, const char *text, const char *finish, const lp_
     if (ok && chat) {
         /* OpenAI's first chunk carries the role; the last an empty delta */
         cJSON *d = cJSON_AddObjectToObject(choice, "delta");
+        bool role_only = !cs->sent_role && !text[0] && cs->job->req.tools; /* (a call may follow, not content) */
         ok = d && (cs->sent_role || cJSON_AddStringToObject(d, "role", "assistant")) &&
-             (finish || cJSON_AddStringToObject(d, "content", text));
+             (finish || role_only || cJSON_AddStringToObject(d, "content", text));
         cs->sent_role = true;
     } else if (ok) {
         ok = cJSON_AddStringToObject(choice, "text", text);
@@ -641,9 +661,22 @@ static bool emit_chunk(conn *cs, const char *text, const char *finish, const lp_
     return emit(cs, o);
 }
 
-/* The events after the job is done: finish_reason (or the error), usage
- * if asked for, and the [DONE] sentinel. */
-static bool emit_end(conn *cs) {
+/* A reply's tool calls, all in one chunk (taking calls): each with its
+ * "index", as streamed calls are. */
+static bool emit_calls(conn *cs, cJSON *calls) {
+    cJSON *choice, *o = envelope(cs, "chat.completion.chunk", &choice), *d = NULL, *c;
+    int i = 0;
+    bool ok = o && (d = cJSON_AddObjectToObject(choice, "delta")) && cJSON_AddNullToObject(choice, "finish_reason");
+    cJSON_ArrayForEach(c, calls) ok = ok && cJSON_AddNumberToObject(c, "index", i++);
+    if (ok && cJSON_AddItemToObject(d, "tool_calls", calls)) return emit(cs, o);
+    cJSON_Delete(calls);
+    cJSON_Delete(o);
+    return false;
+}
+
+/* The events after the job is done: finish_reason (the job's unless
+ * given, or the error), usage if asked for, and the [DONE] sentinel. */
+static bool emit_end(conn *cs, const char *finish) {
     job *j = cs->job;
     bool ok;
     if (j->error_status) {
@@ -651,7 +684,7 @@ static bool emit_end(conn *cs) {
         api_set_error(&e, j->error_status, "server_error", NULL, NULL, "%s", j->error);
         ok = emit(cs, error_object(&e));
     } else {
-        ok = emit_chunk(cs, "", j->finish_reason, NULL, 0);
+        ok = emit_chunk(cs, "", finish ? finish : j->finish_reason, NULL, 0);
         if (ok && j->req.include_usage) {
             cJSON *choice, *o = envelope(cs, cs->route == R_CHAT ? "chat.completion.chunk" : "text_completion", &choice);
             /* the usage chunk has no choices */
@@ -690,13 +723,22 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *dst, size_t max) {
             if (!cs->sent_echo) job_wait(j, cs->text_sent, WAIT_MS);
             continue;
         }
-        job_wait(j, cs->text_sent, WAIT_MS);
+        job_wait(j, cs->text_seen, WAIT_MS);
         pthread_mutex_lock(&j->mu);
         char *news = NULL;
         size_t n = j->len - cs->text_sent;
-        bool done = j->done, oom = false;
+        bool done = j->done, oom = false, undecided;
         int lp_to = lp_ready(j, cs->lp_sent), n_lp = lp_to - cs->lp_sent;
         lp_token *lp = NULL;
+        cJSON *calls = NULL;
+        cs->text_seen = j->len;
+        /* with tools, a reply that is (or may yet be) a call is held back
+         * until it is whole, and then sent as tool calls */
+        if (j->req.tools && !cs->text_sent && n) {
+            bool call = tools_text_is_call(j->text, j->len, &undecided);
+            if (!done && (call || undecided)) n = 0;
+            if (done && call && (calls = reply_calls(cs))) n = 0;
+        }
         if (n) {
             news = malloc(n + 1);
             lp = n_lp ? malloc((size_t)n_lp * sizeof *lp) : NULL;
@@ -712,7 +754,8 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *dst, size_t max) {
             }
         }
         pthread_mutex_unlock(&j->mu);
-        bool ok = !oom && (!news || emit_chunk(cs, news, NULL, lp, n_lp)) && (!done || emit_end(cs));
+        bool ok = !oom && (!news || emit_chunk(cs, news, NULL, lp, n_lp)) && (!calls || emit_calls(cs, calls)) &&
+                  (!done || emit_end(cs, calls ? "tool_calls" : NULL));
         free(news);
         free(lp);
         if (!ok) goto broken;
