@@ -402,6 +402,7 @@ static bool add_reply_call(cJSON *out, const cJSON *call, const char *id, const 
 }
 
 cJSON *tools_reply_calls(const char *text, size_t len, const char *id_base) {
+    if (memchr(text, 0, len)) return NULL; /* (JSON mode writes none; cJSON would cut a string there) */
     cJSON *root = cJSON_ParseWithLength(text, len), *out = cJSON_CreateArray();
     const cJSON *calls = get(root, "tool_calls"), *call;
     size_t start[TOOLS_MAX_PARALLEL], end[TOOLS_MAX_PARALLEL];
