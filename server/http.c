@@ -584,7 +584,8 @@ static lp_token *all_records(const job *j, int *n) {
 static cJSON *reply_calls(const conn *cs) {
     const job *j = cs->job;
     bool undecided;
-    if (!j->req.tools || strcmp(j->finish_reason, "stop") || !tools_text_is_call(j->text, j->len, &undecided))
+    if (!j->req.tools || !j->finish_reason || strcmp(j->finish_reason, "stop") || /* (NULL: an error) */
+        !tools_text_is_call(j->text, j->len, &undecided))
         return NULL;
     return tools_reply_calls(j->text, j->len, strchr(cs->id, '-') + 1);
 }
@@ -733,11 +734,12 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *dst, size_t max) {
         cJSON *calls = NULL;
         cs->text_seen = j->len;
         /* with tools, a reply that is (or may yet be) a call is held back
-         * until it is whole, and then sent as tool calls */
+         * until it is whole, and then sent as tool calls (one cut short by
+         * max_tokens as text, one cut short by an error not at all) */
         if (j->req.tools && !cs->text_sent && n) {
             bool call = tools_text_is_call(j->text, j->len, &undecided);
-            if (!done && (call || undecided)) n = 0;
-            if (done && call && (calls = reply_calls(cs))) n = 0;
+            if (call && done) calls = reply_calls(cs);
+            if ((call || undecided) && (!done || calls || j->error_status)) n = 0;
         }
         if (n) {
             news = malloc(n + 1);

@@ -195,3 +195,26 @@ def test_functions_without_parameters_take_an_empty_object(client):
     c = chat(client, tools=[fn("ping", description="Check that the service is up")], tool_choice="required",
              temperature=0).choices[0]
     assert c.finish_reason == "tool_calls" and c.message.tool_calls[0].function.arguments == "{}"
+
+
+def test_sigterm_while_a_call_is_held_back(server_factory):
+    """A streamed call still being written when the server stops (after its
+    5 s grace) ends with an error event and [DONE], and the server exits
+    cleanly: a call that never finished is not read as one."""
+    import signal
+    import socket
+    s = server_factory("--parallel", 1, "-c", 2048)
+    long_call = fn("add", parameters={"type": "object", "properties": {"terms": {
+        "type": "array", "items": {"type": "integer"}, "minItems": 2000}}, "required": ["terms"]})
+    data = json.dumps({"messages": ASK, "tools": [long_call], "tool_choice": "required", "max_tokens": 1500,
+                       "temperature": 0, "stream": True}).encode()
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+    got = b""
+    while b"data: " not in got:
+        got += sock.recv(65536)
+    assert s.stop(signal.SIGTERM) == 0, s.log()
+    while chunk := sock.recv(65536):
+        got += chunk
+    sock.close()
+    assert b"shutting down" in got and b"data: [DONE]\n\n" in got and b"tool_calls" not in got, got[-400:]
