@@ -342,6 +342,10 @@ void frugal_sampler_reset(frugal_sampler *s);
  * 64 bytes, numbers to 64 bytes, nesting to 64 levels; strings are valid
  * UTF-8. Control tokens are never drawn. */
 typedef struct frugal_json frugal_json;
+/* The model's vocabulary, as the constraint reads it, is built by its
+ * first constraint (~6 ms and 0.8 MB for SmolLM2's 49,152 tokens, ~23 ms
+ * and 4.3 MB for Gemma 3's 262,144) and shared by all: the model must
+ * outlive its constraints. */
 frugal_status frugal_json_new(const frugal_model *model, bool object_only, frugal_json **out);
 /* The same for one value valid against a JSON Schema given as JSON text
  * (docs/server.md lists the keywords JSON mode follows; objects are

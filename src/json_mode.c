@@ -33,6 +33,7 @@
  * is a complete value, and only then.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 #include "common.h"
@@ -285,9 +286,10 @@ static void copy_machine(machine *dst, const machine *src) {
 
 enum { TOK_TEXT, TOK_EOG, TOK_NEVER };
 
-struct frugal_json {
-    fr_schema *schema;
-    machine m;
+/* A vocabulary as the constraint reads it: what each token decodes to.
+ * It depends on the model only, so a model builds it once and its
+ * constraints share it (fr_model_json_vocab). */
+struct fr_json_vocab {
     int n_vocab;
     uint8_t *kind;      /* [n_vocab] TOK_* */
     uint32_t *off;      /* [n_vocab + 1] token t's bytes: bytes[off[t] .. off[t + 1]) */
@@ -295,7 +297,14 @@ struct frugal_json {
     /* the text tokens by their first byte: by_first[first[b] .. first[b + 1]) begin with b */
     int32_t *by_first;
     uint32_t first[257];
-    bool optional;      /* frugal_json_set_optional */
+};
+
+struct frugal_json {
+    fr_schema *schema;
+    machine m;
+    const fr_json_vocab *v;
+    fr_json_vocab *owned; /* v when it is this constraint's own (fr_json_new_vocab) */
+    bool optional;        /* frugal_json_set_optional */
 };
 
 void frugal_json_reset(frugal_json *j) {
@@ -303,44 +312,78 @@ void frugal_json_reset(frugal_json *j) {
     j->m.f[0] = (frame){ .node = 0, .kind = F_VALUE };
 }
 
-frugal_status fr_json_new_vocab(int n, const char *const *piece, const int *len, const bool *eog, fr_schema *schema,
-                                frugal_json **out) {
+void fr_json_vocab_free(fr_json_vocab *v) {
+    if (!v) return;
+    fr_free(v->kind);
+    fr_free(v->off);
+    fr_free(v->bytes);
+    fr_free(v->by_first);
+    fr_free(v);
+}
+
+frugal_status fr_json_vocab_new(int n, const char *const *piece, const int *len, const bool *eog,
+                                fr_json_vocab **out) {
     *out = NULL;
     size_t total = 0;
     for (int t = 0; t < n; t++) total += piece[t] && !eog[t] && len[t] > 0 ? (size_t)len[t] : 0;
-    frugal_json *j = fr_calloc(1, sizeof *j);
-    if (j) {
-        j->schema = schema;
-        j->kind = fr_malloc((size_t)n + 1);
-        j->off = fr_malloc(((size_t)n + 1) * sizeof *j->off);
-        j->bytes = fr_malloc(total + 1);
-        j->by_first = fr_malloc(((size_t)n + 1) * sizeof *j->by_first);
+    fr_json_vocab *v = fr_calloc(1, sizeof *v);
+    if (v) {
+        v->kind = fr_malloc((size_t)n + 1);
+        v->off = fr_malloc(((size_t)n + 1) * sizeof *v->off);
+        v->bytes = fr_malloc(total + 1);
+        v->by_first = fr_malloc(((size_t)n + 1) * sizeof *v->by_first);
     }
-    if (!j || !j->kind || !j->off || !j->bytes || !j->by_first || total > UINT32_MAX) {
-        if (j) frugal_json_free(j);
-        else fr_schema_free(schema);
+    if (!v || !v->kind || !v->off || !v->bytes || !v->by_first || total > UINT32_MAX) {
+        fr_json_vocab_free(v);
         return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the JSON constraint");
     }
     size_t used = 0;
     for (int t = 0; t < n; t++) {
-        j->off[t] = (uint32_t)used;
-        j->kind[t] = eog[t] ? TOK_EOG : piece[t] && len[t] > 0 ? TOK_TEXT : TOK_NEVER;
-        if (j->kind[t] != TOK_TEXT) continue;
-        memcpy(j->bytes + used, piece[t], (size_t)len[t]);
+        v->off[t] = (uint32_t)used;
+        v->kind[t] = eog[t] ? TOK_EOG : piece[t] && len[t] > 0 ? TOK_TEXT : TOK_NEVER;
+        if (v->kind[t] != TOK_TEXT) continue;
+        memcpy(v->bytes + used, piece[t], (size_t)len[t]);
         used += (size_t)len[t];
     }
-    j->off[n] = (uint32_t)used;
-    j->n_vocab = n;
+    v->off[n] = (uint32_t)used;
+    v->n_vocab = n;
     for (int t = 0; t < n; t++) /* counting sort by first byte */
-        if (j->kind[t] == TOK_TEXT) j->first[j->bytes[j->off[t]] + 1]++;
-    for (int b = 0; b < 256; b++) j->first[b + 1] += j->first[b];
+        if (v->kind[t] == TOK_TEXT) v->first[v->bytes[v->off[t]] + 1]++;
+    for (int b = 0; b < 256; b++) v->first[b + 1] += v->first[b];
     uint32_t fill[256];
-    memcpy(fill, j->first, sizeof fill);
+    memcpy(fill, v->first, sizeof fill);
     for (int t = 0; t < n; t++)
-        if (j->kind[t] == TOK_TEXT) j->by_first[fill[j->bytes[j->off[t]]]++] = t;
+        if (v->kind[t] == TOK_TEXT) v->by_first[fill[v->bytes[v->off[t]]]++] = t;
+    *out = v;
+    return FRUGAL_OK;
+}
+
+/* A constraint over v (taking schema; owning v when own). */
+static frugal_status new_constraint(const fr_json_vocab *v, bool own, fr_schema *schema, frugal_json **out) {
+    frugal_json *j = fr_calloc(1, sizeof *j);
+    if (!j) {
+        fr_schema_free(schema);
+        if (own) fr_json_vocab_free((fr_json_vocab *)v);
+        return fr_error(FRUGAL_ERR_NOMEM, "out of memory for the JSON constraint");
+    }
+    j->schema = schema;
+    j->v = v;
+    j->owned = own ? (fr_json_vocab *)v : NULL;
     frugal_json_reset(j);
     *out = j;
     return FRUGAL_OK;
+}
+
+frugal_status fr_json_new_vocab(int n, const char *const *piece, const int *len, const bool *eog, fr_schema *schema,
+                                frugal_json **out) {
+    *out = NULL;
+    fr_json_vocab *v = NULL;
+    frugal_status st = fr_json_vocab_new(n, piece, len, eog, &v);
+    if (st) {
+        fr_schema_free(schema);
+        return st;
+    }
+    return new_constraint(v, true, schema, out);
 }
 
 /* Token t's bytes appended to *buf (grown as needed); -1: out of memory. */
@@ -359,8 +402,8 @@ static int append_token(const fr_tokenizer *tok, int32_t t, char **buf, size_t *
 
 /* The model's tokens as the bytes they decode to; control, unknown and
  * unused tokens, and ids past the tokenizer's vocabulary (padded output
- * rows), are never allowed. Takes schema. */
-static frugal_status new_for_model(const frugal_model *m, fr_schema *schema, frugal_json **out) {
+ * rows), are never allowed. */
+static frugal_status vocab_for_model(const frugal_model *m, fr_json_vocab **out) {
     int n = m->hp.n_vocab, n_tok = fr_tokenizer_n_vocab(m->tok);
     size_t cap = (size_t)n * 8 + 256, used = 0;
     char *text = fr_malloc(cap);
@@ -378,14 +421,39 @@ static frugal_status new_for_model(const frugal_model *m, fr_schema *schema, fru
         ok = (len[t] = append_token(m->tok, t, &text, &used, &cap)) >= 0;
     }
     for (int t = 0; ok && t < n; t++) piece[t] = len[t] > 0 ? text + at[t] : NULL;
-    if (ok) {
-        st = fr_json_new_vocab(n, piece, len, eog, schema, out);
-    } else {
-        fr_schema_free(schema);
-        fr_error(st, "out of memory for the JSON constraint");
-    }
+    if (ok) st = fr_json_vocab_new(n, piece, len, eog, out);
+    else fr_error(st, "out of memory for the JSON constraint");
     fr_free(text), fr_free(piece), fr_free(len), fr_free(at), fr_free(eog);
     return st;
+}
+
+/* The model's table, built by the first constraint that needs it. Two
+ * threads may both build one: the first to publish it wins and the other
+ * frees its own. */
+static frugal_status model_vocab(const frugal_model *cm, const fr_json_vocab **out) {
+    frugal_model *m = (frugal_model *)cm; /* (a cache: the model does not change) */
+    fr_json_vocab *v = atomic_load(&m->json_vocab), *none = NULL;
+    if (!v) {
+        frugal_status st = vocab_for_model(m, &v);
+        if (st) return st;
+        if (!atomic_compare_exchange_strong(&m->json_vocab, &none, v)) {
+            fr_json_vocab_free(v);
+            v = none;
+        }
+    }
+    *out = v;
+    return FRUGAL_OK;
+}
+
+/* Takes schema. */
+static frugal_status new_for_model(const frugal_model *m, fr_schema *schema, frugal_json **out) {
+    const fr_json_vocab *v = NULL;
+    frugal_status st = model_vocab(m, &v);
+    if (st) {
+        fr_schema_free(schema);
+        return st;
+    }
+    return new_constraint(v, false, schema, out);
 }
 
 frugal_status frugal_json_new(const frugal_model *m, bool object_only, frugal_json **out) {
@@ -407,10 +475,7 @@ frugal_status frugal_json_new_schema(const frugal_model *m, const char *schema_j
 void frugal_json_free(frugal_json *j) {
     if (!j) return;
     fr_schema_free(j->schema);
-    fr_free(j->kind);
-    fr_free(j->off);
-    fr_free(j->bytes);
-    fr_free(j->by_first);
+    fr_json_vocab_free(j->owned);
     fr_free(j);
 }
 
@@ -425,13 +490,13 @@ frugal_status frugal_json_set_optional(frugal_json *j, bool optional) {
  * text takes any token, control tokens included (as without a
  * constraint); one before the first byte decides makes the text plain. */
 static bool try_token(const frugal_json *j, int32_t t, machine *next) {
-    if (t < 0 || t >= j->n_vocab) return false;
+    if (t < 0 || t >= j->v->n_vocab) return false;
     copy_machine(next, &j->m);
-    if (j->kind[t] == TOK_NEVER && j->m.mode != M_JSON) return next->mode = M_FREE, true;
-    if (j->kind[t] == TOK_NEVER) return false;
-    if (j->kind[t] == TOK_EOG) return complete(&j->m, j->schema);
-    for (uint32_t i = j->off[t]; i < j->off[t + 1]; i++)
-        if (!step(j->schema, next, j->bytes[i])) return false;
+    if (j->v->kind[t] == TOK_NEVER && j->m.mode != M_JSON) return next->mode = M_FREE, true;
+    if (j->v->kind[t] == TOK_NEVER) return false;
+    if (j->v->kind[t] == TOK_EOG) return complete(&j->m, j->schema);
+    for (uint32_t i = j->v->off[t]; i < j->v->off[t + 1]; i++)
+        if (!step(j->schema, next, j->v->bytes[i])) return false;
     return true;
 }
 
@@ -443,7 +508,7 @@ bool frugal_json_allows(const frugal_json *j, int32_t token) {
 bool frugal_json_accept(frugal_json *j, int32_t token) {
     machine next;
     if (!try_token(j, token, &next)) return false;
-    if (j->kind[token] != TOK_EOG) copy_machine(&j->m, &next);
+    if (j->v->kind[token] != TOK_EOG) copy_machine(&j->m, &next);
     return true;
 }
 
@@ -455,15 +520,16 @@ bool frugal_json_done(const frugal_json *j) { return j->m.depth == 0; }
 int fr_json_mask(const frugal_json *j, const float *logits, float *out, int n) {
     int allowed = 0;
     for (int t = 0; t < n; t++) out[t] = -INFINITY;
-    for (int t = 0; t < n && t < j->n_vocab; t++)
-        if ((j->kind[t] == TOK_EOG && complete(&j->m, j->schema)) || (j->kind[t] == TOK_NEVER && j->m.mode != M_JSON))
+    for (int t = 0; t < n && t < j->v->n_vocab; t++)
+        if ((j->v->kind[t] == TOK_EOG && complete(&j->m, j->schema)) ||
+            (j->v->kind[t] == TOK_NEVER && j->m.mode != M_JSON))
             out[t] = logits[t], allowed++;
     for (int b = 0; b < 256; b++) {
         machine probe;
         copy_machine(&probe, &j->m);
-        if (j->first[b] == j->first[b + 1] || !step(j->schema, &probe, (uint8_t)b)) continue;
-        for (uint32_t i = j->first[b]; i < j->first[b + 1]; i++) {
-            int32_t t = j->by_first[i];
+        if (j->v->first[b] == j->v->first[b + 1] || !step(j->schema, &probe, (uint8_t)b)) continue;
+        for (uint32_t i = j->v->first[b]; i < j->v->first[b + 1]; i++) {
+            int32_t t = j->v->by_first[i];
             if (t < n && frugal_json_allows(j, t)) out[t] = logits[t], allowed++;
         }
     }

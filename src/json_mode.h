@@ -10,6 +10,15 @@
 #include "frugal.h"
 #include "json_schema.h"
 
+/* What each token of a vocabulary decodes to, as the constraint reads
+ * it: token t decodes to piece[t][0..len[t]) (NULL or empty: never
+ * allowed), eog[t] marks the end-of-generation tokens. A model keeps one
+ * (built by its first constraint) that all its constraints share. */
+typedef struct fr_json_vocab fr_json_vocab;
+frugal_status fr_json_vocab_new(int n, const char *const *piece, const int *len, const bool *eog,
+                                fr_json_vocab **out);
+void fr_json_vocab_free(fr_json_vocab *v);
+
 /* A constraint over a vocabulary of n tokens: token t decodes to
  * piece[t][0..len[t]) (NULL or empty: never allowed), eog[t] marks the
  * end-of-generation tokens. Takes schema (freed with the constraint, or

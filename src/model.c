@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include "chat.h"
+#include "json_mode.h"
 #include "model.h"
 #include "quant.h"
 
@@ -299,6 +300,7 @@ frugal_status frugal_model_load(const char *path, frugal_model **out) {
     fr_clear_error();
     frugal_model *m = fr_calloc(1, sizeof *m);
     if (!m) return fr_error(FRUGAL_ERR_NOMEM, "out of memory loading model");
+    atomic_init(&m->json_vocab, NULL);
     frugal_status st = gguf_open(path, &m->gguf);
     if (st) goto fail;
     gguf_str arch_s; /* a wrong-typed architecture is reported as such, not as missing */
@@ -328,6 +330,7 @@ fail:
 void frugal_model_free(frugal_model *m) {
     if (!m) return;
     fr_kv_pool_free(m->kv_pool);
+    fr_json_vocab_free(atomic_load(&m->json_vocab));
     fr_tokenizer_free(m->tok);
     fr_free(m->placed_mem);
     gguf_close(m->gguf);

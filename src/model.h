@@ -9,6 +9,7 @@
 #ifndef FR_MODEL_H
 #define FR_MODEL_H
 
+#include <stdatomic.h>
 #include "common.h"
 #include "gguf.h"
 #include "tokenizer.h"
@@ -66,6 +67,7 @@ struct frugal_model {
     void *placed_mem;        /* the matrices' arena (model.c: place_weights), or NULL */
     uint8_t *placed_next;    /* where the next one goes */
     size_t placed_total;     /* bytes they take */
+    _Atomic(struct fr_json_vocab *) json_vocab; /* JSON mode's table of the vocabulary, built when first needed */
 };
 
 /* Binds a required tensor of the given shape (cols, rows; rows 1 for a
