@@ -118,18 +118,18 @@ static void check_request(int rc, const api_request *r, const api_error *err, ap
 static void check_reply_calls(const char *body, size_t size) {
     cJSON *calls = tools_reply_calls(body, size, "x"), *c;
     if (!calls) return;
-    cJSON *root = cJSON_ParseWithLength(body, size), *orig = cJSON_GetObjectItem(root, "tool_calls")->child;
+    cJSON *root = cJSON_ParseWithLength(body, size), *orig = cJSON_GetObjectItemCaseSensitive(root, "tool_calls")->child;
     cJSON_ArrayForEach(c, calls) {
-        cJSON *fn = cJSON_GetObjectItem(c, "function"), *args = cJSON_GetObjectItem(fn, "arguments");
+        cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function"), *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
         /* (compared as printed: cJSON_Compare finds only the first of keys that repeat) */
         cJSON *parsed = cJSON_Parse(cJSON_GetStringValue(args));
         char *a = parsed ? cJSON_PrintUnformatted(parsed) : NULL;
-        char *b = orig ? cJSON_PrintUnformatted(cJSON_GetObjectItem(orig, "arguments")) : NULL;
+        char *b = orig ? cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(orig, "arguments")) : NULL;
         FUZZ_CHECK(a && b && !strcmp(a, b));
         free(a);
         free(b);
-        FUZZ_CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(fn, "name")),
-                           cJSON_GetStringValue(cJSON_GetObjectItem(orig, "name"))));
+        FUZZ_CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(fn, "name")),
+                           cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(orig, "name"))));
         cJSON_Delete(parsed);
         orig = orig->next;
     }

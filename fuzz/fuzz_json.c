@@ -3,7 +3,9 @@
  *
  * Input: a JSON Schema, a NUL byte, then the text to write. Without a NUL,
  * no schema: plain JSON mode (any object when byte 0 is odd, else any
- * value) over the rest of the input. The constraint works over a vocabulary of
+ * value) over the rest of the input. The constraint is optional (plain
+ * text unless the text begins with '{') when bit 2 of byte 0 is set
+ * without a schema, or when the text after the NUL begins with byte 1. The constraint works over a vocabulary of
  * the 256 bytes and one end-of-generation token (256), and the text is
  * accepted byte by byte until one is refused.
  *
@@ -11,7 +13,8 @@
  * leaves the state as it was; the sampler's mask allows exactly the
  * tokens frugal_json_allows does, where the text stopped; a text taken
  * whole with the end allowed is JSON (cJSON parses all of it), an object
- * in object mode.
+ * in object mode; optional, a text that does not begin with '{' (after
+ * whitespace) is taken whole.
  */
 #include <cjson/cJSON.h>
 #include <string.h>
@@ -49,6 +52,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *text = nul ? nul + 1 : data + 1;
     size_t n = size - (size_t)(text - data);
     bool object_only = !nul && data[0] & 1;
+    bool optional = nul ? n && text[0] == 1 : (data[0] & 4) != 0;
+    if (nul && optional) text++, n--;
     fr_schema *schema = NULL;
     frugal_status st = nul ? fr_schema_compile((const char *)data, (size_t)(nul - data), &schema)
                            : fr_schema_any(object_only, &schema);
@@ -57,7 +62,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     frugal_json *j = byte_constraint(schema);
-    FUZZ_CHECK(j != NULL);
+    FUZZ_CHECK(j != NULL && frugal_json_set_optional(j, optional) == FRUGAL_OK);
+    size_t first = 0; /* the first byte other than whitespace */
+    while (first < n && strchr(" \t\r\n", text[first]) && text[first]) first++;
+    bool held = !optional || (first < n && text[first] == '{');
     size_t taken = 0;
     while (taken < n && frugal_json_accept(j, text[taken])) taken++;
     if (taken < n) FUZZ_CHECK(!frugal_json_allows(j, text[taken])); /* refused, and still refused */
@@ -70,9 +78,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     FUZZ_CHECK(allowed == count);
     bool object = false;
-    if (taken == n && frugal_json_allows(j, END)) {
+    if (!held && first < n) FUZZ_CHECK(taken == n && frugal_json_allows(j, END));
+    if (held && taken == n && frugal_json_allows(j, END) && (!optional || first < n)) {
         FUZZ_CHECK(is_json(text, n, &object));
-        FUZZ_CHECK(!object_only || object);
+        FUZZ_CHECK(!(object_only || optional) || object);
     }
     frugal_json_free(j);
     return 0;

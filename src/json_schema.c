@@ -276,8 +276,8 @@ static int compile(compiler *c, const cJSON *sch, int depth) {
     const cJSON *type = get(sch, "type");
     if (!any) any = get(sch, "oneOf");
     if (ref) return compile_ref(c, ref, depth);
-    if (cJSON_HasObjectItem(sch, "const")) return compile_literals(c, get(sch, "const"), true);
-    if (cJSON_HasObjectItem(sch, "enum")) return compile_literals(c, get(sch, "enum"), false);
+    if (get(sch, "const")) return compile_literals(c, get(sch, "const"), true);
+    if (get(sch, "enum")) return compile_literals(c, get(sch, "enum"), false);
     if (all) {
         if (!cJSON_IsArray(all) || cJSON_GetArraySize(all) != 1)
             return fail(c, "%s", "'allOf' is supported with one schema only");
@@ -285,7 +285,7 @@ static int compile(compiler *c, const cJSON *sch, int depth) {
     }
     if (any) {
         if (!cJSON_IsArray(any)) return fail(c, "%s", "'anyOf' and 'oneOf' must be arrays");
-        if (type || cJSON_HasObjectItem(sch, "properties") || cJSON_HasObjectItem(sch, "items"))
+        if (type || get(sch, "properties") || get(sch, "items"))
             return fail(c, "%s", "'anyOf' beside 'type', 'properties' or 'items' is not supported");
         return compile_union(c, any, NULL, depth);
     }
@@ -296,9 +296,9 @@ static int compile(compiler *c, const cJSON *sch, int depth) {
     }
     if (type && !cJSON_IsString(type)) return fail(c, "%s", "'type' must be a string or a list of strings");
     if (type) return compile_typed(c, sch, type->valuestring, depth);
-    if (cJSON_HasObjectItem(sch, "properties") || cJSON_HasObjectItem(sch, "required"))
+    if (get(sch, "properties") || get(sch, "required"))
         return compile_object(c, sch, depth);
-    if (cJSON_HasObjectItem(sch, "items")) return compile_array(c, sch, depth);
+    if (get(sch, "items")) return compile_array(c, sch, depth);
     return new_node(c, S_ANY);
 }
 

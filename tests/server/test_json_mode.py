@@ -150,3 +150,17 @@ def test_json_schema_errors(server):
         status, body = server.json("POST", "/v1/chat/completions", {"messages": msgs, "response_format": rf})
         assert status == 400 and body["error"]["param"] == "response_format", body
     assert server.json("GET", "/health")[0] == 200
+
+
+def test_keywords_are_case_sensitive(server):
+    """"conSt" is no keyword (it once crashed the schema compiler): the
+    property is any value, and null is a constant like any other."""
+    msgs = [{"role": "user", "content": "Hi"}]
+    schema = {"type": "object", "properties": {"k": {"conSt": "a"}, "n": {"const": None}}, "required": ["k", "n"]}
+    status, body = server.json("POST", "/v1/chat/completions", {"messages": msgs, "max_tokens": 60, "temperature": 0,
+                                                                "response_format": schema_format(schema)})
+    assert status == 200, body
+    reply = body["choices"][0]["message"]["content"]
+    if body["choices"][0]["finish_reason"] == "stop":
+        assert json.loads(reply)["n"] is None
+    assert server.json("GET", "/health")[0] == 200

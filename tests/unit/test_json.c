@@ -442,6 +442,9 @@ static const schema_case CASES[] = {
     { "{\"enum\":[\"red\",\"green\",1,12,null,true]}",
       { "\"red\"", "12", "1", "null", "true", "\"green\"" }, { "\"blue\"", "2", "123", "\"re\"", "false", "1 2" } },
     { "{\"const\":{\"a\":[1,2]}}", { "{\"a\":[1,2]}" }, { "{\"a\":[1]}", "{\"a\": [1,2]}" } },
+    { "{\"const\":null}", { "null" }, { "1", "nul" } },
+    /* keywords are case-sensitive: these are unknown, so any value (they once crashed the compiler) */
+    { "{\"conSt\":\"a\",\"ENUM\":[1],\"Items\":{}}", { "1", "\"b\"", "[{}]" }, { "[1," } },
     { "{\"type\":\"array\",\"items\":{\"type\":\"boolean\"},\"minItems\":1,\"maxItems\":2}",
       { "[true]", "[ true , false ]" }, { "[]", "[true,true,true]", "[1]", "[true,]" } },
     { "{\"type\":[\"string\",\"null\"]}", { "\"x\"", "null" }, { "1", "nul", "{}" } },
