@@ -227,13 +227,13 @@ static int parse_choice(const cJSON *choice, const cJSON *const *fns, int n, api
     if (!choice) return 0;
     if (cJSON_IsString(choice)) {
         const char *c = choice->valuestring;
-        if (!strcmp(c, "none")) *mode = TOOLS_OFF;
-        else if (!strcmp(c, "required") && n) *mode = TOOLS_REQUIRED;
-        else if (strcmp(c, "auto") && strcmp(c, "required"))
+        bool none = !strcmp(c, "none"), required = !strcmp(c, "required");
+        if (!none && !required && strcmp(c, "auto"))
             return bad(err, "tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or "
                                            "{\"type\": \"function\", \"function\": {\"name\": ...}}");
-        if (*mode == TOOLS_OFF && strcmp(c, "none") && strcmp(c, "auto"))
-            return bad(err, "tool_choice", "'tool_choice' needs 'tools'");
+        if (required && !n) return bad(err, "tool_choice", "'tool_choice' needs 'tools'");
+        if (none) *mode = TOOLS_OFF;
+        if (required) *mode = TOOLS_REQUIRED;
         return 0;
     }
     const cJSON *type = get(choice, "type"), *fn = get(choice, "function"), *name = get(fn, "name");
