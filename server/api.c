@@ -3,9 +3,10 @@
  *
  * The rules follow OpenAI's API where it has one: unknown fields are
  * ignored, null means "not given", and a field we cannot honour (n > 1,
- * logprobs, tools, ...) is refused rather than silently ignored, because a
- * client that asks for it would otherwise get something it did not ask
- * for without knowing.
+ * suffix, the legacy functions, ...) is refused rather than silently
+ * ignored, because a client that asks for it would otherwise get
+ * something it did not ask for without knowing. Tools are read by
+ * tools.c.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
