@@ -288,7 +288,7 @@ enum { TOK_TEXT, TOK_EOG, TOK_NEVER };
 
 /* A vocabulary as the constraint reads it: what each token decodes to.
  * It depends on the model only, so a model builds it once and its
- * constraints share it (fr_model_json_vocab). */
+ * constraints share it (model_vocab, below). */
 struct fr_json_vocab {
     int n_vocab;
     uint8_t *kind;      /* [n_vocab] TOK_* */
