@@ -624,12 +624,23 @@ static ALWAYS_INLINE void tile_exact(int64_t n, const uint8_t *w, size_t ws, int
                               int nc, float *out, size_t ldo) {                                 \
         tile_exact(n, w, ws, nr, a, as, nc, out, ldo, fmt);                                     \
     }
+/* The K-quants' single dot: the rows kernel with one row. The level
+ * below's (AVX-512's 1 x 1 tile) sums Q4_K in another order, and every
+ * dot of this level must give the block-exact twin's bits. */
+#define EXACT_DOT(suffix, fmt)                                          \
+    static float dot_##suffix(int64_t n, const void *w, const void *a) { \
+        float out;                                                      \
+        rows_exact(n, w, 0, 1, a, 0, 1, &out, 0, fmt);                  \
+        return out;                                                     \
+    }
 EXACT_ENTRIES(q4_0_q8_0, FMT_Q4_0)
 EXACT_ENTRIES(q4_1_q8_1, FMT_Q4_1)
 EXACT_ENTRIES(q8_0_q8_0, FMT_Q8_0)
 EXACT_ENTRIES(q5_0_q8_0, FMT_Q5_0)
 EXACT_ENTRIES(q4_k_q8_k, FMT_Q4_K)
 EXACT_ENTRIES(q6_k_q8_k, FMT_Q6_K)
+EXACT_DOT(q4_k_q8_k, FMT_Q4_K)
+EXACT_DOT(q6_k_q8_k, FMT_Q6_K)
 
 void fr_kernels_fill_amx(fr_kernel_table *t) {
     t->dot_rows[FR_Q4_0] = rows_q4_0_q8_0;
@@ -640,6 +651,8 @@ void fr_kernels_fill_amx(fr_kernel_table *t) {
     t->dot_tile[FR_Q4_1] = tile_q4_1_q8_1;
     t->dot_tile[FR_Q8_0] = tile_q8_0_q8_0;
     t->dot_tile[FR_Q5_0] = tile_q5_0_q8_0;
+    t->dot[FR_Q4_K] = dot_q4_k_q8_k;
+    t->dot[FR_Q6_K] = dot_q6_k_q8_k;
     t->dot_rows[FR_Q4_K] = rows_q4_k_q8_k;
     t->dot_tile[FR_Q4_K] = tile_q4_k_q8_k;
     t->dot_rows[FR_Q6_K] = rows_q6_k_q8_k;
