@@ -45,7 +45,10 @@ def test_sampled_replies_parse_streamed_or_not(client):
 
 
 def test_completions_json_mode_and_usage(client):
-    r = client.completions.create(model=MODEL_ID, prompt='A JSON object of a user: {"name": "Ann",', max_tokens=200,
+    # a prompt whose greedy reply closes its object at every kernel level
+    # (FRUGAL_ISA=avx2, avx512, amx): replies differ in their last bits
+    # between levels, and a 135M model's JSON can run on until max_tokens
+    r = client.completions.create(model=MODEL_ID, prompt="A JSON object of a user named Ann, aged 31:", max_tokens=200,
                                   temperature=0, extra_body={"response_format": JSON})
     c = r.choices[0]
     assert c.finish_reason == "stop" and isinstance(json.loads(c.text), dict)
@@ -80,24 +83,34 @@ def test_json_schema_replies_validate(client):
     prompt = "Describe a person who has two pets, as JSON."
     rf = schema_format(PERSON)
     msgs = [{"role": "user", "content": prompt}]
+    ended = 0
     for seed in range(4):
         kw = dict(model=MODEL_ID, messages=msgs, max_tokens=250, response_format=rf, seed=seed,
                   temperature=0 if seed == 0 else 1.0)
-        c = client.chat.completions.create(**kw).choices[0]
-        assert c.finish_reason == "stop", c.message.content
-        value = json.loads(c.message.content)
-        jsonschema.validate(value, PERSON)
-        assert list(value) == ["name", "age", "pets", "email"]
+        r = client.chat.completions.create(**kw)
+        c = r.choices[0]
+        # a sampled string may run on (an email of 200 tokens): such a
+        # reply is cut at max_tokens, never ended early or malformed
+        if c.finish_reason == "stop" or seed == 0:
+            assert c.finish_reason == "stop", c.message.content
+            value = json.loads(c.message.content)
+            jsonschema.validate(value, PERSON)
+            assert list(value) == ["name", "age", "pets", "email"]
+            ended += 1
+        else:
+            assert c.finish_reason == "length" and r.usage.completion_tokens == 250
+            assert c.message.content.startswith("{")
         parts = [ch.choices[0].delta.content or "" for ch in client.chat.completions.create(stream=True, **kw)
                  if ch.choices]
         assert "".join(parts) == c.message.content
+    assert ended >= 3
 
 
 def test_json_schema_from_pydantic_through_parse(client):
     """The openai client's parse() sends a pydantic model's strict schema
     and reads the reply back into the model."""
     from typing import Literal, Optional, Union
-    from pydantic import BaseModel
+    from pydantic import BaseModel, Field
 
     class City(BaseModel):
         name: str
@@ -123,7 +136,7 @@ def test_json_schema_from_pydantic_through_parse(client):
 
     class Drawing(BaseModel):
         title: str
-        shapes: list[Union[Circle, Square]]
+        shapes: list[Union[Circle, Square]] = Field(max_length=3)  # maxItems: greedy may repeat a shape forever
 
     r = client.beta.chat.completions.parse(model=MODEL_ID, temperature=0, max_tokens=200, response_format=Drawing,
                                            messages=[{"role": "user", "content": "Draw two circles and a square."}])

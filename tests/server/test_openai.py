@@ -3,7 +3,10 @@ response shapes, streaming, stop strings, usage, and greedy replies equal
 to `frugal run --temp 0` for the same prompt."""
 import json
 import math
+import sys
+from pathlib import Path
 
+import numpy as np
 import openai
 import pytest
 
@@ -175,9 +178,15 @@ def test_chat_logprobs_whole_and_streamed(server, client):
 
 def test_completion_logprobs_agree_with_llama_cpp(client):
     """The legacy shape, text offsets that add up, tokens a stop string
-    cut away left out, and the values of llama.cpp's log-softmax on the
-    same tokens (engines differ by ~0.15 in a logit)."""
+    cut away left out, and the values of the model's log-softmax on the
+    same tokens: within 0.25 of the float reference (the model without
+    any engine's rounding, tests/conformance/reference_model.py) and 0.5
+    of llama.cpp's. Engines differ by ~0.15 in a logit, more at a few
+    positions: at " answer" below llama.cpp gives -3.55, the reference
+    -3.21, frugal's AMX level -3.11."""
     from llama_cpp import Llama
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "conformance"))
+    from reference_model import ReferenceModel
     r = client.completions.create(model=MODEL_ID, prompt=RAW_PROMPT, max_tokens=12, temperature=0, logprobs=5)
     lp, text = r.choices[0].logprobs, r.choices[0].text
     assert "".join(lp.tokens) == text and len(lp.tokens) == 12
@@ -188,10 +197,16 @@ def test_completion_logprobs_agree_with_llama_cpp(client):
     n_prompt = len(ref.tokenize(RAW_PROMPT.encode(), add_bos=False, special=True))
     assert [ref.detokenize([t]).decode() for t in ids[n_prompt:]] == lp.tokens
     ref.eval(ids)
+    exact = ReferenceModel(str(MODEL)).logits(np.array(ids))
+
+    def log_softmax(scores, t):
+        scores = scores.astype("float64")
+        return scores[t] - scores.max() - math.log(math.fsum(math.exp(x) for x in scores - scores.max()))
+
     for i, t in enumerate(ids[n_prompt:]):
-        scores = ref.scores[n_prompt + i - 1].astype("float64")
-        want = scores[t] - scores.max() - math.log(math.fsum(math.exp(x) for x in scores - scores.max()))
-        assert abs(lp.token_logprobs[i] - want) < 0.25, (i, lp.tokens[i], lp.token_logprobs[i], want)
+        got = lp.token_logprobs[i]
+        want, llama = log_softmax(exact[n_prompt + i - 1], t), log_softmax(ref.scores[n_prompt + i - 1], t)
+        assert abs(got - want) < 0.25 and abs(got - llama) < 0.5, (i, lp.tokens[i], got, want, llama)
     cut = client.completions.create(model=MODEL_ID, prompt=RAW_PROMPT, max_tokens=12, temperature=0, logprobs=1,
                                     stop=".")
     assert cut.choices[0].text == " Paris" and cut.choices[0].logprobs.tokens == [" Paris"]
