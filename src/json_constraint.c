@@ -108,7 +108,7 @@ static bool number_byte(fr_json_state *st, uint8_t c);
 
 /* One byte in a structural position (between tokens of the grammar). */
 static bool structural_byte(fr_json_state *st, uint8_t c) {
-    if (is_space(c)) return ++st->run <= FR_JSON_MAX_SPACE;
+    if (is_space(c)) return fr_json_space(&st->run, c);
     st->run = 0;
     switch (st->mode) {
     case M_VALUE: return start_value(st, c);

@@ -13,8 +13,9 @@
  *
  * Beyond the grammar, three limits keep a model from running on forever
  * inside a value the grammar allows without end: whitespace runs of at
- * most FR_JSON_MAX_SPACE bytes, numbers of at most FR_JSON_MAX_NUMBER
- * bytes, and nesting at most FR_JSON_MAX_DEPTH. Strings must be valid
+ * most FR_JSON_MAX_SPACE bytes and one line break (fr_json_space),
+ * numbers of at most FR_JSON_MAX_NUMBER bytes, and nesting at most
+ * FR_JSON_MAX_DEPTH. Strings must be valid
  * UTF-8 (no overlongs, no surrogates) without control characters.
  */
 #ifndef FR_JSON_CONSTRAINT_H
@@ -42,6 +43,22 @@ typedef struct {
 } fr_json_state;
 
 _Static_assert(FR_JSON_MAX_DEPTH <= 64, "one bit per open container in a uint64_t");
+
+/* One whitespace byte between tokens, *run counting the run so far (0 at
+ * its start): at most FR_JSON_MAX_SPACE bytes and one line break, which
+ * sets FR_JSON_RUN_BREAK in *run. Why one: without it a small model can
+ * fill a reply with blank lines ("]\n\n,\n", "\n   \n  \n"), all valid
+ * JSON; with it, a run is a space or two, or a line break and its
+ * indentation. */
+#define FR_JSON_RUN_BREAK 0x8000u
+static inline bool fr_json_space(uint16_t *run, uint8_t c) {
+    if (c == '\n') {
+        if (*run & FR_JSON_RUN_BREAK) return false;
+        *run |= FR_JSON_RUN_BREAK;
+    }
+    *run = (uint16_t)(*run + 1);
+    return (*run & ~FR_JSON_RUN_BREAK) <= FR_JSON_MAX_SPACE;
+}
 
 /* A value (an object with object_only; a number without fraction or
  * exponent with integer). */

@@ -84,7 +84,7 @@ static void pop(machine *m) {
 }
 
 /* A whitespace byte between tokens of the grammar. */
-static bool space(machine *m) { return ++m->run <= FR_JSON_MAX_SPACE; }
+static bool space(machine *m, uint8_t c) { return fr_json_space(&m->run, c); }
 
 /* An enum value's next byte: entries still matching go on, or the value
  * ended before c (one matched whole and none continues with c). */
@@ -178,7 +178,7 @@ static bool begin(const fr_schema *s, machine *m, uint8_t c) {
 
 static bool object_byte(const fr_schema *s, machine *m, frame *f, uint8_t c) {
     const fr_schema_node *n = &s->nodes[f->node];
-    if (f->phase != O_KEY && is_space(c)) return space(m);
+    if (f->phase != O_KEY && is_space(c)) return space(m, c);
     if (f->phase != O_KEY) m->run = 0;
     switch (f->phase) {
     case O_OPEN:
@@ -214,7 +214,7 @@ static bool object_byte(const fr_schema *s, machine *m, frame *f, uint8_t c) {
 /* An array's byte; *again: the byte begins an element, to be fed to it. */
 static bool array_byte(const fr_schema *s, machine *m, frame *f, uint8_t c, bool *again) {
     const fr_schema_node *n = &s->nodes[f->node];
-    if (is_space(c)) return space(m);
+    if (is_space(c)) return space(m, c);
     m->run = 0;
     if (f->phase == A_AFTER_VALUE) {
         if (c == ',' && f->count < n->max_items) { f->phase = A_COMMA; return true; }
@@ -237,18 +237,23 @@ static bool step(const fr_schema *s, machine *m, uint8_t c) {
         if (m->mode == M_FREE) return true;
     }
     for (;;) {
-        if (m->depth == 0) return is_space(c) && space(m);
+        if (m->depth == 0) return is_space(c) && space(m, c);
         frame *f = &m->f[m->depth - 1];
         bool again = false, ok;
         switch (f->kind) {
         case F_VALUE:
-            if (is_space(c)) return space(m);
+            if (is_space(c)) return space(m, c);
             m->run = 0;
             return begin(s, m, c);
         case F_PRIM: {
             fr_json_state before = m->prim;
             if (fr_json_feed(&m->prim, &c, 1)) {
-                if (fr_json_closed(&m->prim)) pop(m);
+                if (fr_json_closed(&m->prim)) {
+                    pop(m);
+                    /* a number closed by whitespace: c begins the run
+                     * the parent goes on counting */
+                    if (is_space(c)) space(m, c);
+                }
                 return true;
             }
             if (!fr_json_complete(&before)) return false;

@@ -65,7 +65,7 @@ TEST(json_prefixes_are_taken_and_closed_only_at_the_end) {
             CHECK_MSG(fr_json_closed(&st) == (k + 1 >= end), "%s: closed after byte %zu", t, k);
         }
         fr_json_state after = st;
-        CHECK(fr_json_feed(&after, (const uint8_t *)" \n", 2));
+        CHECK(fr_json_feed(&after, (const uint8_t *)"  ", 2)); /* (a line break only if t ends without one) */
         for (const char *c = "{}[],:\"1atn"; *c; c++) {
             after = st;
             CHECK_MSG(!fr_json_feed(&after, (const uint8_t *)c, 1), "%s took '%c' after the end", t, *c);
@@ -100,6 +100,13 @@ TEST(json_limits_depth_whitespace_and_numbers) {
         text[n + 1] = ']';
         CHECK_MSG(whole_value(text, false) == (n <= FR_JSON_MAX_NUMBER), "%s", text);
     }
+    /* a run holds one line break at most: no blank lines */
+    CHECK(whole_value("{\n  \"a\": [1,\n    2\n  ]\n}\n", true));
+    CHECK(whole_value("{ \r\n\t}", true));
+    CHECK(!whole_value("{\n\n}", true));
+    CHECK(!whole_value("{\"a\": 1\n  \n}", true));
+    CHECK(!whole_value("[1,\n \n2]", false));
+    CHECK(!whole_value("{}\n\n", true));
     /* whitespace runs are counted separately */
     snprintf(text, sizeof text, "{%*s\"a\"%*s:%*s1%*s}", 60, "", 60, "", 60, "", 60, "");
     CHECK(whole_value(text, true));
@@ -270,10 +277,13 @@ TEST(json_sampler_distribution_is_the_masked_softmax) {
 
 /* An independent reading of RFC 8259 with the same limits, for the
  * differential test below: *p advances past what it parsed. */
-typedef struct { const unsigned char *p, *end; int depth; } ref_parser;
+typedef struct { const unsigned char *p, *end; int depth; bool two_breaks; } ref_parser;
 
+/* (A run with a second line break is refused: fr_json_space.) */
 static void ref_space(ref_parser *r) {
-    while (r->p < r->end && strchr(" \t\r\n", *r->p) && *r->p) r->p++;
+    int breaks = 0;
+    while (r->p < r->end && strchr(" \t\r\n", *r->p) && *r->p) breaks += *r->p++ == '\n';
+    r->two_breaks |= breaks > 1;
 }
 static bool ref_value(ref_parser *r);
 static bool ref_char(ref_parser *r, char c) {
@@ -357,10 +367,10 @@ static bool ref_value(ref_parser *r) {
     }
 }
 static bool ref_whole(const unsigned char *s, size_t n) {
-    ref_parser r = { s, s + n, 0 };
+    ref_parser r = { s, s + n, 0, false };
     if (!ref_value(&r)) return false;
     ref_space(&r);
-    return r.p == r.end;
+    return r.p == r.end && !r.two_breaks;
 }
 
 /* Valid texts with random bytes replaced, inserted or deleted: the
@@ -436,7 +446,8 @@ static const schema_case CASES[] = {
         "{\"name\":\"A\",\"age\":3,\"x\":1}", "{}", "{\"name\":\"A\",\"age\":1e2}", "[]" } },
     { "{\"properties\":{\"a\":{\"type\":\"number\"},\"b\":{},\"c\":{\"type\":\"boolean\"}},\"required\":[\"a\"]}",
       { "{\"a\":1}", "{\"a\":1.5e3,\"c\":true}", "{\"a\":1,\"b\":{\"x\":[null]},\"c\":false}" },
-      { "{\"a\":1,\"c\":true,\"b\":2}", "{\"b\":1}", "{\"a\":\"1\"}", "{\"a\":1,}", "{\"a\":1,\"c\":1}" } },
+      { "{\"a\":1,\"c\":true,\"b\":2}", "{\"b\":1}", "{\"a\":\"1\"}", "{\"a\":1,}", "{\"a\":1,\"c\":1}",
+        "{\"a\":1\n\n}", "{\"a\":1,\"b\":{\"x\":\n \n1}}" } },
     { "{\"type\":\"object\",\"properties\":{\"b\":{\"type\":\"null\"},\"c\":{\"type\":\"string\"}}}",
       { "{}", "{\"c\":\"\"}", "{\"b\":null,\"c\":\"x\"}" }, { "{\"c\":\"x\",\"b\":null}", "{\"b\":1}" } },
     { "{\"enum\":[\"red\",\"green\",1,12,null,true]}",
