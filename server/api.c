@@ -412,7 +412,8 @@ static char *assistant_calls(const cJSON *calls, const char *content, api_error 
 
 /* One message's role and text (both malloc'd), or -1. Tool messages
  * become user messages; *merge: add to the message before (a tool result
- * after another). */
+ * or a user message after tool results: templates that want user and
+ * assistant turns to alternate, Gemma's, refuse two user turns in a row). */
 static int parse_message(const cJSON *msgs, const cJSON *m, bool after_tool, char **role_out, char **text_out,
                          bool *merge, api_error *err) {
     const cJSON *role = cJSON_IsObject(m) ? field(m, "role") : NULL, *content = role ? field(m, "content") : NULL;
@@ -432,7 +433,7 @@ static int parse_message(const cJSON *msgs, const cJSON *m, bool after_tool, cha
     else if (calls) text = assistant_calls(calls, t, err);
     if (text != t) free(t);
     if (!text) return -1;
-    *merge = tool && after_tool;
+    *merge = (tool || !strcmp(name, "user")) && after_tool;
     *role_out = *merge ? NULL : strdup(tool ? "user" : name);
     *text_out = text;
     if (*merge || *role_out) return 0;

@@ -113,10 +113,18 @@ RENDERED = ASK + [
     {"role": "user", "content": "Result of get_weather:\n18 C and sunny\n\nResult of get_time:\n14:05"}]
 
 
+# a user message after the results joins them (Gemma's template refuses two user turns in a row)
+FOLLOW_UP = {"role": "user", "content": "Answer in one sentence."}
+RENDERED_FOLLOW_UP = RENDERED[:-1] + [{"role": "user", "content": RENDERED[-1]["content"] + "\n\n" +
+                                       FOLLOW_UP["content"]}]
+
+
 @pytest.mark.parametrize("tool_choice", ["none", "auto"])
-def test_history_renders_as_documented(client, tool_choice):
-    a = chat(client, messages=HISTORY, tool_choice=tool_choice, temperature=0, max_tokens=40)
-    b = chat(client, messages=RENDERED, tool_choice=tool_choice, temperature=0, max_tokens=40)
+@pytest.mark.parametrize("follow_up", [False, True])
+def test_history_renders_as_documented(client, tool_choice, follow_up):
+    history, rendered = (HISTORY + [FOLLOW_UP], RENDERED_FOLLOW_UP) if follow_up else (HISTORY, RENDERED)
+    a = chat(client, messages=history, tool_choice=tool_choice, temperature=0, max_tokens=40)
+    b = chat(client, messages=rendered, tool_choice=tool_choice, temperature=0, max_tokens=40)
     assert a.usage.prompt_tokens == b.usage.prompt_tokens
     assert a.choices[0].message == b.choices[0].message or (
         [t.function for t in a.choices[0].message.tool_calls] == [t.function for t in b.choices[0].message.tool_calls])
@@ -218,3 +226,21 @@ def test_sigterm_while_a_call_is_held_back(server_factory):
         got += chunk
     sock.close()
     assert b"shutting down" in got and b"data: [DONE]\n\n" in got and b"tool_calls" not in got, got[-400:]
+
+
+def test_gemma_takes_a_user_message_after_tool_results(server_factory, gemma3):
+    """Gemma's template wants user and model turns to alternate: a user
+    message after tool results joins their user message, as documented,
+    where two user messages in a row elsewhere stay the template's 400."""
+    import openai
+    s = server_factory("-m", gemma3, "-c", 1024, "--parallel", 1)
+    c = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    model = c.models.list().data[0].id
+    kw = dict(model=model, tools=TOOLS, tool_choice="none", temperature=0, max_tokens=8)
+    a = c.chat.completions.create(messages=HISTORY + [FOLLOW_UP], **kw)
+    b = c.chat.completions.create(messages=RENDERED_FOLLOW_UP, **kw)
+    assert a.usage.prompt_tokens == b.usage.prompt_tokens
+    assert a.choices[0].message.content == b.choices[0].message.content
+    status, body = s.json("POST", CHAT, {"model": model, "messages": HISTORY + [FOLLOW_UP, FOLLOW_UP],
+                                         "tools": TOOLS, "max_tokens": 8})
+    assert status == 400 and "alternate" in body["error"]["message"], body
