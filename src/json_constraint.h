@@ -48,8 +48,8 @@ _Static_assert(FR_JSON_MAX_DEPTH <= 64, "one bit per open container in a uint64_
  * its start): at most FR_JSON_MAX_SPACE bytes and one line break, which
  * sets FR_JSON_RUN_BREAK in *run. Why one: without it a small model can
  * fill a reply with blank lines ("]\n\n,\n", "\n   \n  \n"), all valid
- * JSON; with it, a run is a space or two, or a line break and its
- * indentation. */
+ * JSON; with it, a run is spaces (and tabs) with at most one line
+ * break among them, such as a line break and its indentation. */
 #define FR_JSON_RUN_BREAK 0x8000u
 static inline bool fr_json_space(uint16_t *run, uint8_t c) {
     if (c == '\n') {
